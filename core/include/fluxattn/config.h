@@ -1,0 +1,89 @@
+// Engine configuration from TOML. The core checks its own sections; plugin parameters are checked
+// against the owning plugin's ParamSpecs. Every error names the file, the line and the key, what
+// was expected and what was found.
+//
+//   [model]            path, device ("cpu", "cuda", "cuda:N"), dtype ("f32", "bf16"), threads
+//   [plugins]          paths = ["dir", ...]   extra plugin search directories (before defaults)
+//   [backends.<name>]  plugin = "<attention plugin>", then that plugin's parameters
+//   [router]           plugin = "<routing plugin>", full = "<backend>", sparse = "<backend>",
+//                      then that plugin's parameters
+//   [routers.<name>]   further routing policies another policy can delegate to
+//   [layers.<i>]       backend = "<backend>"   fixes layer i regardless of the router
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "fluxattn/params.h"
+#include "fluxattn/plugin_registry.h"
+
+namespace fluxattn {
+
+struct SourceLocation {
+  std::string file;
+  int line = 0;
+  int column = 0;
+  std::string ToString() const;  // "file:line:column"
+};
+
+// A parameter as written in the config, before validation against the plugin's spec.
+struct RawParam {
+  ParamValue value;
+  SourceLocation where;
+};
+
+struct PluginInstanceConfig {
+  std::string name;    // instance name (the [backends.<name>] key), "router" for [router]
+  std::string plugin;  // plugin name
+  std::map<std::string, RawParam> raw_params;
+  ParamValues params;  // filled by ValidatePluginParams
+  SourceLocation where;
+};
+
+struct ModelConfig {
+  std::string path;  // resolved relative to the config file's folder
+  std::string device = "cpu";
+  std::string dtype = "f32";
+  int threads = 0;  // 0: hardware concurrency
+};
+
+struct EngineConfig {
+  std::string source_path;  // the TOML file ("" when built in code)
+  ModelConfig model;
+  std::vector<std::string> plugin_paths;
+  std::map<std::string, PluginInstanceConfig> backends;
+  PluginInstanceConfig router;
+  std::string router_full;    // backend instance used when the router says FA
+  std::string router_sparse;  // backend instance used when it says SA
+  std::map<std::string, PluginInstanceConfig> routers;
+  std::map<int, std::string> layer_backends;  // [layers.<i>] backend
+};
+
+absl::StatusOr<EngineConfig> LoadEngineConfig(const std::string& path);
+absl::StatusOr<EngineConfig> ParseEngineConfig(std::string_view toml_text,
+                                               const std::string& source_name);
+
+// Checks `instance.raw_params` against `specs` (unknown keys, types, ranges, choices, required)
+// and fills `instance.params` with explicit values and defaults.
+absl::Status ValidatePluginParams(const std::vector<ParamSpec>& specs,
+                                  PluginInstanceConfig& instance);
+
+// Plugins instantiated from a config: every name resolved, every parameter validated.
+struct Composition {
+  std::map<std::string, PluginPtr<AttentionBackend>> backends;
+  PluginPtr<RoutingPolicy> router;
+  std::string full_backend;
+  std::string sparse_backend;
+  std::map<std::string, PluginPtr<RoutingPolicy>> routers;
+  std::map<int, std::string> layer_backends;
+};
+
+// Finds each plugin (right kind), validates parameters, checks that the router and the layer
+// overrides name existing backends, and creates the instances.
+absl::StatusOr<Composition> Compose(EngineConfig& config, const PluginRegistry& registry);
+
+}  // namespace fluxattn

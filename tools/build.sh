@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Configures and builds FluxAttn into ${BUILD_DIR:-build} (Release). Extra args go to CMake.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+build="${BUILD_DIR:-$root/build}"
+cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-Release}" "$@" >/dev/null
+cmake --build "$build" -j "${JOBS:-$(nproc)}"
