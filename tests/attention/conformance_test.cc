@@ -27,11 +27,18 @@ struct BackendCase {
   bool decode_matches_prefill = true;
 };
 
+void PrintTo(const BackendCase& c, std::ostream* os) { *os << c.label; }
+
 struct Shape {
   int hq, hkv, dim;
   int64_t length;  // prompt length
   int page_tokens;
 };
+
+void PrintTo(const Shape& s, std::ostream* os) {
+  *os << "hq" << s.hq << " hkv" << s.hkv << " d" << s.dim << " len" << s.length << " page"
+      << s.page_tokens;
+}
 
 using Param = std::tuple<BackendCase, Shape>;
 
