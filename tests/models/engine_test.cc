@@ -7,6 +7,7 @@
 #include <map>
 
 #include "fluxattn/models/decoder_model.h"
+#include "fluxattn/status.h"
 #include "test_support.h"
 
 namespace fluxattn {
