@@ -14,6 +14,7 @@
 #include "fluxattn/models/decoder_model.h"
 #include "fluxattn/models/model_config.h"
 #include "fluxattn/plugin_registry.h"
+#include "fluxattn/status.h"
 #include "nlohmann/json.hpp"
 
 namespace fluxattn {
@@ -49,9 +50,6 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> MakeModel(const Args& a, int thre
 
 int Run(const Args& a) {
   PluginRegistry registry;
-  for (const std::string& dir : PluginRegistry::DefaultSearchPath()) {
-    if (std::filesystem::is_directory(dir)) (void)registry.ScanDirectory(dir);
-  }
   nlohmann::json rows = nlohmann::json::array();
   std::printf("%-8s %-8s %-10s %-14s %-14s %-12s\n", "threads", "context", "decode", "prefill tok/s",
               "decode tok/s", "KV MiB");
@@ -65,7 +63,11 @@ int Run(const Args& a) {
     EngineConfig config = DefaultEngineConfig(info);
     config.router.plugin.clear();  // every layer on `full`
     config.backends.erase("sparse");
-    config.router_sparse.clear();
+    config.router_sparse = "full";
+    if (absl::Status st = PrepareRegistry(config, registry); !st.ok()) {
+      std::cerr << "bench_model: error: " << st.message() << "\n";
+      return 1;
+    }
     auto composition = Compose(config, registry);
     if (!composition.ok()) {
       std::cerr << "bench_model: error: " << composition.status().message() << "\n";

@@ -263,13 +263,8 @@ int RunGenerate(const GenerateArgs& args) {
   if (!model.ok()) return fail(model.status());
   PluginRegistry registry;
   for (const std::string& dir : args.plugin_paths) config.plugin_paths.push_back(dir);
-  for (const std::string& dir : config.plugin_paths) {
-    absl::Status st = registry.ScanDirectory(dir);
-    if (!st.ok()) return fail(st);
-  }
-  for (const std::string& dir : PluginRegistry::DefaultSearchPath()) {
-    if (std::filesystem::is_directory(dir)) (void)registry.ScanDirectory(dir);
-  }
+  absl::Status prepared = PrepareRegistry(config, registry);
+  if (!prepared.ok()) return fail(prepared);
   auto composition = Compose(config, registry);
   if (!composition.ok()) return fail(composition.status());
   EngineOptions engine_options;
@@ -306,9 +301,12 @@ int RunGenerate(const GenerateArgs& args) {
               {"routing", RoutingJson(r.trace)},
               {"sa_ratio", r.trace.sa_ratio},
               {"kv_bytes", r.trace.kv_bytes}};
+    // Without a tokenizer.json there is no text to show.
+    j["text"] = nullptr;
     if ((*codec)->has_text()) {
       auto text = (*codec)->Decode(r.tokens);
-      j["text"] = text.ok() ? *text : std::string();
+      if (!text.ok()) return fail(text.status());
+      j["text"] = *text;
     }
     per_request.push_back(std::move(j));
   }
@@ -331,7 +329,7 @@ int RunGenerate(const GenerateArgs& args) {
   } else if (!stream) {
     for (size_t i = 0; i < per_request.size(); ++i) {
       std::cout << "[" << i << "] ";
-      if (per_request[i].contains("text")) {
+      if (per_request[i]["text"].is_string()) {
         std::cout << per_request[i]["text"].get<std::string>();
       } else {
         for (int64_t t : result->requests[i].tokens) std::cout << t << " ";

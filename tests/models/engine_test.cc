@@ -88,7 +88,10 @@ std::vector<int64_t> Prompt(int n, int offset = 0) {
 
 TEST(Engine, RoutesOncePerRequestAndLayerWithMixedDecisions) {
   ParityPolicy* policy;
-  auto engine = Engine::Create(SmallModel(), RoutedComposition(&policy, nullptr));
+  EngineOptions engine_options;
+  engine_options.kv_page_tokens = 4;  // small pages so that streaming layers can free some
+  auto engine =
+      Engine::Create(SmallModel(), RoutedComposition(&policy, nullptr), engine_options);
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_TRUE(policy->prepared);
   GenerationOptions options;

@@ -417,14 +417,17 @@ EngineConfig DefaultEngineConfig(const ModelInfo& info) {
   PluginInstanceConfig full;
   full.name = "full";
   full.plugin = "full";
+  full.table = "backends.full";
   full.where = builtin;
   config.backends["full"] = full;
   config.router_full = "full";
+  config.router_sparse = "full";
   const bool flux = info.architecture.rfind("Paw", 0) == 0;
   if (flux) {
     PluginInstanceConfig sparse;
     sparse.name = "sparse";
     sparse.plugin = "streaming";
+    sparse.table = "backends.sparse";
     sparse.where = builtin;
     const int64_t sink = static_cast<int64_t>(info.ConfigNumber("sink_size").value_or(128));
     const int64_t window =
@@ -435,6 +438,7 @@ EngineConfig DefaultEngineConfig(const ModelInfo& info) {
     config.backends["sparse"] = sparse;
     config.router.name = "router";
     config.router.plugin = "flux";
+    config.router.table = "router";
     config.router.where = builtin;
     config.router_sparse = "sparse";
   }
