@@ -41,8 +41,7 @@ absl::StatusOr<std::optional<int64_t>> ConfigPositiveInt(const ModelInfo& model,
                       ConfigScalarToString(value));
 }
 
-absl::StatusOr<std::optional<bool>> ConfigBoolean(const ModelInfo& model,
-                                                  const std::string& key) {
+absl::StatusOr<std::optional<bool>> ConfigBoolean(const ModelInfo& model, const std::string& key) {
   auto it = model.config.find(key);
   if (it == model.config.end()) return std::optional<bool>();
   if (const bool* b = std::get_if<bool>(&it->second)) return std::optional<bool>(*b);
@@ -161,8 +160,7 @@ absl::Status FluxPolicy::Prepare(const RoutingSetup& setup) {
   }
   use_softmax_ = params_.GetBool("use_softmax");
   if (!params_.is_explicit("use_softmax")) {
-    FLUXATTN_ASSIGN_OR_RETURN(std::optional<bool> from_config,
-                              ConfigBoolean(model, "use_softmax"));
+    FLUXATTN_ASSIGN_OR_RETURN(std::optional<bool> from_config, ConfigBoolean(model, "use_softmax"));
     use_softmax_ = from_config.value_or(true);
   }
 
@@ -223,8 +221,7 @@ absl::StatusOr<RoutingDecision> FluxPolicy::Decide(const RoutingInput& input) {
     return InvalidInput("flux: prompt_tokens", "at least 1", absl::StrCat(input.prompt_tokens));
   }
   if (input.num_q_heads != num_q_heads_ || input.head_dim != head_dim_) {
-    return InvalidInput("flux: queries",
-                        absl::StrCat("[T, ", num_q_heads_, ", ", head_dim_, "]"),
+    return InvalidInput("flux: queries", absl::StrCat("[T, ", num_q_heads_, ", ", head_dim_, "]"),
                         absl::StrCat("[T, ", input.num_q_heads, ", ", input.head_dim, "]"));
   }
   const FluxLayerRouter& router = routers_[input.layer];

@@ -24,8 +24,7 @@ namespace {
 
 // GetF32 names the tensor and both shapes on a mismatch; this re-checks what it returned so a
 // WeightSource that ignores expected_shape still cannot feed the router a wrong shape.
-absl::StatusOr<std::vector<float>> LoadChecked(const WeightSource& weights,
-                                               const std::string& name,
+absl::StatusOr<std::vector<float>> LoadChecked(const WeightSource& weights, const std::string& name,
                                                const std::vector<int64_t>& shape) {
   if (!weights.Has(name)) {
     return InvalidInput(absl::StrCat("flux router weights: tensor ", name),
@@ -44,8 +43,8 @@ absl::StatusOr<std::vector<float>> LoadChecked(const WeightSource& weights,
   }
   if (tensor.dtype() != DType::kF32 || tensor.device() == nullptr ||
       tensor.device()->type() != DeviceType::kCpu) {
-    return InvalidInput(absl::StrCat("flux router weights: tensor ", name),
-                        "float32 on the CPU", DTypeName(tensor.dtype()));
+    return InvalidInput(absl::StrCat("flux router weights: tensor ", name), "float32 on the CPU",
+                        DTypeName(tensor.dtype()));
   }
   const float* data = tensor.data<float>();
   return std::vector<float>(data, data + tensor.numel());
@@ -75,8 +74,8 @@ absl::StatusOr<FluxLayerRouter> FluxLayerRouter::Load(const WeightSource& weight
   return router;
 }
 
-std::vector<double> FluxLayerRouter::Pool(const float* queries, int64_t num_tokens,
-                                          int num_heads, int head_dim, int64_t pool_size) {
+std::vector<double> FluxLayerRouter::Pool(const float* queries, int64_t num_tokens, int num_heads,
+                                          int head_dim, int64_t pool_size) {
   FLUXATTN_CHECK(queries != nullptr && num_tokens > 0 && num_heads > 0 && head_dim > 0 &&
                  pool_size > 0);
   // x[:pool_size] and x[-pool_size:] each hold min(pool_size, T) rows; a row in both is

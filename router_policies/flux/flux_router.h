@@ -26,8 +26,8 @@ class FluxLayerRouter {
  public:
   // Loads and shape-checks the ten tensors of `layer` from `weights`. `num_outputs` is 2 for the
   // softmax variant and 1 for the sigmoid variant.
-  static absl::StatusOr<FluxLayerRouter> Load(const WeightSource& weights, int layer,
-                                              int head_dim, int num_outputs);
+  static absl::StatusOr<FluxLayerRouter> Load(const WeightSource& weights, int layer, int head_dim,
+                                              int num_outputs);
 
   int head_dim() const { return head_dim_; }
   int num_outputs() const { return num_outputs_; }

@@ -31,8 +31,7 @@ absl::StatusOr<std::unique_ptr<LengthPolicy>> LengthPolicy::Create(const ParamVa
   std::unique_ptr<LengthPolicy> policy(new LengthPolicy());
   policy->min_tokens_ = params.GetInt("min_tokens");
   if (policy->min_tokens_ < 0) {
-    return InvalidInput("length: min_tokens", "an integer >= 0",
-                        absl::StrCat(policy->min_tokens_));
+    return InvalidInput("length: min_tokens", "an integer >= 0", absl::StrCat(policy->min_tokens_));
   }
   policy->above_ = params.GetString("above");
   if (policy->above_.empty()) {
@@ -44,9 +43,9 @@ absl::StatusOr<std::unique_ptr<LengthPolicy>> LengthPolicy::Create(const ParamVa
 
 absl::Status LengthPolicy::Prepare(const RoutingSetup& setup) {
   if (setup.model == nullptr || setup.model->num_layers <= 0) {
-    return InvalidInput("length", "a model with at least one layer",
-                        setup.model == nullptr ? "no model"
-                                               : absl::StrCat(setup.model->num_layers, " layers"));
+    return InvalidInput(
+        "length", "a model with at least one layer",
+        setup.model == nullptr ? "no model" : absl::StrCat(setup.model->num_layers, " layers"));
   }
   num_layers_ = setup.model->num_layers;
   if (!setup.policy) {
@@ -59,8 +58,7 @@ absl::Status LengthPolicy::Prepare(const RoutingSetup& setup) {
     return Annotate(delegate.status(), absl::StrCat("length: above = \"", above_, "\""));
   }
   if (*delegate == nullptr || *delegate == this) {
-    return InvalidInput("length: above",
-                        "a routing policy other than this one",
+    return InvalidInput("length: above", "a routing policy other than this one",
                         absl::StrCat("\"", above_, "\" resolves to ",
                                      *delegate == nullptr ? "nothing" : "this policy"));
   }

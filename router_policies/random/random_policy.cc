@@ -74,9 +74,9 @@ double RandomPolicy::UnitDraw(uint64_t seed, uint64_t request_id, int layer) {
 
 absl::Status RandomPolicy::Prepare(const RoutingSetup& setup) {
   if (setup.model == nullptr || setup.model->num_layers <= 0) {
-    return InvalidInput("random", "a model with at least one layer",
-                        setup.model == nullptr ? "no model"
-                                               : absl::StrCat(setup.model->num_layers, " layers"));
+    return InvalidInput(
+        "random", "a model with at least one layer",
+        setup.model == nullptr ? "no model" : absl::StrCat(setup.model->num_layers, " layers"));
   }
   num_layers_ = setup.model->num_layers;
   return absl::OkStatus();

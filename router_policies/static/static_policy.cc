@@ -84,8 +84,8 @@ absl::StatusOr<std::unique_ptr<StaticPolicy>> StaticPolicy::Create(const ParamVa
     for (size_t i = 0; i < policy->full_layers_.size(); ++i) {
       const int64_t layer = policy->full_layers_[i];
       if (layer < 0) {
-        return InvalidInput(Key(absl::StrCat("full_layers[", i, "]")),
-                            "a layer index >= 0", absl::StrCat(layer));
+        return InvalidInput(Key(absl::StrCat("full_layers[", i, "]")), "a layer index >= 0",
+                            absl::StrCat(layer));
       }
       if (!seen.insert(layer).second) {
         return InvalidInput(Key(absl::StrCat("full_layers[", i, "]")), "each layer at most once",
@@ -130,9 +130,9 @@ absl::StatusOr<std::unique_ptr<StaticPolicy>> StaticPolicy::Create(const ParamVa
 
 absl::Status StaticPolicy::Prepare(const RoutingSetup& setup) {
   if (setup.model == nullptr || setup.model->num_layers <= 0) {
-    return InvalidInput(kWhere, "a model with at least one layer",
-                        setup.model == nullptr ? "no model"
-                                               : absl::StrCat(setup.model->num_layers, " layers"));
+    return InvalidInput(
+        kWhere, "a model with at least one layer",
+        setup.model == nullptr ? "no model" : absl::StrCat(setup.model->num_layers, " layers"));
   }
   const int num_layers = setup.model->num_layers;
   std::vector<bool> full(num_layers, false);
@@ -140,11 +140,10 @@ absl::Status StaticPolicy::Prepare(const RoutingSetup& setup) {
     case Form::kList:
       for (size_t i = 0; i < full_layers_.size(); ++i) {
         if (full_layers_[i] >= num_layers) {
-          return InvalidInput(
-              Key(absl::StrCat("full_layers[", i, "]")),
-              absl::StrCat("a layer index in [0, ", num_layers - 1, "] (the model has ",
-                           num_layers, " layers)"),
-              absl::StrCat(full_layers_[i]));
+          return InvalidInput(Key(absl::StrCat("full_layers[", i, "]")),
+                              absl::StrCat("a layer index in [0, ", num_layers - 1,
+                                           "] (the model has ", num_layers, " layers)"),
+                              absl::StrCat(full_layers_[i]));
         }
         full[full_layers_[i]] = true;
       }

@@ -18,8 +18,8 @@
 namespace fluxattn::routing {
 namespace {
 
-using ::testing::HasSubstr;
 using testing::AddRouterTensors;
+using ::testing::HasSubstr;
 using testing::InMemoryWeights;
 using testing::MakeParams;
 using testing::MakePolicy;
@@ -88,8 +88,7 @@ struct Shape {
 };
 
 std::string ShapeName(const ::testing::TestParamInfo<Shape>& info) {
-  return absl::StrCat("H", info.param.heads, "_D", info.param.head_dim, "_P",
-                      info.param.pool_size);
+  return absl::StrCat("H", info.param.heads, "_D", info.param.head_dim, "_P", info.param.pool_size);
 }
 
 class FluxAgainstReferenceTest : public ::testing::TestWithParam<Shape> {};
@@ -110,9 +109,8 @@ TEST_P(FluxAgainstReferenceTest, SoftmaxAndSigmoidMatchOracle) {
     for (int64_t tokens : shape.lengths) {
       for (int layer = 0; layer < 3; ++layer) {
         const std::vector<float> q = RandomQueries(tokens, shape.heads, shape.head_dim, rng);
-        const std::vector<double> want = ReferenceLogits(fx.routers[layer], q, tokens,
-                                                         shape.heads, shape.head_dim,
-                                                         shape.pool_size);
+        const std::vector<double> want = ReferenceLogits(fx.routers[layer], q, tokens, shape.heads,
+                                                         shape.head_dim, shape.pool_size);
         absl::StatusOr<RoutingDecision> got = Decide(**policy, fx.model, layer, q, tokens);
         ASSERT_TRUE(got.ok()) << got.status();
         SCOPED_TRACE(absl::StrCat("T=", tokens, " layer=", layer, " outputs=", num_outputs));
@@ -128,9 +126,9 @@ TEST_P(FluxAgainstReferenceTest, SoftmaxAndSigmoidMatchOracle) {
 
 INSTANTIATE_TEST_SUITE_P(
     Shapes, FluxAgainstReferenceTest,
-    ::testing::Values(Shape{4, 8, 3, {1, 2, 3, 5, 6, 7, 40}},       // T = 1, T < 2P, T = 2P
+    ::testing::Values(Shape{4, 8, 3, {1, 2, 3, 5, 6, 7, 40}},          // T = 1, T < 2P, T = 2P
                       Shape{2, 16, 100, {1, 50, 199, 200, 201, 450}},  // published pool size
-                      Shape{1, 4, 1, {1, 2, 9}},                      // single head, P = 1
+                      Shape{1, 4, 1, {1, 2, 9}},                       // single head, P = 1
                       Shape{8, 32, 7, {13, 14, 15, 64}}),
     ShapeName);
 
@@ -184,8 +182,8 @@ TEST(FluxPolicyTest, BiasShiftsTheMargin) {
       const std::vector<double> want = ReferenceLogits(fx.routers[layer], q, 33, 4, 8, 5);
       const double margin = num_outputs == 2 ? want[1] - want[0] : want[0];
       for (double delta : {-1e-3, 1e-3}) {
-        auto policy = MakePolicy<FluxPolicy>(
-            {{"pool_size", int64_t{5}}, {"bias", -margin + delta}}, fx.setup);
+        auto policy = MakePolicy<FluxPolicy>({{"pool_size", int64_t{5}}, {"bias", -margin + delta}},
+                                             fx.setup);
         ASSERT_TRUE(policy.ok()) << policy.status();
         absl::StatusOr<RoutingDecision> got = Decide(**policy, fx.model, layer, q, 33);
         ASSERT_TRUE(got.ok()) << got.status();
@@ -276,9 +274,9 @@ TEST(FluxPolicyTest, MissingOrMisshapenTensorsAreNamed) {
   {
     Fixture fx(3, 2, 8, 2, 12);
     fx.weights.Remove("model.layers.2.self_attn.mask_allocator.cls_feat_extractor.2.bias");
-    ExpectPrepareError(fx, {},
-                       {"model.layers.2.self_attn.mask_allocator.cls_feat_extractor.2.bias",
-                        "no such tensor"});
+    ExpectPrepareError(
+        fx, {},
+        {"model.layers.2.self_attn.mask_allocator.cls_feat_extractor.2.bias", "no such tensor"});
   }
   {
     Fixture fx(2, 2, 8, 2, 13);
@@ -308,8 +306,8 @@ TEST(FluxPolicyTest, ReadsSeparateWeightsFile) {
   InMemoryWeights empty;
   fx.setup.weights = &empty;
   std::vector<std::string> opened;
-  fx.setup.open_weights = [&](const std::string& path)
-      -> absl::StatusOr<std::unique_ptr<WeightSource>> {
+  fx.setup.open_weights =
+      [&](const std::string& path) -> absl::StatusOr<std::unique_ptr<WeightSource>> {
     opened.push_back(path);
     if (path != "router.safetensors") {
       return absl::NotFoundError(absl::StrCat(path, ": no such file"));

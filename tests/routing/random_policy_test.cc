@@ -96,8 +96,7 @@ TEST_F(RandomPolicyTest, RatioIsCloseToTarget) {
     // No layer is systematically favoured (each layer sees 500 draws).
     const double layer_sigma = std::sqrt(ratio * (1 - ratio) / kRequests);
     for (int layer = 0; layer < kLayers; ++layer) {
-      EXPECT_NEAR(per_layer[layer] / static_cast<double>(kRequests), ratio,
-                  6 * layer_sigma + 1e-12)
+      EXPECT_NEAR(per_layer[layer] / static_cast<double>(kRequests), ratio, 6 * layer_sigma + 1e-12)
           << "layer " << layer << " ratio " << ratio;
     }
   }
@@ -106,8 +105,7 @@ TEST_F(RandomPolicyTest, RatioIsCloseToTarget) {
 TEST_F(RandomPolicyTest, ExactModeGivesExactCountPerRequest) {
   for (int layers : {1, 5, 36}) {
     for (double ratio : {0.0, 0.25, 0.5, 0.7, 1.0}) {
-      auto policy =
-          Make({{"seed", int64_t{3}}, {"full_ratio", ratio}, {"exact", true}}, layers);
+      auto policy = Make({{"seed", int64_t{3}}, {"full_ratio", ratio}, {"exact", true}}, layers);
       const int expected = static_cast<int>(std::lround(ratio * layers));
       std::vector<int> per_layer(layers, 0);
       for (uint64_t request = 0; request < 60; ++request) {
@@ -128,13 +126,12 @@ TEST_F(RandomPolicyTest, ExactModeGivesExactCountPerRequest) {
 }
 
 TEST_F(RandomPolicyTest, RejectsBadParametersAndLayers) {
-  auto made = RandomPolicy::Create(testing::MakeParams(RandomPolicy::Params(),
-                                                       {{"full_ratio", 1.25}}));
+  auto made =
+      RandomPolicy::Create(testing::MakeParams(RandomPolicy::Params(), {{"full_ratio", 1.25}}));
   ASSERT_FALSE(made.ok());
   EXPECT_THAT(std::string(made.status().message()),
               HasSubstr("random: full_ratio: expected a number in [0, 1], found 1.25"));
-  made = RandomPolicy::Create(testing::MakeParams(RandomPolicy::Params(),
-                                                  {{"seed", int64_t{-1}}}));
+  made = RandomPolicy::Create(testing::MakeParams(RandomPolicy::Params(), {{"seed", int64_t{-1}}}));
   ASSERT_FALSE(made.ok());
   EXPECT_THAT(std::string(made.status().message()), HasSubstr("random: seed"));
 

@@ -120,7 +120,8 @@ TEST(StaticPolicyTest, RejectsNoneOrSeveralForms) {
   ExpectError({}, 4, {"exactly one of full_layers, pattern, full_ratio", "found none"});
   ExpectError({{"pattern", std::string("FS")}, {"full_layers", std::vector<int64_t>{1}}}, 4,
               {"exactly one of", "full_layers and pattern"});
-  ExpectError({{"pattern", std::string("FS")}, {"full_ratio", 0.5},
+  ExpectError({{"pattern", std::string("FS")},
+               {"full_ratio", 0.5},
                {"full_layers", std::vector<int64_t>{1}}},
               4, {"full_layers and pattern and full_ratio"});
   ExpectError({{"pattern", std::string("FS")}, {"placement", std::string("first")}}, 4,
