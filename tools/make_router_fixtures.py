@@ -306,12 +306,24 @@ def router_cases(rng):
     shapes = [("softmax", 2, 1, 4), ("softmax", 2, 5, 4), ("softmax", 3, 8, 4),
               ("softmax", 2, 23, 4), ("softmax", 1, 40, 16), ("sigmoid", 2, 1, 3),
               ("sigmoid", 4, 4, 3), ("sigmoid", 2, 6, 3), ("sigmoid", 2, 17, 3)]
-    cases = []
+    prefix = "model.layers.0.self_attn.mask_allocator."
+    queries = []
     for name, heads, tokens, pool in shapes:
         offset = rng.normal(size=d)
-        q = f32(offset + rng.normal(size=(tokens, heads, d)))
-        logits = router_logits(routers[name], "model.layers.0.self_attn.mask_allocator.",
-                               t(q), pool)
+        queries.append(f32(offset + rng.normal(size=(tokens, heads, d))))
+    # Centre each router's final bias between its cases' margins so both decisions occur.
+    for name, router in routers.items():
+        m = sorted(margin_of(router_logits(router, prefix, t(q), pool))
+                   for (n, _, _, pool), q in zip(shapes, queries) if n == name)
+        k = int(np.argmax(np.diff(m)))
+        b = router[prefix + "cls_router_head_agnostic.4.bias"].copy()
+        b[-1] -= 0.5 * (m[k] + m[k + 1])
+        router[prefix + "cls_router_head_agnostic.4.bias"] = f32(b)
+    cases = []
+    for (name, heads, tokens, pool), q in zip(shapes, queries):
+        logits = router_logits(routers[name], prefix, t(q), pool)
+        if abs(margin_of(logits)) < 0.05:
+            sys.exit("router case too close to the decision boundary; try another --seed")
         cases.append(dict(router=name, num_heads=heads, tokens=tokens, pool_size=pool,
                           queries=[float(v) for v in q.reshape(-1)],
                           logits=[float(v) for v in logits],
