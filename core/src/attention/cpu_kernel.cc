@@ -1,0 +1,445 @@
+// The CPU block-sparse attention kernel: flash-style tiled online softmax in float32.
+//
+// Work is split into units (query block, KV head). A unit's rows are the pairs (query, query
+// head of the KV head's group), so one K/V tile serves every query head sharing it (GQA). Rows
+// are processed in tiles of kRowTile against key tiles of up to kKeyTile keys taken from the
+// layout's KV blocks: S = Q K^T, masking, online softmax, O += P V, both products through one
+// register-blocked micro-kernel. When there are too few units to fill the threads (decode, short
+// prompts), each unit's KV blocks are split into ranges whose partial results (max, sum, output)
+// are merged afterwards.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "fluxattn/attention/layout_builder.h"
+#include "fluxattn/attention/parallel_for.h"
+#include "fluxattn/attention_backend.h"
+#include "fluxattn/status.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
+// Compiled for baseline x86-64, AVX2+FMA and AVX-512; the loader picks the best the CPU runs.
+#define FLUXATTN_MULTIVERSION \
+  __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define FLUXATTN_MULTIVERSION
+#endif
+
+namespace fluxattn {
+namespace {
+
+constexpr int kRowTile = 64;  // rows (query, head) per tile
+constexpr int kKeyTile = 64;  // keys per tile
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+int RoundUp(int x, int to) { return (x + to - 1) / to * to; }
+
+// C[m x n] = (accumulate ? C : 0) + A[m x k] B[k x n], with m % 4 == 0 and n % 16 == 0. The 4x16
+// block of C stays in registers while k runs.
+FLUXATTN_MULTIVERSION
+void Gemm(int m, int n, int k, const float* __restrict a, int lda, const float* __restrict b,
+          int ldb, float* __restrict c, int ldc, bool accumulate) {
+  for (int i = 0; i < m; i += 4) {
+    const float* a0 = a + static_cast<int64_t>(i) * lda;
+    const float* a1 = a0 + lda;
+    const float* a2 = a1 + lda;
+    const float* a3 = a2 + lda;
+    for (int j = 0; j < n; j += 16) {
+      float c0[16], c1[16], c2[16], c3[16];
+      float* out = c + static_cast<int64_t>(i) * ldc + j;
+      for (int t = 0; t < 16; ++t) {
+        c0[t] = accumulate ? out[t] : 0.0f;
+        c1[t] = accumulate ? out[ldc + t] : 0.0f;
+        c2[t] = accumulate ? out[2 * ldc + t] : 0.0f;
+        c3[t] = accumulate ? out[3 * ldc + t] : 0.0f;
+      }
+      for (int p = 0; p < k; ++p) {
+        const float* bp = b + static_cast<int64_t>(p) * ldb + j;
+        const float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p];
+        for (int t = 0; t < 16; ++t) {
+          c0[t] += x0 * bp[t];
+          c1[t] += x1 * bp[t];
+          c2[t] += x2 * bp[t];
+          c3[t] += x3 * bp[t];
+        }
+      }
+      for (int t = 0; t < 16; ++t) {
+        out[t] = c0[t];
+        out[ldc + t] = c1[t];
+        out[2 * ldc + t] = c2[t];
+        out[3 * ldc + t] = c3[t];
+      }
+    }
+  }
+}
+
+// x[i] = exp(x[i]) for x[i] <= 0 (including -inf, which gives exactly 0). Branch-free so it
+// vectorizes: exp(x) = 2^k exp(r) with r = x - k ln2 in [-ln2/2, ln2/2] and a degree-7 Taylor
+// polynomial for exp(r) (truncation error below 1e-8, so the result is within ~2 ulp).
+FLUXATTN_MULTIVERSION
+void ExpNonPositiveInPlace(float* __restrict x, int n) {
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2Hi = 0.693359375f;
+  constexpr float kLn2Lo = -2.12194440e-4f;
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  for (int i = 0; i < n; ++i) {
+    const float in = x[i];
+    const float v = in < -87.0f ? -87.0f : in;
+    const float kf = (v * kLog2e + kRound) - kRound;
+    const float r = (v - kf * kLn2Hi) - kf * kLn2Lo;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof(scale));
+    x[i] = in < -87.0f ? 0.0f : p * scale;
+  }
+}
+
+struct Scratch {
+  explicit Scratch(int dp)
+      : q(kRowTile * dp, 0.0f),
+        kt(static_cast<size_t>(dp) * kKeyTile, 0.0f),
+        v(static_cast<size_t>(kKeyTile) * dp, 0.0f),
+        s(kRowTile * kKeyTile, 0.0f),
+        acc(kRowTile * dp, 0.0f) {}
+  std::vector<float> q;    // [kRowTile][dp], pre-scaled queries
+  std::vector<float> kt;   // [head_dim][kKeyTile], keys transposed
+  std::vector<float> v;    // [kKeyTile][dp]
+  std::vector<float> s;    // [kRowTile][kKeyTile], scores then probabilities
+  std::vector<float> acc;  // [kRowTile][dp], unnormalized outputs
+  float m[kRowTile];       // running row maxima
+  float l[kRowTile];       // running row sums
+};
+
+class Kernel {
+ public:
+  Kernel(const AttentionProblem& problem, const BlockSparseLayout& layout, float* out)
+      : p_(problem), layout_(layout), out_(out) {
+    group_ = p_.num_q_heads / p_.num_kv_heads;
+    d_ = p_.head_dim;
+    dp_ = RoundUp(d_, 16);
+    kv_length_ = layout_.kv_length;
+  }
+
+  absl::Status Run() {
+    const int64_t q_blocks = layout_.num_q_blocks();
+    const int64_t units = q_blocks * p_.num_kv_heads;
+    const int threads = CpuAttentionThreads();
+    int64_t max_entries = 0;
+    for (int64_t r = 0; r < layout_.num_rows(); ++r) {
+      max_entries = std::max(max_entries, layout_.row_begin[r + 1] - layout_.row_begin[r]);
+    }
+    splits_ = 1;
+    if (units < 2 * threads && max_entries > 1) {
+      splits_ = std::min<int64_t>((4 * threads + units - 1) / units, max_entries);
+      splits_ = std::min<int64_t>(splits_, 64);
+    }
+    max_unit_rows_ =
+        static_cast<int64_t>(std::min<int64_t>(layout_.q_block_tokens, p_.num_queries)) * group_;
+    if (splits_ > 1) {
+      const size_t parts = static_cast<size_t>(units * splits_);
+      partial_acc_.assign(parts * max_unit_rows_ * dp_, 0.0f);
+      partial_m_.assign(parts * max_unit_rows_, kNegInf);
+      partial_l_.assign(parts * max_unit_rows_, 0.0f);
+    }
+    ParallelFor(units * splits_, [this](int64_t item) { RunItem(item / splits_, item % splits_); });
+    if (failed_.load()) return error_;
+    if (splits_ > 1) ParallelFor(units, [this](int64_t unit) { Merge(unit); });
+    return absl::OkStatus();
+  }
+
+ private:
+  // Rows [r0, r1) of the problem that query block `qb` covers.
+  void UnitRows(int64_t unit, int64_t* r0, int64_t* r1, int* kv_head, int64_t* layout_row) const {
+    const int64_t qb = unit / p_.num_kv_heads;
+    *kv_head = static_cast<int>(unit % p_.num_kv_heads);
+    *r0 = qb * layout_.q_block_tokens;
+    *r1 = std::min(*r0 + layout_.q_block_tokens, p_.num_queries);
+    *layout_row = qb * layout_.num_layout_heads + (layout_.num_layout_heads == 1 ? 0 : *kv_head);
+  }
+
+  void Fail(absl::Status status) {
+    std::lock_guard<std::mutex> lock(error_mutex_);
+    if (!failed_.load()) {
+      error_ = std::move(status);
+      failed_.store(true);
+    }
+  }
+
+  void RunItem(int64_t unit, int64_t split) {
+    if (failed_.load()) return;
+    int64_t r0, r1, layout_row;
+    int kv_head;
+    UnitRows(unit, &r0, &r1, &kv_head, &layout_row);
+    const int64_t eb = layout_.row_begin[layout_row];
+    const int64_t ee = layout_.row_begin[layout_row + 1];
+    const int64_t per_split = (ee - eb + splits_ - 1) / splits_;
+    const int64_t sb = std::min(ee, eb + split * per_split);
+    const int64_t se = std::min(ee, sb + per_split);
+    thread_local std::vector<Scratch> scratch_by_thread;
+    if (scratch_by_thread.empty() ||
+        static_cast<int>(scratch_by_thread[0].q.size()) != kRowTile * dp_) {
+      scratch_by_thread.clear();
+      scratch_by_thread.emplace_back(dp_);
+    }
+    Scratch& sc = scratch_by_thread[0];
+    const int64_t unit_rows = (r1 - r0) * group_;
+    for (int64_t t0 = 0; t0 < unit_rows; t0 += kRowTile) {
+      const int rows = static_cast<int>(std::min<int64_t>(kRowTile, unit_rows - t0));
+      RunTile(sc, r0, kv_head, t0, rows, sb, se);
+      if (failed_.load()) return;
+      if (splits_ == 1) {
+        WriteOutput(sc, r0, kv_head, t0, rows);
+      } else {
+        const int64_t part = (unit * splits_ + split) * max_unit_rows_;
+        for (int i = 0; i < rows; ++i) {
+          partial_m_[part + t0 + i] = sc.m[i];
+          partial_l_[part + t0 + i] = sc.l[i];
+          std::memcpy(&partial_acc_[(part + t0 + i) * dp_], &sc.acc[i * dp_], sizeof(float) * d_);
+        }
+      }
+    }
+  }
+
+  // Rows t0 .. t0+rows of the unit starting at query row r0, against entries [eb, ee).
+  void RunTile(Scratch& sc, int64_t r0, int kv_head, int64_t t0, int rows, int64_t eb, int64_t ee) {
+    const int rows4 = RoundUp(rows, 4);
+    int64_t pos[kRowTile];   // absolute query position per row
+    int in_block[kRowTile];  // query row within the query block (for masks)
+    for (int i = 0; i < rows4; ++i) {
+      float* qrow = &sc.q[i * dp_];
+      if (i >= rows) {
+        std::fill(qrow, qrow + dp_, 0.0f);
+        continue;
+      }
+      const int64_t t = t0 + i;
+      const int64_t r = r0 + t / group_;
+      const int hq = kv_head * group_ + static_cast<int>(t % group_);
+      pos[i] = p_.q_pos0 + r;
+      in_block[i] = static_cast<int>(r - r0);
+      const float* src = p_.q + (r * p_.num_q_heads + hq) * static_cast<int64_t>(d_);
+      for (int d = 0; d < d_; ++d) qrow[d] = src[d] * p_.scale;
+      sc.m[i] = kNegInf;
+      sc.l[i] = 0.0f;
+    }
+    std::fill(sc.acc.begin(), sc.acc.begin() + static_cast<int64_t>(rows4) * dp_, 0.0f);
+    const int64_t pmin = pos[0];
+    const int64_t pmax = pos[rows - 1];
+    const int bk = layout_.kv_block_tokens;
+    const int64_t words = layout_.words_per_mask();
+
+    for (int64_t e = eb; e < ee; ++e) {
+      const int64_t block_start = static_cast<int64_t>(layout_.kv_block[e]) * bk;
+      const int64_t block_end = std::min({block_start + bk, kv_length_, pmax + 1});
+      const uint64_t* mask = layout_.mask_index[e] < 0
+                                 ? nullptr
+                                 : layout_.masks.data() + layout_.mask_index[e] * words;
+      for (int64_t c0 = block_start; c0 < block_end; c0 += kKeyTile) {
+        const int n = static_cast<int>(std::min<int64_t>(kKeyTile, block_end - c0));
+        const int n16 = RoundUp(n, 16);
+        if (!GatherKv(sc, kv_head, c0, n, block_start, mask, rows, pos, in_block)) return;
+        Gemm(rows4, n16, d_, sc.q.data(), dp_, sc.kt.data(), kKeyTile, sc.s.data(), kKeyTile,
+             false);
+        const bool elementwise = mask != nullptr || c0 + n - 1 > pmin;
+        for (int i = 0; i < rows4; ++i) {
+          float* srow = &sc.s[i * kKeyTile];
+          if (i >= rows) {
+            std::fill(srow, srow + kKeyTile, kNegInf);
+            continue;
+          }
+          if (elementwise) {
+            for (int j = 0; j < n; ++j) {
+              const int64_t key = c0 + j;
+              const bool allowed =
+                  key <= pos[i] &&
+                  (mask == nullptr ||
+                   MaskAllows(mask, bk, in_block[i], static_cast<int>(key - block_start)));
+              if (!allowed) srow[j] = kNegInf;
+            }
+          }
+          std::fill(srow + n, srow + kKeyTile, kNegInf);
+          float mx = kNegInf;
+          for (int j = 0; j < n; ++j) mx = std::max(mx, srow[j]);
+          if (mx == kNegInf) continue;  // nothing readable in this tile: row stays -inf
+          const float m_new = std::max(sc.m[i], mx);
+          if (m_new > sc.m[i] && sc.m[i] != kNegInf) {
+            float corr = sc.m[i] - m_new;
+            ExpNonPositiveInPlace(&corr, 1);
+            sc.l[i] *= corr;
+            float* arow = &sc.acc[i * dp_];
+            for (int d = 0; d < d_; ++d) arow[d] *= corr;
+          }
+          sc.m[i] = m_new;
+          for (int j = 0; j < n; ++j) srow[j] -= m_new;
+        }
+        ExpNonPositiveInPlace(sc.s.data(), rows4 * kKeyTile);
+        for (int i = 0; i < rows; ++i) {
+          const float* srow = &sc.s[i * kKeyTile];
+          float sum = 0.0f;
+          for (int j = 0; j < n; ++j) sum += srow[j];
+          sc.l[i] += sum;
+        }
+        Gemm(rows4, dp_, n, sc.s.data(), kKeyTile, sc.v.data(), dp_, sc.acc.data(), dp_, true);
+      }
+    }
+  }
+
+  // Copies keys (transposed) and values [c0, c0+n) of `kv_head` into the tile. A released page
+  // is an error only when some row of the tile would read it.
+  bool GatherKv(Scratch& sc, int kv_head, int64_t c0, int n, int64_t block_start,
+                const uint64_t* mask, int rows, const int64_t* pos, const int* in_block) {
+    for (int j = 0; j < n; ++j) {
+      const int64_t key = c0 + j;
+      const float* k = p_.kv.key(key, kv_head);
+      const float* v = p_.kv.value(key, kv_head);
+      if (k == nullptr || v == nullptr) {
+        bool needed = false;
+        for (int i = 0; i < rows && !needed; ++i) {
+          needed = key <= pos[i] &&
+                   (mask == nullptr || MaskAllows(mask, layout_.kv_block_tokens, in_block[i],
+                                                  static_cast<int>(key - block_start)));
+        }
+        if (needed) {
+          Fail(absl::FailedPreconditionError(absl::StrCat(
+              "attention kernel: layer ", p_.layer, " request ", p_.request_id,
+              ": expected KV position ", key, " to be resident, found its page released")));
+          return false;
+        }
+        for (int d = 0; d < d_; ++d) sc.kt[d * kKeyTile + j] = 0.0f;
+        std::fill(&sc.v[j * dp_], &sc.v[j * dp_] + d_, 0.0f);
+        continue;
+      }
+      for (int d = 0; d < d_; ++d) sc.kt[d * kKeyTile + j] = k[d];
+      std::memcpy(&sc.v[j * dp_], v, sizeof(float) * d_);
+    }
+    return true;
+  }
+
+  void WriteOutput(const Scratch& sc, int64_t r0, int kv_head, int64_t t0, int rows) {
+    for (int i = 0; i < rows; ++i) {
+      const int64_t t = t0 + i;
+      const int64_t r = r0 + t / group_;
+      const int hq = kv_head * group_ + static_cast<int>(t % group_);
+      float* dst = out_ + (r * p_.num_q_heads + hq) * static_cast<int64_t>(d_);
+      const float inv = sc.l[i] > 0.0f ? 1.0f / sc.l[i] : 0.0f;
+      const float* src = &sc.acc[i * dp_];
+      for (int d = 0; d < d_; ++d) dst[d] = src[d] * inv;
+    }
+  }
+
+  // Combines the split partial results of one unit: o = sum_s e^(m_s - M) acc_s / sum_s e^(m_s -
+  // M) l_s with M the largest m_s.
+  void Merge(int64_t unit) {
+    int64_t r0, r1, layout_row;
+    int kv_head;
+    UnitRows(unit, &r0, &r1, &kv_head, &layout_row);
+    const int64_t unit_rows = (r1 - r0) * group_;
+    std::vector<float> o(d_);
+    for (int64_t t = 0; t < unit_rows; ++t) {
+      float mx = kNegInf;
+      for (int64_t s = 0; s < splits_; ++s) {
+        mx = std::max(mx, partial_m_[(unit * splits_ + s) * max_unit_rows_ + t]);
+      }
+      std::fill(o.begin(), o.end(), 0.0f);
+      float sum = 0.0f;
+      if (mx != kNegInf) {
+        for (int64_t s = 0; s < splits_; ++s) {
+          const int64_t idx = (unit * splits_ + s) * max_unit_rows_ + t;
+          if (partial_m_[idx] == kNegInf) continue;
+          float w = partial_m_[idx] - mx;
+          ExpNonPositiveInPlace(&w, 1);
+          sum += w * partial_l_[idx];
+          const float* acc = &partial_acc_[idx * dp_];
+          for (int d = 0; d < d_; ++d) o[d] += w * acc[d];
+        }
+      }
+      const int64_t r = r0 + t / group_;
+      const int hq = kv_head * group_ + static_cast<int>(t % group_);
+      float* dst = out_ + (r * p_.num_q_heads + hq) * static_cast<int64_t>(d_);
+      const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+      for (int d = 0; d < d_; ++d) dst[d] = o[d] * inv;
+    }
+  }
+
+  const AttentionProblem& p_;
+  const BlockSparseLayout& layout_;
+  float* out_;
+  int group_ = 1;
+  int d_ = 0;
+  int dp_ = 0;
+  int64_t kv_length_ = 0;
+  int64_t splits_ = 1;
+  int64_t max_unit_rows_ = 0;
+  std::vector<float> partial_acc_;
+  std::vector<float> partial_m_;
+  std::vector<float> partial_l_;
+  std::atomic<bool> failed_{false};
+  std::mutex error_mutex_;
+  absl::Status error_;
+};
+
+absl::Status CheckProblem(const AttentionProblem& p, const BlockSparseLayout& layout,
+                          const float* out) {
+  const std::string where = absl::StrCat("attention kernel (layer ", p.layer, ")");
+  if (p.num_q_heads <= 0 || p.num_kv_heads <= 0 || p.num_q_heads % p.num_kv_heads != 0) {
+    return InvalidInput(where, "num_q_heads a positive multiple of num_kv_heads",
+                        absl::StrCat(p.num_q_heads, " and ", p.num_kv_heads));
+  }
+  if (p.head_dim <= 0) return InvalidInput(where, "head_dim > 0", absl::StrCat(p.head_dim));
+  if (!std::isfinite(p.scale)) return InvalidInput(where, "a finite scale", absl::StrCat(p.scale));
+  if (p.num_queries < 0 || p.q_pos0 < 0) {
+    return InvalidInput(where, "q_pos0 >= 0 and num_queries >= 0",
+                        absl::StrCat(p.q_pos0, " and ", p.num_queries));
+  }
+  if (p.num_queries > 0 && (p.q == nullptr || out == nullptr)) {
+    return InvalidInput(where, "query and output pointers", "null");
+  }
+  if (p.kv.num_kv_heads != p.num_kv_heads || p.kv.head_dim != p.head_dim) {
+    return InvalidInput(where,
+                        absl::StrCat("KV with ", p.num_kv_heads, " heads of dim ", p.head_dim),
+                        absl::StrCat(p.kv.num_kv_heads, " heads of dim ", p.kv.head_dim));
+  }
+  if (p.kv.length < p.q_pos0 + p.num_queries) {
+    return InvalidInput(where, absl::StrCat("KV length >= ", p.q_pos0 + p.num_queries),
+                        absl::StrCat(p.kv.length));
+  }
+  if (p.kv.length > 0 &&
+      (p.kv.page_tokens <= 0 || p.kv.k_pages == nullptr || p.kv.v_pages == nullptr ||
+       p.kv.num_pages * p.kv.page_tokens < p.kv.length)) {
+    return InvalidInput(where, absl::StrCat("KV pages covering ", p.kv.length, " positions"),
+                        absl::StrCat(p.kv.num_pages, " pages of ", p.kv.page_tokens));
+  }
+  if (layout.q_pos0 != p.q_pos0 || layout.num_queries != p.num_queries ||
+      layout.kv_length > p.kv.length) {
+    return InvalidInput(
+        where,
+        absl::StrCat("a layout for queries [", p.q_pos0, ", ", p.q_pos0 + p.num_queries,
+                     ") and KV length <= ", p.kv.length),
+        absl::StrCat("queries [", layout.q_pos0, ", ", layout.q_pos0 + layout.num_queries,
+                     ") and KV length ", layout.kv_length));
+  }
+  return ValidateLayout(layout, p.num_kv_heads);
+}
+
+}  // namespace
+
+absl::Status RunBlockSparseAttentionCpu(const AttentionProblem& problem,
+                                        const BlockSparseLayout& layout, float* out) {
+  FLUXATTN_RETURN_IF_ERROR(CheckProblem(problem, layout, out));
+  if (problem.num_queries == 0) return absl::OkStatus();
+  Kernel kernel(problem, layout, out);
+  return kernel.Run();
+}
+
+}  // namespace fluxattn

@@ -1,0 +1,210 @@
+// The conformance suite every attention backend runs: its layout is expanded into a dense mask
+// and its output compared with the double-precision masked-softmax oracle on fresh random
+// inputs, in prefill, chunked prefill and decode, with paged KV whose pages differ from the
+// layout's blocks, with the KV it declares unneeded actually released, and for several
+// requests of mixed lengths served by one instance.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "attention_test_util.h"
+#include "backend_factory.h"
+#include "fluxattn/attention/layout_builder.h"
+
+namespace fluxattn::testing {
+namespace {
+
+struct BackendCase {
+  std::string label;
+  std::string plugin;
+  std::map<std::string, ParamValue> params;
+  // Whether decoding at position p reads what the prefill row of p reads.
+  bool decode_matches_prefill = true;
+};
+
+void PrintTo(const BackendCase& c, std::ostream* os) { *os << c.label; }
+
+struct Shape {
+  int hq, hkv, dim;
+  int64_t length;  // prompt length
+  int page_tokens;
+};
+
+void PrintTo(const Shape& s, std::ostream* os) {
+  *os << "hq" << s.hq << " hkv" << s.hkv << " d" << s.dim << " len" << s.length << " page"
+      << s.page_tokens;
+}
+
+using Param = std::tuple<BackendCase, Shape>;
+
+std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
+  const auto& [backend, s] = info.param;
+  return absl::StrCat(backend.label, "_hq", s.hq, "_hkv", s.hkv, "_d", s.dim, "_len", s.length,
+                      "_page", s.page_tokens);
+}
+
+std::unique_ptr<AttentionBackend> Make(const BackendCase& c) {
+  absl::StatusOr<std::unique_ptr<AttentionBackend>> made = MakeBackend(c.plugin, c.params);
+  EXPECT_TRUE(made.ok()) << made.status();
+  return made.ok() ? std::move(*made) : nullptr;
+}
+
+// Runs `backend` on `in` and compares with the oracle applied to the backend's own layout.
+void CheckAgainstReference(AttentionBackend& backend, RandomAttention& in,
+                           std::vector<float>* out_copy = nullptr) {
+  const AttentionProblem& p = in.problem;
+  BlockSparseLayout layout;
+  ASSERT_TRUE(backend.BuildLayout(p, &layout).ok());
+  ASSERT_TRUE(ValidateLayout(layout, p.num_kv_heads).ok());
+  ASSERT_EQ(layout.q_pos0, p.q_pos0);
+  ASSERT_EQ(layout.num_queries, p.num_queries);
+  std::vector<std::vector<uint8_t>> masks;
+  for (int h = 0; h < layout.num_layout_heads; ++h) {
+    masks.push_back(ExpandLayoutToDenseMask(layout, h));
+  }
+  const int group = p.num_q_heads / p.num_kv_heads;
+  const int64_t len = layout.kv_length;
+  std::vector<double> want = ReferenceAttention(in, [&](int64_t r, int h, int64_t j) {
+    const auto& mask = masks[masks.size() == 1 ? 0 : h / group];
+    return j < len && mask[r * len + j] != 0;
+  });
+  std::vector<float> got(p.num_queries * p.num_q_heads * p.head_dim, -3.0f);
+  absl::Status status = backend.Forward(p, got.data());
+  ASSERT_TRUE(status.ok()) << status;
+  EXPECT_LT(RelativeError(got, want), 1e-5);
+  if (out_copy != nullptr) *out_copy = std::move(got);
+}
+
+class ConformanceTest : public ::testing::TestWithParam<Param> {};
+
+TEST_P(ConformanceTest, PrefillMatchesReference) {
+  const auto& [c, s] = GetParam();
+  std::unique_ptr<AttentionBackend> backend = Make(c);
+  ASSERT_NE(backend, nullptr);
+  RandomAttention in(s.hq, s.hkv, s.dim, 0, s.length, s.length, s.page_tokens,
+                     std::random_device{}());
+  std::unique_ptr<AttentionState> state = backend->CreateState(s.hq, s.hkv, s.dim);
+  in.problem.state = state.get();
+  CheckAgainstReference(*backend, in);
+}
+
+TEST_P(ConformanceTest, ChunkedPrefillMatchesReference) {
+  const auto& [c, s] = GetParam();
+  if (s.length < 3) GTEST_SKIP() << "too short to chunk";
+  std::unique_ptr<AttentionBackend> backend = Make(c);
+  ASSERT_NE(backend, nullptr);
+  // The last third of the prompt as one chunk starting at an unaligned position.
+  const int64_t start = s.length - s.length / 3;
+  RandomAttention in(s.hq, s.hkv, s.dim, start, s.length - start, s.length, s.page_tokens,
+                     std::random_device{}());
+  CheckAgainstReference(*backend, in);
+}
+
+// Prefill of the prompt, release of what RetainedKv says is no longer needed, then decode steps
+// (each must read only resident KV and match the oracle on its own layout).
+TEST_P(ConformanceTest, DecodeAfterReleaseMatchesReference) {
+  const auto& [c, s] = GetParam();
+  std::unique_ptr<AttentionBackend> backend = Make(c);
+  ASSERT_NE(backend, nullptr);
+  const int steps = 3;
+  const uint64_t seed = std::random_device{}();
+  RandomAttention all(s.hq, s.hkv, s.dim, 0, s.length + steps, s.length + steps, s.page_tokens,
+                      seed);
+  std::unique_ptr<AttentionState> state = backend->CreateState(s.hq, s.hkv, s.dim);
+  // Prefill over the prompt only.
+  RandomAttention prompt(s.hq, s.hkv, s.dim, 0, s.length, s.length, s.page_tokens, seed);
+  prompt.problem.state = state.get();
+  std::vector<float> prefill_out(s.length * s.hq * s.dim);
+  ASSERT_TRUE(backend->Forward(prompt.problem, prefill_out.data()).ok());
+  all.kv.Release(backend->RetainedKv(s.length));
+  for (int step = 0; step < steps; ++step) {
+    SCOPED_TRACE(absl::StrCat("decode step ", step));
+    const int64_t pos = s.length + step;
+    // The decode problem sees the KV written so far and the query row of `pos`.
+    RandomAttention dec(s.hq, s.hkv, s.dim, pos, 1, pos + 1, s.page_tokens, seed);
+    dec.q.assign(all.q.begin() + pos * s.hq * s.dim, all.q.begin() + (pos + 1) * s.hq * s.dim);
+    dec.k = all.k;
+    dec.v = all.v;
+    dec.problem.q = dec.q.data();
+    dec.problem.kv = all.kv.view();
+    dec.problem.kv.length = pos + 1;
+    dec.problem.phase = AttentionPhase::kDecode;
+    dec.problem.state = state.get();
+    CheckAgainstReference(*backend, dec);
+    all.kv.Release(backend->RetainedKv(pos + 1));
+  }
+}
+
+TEST_P(ConformanceTest, DecodeEqualsLastPrefillRow) {
+  const auto& [c, s] = GetParam();
+  if (!c.decode_matches_prefill) GTEST_SKIP() << "decode uses another rule than prefill";
+  std::unique_ptr<AttentionBackend> backend = Make(c);
+  ASSERT_NE(backend, nullptr);
+  RandomAttention in(s.hq, s.hkv, s.dim, 0, s.length, s.length, s.page_tokens,
+                     std::random_device{}());
+  std::vector<float> prefill(s.length * s.hq * s.dim);
+  ASSERT_TRUE(backend->Forward(in.problem, prefill.data()).ok());
+  AttentionProblem dec = in.problem;
+  dec.phase = AttentionPhase::kDecode;
+  dec.q_pos0 = s.length - 1;
+  dec.num_queries = 1;
+  dec.q = in.q.data() + (s.length - 1) * s.hq * s.dim;
+  std::vector<float> decode(s.hq * s.dim);
+  ASSERT_TRUE(backend->Forward(dec, decode.data()).ok());
+  std::vector<double> last(prefill.end() - s.hq * s.dim, prefill.end());
+  EXPECT_LT(RelativeError(decode, last), 1e-5);
+}
+
+// One instance serving several requests of different lengths, steps interleaved.
+TEST_P(ConformanceTest, MixedLengthRequestsMatchReference) {
+  const auto& [c, s] = GetParam();
+  std::unique_ptr<AttentionBackend> backend = Make(c);
+  ASSERT_NE(backend, nullptr);
+  std::vector<int64_t> lengths = {std::max<int64_t>(1, s.length / 3), s.length,
+                                  std::max<int64_t>(1, s.length / 2 + 7)};
+  std::vector<std::unique_ptr<RandomAttention>> requests;
+  std::vector<std::unique_ptr<AttentionState>> states;
+  for (int64_t len : lengths) {
+    requests.push_back(std::make_unique<RandomAttention>(s.hq, s.hkv, s.dim, len - 1, 1, len,
+                                                         s.page_tokens, std::random_device{}()));
+    states.push_back(backend->CreateState(s.hq, s.hkv, s.dim));
+    requests.back()->problem.state = states.back().get();
+    requests.back()->problem.request_id = requests.size();
+  }
+  for (int round = 0; round < 2; ++round) {
+    for (auto& request : requests) CheckAgainstReference(*backend, *request);
+  }
+}
+
+const BackendCase kBackends[] = {
+    {"full", "full", {}},
+    {"streaming_b128",
+     "streaming",
+     {{"sink_tokens", int64_t{100}},
+      {"window_tokens", int64_t{200}},
+      {"block_size", int64_t{128}}}},
+    {"streaming_b16",
+     "streaming",
+     {{"sink_tokens", int64_t{20}}, {"window_tokens", int64_t{70}}, {"block_size", int64_t{16}}}},
+    {"streaming_token",
+     "streaming",
+     {{"sink_tokens", int64_t{4}}, {"window_tokens", int64_t{50}}, {"block_size", int64_t{1}}}},
+};
+
+const Shape kShapes[] = {
+    {1, 1, 64, 1, 16},   {4, 4, 64, 63, 16},   {8, 4, 128, 200, 48}, {8, 2, 96, 129, 100},
+    {8, 1, 80, 300, 64}, {4, 2, 64, 700, 256}, {2, 1, 64, 1500, 96},
+};
+
+INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest,
+                         ::testing::Combine(::testing::ValuesIn(kBackends),
+                                            ::testing::ValuesIn(kShapes)),
+                         ParamName);
+
+}  // namespace
+}  // namespace fluxattn::testing

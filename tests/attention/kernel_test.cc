@@ -1,0 +1,192 @@
+// The core CPU block-sparse kernel against the double-precision oracle, over dense causal and
+// random sparse layouts (shared and per KV head, with element masks), GQA ratios, head dims,
+// unaligned query blocks, paged KV and released pages.
+#include <gtest/gtest.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "attention_test_util.h"
+#include "fluxattn/attention/layout_builder.h"
+#include "fluxattn/attention/parallel_for.h"
+#include "fluxattn/attention_backend.h"
+
+namespace fluxattn::testing {
+namespace {
+
+struct Shape {
+  int hq, hkv, dim;
+  int64_t q_pos0, num_queries, kv_length;
+  int page_tokens;
+};
+
+std::string ShapeName(const ::testing::TestParamInfo<Shape>& info) {
+  const Shape& s = info.param;
+  return absl::StrCat("hq", s.hq, "_hkv", s.hkv, "_d", s.dim, "_pos", s.q_pos0, "_n", s.num_queries,
+                      "_len", s.kv_length, "_page", s.page_tokens);
+}
+
+class KernelTest : public ::testing::TestWithParam<Shape> {};
+
+// A random layout and, built alongside it by a different route, the set of pairs it allows.
+struct RandomLayout {
+  BlockSparseLayout layout;
+  std::vector<std::vector<uint8_t>> truth;  // [layout head][r * kv_length + j]
+};
+
+RandomLayout MakeRandomLayout(const Shape& s, int q_block, int kv_block, int heads,
+                              std::mt19937_64& rng) {
+  LayoutBuilder builder(q_block, kv_block, s.q_pos0, s.num_queries, s.kv_length, heads);
+  RandomLayout out;
+  out.truth.assign(heads, std::vector<uint8_t>(s.num_queries * s.kv_length, 0));
+  std::bernoulli_distribution take(0.6), masked(0.3), bit(0.7);
+  const int64_t q_blocks = (s.num_queries + q_block - 1) / q_block;
+  const int64_t kv_blocks = (s.kv_length + kv_block - 1) / kv_block;
+  for (int64_t qb = 0; qb < q_blocks; ++qb) {
+    for (int h = 0; h < heads; ++h) {
+      builder.StartRow();
+      const int64_t r0 = qb * q_block;
+      const int64_t r1 = std::min<int64_t>(r0 + q_block, s.num_queries);
+      for (int64_t b = 0; b < kv_blocks; ++b) {
+        if (!take(rng)) continue;
+        uint64_t* mask = masked(rng) ? builder.AddMaskedBlock(static_cast<int32_t>(b)) : nullptr;
+        if (mask == nullptr) builder.AddBlock(static_cast<int32_t>(b));
+        for (int64_t r = r0; r < r1; ++r) {
+          for (int64_t j = b * kv_block; j < std::min<int64_t>((b + 1) * kv_block, s.kv_length);
+               ++j) {
+            bool allowed = true;
+            if (mask != nullptr) {
+              allowed = bit(rng);
+              if (allowed) {
+                LayoutBuilder::SetMaskBit(mask, kv_block, static_cast<int>(r - r0),
+                                          static_cast<int>(j - b * kv_block));
+              }
+            }
+            if (allowed && j <= s.q_pos0 + r) out.truth[h][r * s.kv_length + j] = 1;
+          }
+        }
+      }
+    }
+  }
+  out.layout = builder.Finish();
+  return out;
+}
+
+void ExpectMatches(RandomAttention& in, const BlockSparseLayout& layout,
+                   const std::vector<std::vector<uint8_t>>& truth, const std::string& what) {
+  SCOPED_TRACE(what);
+  const AttentionProblem& p = in.problem;
+  std::vector<float> out(p.num_queries * p.num_q_heads * p.head_dim, -7.0f);
+  ASSERT_TRUE(RunBlockSparseAttentionCpu(p, layout, out.data()).ok());
+  const int group = p.num_q_heads / p.num_kv_heads;
+  const int64_t len = p.kv.length;
+  std::vector<double> want = ReferenceAttention(in, [&](int64_t r, int h, int64_t j) {
+    const int lh = truth.size() == 1 ? 0 : h / group;
+    return truth[lh][r * len + j] != 0;
+  });
+  EXPECT_LT(RelativeError(out, want), 1e-5);
+}
+
+TEST_P(KernelTest, DenseCausalMatchesReference) {
+  const Shape s = GetParam();
+  RandomAttention in(s.hq, s.hkv, s.dim, s.q_pos0, s.num_queries, s.kv_length, s.page_tokens,
+                     /*seed=*/std::random_device{}());
+  std::vector<uint8_t> causal(s.num_queries * s.kv_length, 0);
+  for (int64_t r = 0; r < s.num_queries; ++r) {
+    for (int64_t j = 0; j <= s.q_pos0 + r && j < s.kv_length; ++j) causal[r * s.kv_length + j] = 1;
+  }
+  for (auto [qb, kb] : {std::pair{64, 64}, {16, 32}, {128, 128}, {7, 5}, {1, 256}}) {
+    BlockSparseLayout layout = DenseCausalLayout(s.q_pos0, s.num_queries, s.kv_length, qb, kb);
+    EXPECT_EQ(ExpandLayoutToDenseMask(layout, 0), causal);
+    ExpectMatches(in, layout, {causal}, absl::StrCat("dense causal ", qb, "x", kb));
+  }
+}
+
+TEST_P(KernelTest, RandomSparseLayoutsMatchReference) {
+  const Shape s = GetParam();
+  const uint64_t seed = std::random_device{}();
+  SCOPED_TRACE(absl::StrCat("seed ", seed));
+  RandomAttention in(s.hq, s.hkv, s.dim, s.q_pos0, s.num_queries, s.kv_length, s.page_tokens, seed);
+  std::mt19937_64 rng(seed + 1);
+  for (auto [qb, kb] : {std::pair{64, 64}, {32, 16}, {3, 11}}) {
+    for (int heads : {1, s.hkv}) {
+      RandomLayout random = MakeRandomLayout(s, qb, kb, heads, rng);
+      ASSERT_TRUE(ValidateLayout(random.layout, s.hkv).ok());
+      for (int h = 0; h < heads; ++h) {
+        EXPECT_EQ(ExpandLayoutToDenseMask(random.layout, h), random.truth[h]);
+        int64_t pairs = 0;
+        for (uint8_t t : random.truth[h]) pairs += t;
+        EXPECT_EQ(CountAttendedPairs(random.layout, h), pairs);
+      }
+      ExpectMatches(in, random.layout, random.truth,
+                    absl::StrCat("random ", qb, "x", kb, " heads ", heads));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, KernelTest,
+    ::testing::Values(Shape{1, 1, 64, 0, 1, 1, 16}, Shape{2, 1, 64, 0, 37, 37, 16},
+                      Shape{4, 2, 128, 0, 130, 130, 48}, Shape{8, 2, 80, 0, 200, 200, 64},
+                      Shape{8, 1, 96, 0, 150, 150, 100}, Shape{8, 8, 64, 0, 129, 129, 128},
+                      Shape{4, 4, 128, 1000, 1, 1001, 256}, Shape{32, 4, 128, 2999, 1, 3000, 64},
+                      Shape{4, 2, 64, 2500, 41, 2541, 33}, Shape{2, 1, 17, 5, 50, 60, 7}),
+    ShapeName);
+
+TEST(KernelThreads, SameResultWithOneThreadAndMany) {
+  RandomAttention in(8, 2, 64, 0, 300, 300, 64, 7);
+  BlockSparseLayout layout = DenseCausalLayout(0, 300, 300);
+  std::vector<float> a(300 * 8 * 64), b(300 * 8 * 64);
+  SetCpuAttentionThreads(1);
+  ASSERT_TRUE(RunBlockSparseAttentionCpu(in.problem, layout, a.data()).ok());
+  SetCpuAttentionThreads(4);
+  ASSERT_TRUE(RunBlockSparseAttentionCpu(in.problem, layout, b.data()).ok());
+  SetCpuAttentionThreads(0);
+  EXPECT_EQ(a, b);
+}
+
+TEST(KernelErrors, ReadingAReleasedPageIsAnError) {
+  RandomAttention in(2, 1, 64, 0, 1, 1, 1, 3);
+  RandomAttention big(2, 1, 64, 199, 1, 200, 16, 3);
+  KvRetention retention;
+  retention.keep_prefix = 16;
+  retention.keep_from = 160;
+  EXPECT_GT(big.kv.Release(retention), 0);
+  big.problem.kv = big.kv.view();
+  std::vector<float> out(2 * 64);
+  absl::Status status =
+      RunBlockSparseAttentionCpu(big.problem, DenseCausalLayout(199, 1, 200), out.data());
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(status.message().find("position 16"), std::string::npos) << status.message();
+  // A layout that skips the released pages runs.
+  LayoutBuilder builder(64, 16, 199, 1, 200, 1);
+  builder.StartRow();
+  builder.AddBlock(0);
+  for (int b = 10; b < 13; ++b) builder.AddBlock(b);
+  EXPECT_TRUE(RunBlockSparseAttentionCpu(big.problem, builder.Finish(), out.data()).ok());
+}
+
+TEST(KernelErrors, MismatchedShapesAreRejected) {
+  RandomAttention in(4, 2, 64, 0, 10, 10, 16, 5);
+  std::vector<float> out(10 * 4 * 64);
+  BlockSparseLayout layout = DenseCausalLayout(0, 10, 10);
+  AttentionProblem bad = in.problem;
+  bad.num_kv_heads = 3;
+  EXPECT_FALSE(RunBlockSparseAttentionCpu(bad, layout, out.data()).ok());
+  bad = in.problem;
+  bad.head_dim = 32;
+  EXPECT_FALSE(RunBlockSparseAttentionCpu(bad, layout, out.data()).ok());
+  EXPECT_FALSE(
+      RunBlockSparseAttentionCpu(in.problem, DenseCausalLayout(1, 10, 11), out.data()).ok());
+  BlockSparseLayout broken = layout;
+  broken.kv_block.push_back(0);
+  EXPECT_FALSE(RunBlockSparseAttentionCpu(in.problem, broken, out.data()).ok());
+  broken = layout;
+  broken.num_layout_heads = 3;
+  EXPECT_FALSE(ValidateLayout(broken, 2).ok());
+}
+
+}  // namespace
+}  // namespace fluxattn::testing
