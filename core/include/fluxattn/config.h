@@ -9,6 +9,10 @@
 //                      then that plugin's parameters
 //   [routers.<name>]   further routing policies another policy can delegate to
 //   [layers.<i>]       backend = "<backend>"   fixes layer i regardless of the router
+//
+// `plugin` is a plugin name, or a path to a plugin file when it contains a '/' (relative paths
+// are resolved against the config file's folder, like model.path and plugins.paths).
+// [router] may be left out only when exactly one backend is configured: every layer uses it.
 #pragma once
 
 #include <cstdint>
@@ -37,8 +41,10 @@ struct RawParam {
 };
 
 struct PluginInstanceConfig {
-  std::string name;    // instance name (the [backends.<name>] key), "router" for [router]
-  std::string plugin;  // plugin name
+  std::string name;         // instance name (the [backends.<name>] key), "router" for [router]
+  std::string plugin;       // plugin name
+  std::string table;        // dotted table path for messages: "backends.sparse", "router", ...
+  std::string plugin_file;  // set when `plugin` named a file; PrepareRegistry loads it
   std::map<std::string, RawParam> raw_params;
   ParamValues params;  // filled by ValidatePluginParams
   SourceLocation where;
@@ -61,6 +67,9 @@ struct EngineConfig {
   std::string router_sparse;  // backend instance used when it says SA
   std::map<std::string, PluginInstanceConfig> routers;
   std::map<int, std::string> layer_backends;  // [layers.<i>] backend
+  // Where each key was written, by dotted path ("router.full", "backends.sparse.plugin"), for
+  // errors found after parsing.
+  std::map<std::string, SourceLocation> locations;
 };
 
 absl::StatusOr<EngineConfig> LoadEngineConfig(const std::string& path);
@@ -71,6 +80,10 @@ absl::StatusOr<EngineConfig> ParseEngineConfig(std::string_view toml_text,
 // and fills `instance.params` with explicit values and defaults.
 absl::Status ValidatePluginParams(const std::vector<ParamSpec>& specs,
                                   PluginInstanceConfig& instance);
+
+// Loads the plugin files the config names by path, then scans plugins.paths and the default
+// search path into `registry`.
+absl::Status PrepareRegistry(EngineConfig& config, PluginRegistry& registry);
 
 // Plugins instantiated from a config: every name resolved, every parameter validated.
 struct Composition {

@@ -62,11 +62,15 @@ class PluginRegistry {
   // that fail to load are kept as failures and reported when their name is asked for. A name
   // already registered from an earlier directory wins (earlier paths take precedence).
   absl::Status ScanDirectory(const std::string& dir);
+  // Scans `first_dirs` (each must exist), then DefaultSearchPath() (missing ones are skipped).
+  absl::Status ScanSearchPath(const std::vector<std::string>& first_dirs);
   // Loads one file explicitly; the error names the path and what was wrong.
   absl::StatusOr<const PluginInfo*> LoadFile(const std::string& path);
 
   std::vector<PluginInfo> List() const;
   const std::vector<PluginLoadFailure>& failures() const { return failures_; }
+  // Every directory scanned so far, in order (for "searched: ..." in errors and listings).
+  const std::vector<std::string>& searched_directories() const { return searched_dirs_; }
   // The plugin `name` of kind `kind`; errors: unknown name (listing the known ones), a failed
   // load of a matching file, or a kind mismatch.
   absl::StatusOr<const PluginInfo*> Find(const std::string& name, PluginKind kind) const;
@@ -84,6 +88,7 @@ class PluginRegistry {
                                void (**destroy)(void*) noexcept) const;
   std::map<std::string, std::unique_ptr<Entry>> entries_;
   std::vector<PluginLoadFailure> failures_;
+  std::vector<std::string> searched_dirs_;
 };
 
 }  // namespace fluxattn

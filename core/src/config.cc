@@ -1,0 +1,634 @@
+#include "fluxattn/config.h"
+
+#include <toml++/toml.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "fluxattn/status.h"
+
+namespace fluxattn {
+
+std::string SourceLocation::ToString() const {
+  return absl::StrCat(file.empty() ? "<config>" : file, ":", line, ":", column);
+}
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// "<file:line:col>: key '<key>': expected <expected>, found <found>"
+absl::Status KeyError(const SourceLocation& where, const std::string& key,
+                      const std::string& expected, const std::string& found) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(where.ToString(), ": key '", key, "': expected ", expected, ", found ", found));
+}
+
+std::string Quoted(const std::string& s) { return absl::StrCat("\"", s, "\""); }
+
+std::string JoinKey(const std::string& prefix, const std::string& key) {
+  return prefix.empty() ? key : absl::StrCat(prefix, ".", key);
+}
+
+std::string FormatNumber(double v, bool integral) {
+  if (integral && std::isfinite(v) && std::abs(v) < 9.0e15) {
+    return absl::StrCat(static_cast<int64_t>(v));
+  }
+  return ParamValueToString(ParamValue(v));
+}
+
+class Parser {
+ public:
+  Parser(std::string file, fs::path base_dir)
+      : file_(std::move(file)), base_(std::move(base_dir)) {}
+
+  SourceLocation Where(const toml::source_region& region) const {
+    return SourceLocation{file_, static_cast<int>(region.begin.line),
+                          static_cast<int>(region.begin.column)};
+  }
+  SourceLocation Where(const toml::node& node) const { return Where(node.source()); }
+  SourceLocation Where(const toml::key& key) const { return Where(key.source()); }
+
+  // What a node holds, for "found ..." (values shown as written).
+  static std::string Describe(const toml::node& node) {
+    switch (node.type()) {
+      case toml::node_type::string:
+        return absl::StrCat("string ", Quoted(std::string(*node.value<std::string>())));
+      case toml::node_type::integer:
+        return absl::StrCat("integer ", *node.value<int64_t>());
+      case toml::node_type::floating_point:
+        return absl::StrCat("float ", ParamValueToString(ParamValue(*node.value<double>())));
+      case toml::node_type::boolean:
+        return absl::StrCat("boolean ", *node.value<bool>() ? "true" : "false");
+      case toml::node_type::array:
+        return absl::StrCat("array of ", node.as_array()->size(), " elements");
+      case toml::node_type::table:
+        return "table";
+      case toml::node_type::date:
+      case toml::node_type::time:
+      case toml::node_type::date_time:
+        return "date/time";
+      default:
+        return "nothing";
+    }
+  }
+
+  // Rejects keys of `table` that are not in `allowed`.
+  absl::Status CheckKeys(const toml::table& table, const std::string& prefix,
+                         const std::vector<std::string>& allowed, const std::string& what) {
+    for (auto&& [key, node] : table) {
+      std::string k(key.str());
+      if (std::find(allowed.begin(), allowed.end(), k) == allowed.end()) {
+        return KeyError(
+            Where(key), JoinKey(prefix, k),
+            absl::StrCat("one of the keys of ", what, " (", absl::StrJoin(allowed, ", "), ")"),
+            absl::StrCat("unknown key '", k, "'"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<const toml::table*> RequireTable(const toml::node& node, const std::string& key) {
+    if (!node.is_table()) return KeyError(Where(node), key, "a table", Describe(node));
+    return node.as_table();
+  }
+
+  absl::StatusOr<std::string> GetString(const toml::node& node, const std::string& key,
+                                        const std::string& expected = "a string") {
+    if (!node.is_string()) return KeyError(Where(node), key, expected, Describe(node));
+    return std::string(*node.value<std::string>());
+  }
+
+  std::string Resolve(const std::string& path) const {
+    fs::path p(path);
+    if (p.is_absolute() || base_.empty()) return p.lexically_normal().string();
+    return (base_ / p).lexically_normal().string();
+  }
+
+  // A plugin parameter as written; only scalar values and homogeneous lists are parameters.
+  absl::StatusOr<ParamValue> ToParamValue(const toml::node& node, const std::string& key) {
+    switch (node.type()) {
+      case toml::node_type::boolean:
+        return ParamValue(*node.value<bool>());
+      case toml::node_type::integer:
+        return ParamValue(*node.value<int64_t>());
+      case toml::node_type::floating_point:
+        return ParamValue(*node.value<double>());
+      case toml::node_type::string:
+        return ParamValue(std::string(*node.value<std::string>()));
+      case toml::node_type::array: {
+        const toml::array& array = *node.as_array();
+        if (array.empty()) return ParamValue(std::vector<int64_t>{});
+        if (array.is_homogeneous(toml::node_type::integer)) {
+          std::vector<int64_t> values;
+          for (const toml::node& e : array) values.push_back(*e.value<int64_t>());
+          return ParamValue(std::move(values));
+        }
+        if (array.is_homogeneous(toml::node_type::string)) {
+          std::vector<std::string> values;
+          for (const toml::node& e : array) values.emplace_back(*e.value<std::string>());
+          return ParamValue(std::move(values));
+        }
+        return KeyError(Where(node), key, "a list of only integers or only strings",
+                        "a mixed array or an array of other values");
+      }
+      default:
+        return KeyError(Where(node), key,
+                        "a boolean, integer, float, string or list of integers/strings",
+                        Describe(node));
+    }
+  }
+
+  // [backends.<name>], [router], [routers.<name>]: `plugin` plus the plugin's own parameters.
+  // `reserved` keys (the router's full/sparse) are read by the caller.
+  absl::StatusOr<PluginInstanceConfig> ParseInstance(const toml::table& table,
+                                                     const std::string& name,
+                                                     const std::string& prefix,
+                                                     const std::vector<std::string>& reserved,
+                                                     EngineConfig& config) {
+    PluginInstanceConfig instance;
+    instance.name = name;
+    instance.table = prefix;
+    instance.where = Where(table);
+    const toml::node* plugin = table.get("plugin");
+    if (plugin == nullptr) {
+      return KeyError(Where(table), JoinKey(prefix, "plugin"), "the name of a plugin",
+                      "no 'plugin' key");
+    }
+    FLUXATTN_ASSIGN_OR_RETURN(instance.plugin,
+                              GetString(*plugin, JoinKey(prefix, "plugin"), "a plugin name"));
+    if (instance.plugin.empty()) {
+      return KeyError(Where(*plugin), JoinKey(prefix, "plugin"), "a plugin name",
+                      "an empty string");
+    }
+    config.locations[JoinKey(prefix, "plugin")] = Where(*plugin);
+    if (instance.plugin.find('/') != std::string::npos) {
+      instance.plugin_file = Resolve(instance.plugin);
+    }
+    for (auto&& [key, node] : table) {
+      std::string k(key.str());
+      if (k == "plugin" || std::find(reserved.begin(), reserved.end(), k) != reserved.end()) {
+        continue;
+      }
+      FLUXATTN_ASSIGN_OR_RETURN(ParamValue value, ToParamValue(node, JoinKey(prefix, k)));
+      instance.raw_params[k] = RawParam{std::move(value), Where(node)};
+      config.locations[JoinKey(prefix, k)] = Where(node);
+    }
+    return instance;
+  }
+
+  absl::Status ParseModel(const toml::table& table, EngineConfig& config) {
+    FLUXATTN_RETURN_IF_ERROR(
+        CheckKeys(table, "model", {"path", "device", "dtype", "threads"}, "[model]"));
+    if (const toml::node* n = table.get("path")) {
+      FLUXATTN_ASSIGN_OR_RETURN(std::string path,
+                                GetString(*n, "model.path", "a path to a model folder"));
+      config.model.path = Resolve(path);
+      config.locations["model.path"] = Where(*n);
+    }
+    if (const toml::node* n = table.get("device")) {
+      const std::string expected = "\"cpu\", \"cuda\" or \"cuda:N\" (N >= 0)";
+      FLUXATTN_ASSIGN_OR_RETURN(std::string device, GetString(*n, "model.device", expected));
+      int ordinal = 0;
+      bool valid =
+          device == "cpu" || device == "cuda" ||
+          (device.rfind("cuda:", 0) == 0 &&
+           absl::SimpleAtoi(absl::string_view(device).substr(5), &ordinal) && ordinal >= 0);
+      if (!valid) return KeyError(Where(*n), "model.device", expected, Describe(*n));
+      config.model.device = device;
+      config.locations["model.device"] = Where(*n);
+    }
+    if (const toml::node* n = table.get("dtype")) {
+      const std::string expected = "\"f32\" or \"bf16\"";
+      FLUXATTN_ASSIGN_OR_RETURN(std::string dtype, GetString(*n, "model.dtype", expected));
+      if (dtype != "f32" && dtype != "bf16") {
+        return KeyError(Where(*n), "model.dtype", expected, Describe(*n));
+      }
+      config.model.dtype = dtype;
+      config.locations["model.dtype"] = Where(*n);
+    }
+    if (const toml::node* n = table.get("threads")) {
+      constexpr int64_t kMaxThreads = 4096;
+      const std::string expected = absl::StrCat("an integer in [0, ", kMaxThreads, "]");
+      if (!n->is_integer()) return KeyError(Where(*n), "model.threads", expected, Describe(*n));
+      int64_t threads = *n->value<int64_t>();
+      if (threads < 0 || threads > kMaxThreads) {
+        return KeyError(Where(*n), "model.threads", expected, Describe(*n));
+      }
+      config.model.threads = static_cast<int>(threads);
+      config.locations["model.threads"] = Where(*n);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ParsePlugins(const toml::table& table, EngineConfig& config) {
+    FLUXATTN_RETURN_IF_ERROR(CheckKeys(table, "plugins", {"paths"}, "[plugins]"));
+    const toml::node* n = table.get("paths");
+    if (n == nullptr) return absl::OkStatus();
+    const std::string expected = "a list of plugin directories";
+    if (!n->is_array()) return KeyError(Where(*n), "plugins.paths", expected, Describe(*n));
+    for (const toml::node& element : *n->as_array()) {
+      FLUXATTN_ASSIGN_OR_RETURN(std::string dir,
+                                GetString(element, "plugins.paths", "a directory path"));
+      std::string resolved = Resolve(dir);
+      std::error_code ec;
+      if (!fs::is_directory(resolved, ec)) {
+        return KeyError(Where(element), "plugins.paths", "an existing plugin directory",
+                        absl::StrCat(Quoted(dir), " (", resolved, " does not exist)"));
+      }
+      config.plugin_paths.push_back(resolved);
+    }
+    config.locations["plugins.paths"] = Where(*n);
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseNamedInstances(const toml::table& table, const std::string& section,
+                                   std::map<std::string, PluginInstanceConfig>& out,
+                                   EngineConfig& config) {
+    for (auto&& [key, node] : table) {
+      std::string name(key.str());
+      std::string prefix = JoinKey(section, name);
+      FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(node, prefix));
+      FLUXATTN_ASSIGN_OR_RETURN(PluginInstanceConfig instance,
+                                ParseInstance(*t, name, prefix, {}, config));
+      out[name] = std::move(instance);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseRouter(const toml::table& table, EngineConfig& config) {
+    FLUXATTN_ASSIGN_OR_RETURN(config.router,
+                              ParseInstance(table, "router", "router", {"full", "sparse"}, config));
+    for (const char* role : {"full", "sparse"}) {
+      std::string key = JoinKey("router", role);
+      const toml::node* n = table.get(role);
+      if (n == nullptr) {
+        return KeyError(
+            Where(table), key,
+            absl::StrCat("the name of the backend used when the router picks ", role, " attention"),
+            absl::StrCat("no '", role, "' key"));
+      }
+      FLUXATTN_ASSIGN_OR_RETURN(std::string backend,
+                                GetString(*n, key, "the name of a [backends.<name>] table"));
+      (std::string(role) == "full" ? config.router_full : config.router_sparse) = backend;
+      config.locations[key] = Where(*n);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status ParseLayers(const toml::table& table, EngineConfig& config) {
+    for (auto&& [key, node] : table) {
+      std::string k(key.str());
+      int layer = -1;
+      if (!absl::SimpleAtoi(k, &layer) || layer < 0 || absl::StrCat(layer) != k) {
+        return KeyError(Where(key), JoinKey("layers", k), "a layer index (0, 1, 2, ...)",
+                        absl::StrCat("'", k, "'"));
+      }
+      std::string prefix = JoinKey("layers", k);
+      FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(node, prefix));
+      FLUXATTN_RETURN_IF_ERROR(CheckKeys(*t, prefix, {"backend"}, absl::StrCat("[", prefix, "]")));
+      const toml::node* b = t->get("backend");
+      if (b == nullptr) {
+        return KeyError(Where(*t), JoinKey(prefix, "backend"),
+                        "the name of the backend this layer always uses", "no 'backend' key");
+      }
+      FLUXATTN_ASSIGN_OR_RETURN(
+          std::string backend,
+          GetString(*b, JoinKey(prefix, "backend"), "the name of a [backends.<name>] table"));
+      config.layer_backends[layer] = backend;
+      config.locations[JoinKey(prefix, "backend")] = Where(*b);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Parse(const toml::table& root, EngineConfig& config) {
+    FLUXATTN_RETURN_IF_ERROR(CheckKeys(
+        root, "", {"model", "plugins", "backends", "router", "routers", "layers"}, "the config"));
+    if (const toml::node* n = root.get("model")) {
+      FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "model"));
+      FLUXATTN_RETURN_IF_ERROR(ParseModel(*t, config));
+    }
+    if (const toml::node* n = root.get("plugins")) {
+      FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "plugins"));
+      FLUXATTN_RETURN_IF_ERROR(ParsePlugins(*t, config));
+    }
+    if (const toml::node* n = root.get("backends")) {
+      FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "backends"));
+      FLUXATTN_RETURN_IF_ERROR(ParseNamedInstances(*t, "backends", config.backends, config));
+    }
+    if (const toml::node* n = root.get("routers")) {
+      FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "routers"));
+      FLUXATTN_RETURN_IF_ERROR(ParseNamedInstances(*t, "routers", config.routers, config));
+    }
+    if (const toml::node* n = root.get("router")) {
+      FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "router"));
+      FLUXATTN_RETURN_IF_ERROR(ParseRouter(*t, config));
+    } else if (config.backends.size() == 1) {
+      config.router_full = config.router_sparse = config.backends.begin()->first;
+    } else if (config.backends.size() > 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file_.empty() ? "<config>" : file_,
+                       ": key 'router': expected a [router] "
+                       "table (required with more than one backend), found none"));
+    }
+    if (const toml::node* n = root.get("layers")) {
+      FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "layers"));
+      FLUXATTN_RETURN_IF_ERROR(ParseLayers(*t, config));
+    }
+    return CheckBackendReferences(config);
+  }
+
+ private:
+  absl::Status CheckBackendReferences(const EngineConfig& config) {
+    std::vector<std::string> names;
+    for (const auto& [name, instance] : config.backends) names.push_back(name);
+    const std::string expected =
+        absl::StrCat("the name of a [backends.<name>] table (",
+                     names.empty() ? "none defined" : absl::StrJoin(names, ", "), ")");
+    auto check = [&](const std::string& key, const std::string& backend) -> absl::Status {
+      if (config.backends.count(backend) != 0) return absl::OkStatus();
+      auto loc = config.locations.find(key);
+      return KeyError(loc != config.locations.end() ? loc->second : SourceLocation{file_, 0, 0},
+                      key, expected, Quoted(backend));
+    };
+    if (!config.router.plugin.empty()) {
+      FLUXATTN_RETURN_IF_ERROR(check("router.full", config.router_full));
+      FLUXATTN_RETURN_IF_ERROR(check("router.sparse", config.router_sparse));
+    }
+    for (const auto& [layer, backend] : config.layer_backends) {
+      FLUXATTN_RETURN_IF_ERROR(check(absl::StrCat("layers.", layer, ".backend"), backend));
+    }
+    return absl::OkStatus();
+  }
+
+  std::string file_;
+  fs::path base_;
+};
+
+// Checks one explicit value against its spec and converts it to the declared type.
+absl::StatusOr<ParamValue> CheckParam(const ParamSpec& spec, const RawParam& raw,
+                                      const std::string& key) {
+  const ParamValue& v = raw.value;
+  const std::string found = ParamValueToString(v);
+  auto describe_found = [&]() -> std::string {
+    struct Kind {
+      std::string operator()(bool) const { return "boolean"; }
+      std::string operator()(int64_t) const { return "integer"; }
+      std::string operator()(double) const { return "float"; }
+      std::string operator()(const std::string&) const { return "string"; }
+      std::string operator()(const std::vector<int64_t>&) const { return "integer list"; }
+      std::string operator()(const std::vector<std::string>&) const { return "string list"; }
+    };
+    return absl::StrCat(std::visit(Kind{}, v), " ", found);
+  };
+  const bool integral = spec.type == ParamType::kInt || spec.type == ParamType::kIntList;
+  std::string range;
+  if (spec.min_value && spec.max_value) {
+    range = absl::StrCat(" in [", FormatNumber(*spec.min_value, integral), ", ",
+                         FormatNumber(*spec.max_value, integral), "]");
+  } else if (spec.min_value) {
+    range = absl::StrCat(" >= ", FormatNumber(*spec.min_value, integral));
+  } else if (spec.max_value) {
+    range = absl::StrCat(" <= ", FormatNumber(*spec.max_value, integral));
+  }
+  auto in_range = [&](double x) {
+    if (std::isnan(x)) return false;
+    return (!spec.min_value || x >= *spec.min_value) && (!spec.max_value || x <= *spec.max_value);
+  };
+  const std::string expected =
+      absl::StrCat(ParamTypeName(spec.type) == std::string("integer") ? "an " : "a ",
+                   ParamTypeName(spec.type), range);
+  auto mismatch = [&]() { return KeyError(raw.where, key, expected, describe_found()); };
+
+  switch (spec.type) {
+    case ParamType::kBool:
+      if (!std::holds_alternative<bool>(v)) return mismatch();
+      return v;
+    case ParamType::kInt: {
+      const int64_t* i = std::get_if<int64_t>(&v);
+      if (i == nullptr || !in_range(static_cast<double>(*i))) return mismatch();
+      return v;
+    }
+    case ParamType::kFloat: {
+      double x;
+      if (const int64_t* i = std::get_if<int64_t>(&v)) {
+        x = static_cast<double>(*i);  // `2` is a fine way to write 2.0
+      } else if (const double* d = std::get_if<double>(&v)) {
+        x = *d;
+      } else {
+        return mismatch();
+      }
+      if (!in_range(x)) return mismatch();
+      return ParamValue(x);
+    }
+    case ParamType::kString: {
+      const std::string* s = std::get_if<std::string>(&v);
+      if (s == nullptr) return mismatch();
+      if (!spec.choices.empty() &&
+          std::find(spec.choices.begin(), spec.choices.end(), *s) == spec.choices.end()) {
+        std::vector<std::string> quoted;
+        for (const std::string& c : spec.choices) quoted.push_back(Quoted(c));
+        return KeyError(raw.where, key, absl::StrCat("one of ", absl::StrJoin(quoted, ", ")),
+                        describe_found());
+      }
+      return v;
+    }
+    case ParamType::kIntList: {
+      const auto* list = std::get_if<std::vector<int64_t>>(&v);
+      if (list == nullptr) return mismatch();
+      for (int64_t x : *list) {
+        if (!in_range(static_cast<double>(x))) {
+          return KeyError(raw.where, key, absl::StrCat("every element", range),
+                          absl::StrCat("element ", x, " in ", found));
+        }
+      }
+      return v;
+    }
+    case ParamType::kStringList: {
+      if (const auto* ints = std::get_if<std::vector<int64_t>>(&v); ints && ints->empty()) {
+        return ParamValue(std::vector<std::string>{});  // `[]` carries no element type
+      }
+      if (!std::holds_alternative<std::vector<std::string>>(v)) return mismatch();
+      return v;
+    }
+  }
+  return mismatch();
+}
+
+}  // namespace
+
+absl::StatusOr<EngineConfig> ParseEngineConfig(std::string_view toml_text,
+                                               const std::string& source_name) {
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, std::string_view(source_name));
+  } catch (const toml::parse_error& e) {
+    SourceLocation where{source_name, static_cast<int>(e.source().begin.line),
+                         static_cast<int>(e.source().begin.column)};
+    return absl::InvalidArgumentError(absl::StrCat(
+        where.ToString(),
+        ": expected valid TOML, found a syntax error: ", std::string(e.description())));
+  }
+  EngineConfig config;
+  config.source_path = source_name;
+  fs::path base;
+  std::error_code ec;
+  if (!source_name.empty() && fs::is_regular_file(source_name, ec)) {
+    base = fs::path(source_name).parent_path();
+  }
+  Parser parser(source_name, base);
+  FLUXATTN_RETURN_IF_ERROR(parser.Parse(root, config));
+  return config;
+}
+
+absl::StatusOr<EngineConfig> LoadEngineConfig(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    return absl::NotFoundError(absl::StrCat(path, ": expected a TOML config file, found ",
+                                            fs::exists(path, ec) ? "a directory" : "no such file"));
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in.good() && !in.eof()) {
+    return absl::UnavailableError(
+        absl::StrCat(path, ": expected a readable TOML config file, found a read error"));
+  }
+  return ParseEngineConfig(text.str(), path);
+}
+
+absl::Status ValidatePluginParams(const std::vector<ParamSpec>& specs,
+                                  PluginInstanceConfig& instance) {
+  const std::string prefix = instance.table.empty() ? instance.name : instance.table;
+  ParamValues values;
+  for (const auto& [name, raw] : instance.raw_params) {
+    auto spec = std::find_if(specs.begin(), specs.end(),
+                             [&](const ParamSpec& s) { return s.name == name; });
+    if (spec == specs.end()) {
+      std::vector<std::string> names;
+      for (const ParamSpec& s : specs) names.push_back(s.name);
+      std::string expected =
+          names.empty() ? absl::StrCat("no parameters (plugin '", instance.plugin, "' takes none)")
+                        : absl::StrCat("a parameter of plugin '", instance.plugin, "' (",
+                                       absl::StrJoin(names, ", "), ")");
+      return KeyError(raw.where, JoinKey(prefix, name), expected,
+                      absl::StrCat("unknown key '", name, "'"));
+    }
+    FLUXATTN_ASSIGN_OR_RETURN(ParamValue value, CheckParam(*spec, raw, JoinKey(prefix, name)));
+    values.Set(name, std::move(value), /*is_explicit=*/true);
+  }
+  for (const ParamSpec& spec : specs) {
+    if (values.has(spec.name)) continue;
+    if (!spec.default_value) {
+      return KeyError(instance.where, JoinKey(prefix, spec.name),
+                      absl::StrCat("a value (", ParamTypeName(spec.type), ", required by plugin '",
+                                   instance.plugin, "': ", spec.description, ")"),
+                      "none");
+    }
+    values.Set(spec.name, *spec.default_value, /*is_explicit=*/false);
+  }
+  instance.params = std::move(values);
+  return absl::OkStatus();
+}
+
+absl::Status PrepareRegistry(EngineConfig& config, PluginRegistry& registry) {
+  auto load_explicit = [&](PluginInstanceConfig& instance) -> absl::Status {
+    if (instance.plugin_file.empty()) return absl::OkStatus();
+    absl::StatusOr<const PluginInfo*> info = registry.LoadFile(instance.plugin_file);
+    if (!info.ok()) {
+      const std::string key = JoinKey(instance.table, "plugin");
+      auto loc = config.locations.find(key);
+      return Annotate(info.status(),
+                      absl::StrCat(loc != config.locations.end() ? loc->second.ToString()
+                                                                 : instance.where.ToString(),
+                                   ": key '", key, "'"));
+    }
+    instance.plugin = (*info)->name;
+    return absl::OkStatus();
+  };
+  for (auto& [name, instance] : config.backends) FLUXATTN_RETURN_IF_ERROR(load_explicit(instance));
+  for (auto& [name, instance] : config.routers) FLUXATTN_RETURN_IF_ERROR(load_explicit(instance));
+  FLUXATTN_RETURN_IF_ERROR(load_explicit(config.router));
+  return registry.ScanSearchPath(config.plugin_paths);
+}
+
+absl::StatusOr<Composition> Compose(EngineConfig& config, const PluginRegistry& registry) {
+  auto where = [&](const std::string& key, const SourceLocation& fallback) {
+    auto it = config.locations.find(key);
+    return (it != config.locations.end() ? it->second : fallback).ToString();
+  };
+  if (config.backends.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config.source_path.empty() ? "<config>" : config.source_path,
+        ": key 'backends': expected at least one [backends.<name>] table, found none"));
+  }
+  Composition composition;
+  auto instantiate_specs = [&](PluginInstanceConfig& instance,
+                               PluginKind kind) -> absl::StatusOr<const PluginInfo*> {
+    const std::string key = JoinKey(instance.table, "plugin");
+    absl::StatusOr<const PluginInfo*> info = registry.Find(instance.plugin, kind);
+    if (!info.ok()) {
+      return Annotate(info.status(), absl::StrCat(where(key, instance.where), ": key '", key, "'"));
+    }
+    FLUXATTN_RETURN_IF_ERROR(ValidatePluginParams((*info)->params, instance));
+    return *info;
+  };
+  for (auto& [name, instance] : config.backends) {
+    FLUXATTN_RETURN_IF_ERROR(instantiate_specs(instance, PluginKind::kAttentionBackend).status());
+    absl::StatusOr<PluginPtr<AttentionBackend>> backend =
+        registry.CreateBackend(instance.plugin, instance.params);
+    if (!backend.ok()) {
+      return Annotate(backend.status(),
+                      absl::StrCat(instance.where.ToString(), ": table '", instance.table, "'"));
+    }
+    composition.backends.emplace(name, std::move(*backend));
+  }
+  for (auto& [name, instance] : config.routers) {
+    FLUXATTN_RETURN_IF_ERROR(instantiate_specs(instance, PluginKind::kRoutingPolicy).status());
+    absl::StatusOr<PluginPtr<RoutingPolicy>> policy =
+        registry.CreatePolicy(instance.plugin, instance.params);
+    if (!policy.ok()) {
+      return Annotate(policy.status(),
+                      absl::StrCat(instance.where.ToString(), ": table '", instance.table, "'"));
+    }
+    composition.routers.emplace(name, std::move(*policy));
+  }
+  if (!config.router.plugin.empty()) {
+    FLUXATTN_RETURN_IF_ERROR(instantiate_specs(config.router, PluginKind::kRoutingPolicy).status());
+    absl::StatusOr<PluginPtr<RoutingPolicy>> policy =
+        registry.CreatePolicy(config.router.plugin, config.router.params);
+    if (!policy.ok()) {
+      return Annotate(policy.status(),
+                      absl::StrCat(config.router.where.ToString(), ": table 'router'"));
+    }
+    composition.router = std::move(*policy);
+  }
+  // Configs built in code skip the parser's checks; repeat the reference checks here.
+  auto check = [&](const std::string& key, const std::string& backend) -> absl::Status {
+    if (config.backends.count(backend) != 0) return absl::OkStatus();
+    std::vector<std::string> names;
+    for (const auto& [name, instance] : config.backends) names.push_back(name);
+    return absl::InvalidArgumentError(
+        absl::StrCat(where(key, SourceLocation{config.source_path, 0, 0}), ": key '", key,
+                     "': expected the name of a [backends.<name>] table (",
+                     absl::StrJoin(names, ", "), "), found ", Quoted(backend)));
+  };
+  FLUXATTN_RETURN_IF_ERROR(check("router.full", config.router_full));
+  FLUXATTN_RETURN_IF_ERROR(check("router.sparse", config.router_sparse));
+  for (const auto& [layer, backend] : config.layer_backends) {
+    FLUXATTN_RETURN_IF_ERROR(check(absl::StrCat("layers.", layer, ".backend"), backend));
+  }
+  composition.full_backend = config.router_full;
+  composition.sparse_backend = config.router_sparse;
+  composition.layer_backends = config.layer_backends;
+  return composition;
+}
+
+}  // namespace fluxattn
