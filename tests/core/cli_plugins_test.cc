@@ -17,7 +17,7 @@ struct Result {
 
 Result RunCli(const std::string& args) {
   Result r;
-  const std::string command = std::string(FLUXATTN_CLI_PATH) + " " + args + " 2>&1";
+  const std::string command = testing_util::CliPath() + " " + args + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   if (pipe == nullptr) return r;
   char buffer[4096];

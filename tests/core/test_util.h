@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -11,7 +12,18 @@
 
 namespace fluxattn::testing_util {
 
-inline std::string FixtureDir() { return FLUXATTN_FIXTURE_PLUGIN_DIR; }
+// The build tree's fixture folder; FLUXATTN_FIXTURE_PLUGIN_DIR overrides it when the tests run
+// from a copied bundle (tools/bundle-for-device.sh).
+inline std::string FixtureDir() {
+  const char* env = std::getenv("FLUXATTN_FIXTURE_PLUGIN_DIR");
+  return env != nullptr ? env : FLUXATTN_FIXTURE_PLUGIN_DIR;
+}
+
+// The `fluxattn` binary under test; FLUXATTN_CLI overrides the build tree's.
+inline std::string CliPath() {
+  const char* env = std::getenv("FLUXATTN_CLI");
+  return env != nullptr ? env : FLUXATTN_CLI_PATH;
+}
 
 inline std::string FixturePath(const std::string& name) {
   return FixtureDir() + "/libfluxattn_" + name + ".so";
