@@ -204,6 +204,28 @@ TEST(TokenizerMergeFormTest, StringAndPairFormsAgree) {
   }
 }
 
+// Other normalizer and pre-tokenizer settings (every Split behavior, invert, literal patterns,
+// Digits, NFKC, NFD, ByteLevel alone) over the qwen2 model, against the library's ids.
+TEST(TokenizerVariantsTest, PipelinesMatchLibrary) {
+  const nlohmann::json variants = ReadJson(FixtureDir("variants.json"));
+  const nlohmann::json base = ReadJson(FixtureDir(variants["base"]) + "/tokenizer.json");
+  ASSERT_FALSE(variants["variants"].empty());
+  for (const auto& variant : variants["variants"]) {
+    const std::string name = variant["name"];
+    nlohmann::json data = base;
+    data["normalizer"] = variant["normalizer"];
+    data["pre_tokenizer"] = variant["pre_tokenizer"];
+    auto tokenizer = Tokenizer::FromJson(data.dump(), name);
+    if (absl::IsUnimplemented(tokenizer.status())) continue;  // no Unicode normalization
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    for (const auto& c : variant["cases"]) {
+      auto ids = (*tokenizer)->Encode(c["text"].get<std::string>(), false);
+      ASSERT_TRUE(ids.ok()) << ids.status();
+      EXPECT_EQ(*ids, Ids(c["ids"])) << name << ": \"" << c["text"].get<std::string>() << "\"";
+    }
+  }
+}
+
 // ---- Fresh random text ---------------------------------------------------------------------
 
 void AppendUtf8(uint32_t cp, std::string* out) {
