@@ -48,9 +48,16 @@ if grep -q "^load failures" <<<"$listing"; then echo "$listing"; exit 1; fi
 for example in dilated_window_backend hint_router; do
   cmake --install "$work/$example" --prefix "$prefix" >/dev/null
 done
-"$fluxattn" plugins | grep -q "^  hint " || { echo "test-sdk: installed 'hint' not found"; exit 1; }
+listing="$("$fluxattn" plugins)"
+for name in dilated_window hint; do
+  if ! grep -q "^  $name .*$prefix/" <<<"$listing"; then
+    echo "test-sdk: installed '$name' not found in $prefix:"
+    echo "$listing"
+    exit 1
+  fi
+done
 
-if "$fluxattn" --help | grep -qE '^  generate '; then
+if grep -qE '^  generate ' <<<"$("$fluxattn" --help)"; then
   echo "== fluxattn generate with the examples loaded from examples/hint_router/hint_router.toml"
   config="$work/hint_router.toml"
   model="$root/tests/fixtures/models/qwen3_f32"

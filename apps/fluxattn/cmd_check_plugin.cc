@@ -33,6 +33,7 @@ struct CheckArgs {
   std::string path;
   std::vector<std::string> params;  // name=value
   uint64_t seed = 0;
+  std::vector<int> layers = {1, 6, 13};
   bool json = false;
 };
 
@@ -185,6 +186,7 @@ int Run(CheckArgs args) {
   }
   testing::ConformanceOptions options;
   options.seed = args.seed;
+  options.routing_layers = args.layers;
   std::vector<CheckResult> kind_results;
   if (info.kind == PluginKind::kAttentionBackend) {
     kind_results = testing::CheckAttentionBackend(
@@ -218,6 +220,10 @@ std::function<int()> Setup(CLI::App& app) {
   app.add_option("--param", args->params,
                  "Parameter of the instance under test, name=value (repeatable; lists are "
                  "comma-separated); others take their defaults");
+  app.add_option("--layers", args->layers,
+                 "Layer counts of the synthetic models a routing policy is checked on "
+                 "(default 1 6 13)")
+      ->check(CLI::Range(1, 4096));
   app.add_option("--seed", args->seed, "Seed of the random inputs (default: a fresh one)");
   app.add_flag("--json", args->json, "Print JSON instead of text");
   return [args] { return Run(*args); };

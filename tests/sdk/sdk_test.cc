@@ -63,6 +63,20 @@ TEST(CheckPlugin, BundledAttentionBackendsPass) {
   }
 }
 
+TEST(CheckPlugin, BundledRoutingPoliciesPass) {
+  for (const std::string args : {"random", "static --param full_ratio=0.5",
+                                 "static --param pattern=FSS --layers 6 --layers 13",
+                                 "length --param min_tokens=5 --param above=other"}) {
+    const std::string name = args.substr(0, args.find(' '));
+    Result r = RunCli("check-plugin " + Bundled(name) + args.substr(name.size()));
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    for (const char* check :
+         {"PASS  Prepare on synthetic models", "PASS  decisions valid", "PASS  deterministic"}) {
+      EXPECT_TRUE(Has(r.out, check)) << args << ": no '" << check << "' in\n" << r.out;
+    }
+  }
+}
+
 TEST(CheckPlugin, ParametersFromTheCommandLineAreValidated) {
   Result r = RunCli("check-plugin " + Bundled("streaming") +
                     " --param sink_tokens=3 --param window_tokens=20 --param block_size=1");

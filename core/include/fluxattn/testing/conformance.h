@@ -32,6 +32,8 @@ bool AllPassed(const std::vector<CheckResult>& results);
 struct ConformanceOptions {
   uint64_t seed = 1;        // every random input derives from it, so a failure can be replayed
   double tolerance = 1e-5;  // max |got - want| / max |want| against the double oracle
+  // Layer counts of the synthetic models routing policies are checked on.
+  std::vector<int> routing_layers = {1, 6, 13};
 };
 
 // Makes a fresh, independent instance (with whatever parameters the caller chose).
@@ -50,9 +52,10 @@ std::vector<CheckResult> CheckParamSpecs(const std::vector<ParamSpec>& specs);
 std::vector<CheckResult> CheckAttentionBackend(const AttentionBackendMaker& make,
                                                const ConformanceOptions& options);
 
-// On synthetic models: Prepare succeeds; Decide answers every layer with a valid decision for
-// prompts of 1 and more tokens, with and without hints; the same inputs give the same decisions
-// on the same and on a fresh instance.
+// On synthetic models without weights (a [routers.<name>] the policy delegates to is a stand-in
+// that alternates full and sparse by layer): Prepare succeeds; Decide answers every layer with a
+// valid decision for prompts of 1 and more tokens, with and without hints; the same inputs give the
+// same decisions on the same and on a fresh instance.
 std::vector<CheckResult> CheckRoutingPolicy(const RoutingPolicyMaker& make,
                                             const ConformanceOptions& options);
 
