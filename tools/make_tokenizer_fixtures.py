@@ -7,6 +7,7 @@ Three small byte-level BPE tokenizers are trained on a deterministic corpus:
   llama3 no normalizer, Llama 3 Split regex + ByteLevel, merges in the older "a b" string form,
          ignore_merges, TemplateProcessing that prepends <|begin_of_text|>, an lstrip/rstrip token.
   gpt2   Sequence[NFC] normalizer, Digits + ByteLevel(add_prefix_space, use_regex) pre-tokenizer.
+variants.json runs other pre-tokenizer and normalizer settings over the qwen2 model.
 For each, cases.json records the ids the library produces for tricky and seeded random strings
 (with and without special tokens), their decodes, and NFC(text), so the C++ tests compare against
 the library as an independent oracle. Output is deterministic; runs with tokenizers >= 0.19.
@@ -210,6 +211,46 @@ def record_decodes(tok, vocab_size, rng):
     return decodes
 
 
+def split(pattern, behavior, invert=False, literal=False):
+    return {"type": "Split", "pattern": {"String" if literal else "Regex": pattern},
+            "behavior": behavior, "invert": invert}
+
+
+def byte_level(add_prefix_space=False, use_regex=False):
+    return {"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": False,
+            "use_regex": use_regex}
+
+
+# Other pipelines over the qwen2 vocabulary and merges: every Split behavior, invert, literal
+# patterns, Digits, NFKC/NFD, and ByteLevel alone (prefix space and the GPT-2 regex).
+VARIANTS = [
+    ("merged_with_previous", None,
+     [split("-", "MergedWithPrevious", literal=True), byte_level()]),
+    ("merged_with_next", None, [split(r"\s+", "MergedWithNext"), byte_level(use_regex=True)]),
+    ("removed_inverted", None, [split(r"\p{L}+", "Removed", invert=True), byte_level()]),
+    ("contiguous", None, [split(r"[\p{P}\p{S}]", "Contiguous"), byte_level()]),
+    ("individual_digits", None,
+     [{"type": "Digits", "individual_digits": True}, byte_level(True, True)]),
+    ("nfkc", {"type": "NFKC"}, [split(QWEN2_PATTERN, "Isolated"), byte_level()]),
+    ("nfd", {"type": "Sequence", "normalizers": [{"type": "NFD"}]},
+     [split(QWEN2_PATTERN, "Isolated"), byte_level()]),
+    ("byte_level_only", None, [byte_level(True, True)]),
+]
+
+
+def record_variants(base, texts):
+    variants = []
+    for name, normalizer, pre_tokenizers_json in VARIANTS:
+        data = dict(base)
+        data["normalizer"] = normalizer
+        data["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": pre_tokenizers_json}
+        tok = Tokenizer.from_str(json.dumps(data))
+        cases = [{"text": t, "ids": tok.encode(t, add_special_tokens=False).ids} for t in texts]
+        variants.append({"name": name, "normalizer": normalizer,
+                         "pre_tokenizer": data["pre_tokenizer"], "cases": cases})
+    return variants
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.path.join(
@@ -237,6 +278,12 @@ def main():
         with open(os.path.join(folder, "cases.json"), "w", encoding="utf-8") as f:
             json.dump(cases, f, ensure_ascii=False, indent=0)
             f.write("\n")
+        if name == "qwen2":
+            variants = record_variants(data, TRICKY + random_texts[:30])
+            with open(os.path.join(args.out, "variants.json"), "w", encoding="utf-8") as f:
+                json.dump({"base": "qwen2", "variants": variants}, f, ensure_ascii=False,
+                          indent=0)
+                f.write("\n")
         print(f"{name}: vocab {cases['vocab_size']}, {len(data['model']['merges'])} merges")
 
 

@@ -99,7 +99,7 @@ struct RandomAttention {
     problem.num_queries = num_queries;
     problem.q = q.data();
     problem.kv = kv.view();
-    problem.phase = num_queries == 1 ? AttentionPhase::kDecode : AttentionPhase::kPrefill;
+    problem.phase = AttentionPhase::kPrefill;
   }
   std::mt19937_64 rng;
   std::vector<float> q, k, v;

@@ -174,6 +174,7 @@ TEST_P(ConformanceTest, MixedLengthRequestsMatchReference) {
                                                          s.page_tokens, std::random_device{}()));
     states.push_back(backend->CreateState(s.hq, s.hkv, s.dim));
     requests.back()->problem.state = states.back().get();
+    requests.back()->problem.phase = AttentionPhase::kDecode;
     requests.back()->problem.request_id = requests.size();
   }
   for (int round = 0; round < 2; ++round) {
@@ -194,11 +195,46 @@ const BackendCase kBackends[] = {
     {"streaming_token",
      "streaming",
      {{"sink_tokens", int64_t{4}}, {"window_tokens", int64_t{50}}, {"block_size", int64_t{1}}}},
+    {"xattention",
+     "xattention",
+     {{"block_size", int64_t{32}}, {"stride", int64_t{4}}, {"threshold", 0.8}},
+     /*decode_matches_prefill=*/false},
+    {"xattention_streaming_decode",
+     "xattention",
+     {{"block_size", int64_t{16}},
+      {"stride", int64_t{8}},
+      {"threshold", 0.5},
+      {"sink_blocks", int64_t{2}},
+      {"decode", std::string("streaming")},
+      {"decode_sink_tokens", int64_t{16}},
+      {"decode_window_tokens", int64_t{100}},
+      {"decode_block_size", int64_t{16}}},
+     /*decode_matches_prefill=*/false},
+    {"quest",
+     "quest",
+     {{"page_size", int64_t{16}}, {"budget_tokens", int64_t{96}}, {"recent_pages", int64_t{2}}},
+     /*decode_matches_prefill=*/false},
+    {"quest_streaming_prefill",
+     "quest",
+     {{"page_size", int64_t{7}},
+      {"budget_tokens", int64_t{50}},
+      {"sink_pages", int64_t{0}},
+      {"prefill", std::string("streaming")},
+      {"prefill_sink_tokens", int64_t{8}},
+      {"prefill_window_tokens", int64_t{40}},
+      {"prefill_block_size", int64_t{8}}},
+     /*decode_matches_prefill=*/false},
+    {"triangle",
+     "triangle",
+     {{"sink_tokens", int64_t{16}},
+      {"window_tokens", int64_t{48}},
+      {"block_size", int64_t{16}},
+      {"last_n", int64_t{40}}}},
 };
 
 const Shape kShapes[] = {
     {1, 1, 64, 1, 16},   {4, 4, 64, 63, 16},   {8, 4, 128, 200, 48}, {8, 2, 96, 129, 100},
-    {8, 1, 80, 300, 64}, {4, 2, 64, 700, 256}, {2, 1, 64, 1500, 96},
+    {8, 1, 80, 300, 64}, {2, 2, 64, 700, 256}, {1, 1, 64, 1300, 96},
 };
 
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest,

@@ -4,9 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tokenizer_test_util.h"
@@ -161,6 +163,25 @@ TEST_P(FixtureTest, SpecialTokensAreRecognisedAndFlagged) {
   }
 }
 
+TEST_P(FixtureTest, ConcurrentEncodesAgree) {
+  // Encode is const and shares the piece cache between threads.
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 3; ++round) {
+        for (size_t i = t; i < cases_["random"].size(); i += 2) {
+          const auto& c = cases_["random"][i];
+          auto ids = tokenizer_->Encode(c["text"].get<std::string>(), false);
+          if (!ids.ok() || *ids != Ids(c["ids"])) ++mismatches;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
 INSTANTIATE_TEST_SUITE_P(Tokenizers, FixtureTest, ::testing::Values("qwen2", "llama3", "gpt2"));
 
 TEST(TokenizerConfigTest, SpecialIdsComeFromConfigAndTemplate) {
@@ -200,6 +221,28 @@ TEST(TokenizerMergeFormTest, StringAndPairFormsAgree) {
       auto ids = (*converted)->Encode(c["text"].get<std::string>(), false);
       ASSERT_TRUE(ids.ok());
       EXPECT_EQ(*ids, Ids(c["ids"])) << c["text"];
+    }
+  }
+}
+
+// Other normalizer and pre-tokenizer settings (every Split behavior, invert, literal patterns,
+// Digits, NFKC, NFD, ByteLevel alone) over the qwen2 model, against the library's ids.
+TEST(TokenizerVariantsTest, PipelinesMatchLibrary) {
+  const nlohmann::json variants = ReadJson(FixtureDir("variants.json"));
+  const nlohmann::json base = ReadJson(FixtureDir(variants["base"]) + "/tokenizer.json");
+  ASSERT_FALSE(variants["variants"].empty());
+  for (const auto& variant : variants["variants"]) {
+    const std::string name = variant["name"];
+    nlohmann::json data = base;
+    data["normalizer"] = variant["normalizer"];
+    data["pre_tokenizer"] = variant["pre_tokenizer"];
+    auto tokenizer = Tokenizer::FromJson(data.dump(), name);
+    if (absl::IsUnimplemented(tokenizer.status())) continue;  // no Unicode normalization
+    ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+    for (const auto& c : variant["cases"]) {
+      auto ids = (*tokenizer)->Encode(c["text"].get<std::string>(), false);
+      ASSERT_TRUE(ids.ok()) << ids.status();
+      EXPECT_EQ(*ids, Ids(c["ids"])) << name << ": \"" << c["text"].get<std::string>() << "\"";
     }
   }
 }

@@ -29,8 +29,8 @@ absl::StatusOr<T> ReadParam(const ParamValues& params, const std::string& name) 
       return static_cast<double>(*value);
     }
   }
-  constexpr ParamValue kWanted{T{}};
-  return absl::InvalidArgumentError(absl::StrCat(name, ": expected a ", kTypeNames[kWanted.index()],
+  const ParamValue wanted{T{}};
+  return absl::InvalidArgumentError(absl::StrCat(name, ": expected a ", kTypeNames[wanted.index()],
                                                  ", found a ", kTypeNames[it->second.index()]));
 }
 

@@ -1,0 +1,72 @@
+// `quest`: query-aware page selection for decode (Tang et al., 2024). Keys are grouped in pages
+// of `page_size` positions; per page and KV head the element-wise minimum and maximum key are
+// kept (in the request's AttentionState, extended as the KV grows). A query's largest possible
+// logit on a page is bounded by sum_d max(q_d * min_d, q_d * max_d); each decode step reads the
+// pages with the highest bounds within `budget_tokens`, always including `sink_pages` first and
+// `recent_pages` last pages. With grouped-query attention a KV head's pages are ranked by the
+// largest bound over its query heads. Prefill is dense ("full") or sink + window ("streaming").
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "fluxattn/attention/sink_window.h"
+#include "fluxattn/attention_backend.h"
+#include "fluxattn/params.h"
+
+namespace fluxattn::plugins {
+
+struct QuestConfig {
+  int page_size = 16;
+  int64_t budget_tokens = 2048;
+  int sink_pages = 1;
+  int recent_pages = 1;
+  bool prefill_streaming = false;
+  StreamingRule prefill_rule;
+  int64_t budget_pages() const { return (budget_tokens + page_size - 1) / page_size; }
+};
+
+// Per-page key bounds of one (request, layer), extended incrementally.
+class QuestState : public AttentionState {
+ public:
+  QuestState(int num_kv_heads, int head_dim, int page_size)
+      : num_kv_heads_(num_kv_heads), head_dim_(head_dim), page_size_(page_size) {}
+  // Folds positions [covered(), kv.length) into the bounds.
+  absl::Status Update(const KvView& kv);
+  int64_t covered() const { return covered_; }
+  // Bounds of page `page`, head `h`: head_dim floats each.
+  const float* min_key(int64_t page, int h) const {
+    return &min_[(page * num_kv_heads_ + h) * head_dim_];
+  }
+  const float* max_key(int64_t page, int h) const {
+    return &max_[(page * num_kv_heads_ + h) * head_dim_];
+  }
+  bool Matches(int num_kv_heads, int head_dim) const {
+    return num_kv_heads == num_kv_heads_ && head_dim == head_dim_;
+  }
+
+ private:
+  int num_kv_heads_, head_dim_, page_size_;
+  int64_t covered_ = 0;
+  std::vector<float> min_, max_;  // [page][head][dim]
+};
+
+class QuestBackend : public AttentionBackend {
+ public:
+  static std::vector<ParamSpec> Params();
+  static absl::StatusOr<std::unique_ptr<QuestBackend>> Create(const ParamValues& params);
+  explicit QuestBackend(const QuestConfig& config) : config_(config) {}
+
+  AttentionCapabilities capabilities() const override;
+  std::unique_ptr<AttentionState> CreateState(int num_q_heads, int num_kv_heads,
+                                              int head_dim) const override;
+  absl::Status BuildLayout(const AttentionProblem& problem, BlockSparseLayout* layout) override;
+
+ private:
+  absl::Status BuildDecodeLayout(const AttentionProblem& problem, const QuestState& state,
+                                 BlockSparseLayout* layout) const;
+  QuestConfig config_;
+};
+
+}  // namespace fluxattn::plugins

@@ -1,0 +1,31 @@
+// `triangle`: streaming (sinks + local window) for every prompt query except the last `last_n`,
+// which attend densely; decode is dense. The dense tail lets the prompt's final tokens see the
+// whole context at a cost linear in its length.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "fluxattn/attention/sink_window.h"
+#include "fluxattn/attention_backend.h"
+#include "fluxattn/params.h"
+
+namespace fluxattn::plugins {
+
+class TriangleBackend : public AttentionBackend {
+ public:
+  static std::vector<ParamSpec> Params();
+  static absl::StatusOr<std::unique_ptr<TriangleBackend>> Create(const ParamValues& params);
+  TriangleBackend(const StreamingRule& rule, int64_t last_n) : rule_(rule), last_n_(last_n) {}
+
+  AttentionCapabilities capabilities() const override;
+  // Decode reads everything, so nothing is released.
+  absl::Status BuildLayout(const AttentionProblem& problem, BlockSparseLayout* layout) override;
+
+ private:
+  StreamingRule rule_;
+  int64_t last_n_;
+};
+
+}  // namespace fluxattn::plugins

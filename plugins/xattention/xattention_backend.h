@@ -1,0 +1,51 @@
+// `xattention`: XAttention block selection for prefill (Xu et al., 2025). Each (query block,
+// KV block) pair is scored by the softmax mass of its strided antidiagonals: with stride S, the
+// query at offset S-1-k of a group of S queries is paired with the key at offset k of a group
+// of S keys, so every group pair contributes one S-term antidiagonal. Per query block and KV
+// head, blocks are taken in decreasing score until their share of the row's mass reaches
+// `threshold`; sink blocks and the diagonal block(s) are always kept. Decode uses `decode`:
+// dense causal ("full") or the sink + window rule ("streaming", with decode_* parameters).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "fluxattn/attention/sink_window.h"
+#include "fluxattn/attention_backend.h"
+#include "fluxattn/params.h"
+
+namespace fluxattn::plugins {
+
+struct XAttentionConfig {
+  int block_size = 128;
+  int stride = 8;
+  double threshold = 0.9;
+  int sink_blocks = 1;
+  bool decode_streaming = false;
+  StreamingRule decode_rule;
+};
+
+class XAttentionBackend : public AttentionBackend {
+ public:
+  static std::vector<ParamSpec> Params();
+  static absl::StatusOr<std::unique_ptr<XAttentionBackend>> Create(const ParamValues& params);
+  explicit XAttentionBackend(const XAttentionConfig& config) : config_(config) {}
+
+  AttentionCapabilities capabilities() const override;
+  KvRetention RetainedKv(int64_t next_query_pos) const override;
+  absl::Status BuildLayout(const AttentionProblem& problem, BlockSparseLayout* layout) override;
+
+  // Block scores of one KV head for the prefill problem: [query block][KV block], each query
+  // block's scores summing to the number of (query head, strided query row) pairs it holds.
+  // Exposed for tests.
+  absl::StatusOr<std::vector<std::vector<double>>> ScoreBlocks(const AttentionProblem& problem,
+                                                               int kv_head) const;
+
+ private:
+  absl::Status BuildPrefillLayout(const AttentionProblem& problem, BlockSparseLayout* layout);
+  XAttentionConfig config_;
+};
+
+}  // namespace fluxattn::plugins
