@@ -77,7 +77,8 @@ for t in "${targets[@]}"; do
     status=1
   fi
   runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)"
-  echo "fuzz $t: $((SECONDS - started))s, ${runs:-?} inputs, corpus $(find "$corpus" -type f | wc -l) files: $result"
+  files="$(find "$corpus" -type f | wc -l)"
+  echo "fuzz $t: $((SECONDS - started))s, ${runs:-?} inputs, corpus $files files: $result"
   if [ "$result" != "ok" ]; then
     grep -m 5 -E "ERROR|property violated|SUMMARY" "$log" >&2 || tail -20 "$log" >&2
   fi

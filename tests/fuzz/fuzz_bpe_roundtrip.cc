@@ -57,8 +57,9 @@ std::string ExpectedRoundTrip(const Tokenizer& tokenizer, const std::string& tex
   while (i < text.size()) {
     size_t match = 0;
     for (const auto& token : tokenizer.added_tokens()) {
-      if (token.content.size() > match && text.compare(i, token.content.size(), token.content) == 0) {
-        match = token.content.size();
+      const std::string& content = token.content;
+      if (content.size() > match && text.compare(i, content.size(), content) == 0) {
+        match = content.size();
       }
     }
     if (match == 0) {

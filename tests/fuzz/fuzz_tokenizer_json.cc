@@ -27,7 +27,9 @@ void CheckDecodeAgreement(const Tokenizer& tokenizer, const std::vector<int32_t>
     streamed += *piece;
   }
   streamed += stream.Finish();
-  if (streamed != *text) Fail("streaming decode equals Decode", absl::StrCat(streamed, " vs ", *text));
+  if (streamed != *text) {
+    Fail("streaming decode equals Decode", absl::StrCat(streamed, " vs ", *text));
+  }
 }
 
 }  // namespace
