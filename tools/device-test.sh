@@ -6,6 +6,8 @@
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bundle="${BUNDLE:-$root/.device-bundle}"
+# Copying the folder onto an existing one nests it (.device-bundle/.device-bundle); use the copy.
+[ -d "$bundle/.device-bundle/bin" ] && bundle="$bundle/.device-bundle"
 if [ ! -x "$bundle/bin/fluxattn_cuda_device_test" ]; then
   echo "device-test: error: expected $bundle/bin/fluxattn_cuda_device_test, found none (run tools/bundle-for-device.sh and carry .device-bundle)" >&2
   exit 2

@@ -139,10 +139,15 @@ void AppendUtf8(uint32_t cp, std::string* out) {
 
 namespace {
 
+// The remapped bytes end up at U+0100..U+0143, so every character of the alphabet is below this.
+constexpr uint32_t kAlphabetEnd = 256 + 68;
+
 struct ByteTables {
   std::array<std::string, 256> byte_to_char;
   std::array<uint32_t, 256> byte_to_code_point;
+  std::array<int16_t, kAlphabetEnd> code_point_to_byte;
   ByteTables() {
+    code_point_to_byte.fill(-1);
     // Printable Latin-1 bytes stand for themselves; the others (controls, space, 0x7F-0xA0,
     // soft hyphen) are moved to U+0100 and up so that every token is printable.
     int next = 0;
@@ -150,7 +155,9 @@ struct ByteTables {
       bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
       byte_to_code_point[b] = printable ? b : 256 + next++;
       AppendUtf8(byte_to_code_point[b], &byte_to_char[b]);
+      code_point_to_byte[byte_to_code_point[b]] = static_cast<int16_t>(b);
     }
+    FLUXATTN_CHECK(next == kAlphabetEnd - 256);
   }
 };
 
@@ -164,17 +171,7 @@ const ByteTables& Tables() {
 const std::array<std::string, 256>& ByteToChar() { return Tables().byte_to_char; }
 
 int CharToByte(uint32_t code_point) {
-  if (code_point < 256) {
-    bool printable = (code_point >= 0x21 && code_point <= 0x7E) ||
-                     (code_point >= 0xA1 && code_point <= 0xAC) || code_point >= 0xAE;
-    return printable ? static_cast<int>(code_point) : -1;
-  }
-  const auto& table = Tables().byte_to_code_point;
-  if (code_point >= 256 + 68) return -1;  // 68 bytes are remapped
-  for (int b = 0; b < 256; ++b) {
-    if (table[b] == code_point) return b;
-  }
-  return -1;
+  return code_point < kAlphabetEnd ? Tables().code_point_to_byte[code_point] : -1;
 }
 
 std::string ByteLevelDecodeToken(absl::string_view token) {

@@ -58,7 +58,7 @@ std::vector<ParamSpec> FluxPolicy::Params() {
     spec.name = "weights";
     spec.type = ParamType::kString;
     spec.description =
-        "safetensors file with the router tensors (same names as in Flux checkpoints); empty: "
+        "Safetensors file with the router tensors (same names as in Flux checkpoints); empty: "
         "read them from the model checkpoint";
     spec.default_value = ParamValue(std::string());
     specs.push_back(spec);
@@ -68,7 +68,7 @@ std::vector<ParamSpec> FluxPolicy::Params() {
     spec.name = "pool_size";
     spec.type = ParamType::kInt;
     spec.description =
-        "prompt rows pooled from each end (first and last pool_size); default: config.json "
+        "Prompt rows pooled from each end (first and last pool_size); default: config.json "
         "pool_size, else 100";
     spec.default_value = ParamValue(kDefaultPoolSize);
     spec.min_value = 1;
@@ -79,7 +79,7 @@ std::vector<ParamSpec> FluxPolicy::Params() {
     spec.name = "use_softmax";
     spec.type = ParamType::kBool;
     spec.description =
-        "two logits, FA iff argmax is 1 (true), or one logit, FA iff positive (false); "
+        "Two logits, FA iff argmax is 1 (true), or one logit, FA iff positive (false); "
         "default: config.json use_softmax, else true";
     spec.default_value = ParamValue(true);
     specs.push_back(spec);
@@ -89,7 +89,7 @@ std::vector<ParamSpec> FluxPolicy::Params() {
     spec.name = "pooling_mode";
     spec.type = ParamType::kString;
     spec.description =
-        "how queries are pooled; only ctx_q (first and last pool_size rows) is implemented; "
+        "How queries are pooled; only ctx_q (first and last pool_size rows) is implemented; "
         "default: config.json pooling_mode";
     spec.default_value = ParamValue(std::string(kPoolingMode));
     spec.choices = {kPoolingMode};
@@ -100,7 +100,7 @@ std::vector<ParamSpec> FluxPolicy::Params() {
     spec.name = "bias";
     spec.type = ParamType::kFloat;
     spec.description =
-        "added to the FA-minus-SA logit margin (or the single logit) before deciding: > 0 "
+        "Added to the FA-minus-SA logit margin (or the single logit) before deciding: > 0 "
         "routes more layers to full attention, < 0 more to sparse";
     spec.default_value = ParamValue(0.0);
     spec.min_value = -1e6;

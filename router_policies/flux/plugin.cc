@@ -4,5 +4,5 @@
 #include "fluxattn/routing_policy.h"
 
 FLUXATTN_DEFINE_ROUTING_PLUGIN(fluxattn::routing::FluxPolicy, "flux", "1.0.0",
-                               "learned per-layer router of Flux Attention (weights from the "
+                               "Learned per-layer router of Flux Attention (weights from the "
                                "checkpoint)")

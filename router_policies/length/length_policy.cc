@@ -12,7 +12,7 @@ std::vector<ParamSpec> LengthPolicy::Params() {
     spec.name = "min_tokens";
     spec.type = ParamType::kInt;
     spec.description =
-        "prompts with fewer tokens use full attention in every layer; longer ones go to `above`";
+        "Prompts with fewer tokens use full attention in every layer; longer ones go to `above`";
     spec.min_value = 0;
     specs.push_back(spec);  // required
   }
@@ -21,7 +21,7 @@ std::vector<ParamSpec> LengthPolicy::Params() {
     spec.name = "above";
     spec.type = ParamType::kString;
     spec.description =
-        "name of the [routers.<name>] policy that routes prompts of at least min_tokens tokens";
+        "Name of the [routers.<name>] policy that routes prompts of at least min_tokens tokens";
     specs.push_back(spec);  // required
   }
   return specs;

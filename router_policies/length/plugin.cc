@@ -4,4 +4,4 @@
 #include "length_policy.h"
 
 FLUXATTN_DEFINE_ROUTING_PLUGIN(fluxattn::routing::LengthPolicy, "length", "1.0.0",
-                               "full attention below min_tokens, another policy above")
+                               "Full attention below min_tokens, another policy above")

@@ -4,4 +4,4 @@
 #include "random_policy.h"
 
 FLUXATTN_DEFINE_ROUTING_PLUGIN(fluxattn::routing::RandomPolicy, "random", "1.0.0",
-                               "seeded random FA/SA per (request, layer) with a target FA ratio")
+                               "Seeded random FA/SA per (request, layer) with a target FA ratio")

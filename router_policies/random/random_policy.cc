@@ -25,7 +25,7 @@ std::vector<ParamSpec> RandomPolicy::Params() {
     ParamSpec spec;
     spec.name = "seed";
     spec.type = ParamType::kInt;
-    spec.description = "seed of the draws; decisions are a function of (seed, request id, layer)";
+    spec.description = "Seed of the draws; decisions are a function of (seed, request id, layer)";
     spec.default_value = ParamValue(int64_t{0});
     spec.min_value = 0;
     specs.push_back(spec);
@@ -34,7 +34,7 @@ std::vector<ParamSpec> RandomPolicy::Params() {
     ParamSpec spec;
     spec.name = "full_ratio";
     spec.type = ParamType::kFloat;
-    spec.description = "probability that a layer uses full attention";
+    spec.description = "Probability that a layer uses full attention";
     spec.default_value = ParamValue(0.5);
     spec.min_value = 0.0;
     spec.max_value = 1.0;
@@ -45,7 +45,7 @@ std::vector<ParamSpec> RandomPolicy::Params() {
     spec.name = "exact";
     spec.type = ParamType::kBool;
     spec.description =
-        "give every request exactly round(full_ratio * layers) full layers instead of "
+        "Give every request exactly round(full_ratio * layers) full layers instead of "
         "independent draws";
     spec.default_value = ParamValue(false);
     specs.push_back(spec);

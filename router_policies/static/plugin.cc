@@ -4,4 +4,4 @@
 #include "static_policy.h"
 
 FLUXATTN_DEFINE_ROUTING_PLUGIN(fluxattn::routing::StaticPolicy, "static", "1.0.0",
-                               "fixed FA layers: a list, an F/S pattern, or a ratio with placement")
+                               "Fixed FA layers: a list, an F/S pattern, or a ratio with placement")

@@ -21,7 +21,7 @@ std::vector<ParamSpec> StaticPolicy::Params() {
     ParamSpec spec;
     spec.name = "full_layers";
     spec.type = ParamType::kIntList;
-    spec.description = "indices of the layers that use full attention (one form of three)";
+    spec.description = "Indices of the layers that use full attention (one form of three)";
     spec.default_value = ParamValue(std::vector<int64_t>{});
     spec.min_value = 0;
     specs.push_back(spec);
@@ -31,7 +31,7 @@ std::vector<ParamSpec> StaticPolicy::Params() {
     spec.name = "pattern";
     spec.type = ParamType::kString;
     spec.description =
-        "one letter per layer, F = full, S = sparse, repeated over the layers, e.g. \"FSSS\" "
+        "One letter per layer, F = full, S = sparse, repeated over the layers, e.g. \"FSSS\" "
         "(one form of three)";
     spec.default_value = ParamValue(std::string());
     specs.push_back(spec);
@@ -41,7 +41,7 @@ std::vector<ParamSpec> StaticPolicy::Params() {
     spec.name = "full_ratio";
     spec.type = ParamType::kFloat;
     spec.description =
-        "fraction of the layers that use full attention, rounded to the nearest count "
+        "Fraction of the layers that use full attention, rounded to the nearest count "
         "(one form of three)";
     spec.default_value = ParamValue(0.0);
     spec.min_value = 0.0;
@@ -53,7 +53,7 @@ std::vector<ParamSpec> StaticPolicy::Params() {
     spec.name = "placement";
     spec.type = ParamType::kString;
     spec.description =
-        "where full_ratio puts the full layers: first, last, or spread evenly over the depth";
+        "Where full_ratio puts the full layers: first, last, or spread evenly over the depth";
     spec.default_value = ParamValue(std::string("spread"));
     spec.choices = {"first", "last", "spread"};
     specs.push_back(spec);

@@ -264,9 +264,10 @@ TEST(ConfigTest, UnknownPluginName) {
   absl::StatusOr<Composition> composition = Compose(*config, registry);
   ASSERT_FALSE(composition.ok());
   EXPECT_EQ(composition.status().message(),
-            path + ":2:10: key 'backends.a.plugin': plugin 'streeming': expected one of the "
-                   "attention backend plugins found (fixture_backend, fixture_create_fails), "
-                   "found no plugin named so (searched " +
+            path +
+                ":2:10: key 'backends.a.plugin': plugin 'streeming': expected one of the "
+                "attention backend plugins found (fixture_backend, fixture_create_fails), "
+                "found no plugin named so (searched " +
                 Canonical(FixtureDir()) + ")");
 }
 

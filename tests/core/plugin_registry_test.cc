@@ -46,7 +46,7 @@ TEST(PluginRegistryTest, ScanListsValidPluginsWithTheirDescriptors) {
   EXPECT_EQ(backend.params[0].min_value, 1.0);
   EXPECT_EQ(list[2].kind, PluginKind::kRoutingPolicy);
   EXPECT_EQ(registry.searched_directories(), (std::vector<std::string>{Canonical(FixtureDir())}));
-  EXPECT_EQ(registry.failures().size(), 4u);
+  EXPECT_EQ(registry.failures().size(), 5u);
 }
 
 TEST(PluginRegistryTest, AbiMajorMismatchNamesFileAndBothVersions) {
@@ -78,6 +78,17 @@ TEST(PluginRegistryTest, IncompatibleBuildIdIsRefused) {
       << message;
   EXPECT_NE(message.find("(Abseil LTS differs: core 'absl-"), std::string::npos) << message;
   EXPECT_NE(message.find("plugin 'absl-20990101')"), std::string::npos) << message;
+}
+
+TEST(PluginRegistryTest, DescriptorShorterThanAbi1IsRefused) {
+  PluginRegistry registry;
+  absl::StatusOr<const PluginInfo*> loaded =
+      registry.LoadFile(FixturePath("fixture_short_descriptor"));
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.status().message(), Canonical(FixturePath("fixture_short_descriptor")) +
+                                           ": expected a plugin descriptor of at least " +
+                                           std::to_string(sizeof(PluginDescriptor)) +
+                                           " bytes (ABI 1.0), found 16 bytes");
 }
 
 TEST(PluginRegistryTest, UnknownKindIsRefused) {
@@ -215,7 +226,7 @@ TEST(PluginRegistryTest, EarlierDirectoryWinsAndRescansAreHarmless) {
   ASSERT_TRUE(found.ok());
   EXPECT_EQ((*found)->path, Canonical(copy));
   EXPECT_EQ(registry.List().size(), 3u);
-  EXPECT_EQ(registry.failures().size(), 4u);
+  EXPECT_EQ(registry.failures().size(), 5u);
 }
 
 TEST(PluginRegistryTest, EnvironmentSearchPathComesFirst) {

@@ -18,12 +18,16 @@ inline void NeverDestroy(void*) noexcept {}
 
 }  // namespace fluxattn::fixtures
 
-#define FLUXATTN_FIXTURE_DESCRIPTOR(abi_major_, kind_, name_, build_id_)                    \
+#define FLUXATTN_FIXTURE_DESCRIPTOR(abi_major_, kind_, name_, build_id_)                     \
+  FLUXATTN_FIXTURE_DESCRIPTOR_SIZED(abi_major_, sizeof(::fluxattn::PluginDescriptor), kind_, \
+                                    name_, build_id_)
+
+#define FLUXATTN_FIXTURE_DESCRIPTOR_SIZED(abi_major_, size_, kind_, name_, build_id_)       \
   FLUXATTN_PLUGIN_EXPORT const ::fluxattn::PluginDescriptor* fluxattn_plugin_descriptor() { \
     static const ::fluxattn::PluginDescriptor descriptor = {                                \
         abi_major_,                                                                         \
         0,                                                                                  \
-        static_cast<uint32_t>(sizeof(::fluxattn::PluginDescriptor)),                        \
+        static_cast<uint32_t>(size_),                                                       \
         kind_,                                                                              \
         name_,                                                                              \
         "1.0.0",                                                                            \

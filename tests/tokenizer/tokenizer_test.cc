@@ -4,9 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <optional>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "tokenizer_test_util.h"
@@ -159,6 +161,25 @@ TEST_P(FixtureTest, SpecialTokensAreRecognisedAndFlagged) {
     ASSERT_TRUE(ids.ok());
     EXPECT_NE(std::find(ids->begin(), ids->end(), added.id), ids->end()) << added.content;
   }
+}
+
+TEST_P(FixtureTest, ConcurrentEncodesAgree) {
+  // Encode is const and shares the piece cache between threads.
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 3; ++round) {
+        for (size_t i = t; i < cases_["random"].size(); i += 2) {
+          const auto& c = cases_["random"][i];
+          auto ids = tokenizer_->Encode(c["text"].get<std::string>(), false);
+          if (!ids.ok() || *ids != Ids(c["ids"])) ++mismatches;
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Tokenizers, FixtureTest, ::testing::Values("qwen2", "llama3", "gpt2"));
