@@ -667,6 +667,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromJson(absl::string_view
   } catch (const json::parse_error& e) {
     return InvalidInput(impl->origin, "valid JSON",
                         absl::StrCat("a syntax error at byte ", e.byte));
+  } catch (const json::exception& e) {
+    // Not only syntax errors throw: a number such as 1e999 overflows with out_of_range.
+    return InvalidInput(impl->origin, "valid JSON", OneLine(e.what()));
   }
   FLUXATTN_RETURN_IF_ERROR(impl->ParseAll(root));
   return std::unique_ptr<Tokenizer>(new Tokenizer(std::move(impl)));
