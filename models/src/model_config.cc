@@ -258,7 +258,8 @@ absl::StatusOr<ModelSpec> ParseModelConfig(const std::string& config_json,
     return InvalidInput(r.Where("architectures"),
                         absl::StrCat("a supported architecture (",
                                      absl::StrJoin(SupportedArchitectures(), ", "), ")"),
-                        absl::StrCat("\"", info.architecture, "\" (unsupported architecture)"));
+                        absl::StrCat("\"", OneLine(info.architecture),
+                                     "\" (unsupported architecture)"));
   }
   spec.family = arch->family;
   spec.flux = arch->flux;
