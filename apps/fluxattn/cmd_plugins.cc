@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "command.h"
+#include "configuration_markdown.h"
 #include "fluxattn/config.h"
 #include "fluxattn/plugin_registry.h"
 #include "fluxattn/status.h"
@@ -98,7 +99,7 @@ json ParamsJson(const std::vector<ParamSpec>& specs) {
   return params;
 }
 
-int Run(const std::vector<std::string>& paths, bool as_json) {
+int Run(const std::vector<std::string>& paths, bool as_json, bool as_markdown) {
   PluginRegistry registry;
   absl::Status scanned = registry.ScanSearchPath(paths);
   if (!scanned.ok()) {
@@ -106,6 +107,10 @@ int Run(const std::vector<std::string>& paths, bool as_json) {
     return kExitFailure;
   }
   std::vector<PluginInfo> plugins = registry.List();
+  if (as_markdown) {
+    std::cout << ConfigurationMarkdown(plugins);
+    return kExitOk;
+  }
   if (as_json) {
     json out;
     out["search_path"] = registry.searched_directories();
@@ -185,8 +190,11 @@ std::function<int()> Setup(CLI::App& app) {
   app.add_option("--path", *paths,
                  "Extra plugin directory, searched before FLUXATTN_PLUGIN_PATH and the "
                  "install dir (repeatable)");
+  auto as_markdown = std::make_shared<bool>(false);
   app.add_flag("--json", *as_json, "Print JSON instead of text");
-  return [paths, as_json] { return Run(*paths, *as_json); };
+  app.add_flag("--markdown", *as_markdown,
+               "Print the configuration reference (docs/configuration.md) for these plugins");
+  return [paths, as_json, as_markdown] { return Run(*paths, *as_json, *as_markdown); };
 }
 
 }  // namespace

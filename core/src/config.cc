@@ -27,8 +27,8 @@ namespace fs = std::filesystem;
 // "<file:line:col>: key '<key>': expected <expected>, found <found>"
 absl::Status KeyError(const SourceLocation& where, const std::string& key,
                       const std::string& expected, const std::string& found) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(where.ToString(), ": key '", key, "': expected ", expected, ", found ", found));
+  return absl::InvalidArgumentError(OneLine(
+      absl::StrCat(where.ToString(), ": key '", key, "': expected ", expected, ", found ", found)));
 }
 
 std::string Quoted(const std::string& s) { return absl::StrCat("\"", s, "\""); }
@@ -472,9 +472,9 @@ absl::StatusOr<EngineConfig> ParseEngineConfig(std::string_view toml_text,
   } catch (const toml::parse_error& e) {
     SourceLocation where{source_name, static_cast<int>(e.source().begin.line),
                          static_cast<int>(e.source().begin.column)};
-    return absl::InvalidArgumentError(absl::StrCat(
+    return absl::InvalidArgumentError(OneLine(absl::StrCat(
         where.ToString(),
-        ": expected valid TOML, found a syntax error: ", std::string(e.description())));
+        ": expected valid TOML, found a syntax error: ", std::string(e.description()))));
   }
   EngineConfig config;
   config.source_path = source_name;
@@ -510,7 +510,7 @@ absl::Status ValidatePluginParams(const std::vector<ParamSpec>& specs,
   ParamValues values;
   for (const auto& [name, raw] : instance.raw_params) {
     auto spec = std::find_if(specs.begin(), specs.end(),
-                             [&](const ParamSpec& s) { return s.name == name; });
+                             [&key = name](const ParamSpec& s) { return s.name == key; });
     if (spec == specs.end()) {
       std::vector<std::string> names;
       for (const ParamSpec& s : specs) names.push_back(s.name);
@@ -615,10 +615,10 @@ absl::StatusOr<Composition> Compose(EngineConfig& config, const PluginRegistry& 
     if (config.backends.count(backend) != 0) return absl::OkStatus();
     std::vector<std::string> names;
     for (const auto& [name, instance] : config.backends) names.push_back(name);
-    return absl::InvalidArgumentError(
+    return absl::InvalidArgumentError(OneLine(
         absl::StrCat(where(key, SourceLocation{config.source_path, 0, 0}), ": key '", key,
                      "': expected the name of a [backends.<name>] table (",
-                     absl::StrJoin(names, ", "), "), found ", Quoted(backend)));
+                     absl::StrJoin(names, ", "), "), found ", Quoted(backend))));
   };
   FLUXATTN_RETURN_IF_ERROR(check("router.full", config.router_full));
   FLUXATTN_RETURN_IF_ERROR(check("router.sparse", config.router_sparse));

@@ -51,12 +51,14 @@ class JsonReader {
  public:
   explicit JsonReader(std::string origin) : origin_(std::move(origin)) {}
 
+  // Keys and found values quote the file's strings; OneLine keeps the message one line.
   absl::Status Error(const std::string& key, absl::string_view expected, const json* found) const {
-    return InvalidInput(absl::StrCat(origin_, ": ", key), expected, Describe(found));
+    return InvalidInput(OneLine(absl::StrCat(origin_, ": ", key)), expected,
+                        OneLine(Describe(found)));
   }
   absl::Status Error(const std::string& key, absl::string_view expected,
                      absl::string_view found) const {
-    return InvalidInput(absl::StrCat(origin_, ": ", key), expected, found);
+    return InvalidInput(OneLine(absl::StrCat(origin_, ": ", key)), expected, OneLine(found));
   }
 
   // nullptr when absent.
@@ -81,10 +83,14 @@ class JsonReader {
     return v->get<bool>();
   }
 
+  // Id tables are sized by the largest id, so ids are bounded well above any real vocabulary
+  // (Gemma's 262144) but far below what would make a bad file allocate gigabytes.
+  static constexpr int64_t kMaxTokenId = (int64_t{1} << 22) - 1;
+
   absl::StatusOr<int32_t> Id(const json& value, const std::string& key) const {
     if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
-        value.get<int64_t>() > INT32_MAX) {
-      return Error(key, "a non-negative integer token id", &value);
+        value.get<int64_t>() > kMaxTokenId) {
+      return Error(key, absl::StrCat("an integer token id in [0, ", kMaxTokenId, "]"), &value);
     }
     return static_cast<int32_t>(value.get<int64_t>());
   }
@@ -464,8 +470,17 @@ absl::Status Tokenizer::Impl::ParsePostProcessor(const JsonReader& r, const json
       const json* ids = JsonReader::Find(*def, "ids");
       if (ids == nullptr || !ids->is_array()) return r.Error(def_key + ".ids", "an array", ids);
       for (size_t k = 0; k < ids->size(); ++k) {
-        FLUXATTN_ASSIGN_OR_RETURN(int32_t id,
-                                  r.Id((*ids)[k], absl::StrCat(def_key, ".ids[", k, "]")));
+        const std::string id_key = absl::StrCat(def_key, ".ids[", k, "]");
+        FLUXATTN_ASSIGN_OR_RETURN(int32_t id, r.Id((*ids)[k], id_key));
+        // Encode would otherwise return ids that Decode refuses.
+        const bool known =
+            std::any_of(added_tokens.begin(), added_tokens.end(),
+                        [id](const AddedToken& t) { return t.id == id; }) ||
+            std::any_of(model->vocab().begin(), model->vocab().end(),
+                        [id](const auto& entry) { return entry.second == id; });
+        if (!known) {
+          return r.Error(id_key, "an id of model.vocab or added_tokens", &(*ids)[k]);
+        }
         item.ids.push_back(id);
       }
     } else {

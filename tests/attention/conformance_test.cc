@@ -48,8 +48,8 @@ std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
                       "_page", s.page_tokens);
 }
 
-std::unique_ptr<AttentionBackend> Make(const BackendCase& c) {
-  absl::StatusOr<std::unique_ptr<AttentionBackend>> made = MakeBackend(c.plugin, c.params);
+BackendPtr Make(const BackendCase& c) {
+  absl::StatusOr<BackendPtr> made = MakeBackend(c.plugin, c.params);
   EXPECT_TRUE(made.ok()) << made.status();
   return made.ok() ? std::move(*made) : nullptr;
 }
@@ -84,7 +84,7 @@ class ConformanceTest : public ::testing::TestWithParam<Param> {};
 
 TEST_P(ConformanceTest, PrefillMatchesReference) {
   const auto& [c, s] = GetParam();
-  std::unique_ptr<AttentionBackend> backend = Make(c);
+  BackendPtr backend = Make(c);
   ASSERT_NE(backend, nullptr);
   RandomAttention in(s.hq, s.hkv, s.dim, 0, s.length, s.length, s.page_tokens,
                      std::random_device{}());
@@ -96,7 +96,7 @@ TEST_P(ConformanceTest, PrefillMatchesReference) {
 TEST_P(ConformanceTest, ChunkedPrefillMatchesReference) {
   const auto& [c, s] = GetParam();
   if (s.length < 3) GTEST_SKIP() << "too short to chunk";
-  std::unique_ptr<AttentionBackend> backend = Make(c);
+  BackendPtr backend = Make(c);
   ASSERT_NE(backend, nullptr);
   // The last third of the prompt as one chunk starting at an unaligned position.
   const int64_t start = s.length - s.length / 3;
@@ -109,7 +109,7 @@ TEST_P(ConformanceTest, ChunkedPrefillMatchesReference) {
 // (each must read only resident KV and match the oracle on its own layout).
 TEST_P(ConformanceTest, DecodeAfterReleaseMatchesReference) {
   const auto& [c, s] = GetParam();
-  std::unique_ptr<AttentionBackend> backend = Make(c);
+  BackendPtr backend = Make(c);
   ASSERT_NE(backend, nullptr);
   const int steps = 3;
   const uint64_t seed = std::random_device{}();
@@ -143,7 +143,7 @@ TEST_P(ConformanceTest, DecodeAfterReleaseMatchesReference) {
 TEST_P(ConformanceTest, DecodeEqualsLastPrefillRow) {
   const auto& [c, s] = GetParam();
   if (!c.decode_matches_prefill) GTEST_SKIP() << "decode uses another rule than prefill";
-  std::unique_ptr<AttentionBackend> backend = Make(c);
+  BackendPtr backend = Make(c);
   ASSERT_NE(backend, nullptr);
   RandomAttention in(s.hq, s.hkv, s.dim, 0, s.length, s.length, s.page_tokens,
                      std::random_device{}());
@@ -163,7 +163,7 @@ TEST_P(ConformanceTest, DecodeEqualsLastPrefillRow) {
 // One instance serving several requests of different lengths, steps interleaved.
 TEST_P(ConformanceTest, MixedLengthRequestsMatchReference) {
   const auto& [c, s] = GetParam();
-  std::unique_ptr<AttentionBackend> backend = Make(c);
+  BackendPtr backend = Make(c);
   ASSERT_NE(backend, nullptr);
   std::vector<int64_t> lengths = {std::max<int64_t>(1, s.length / 3), s.length,
                                   std::max<int64_t>(1, s.length / 2 + 7)};
@@ -236,6 +236,37 @@ const Shape kShapes[] = {
     {1, 1, 64, 1, 16},   {4, 4, 64, 63, 16},   {8, 4, 128, 200, 48}, {8, 2, 96, 129, 100},
     {8, 1, 80, 300, 64}, {2, 2, 64, 700, 256}, {1, 1, 64, 1300, 96},
 };
+
+// Every plugin declares each parameter fully, and the core's config validation enforces the
+// declared ranges and choices before a plugin sees a value.
+TEST(AttentionPlugins, DeclareAndValidateEveryParameter) {
+  for (const char* plugin : {"full", "streaming", "xattention", "quest", "triangle"}) {
+    SCOPED_TRACE(plugin);
+    absl::StatusOr<std::vector<ParamSpec>> specs = BackendParams(plugin);
+    ASSERT_TRUE(specs.ok()) << specs.status();
+    for (const ParamSpec& spec : *specs) {
+      EXPECT_FALSE(spec.description.empty()) << spec.name;
+      EXPECT_TRUE(spec.default_value.has_value()) << spec.name;
+      if (spec.type == ParamType::kInt || spec.type == ParamType::kFloat) {
+        EXPECT_TRUE(spec.min_value.has_value() && spec.max_value.has_value()) << spec.name;
+        absl::StatusOr<BackendPtr> below = MakeBackend(
+            plugin, {{spec.name, spec.type == ParamType::kInt
+                                     ? ParamValue(static_cast<int64_t>(*spec.min_value - 1))
+                                     : ParamValue(*spec.min_value - 1.0)}});
+        ASSERT_FALSE(below.ok()) << spec.name;
+        EXPECT_NE(below.status().message().find(spec.name), std::string::npos) << below.status();
+      }
+      if (spec.type == ParamType::kString && !spec.choices.empty()) {
+        EXPECT_FALSE(MakeBackend(plugin, {{spec.name, std::string("no-such-choice")}}).ok());
+      }
+    }
+    absl::StatusOr<BackendPtr> defaults = MakeBackend(plugin, {});
+    ASSERT_TRUE(defaults.ok()) << defaults.status();
+    EXPECT_TRUE((*defaults)->capabilities().prefill);
+    EXPECT_TRUE((*defaults)->capabilities().decode);
+    EXPECT_FALSE(MakeBackend(plugin, {{"no_such_parameter", int64_t{1}}}).ok());
+  }
+}
 
 INSTANTIATE_TEST_SUITE_P(Backends, ConformanceTest,
                          ::testing::Combine(::testing::ValuesIn(kBackends),

@@ -7,7 +7,6 @@
 #include <random>
 #include <set>
 
-#include "../../plugins/quest/quest_backend.h"
 #include "../../plugins/xattention/xattention_backend.h"
 #include "absl/strings/str_cat.h"
 #include "attention_test_util.h"
@@ -18,8 +17,7 @@
 namespace fluxattn::testing {
 namespace {
 
-std::unique_ptr<AttentionBackend> Make(const std::string& plugin,
-                                       const std::map<std::string, ParamValue>& params) {
+BackendPtr Make(const std::string& plugin, const std::map<std::string, ParamValue>& params) {
   auto made = MakeBackend(plugin, params);
   EXPECT_TRUE(made.ok()) << made.status();
   return made.ok() ? std::move(*made) : nullptr;

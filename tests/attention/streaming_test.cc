@@ -103,8 +103,9 @@ TEST(StreamingBackend, ReleasesKvOutsideSinkAndWindow) {
 }
 
 TEST(StreamingBackend, ParametersAreDeclaredAndChecked) {
-  const auto& factory = BackendFactories().at("streaming");
-  for (const ParamSpec& spec : factory.params()) {
+  absl::StatusOr<std::vector<ParamSpec>> specs = BackendParams("streaming");
+  ASSERT_TRUE(specs.ok()) << specs.status();
+  for (const ParamSpec& spec : *specs) {
     EXPECT_TRUE(spec.default_value.has_value()) << spec.name;
     EXPECT_TRUE(spec.min_value.has_value()) << spec.name;
     EXPECT_FALSE(spec.description.empty()) << spec.name;

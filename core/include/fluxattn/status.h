@@ -18,6 +18,10 @@ absl::Status InvalidInput(absl::string_view where, absl::string_view expected,
 // Prefixes the message of a non-OK status with `where: `.
 absl::Status Annotate(const absl::Status& status, absl::string_view where);
 
+// `text` with control characters (newlines, tabs, ...) written as escapes (\n, \t, \x01), so
+// that a message quoting user input stays one line.
+std::string OneLine(absl::string_view text);
+
 }  // namespace fluxattn
 
 // Returns early with the status of `expr` when it is not OK.

@@ -78,6 +78,41 @@ void Gemm(int m, int n, int k, const float* __restrict a, int lda, const float* 
   }
 }
 
+// Like Gemm, with A given transposed: A[i][p] = at[p * ldat + i].
+FLUXATTN_MULTIVERSION
+void GemmAT(int m, int n, int k, const float* __restrict at, int ldat, const float* __restrict b,
+            int ldb, float* __restrict c, int ldc, bool accumulate) {
+  for (int i = 0; i < m; i += 4) {
+    for (int j = 0; j < n; j += 16) {
+      float c0[16], c1[16], c2[16], c3[16];
+      float* out = c + static_cast<int64_t>(i) * ldc + j;
+      for (int t = 0; t < 16; ++t) {
+        c0[t] = accumulate ? out[t] : 0.0f;
+        c1[t] = accumulate ? out[ldc + t] : 0.0f;
+        c2[t] = accumulate ? out[2 * ldc + t] : 0.0f;
+        c3[t] = accumulate ? out[3 * ldc + t] : 0.0f;
+      }
+      for (int p = 0; p < k; ++p) {
+        const float* bp = b + static_cast<int64_t>(p) * ldb + j;
+        const float* ap = at + static_cast<int64_t>(p) * ldat + i;
+        const float x0 = ap[0], x1 = ap[1], x2 = ap[2], x3 = ap[3];
+        for (int t = 0; t < 16; ++t) {
+          c0[t] += x0 * bp[t];
+          c1[t] += x1 * bp[t];
+          c2[t] += x2 * bp[t];
+          c3[t] += x3 * bp[t];
+        }
+      }
+      for (int t = 0; t < 16; ++t) {
+        out[t] = c0[t];
+        out[ldc + t] = c1[t];
+        out[2 * ldc + t] = c2[t];
+        out[3 * ldc + t] = c3[t];
+      }
+    }
+  }
+}
+
 // x[i] = exp(x[i]) for x[i] <= 0 (including -inf, which gives exactly 0). Branch-free so it
 // vectorizes: exp(x) = 2^k exp(r) with r = x - k ln2 in [-ln2/2, ln2/2] and a degree-7 Taylor
 // polynomial for exp(r) (truncation error below 1e-8, so the result is within ~2 ulp).
@@ -109,18 +144,20 @@ void ExpNonPositiveInPlace(float* __restrict x, int n) {
 
 struct Scratch {
   explicit Scratch(int dp)
-      : q(kRowTile * dp, 0.0f),
-        kt(static_cast<size_t>(dp) * kKeyTile, 0.0f),
+      : qt(static_cast<size_t>(dp) * kRowTile, 0.0f),
+        k(static_cast<size_t>(kKeyTile) * dp, 0.0f),
         v(static_cast<size_t>(kKeyTile) * dp, 0.0f),
-        s(kRowTile * kKeyTile, 0.0f),
+        st(kKeyTile * kRowTile, 0.0f),
         acc(kRowTile * dp, 0.0f) {}
-  std::vector<float> q;    // [kRowTile][dp], pre-scaled queries
-  std::vector<float> kt;   // [head_dim][kKeyTile], keys transposed
-  std::vector<float> v;    // [kKeyTile][dp]
-  std::vector<float> s;    // [kRowTile][kKeyTile], scores then probabilities
-  std::vector<float> acc;  // [kRowTile][dp], unnormalized outputs
-  float m[kRowTile];       // running row maxima
-  float l[kRowTile];       // running row sums
+  std::vector<float> qt;   // [head_dim][kRowTile]: pre-scaled queries, transposed
+  std::vector<float> k;    // [kKeyTile][dp]: keys copied when they cannot be read in place
+  std::vector<float> v;    // [kKeyTile][dp]: values, likewise
+  std::vector<float> st;   // [kKeyTile][kRowTile]: scores, then probabilities, transposed
+  std::vector<float> acc;  // [kRowTile][dp]: unnormalized outputs
+  float m[kRowTile];       // running maxima
+  float l[kRowTile];       // running sums
+  float shift[kRowTile];
+  float corr[kRowTile];
 };
 
 class Kernel {
@@ -190,7 +227,7 @@ class Kernel {
     const int64_t se = std::min(ee, sb + per_split);
     thread_local std::vector<Scratch> scratch_by_thread;
     if (scratch_by_thread.empty() ||
-        static_cast<int>(scratch_by_thread[0].q.size()) != kRowTile * dp_) {
+        static_cast<int>(scratch_by_thread[0].acc.size()) != kRowTile * dp_) {
       scratch_by_thread.clear();
       scratch_by_thread.emplace_back(dp_);
     }
@@ -213,24 +250,25 @@ class Kernel {
     }
   }
 
-  // Rows t0 .. t0+rows of the unit starting at query row r0, against entries [eb, ee).
+  // Rows t0 .. t0+rows of the unit starting at query row r0, against entries [eb, ee). Scores
+  // are computed transposed (keys x rows) so that K and V can be read in place from their
+  // pages: S^T = K Q^T, then O += P V with P^T as the left operand.
   void RunTile(Scratch& sc, int64_t r0, int kv_head, int64_t t0, int rows, int64_t eb, int64_t ee) {
     const int rows4 = RoundUp(rows, 4);
+    const int rows16 = RoundUp(rows, 16);
     int64_t pos[kRowTile];   // absolute query position per row
     int in_block[kRowTile];  // query row within the query block (for masks)
-    for (int i = 0; i < rows4; ++i) {
-      float* qrow = &sc.q[i * dp_];
-      if (i >= rows) {
-        std::fill(qrow, qrow + dp_, 0.0f);
-        continue;
-      }
+    std::fill(sc.qt.begin(), sc.qt.begin() + static_cast<int64_t>(d_) * rows16, 0.0f);
+    for (int i = 0; i < rows; ++i) {
       const int64_t t = t0 + i;
       const int64_t r = r0 + t / group_;
       const int hq = kv_head * group_ + static_cast<int>(t % group_);
       pos[i] = p_.q_pos0 + r;
       in_block[i] = static_cast<int>(r - r0);
       const float* src = p_.q + (r * p_.num_q_heads + hq) * static_cast<int64_t>(d_);
-      for (int d = 0; d < d_; ++d) qrow[d] = src[d] * p_.scale;
+      for (int d = 0; d < d_; ++d) sc.qt[d * rows16 + i] = src[d] * p_.scale;
+    }
+    for (int i = 0; i < rows16; ++i) {
       sc.m[i] = kNegInf;
       sc.l[i] = 0.0f;
     }
@@ -239,6 +277,11 @@ class Kernel {
     const int64_t pmax = pos[rows - 1];
     const int bk = layout_.kv_block_tokens;
     const int64_t words = layout_.words_per_mask();
+    const int64_t page = p_.kv.page_tokens;
+    // Reading in place needs whole 16-float rows (the micro-kernel's width) and pages large
+    // enough that tiles split at page ends stay efficient.
+    const bool in_place_ok = d_ == dp_ && page >= 16;
+    const int row_stride = p_.num_kv_heads * d_;
 
     for (int64_t e = eb; e < ee; ++e) {
       const int64_t block_start = static_cast<int64_t>(layout_.kv_block[e]) * bk;
@@ -246,67 +289,96 @@ class Kernel {
       const uint64_t* mask = layout_.mask_index[e] < 0
                                  ? nullptr
                                  : layout_.masks.data() + layout_.mask_index[e] * words;
-      for (int64_t c0 = block_start; c0 < block_end; c0 += kKeyTile) {
-        const int n = static_cast<int>(std::min<int64_t>(kKeyTile, block_end - c0));
-        const int n16 = RoundUp(n, 16);
-        if (!GatherKv(sc, kv_head, c0, n, block_start, mask, rows, pos, in_block)) return;
-        Gemm(rows4, n16, d_, sc.q.data(), dp_, sc.kt.data(), kKeyTile, sc.s.data(), kKeyTile,
-             false);
-        const bool elementwise = mask != nullptr || c0 + n - 1 > pmin;
-        for (int i = 0; i < rows4; ++i) {
-          float* srow = &sc.s[i * kKeyTile];
-          if (i >= rows) {
-            std::fill(srow, srow + kKeyTile, kNegInf);
-            continue;
-          }
-          if (elementwise) {
-            for (int j = 0; j < n; ++j) {
-              const int64_t key = c0 + j;
+      for (int64_t c0 = block_start; c0 < block_end;) {
+        int64_t c1 = std::min(c0 + kKeyTile, block_end);
+        if (in_place_ok) c1 = std::min(c1, (c0 / page + 1) * page);
+        const int n = static_cast<int>(c1 - c0);
+        const int n4 = RoundUp(n, 4);
+        const float* kbase = nullptr;
+        const float* vbase = nullptr;
+        int ld = dp_;
+        if (in_place_ok && n == n4 && p_.kv.resident(c0)) {
+          kbase = p_.kv.key(c0, kv_head);
+          vbase = p_.kv.value(c0, kv_head);
+          ld = row_stride;
+        } else {
+          if (!GatherKv(sc, kv_head, c0, n, n4, block_start, mask, rows, pos, in_block)) return;
+          kbase = sc.k.data();
+          vbase = sc.v.data();
+        }
+        Gemm(n4, rows16, d_, kbase, ld, sc.qt.data(), rows16, sc.st.data(), rows16, false);
+        float* st = sc.st.data();
+        if (mask != nullptr || c1 - 1 > pmin) {
+          for (int j = 0; j < n; ++j) {
+            const int64_t key = c0 + j;
+            float* srow = st + j * rows16;
+            for (int i = 0; i < rows; ++i) {
               const bool allowed =
                   key <= pos[i] &&
                   (mask == nullptr ||
                    MaskAllows(mask, bk, in_block[i], static_cast<int>(key - block_start)));
-              if (!allowed) srow[j] = kNegInf;
+              if (!allowed) srow[i] = kNegInf;
             }
           }
-          std::fill(srow + n, srow + kKeyTile, kNegInf);
-          float mx = kNegInf;
-          for (int j = 0; j < n; ++j) mx = std::max(mx, srow[j]);
-          if (mx == kNegInf) continue;  // nothing readable in this tile: row stays -inf
-          const float m_new = std::max(sc.m[i], mx);
-          if (m_new > sc.m[i] && sc.m[i] != kNegInf) {
-            float corr = sc.m[i] - m_new;
-            ExpNonPositiveInPlace(&corr, 1);
-            sc.l[i] *= corr;
-            float* arow = &sc.acc[i * dp_];
-            for (int d = 0; d < d_; ++d) arow[d] *= corr;
-          }
-          sc.m[i] = m_new;
-          for (int j = 0; j < n; ++j) srow[j] -= m_new;
         }
-        ExpNonPositiveInPlace(sc.s.data(), rows4 * kKeyTile);
-        for (int i = 0; i < rows; ++i) {
-          const float* srow = &sc.s[i * kKeyTile];
-          float sum = 0.0f;
-          for (int j = 0; j < n; ++j) sum += srow[j];
-          sc.l[i] += sum;
-        }
-        Gemm(rows4, dp_, n, sc.s.data(), kKeyTile, sc.v.data(), dp_, sc.acc.data(), dp_, true);
+        for (int j = n; j < n4; ++j) std::fill(st + j * rows16, st + (j + 1) * rows16, kNegInf);
+        UpdateSoftmax(sc, n4, rows4, rows16);
+        GemmAT(rows4, dp_, n4, st, rows16, vbase, ld, sc.acc.data(), dp_, true);
+        c0 = c1;
       }
     }
   }
 
-  // Copies keys (transposed) and values [c0, c0+n) of `kv_head` into the tile. A released page
-  // is an error only when some row of the tile would read it.
-  bool GatherKv(Scratch& sc, int kv_head, int64_t c0, int n, int64_t block_start,
+  // Online softmax step for one tile of transposed scores st[n4][rows16]: new maxima, rescaling
+  // of earlier sums and outputs, probabilities in place of the scores.
+  void UpdateSoftmax(Scratch& sc, int n4, int rows4, int rows16) {
+    float* st = sc.st.data();
+    float mx[kRowTile];
+    std::fill(mx, mx + rows16, kNegInf);
+    for (int j = 0; j < n4; ++j) {
+      const float* srow = st + j * rows16;
+      for (int i = 0; i < rows16; ++i) mx[i] = std::max(mx[i], srow[i]);
+    }
+    for (int i = 0; i < rows16; ++i) {
+      const float m_new = std::max(sc.m[i], mx[i]);
+      // A row that has seen no readable key keeps -inf and a shift of 0 (its scores are -inf).
+      sc.shift[i] = m_new == kNegInf ? 0.0f : m_new;
+      sc.corr[i] = sc.m[i] == kNegInf ? kNegInf : sc.m[i] - m_new;
+      sc.m[i] = m_new;
+    }
+    ExpNonPositiveInPlace(sc.corr, rows16);
+    for (int j = 0; j < n4; ++j) {
+      float* srow = st + j * rows16;
+      for (int i = 0; i < rows16; ++i) srow[i] -= sc.shift[i];
+    }
+    ExpNonPositiveInPlace(st, n4 * rows16);
+    float sum[kRowTile];
+    std::fill(sum, sum + rows16, 0.0f);
+    for (int j = 0; j < n4; ++j) {
+      const float* srow = st + j * rows16;
+      for (int i = 0; i < rows16; ++i) sum[i] += srow[i];
+    }
+    for (int i = 0; i < rows16; ++i) sc.l[i] = sc.l[i] * sc.corr[i] + sum[i];
+    for (int i = 0; i < rows4; ++i) {
+      if (sc.corr[i] == 1.0f) continue;
+      float* arow = &sc.acc[i * dp_];
+      for (int d = 0; d < d_; ++d) arow[d] *= sc.corr[i];
+    }
+  }
+
+  // Copies keys and values [c0, c0+n) of `kv_head` into rows of dp floats, zero rows up to n4.
+  // A released page is an error only when some row of the tile would read it.
+  bool GatherKv(Scratch& sc, int kv_head, int64_t c0, int n, int n4, int64_t block_start,
                 const uint64_t* mask, int rows, const int64_t* pos, const int* in_block) {
-    for (int j = 0; j < n; ++j) {
+    for (int j = 0; j < n4; ++j) {
+      float* kd = &sc.k[j * dp_];
+      float* vd = &sc.v[j * dp_];
       const int64_t key = c0 + j;
-      const float* k = p_.kv.key(key, kv_head);
-      const float* v = p_.kv.value(key, kv_head);
+      const float* k = j < n ? p_.kv.key(key, kv_head) : nullptr;
+      const float* v = j < n ? p_.kv.value(key, kv_head) : nullptr;
       if (k == nullptr || v == nullptr) {
         bool needed = false;
-        for (int i = 0; i < rows && !needed; ++i) {
+        for (int i = 0; i < rows && !needed && j < n; ++i) {
           needed = key <= pos[i] &&
                    (mask == nullptr || MaskAllows(mask, layout_.kv_block_tokens, in_block[i],
                                                   static_cast<int>(key - block_start)));
@@ -317,12 +389,14 @@ class Kernel {
               ": expected KV position ", key, " to be resident, found its page released")));
           return false;
         }
-        for (int d = 0; d < d_; ++d) sc.kt[d * kKeyTile + j] = 0.0f;
-        std::fill(&sc.v[j * dp_], &sc.v[j * dp_] + d_, 0.0f);
+        std::fill(kd, kd + dp_, 0.0f);
+        std::fill(vd, vd + dp_, 0.0f);
         continue;
       }
-      for (int d = 0; d < d_; ++d) sc.kt[d * kKeyTile + j] = k[d];
-      std::memcpy(&sc.v[j * dp_], v, sizeof(float) * d_);
+      std::memcpy(kd, k, sizeof(float) * d_);
+      std::memcpy(vd, v, sizeof(float) * d_);
+      std::fill(kd + d_, kd + dp_, 0.0f);
+      std::fill(vd + d_, vd + dp_, 0.0f);
     }
     return true;
   }

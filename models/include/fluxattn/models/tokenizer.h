@@ -105,9 +105,8 @@ class Tokenizer {
     return StreamingDecoder(*this, skip_special_tokens);
   }
 
-  struct Impl;
-
  private:
+  struct Impl;
   explicit Tokenizer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

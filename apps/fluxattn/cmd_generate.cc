@@ -1,0 +1,376 @@
+// `fluxattn generate`: loads a checkpoint (and optionally a TOML composition), prefills the
+// prompts and decodes, streaming tokens to stdout; --json prints tokens, text, routing and
+// timing; --trace writes the per-request routing trace.
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "command.h"
+#include "fluxattn/config.h"
+#include "fluxattn/engine.h"
+#include "fluxattn/models/decoder_model.h"
+#include "fluxattn/models/model_config.h"
+#include "fluxattn/models/safetensors.h"
+#include "fluxattn/plugin_registry.h"
+#include "fluxattn/status.h"
+#include "nlohmann/json.hpp"
+#if defined(FLUXATTN_HAS_TOKENIZER)
+#include "fluxattn/models/tokenizer.h"
+#endif
+
+namespace fluxattn::cli {
+namespace {
+
+using nlohmann::json;
+
+struct GenerateArgs {
+  std::string model;
+  std::string config;
+  std::vector<std::string> prompts;
+  std::vector<std::string> prompt_files;
+  std::vector<std::string> prompt_ids;
+  int max_new_tokens = 64;
+  double temperature = 0.0;
+  int top_k = 0;
+  double top_p = 1.0;
+  uint64_t seed = 0;
+  bool ignore_eos = false;
+  int threads = -1;
+  bool json = false;
+  std::string trace;
+  std::vector<std::string> plugin_paths;
+};
+
+// Thin wrapper so the command works (ids only) when the tokenizer is not built in.
+class TextCodec {
+ public:
+  static absl::StatusOr<std::unique_ptr<TextCodec>> Open(const std::string& dir, bool required) {
+    auto codec = std::make_unique<TextCodec>();
+#if defined(FLUXATTN_HAS_TOKENIZER)
+    const bool present = std::filesystem::exists(std::filesystem::path(dir) / "tokenizer.json");
+    if (!present) {
+      if (required) {
+        return InvalidInput(dir, "tokenizer.json for --prompt/--prompt-file", "none");
+      }
+      return codec;
+    }
+    FLUXATTN_ASSIGN_OR_RETURN(codec->tokenizer_, models::Tokenizer::FromModelDir(dir));
+#else
+    if (required) {
+      return absl::UnimplementedError(
+          "--prompt/--prompt-file: the tokenizer is unavailable in this build; use --prompt-ids");
+    }
+#endif
+    return codec;
+  }
+
+  bool has_text() const {
+#if defined(FLUXATTN_HAS_TOKENIZER)
+    return tokenizer_ != nullptr;
+#else
+    return false;
+#endif
+  }
+
+  absl::StatusOr<std::vector<int64_t>> Encode(const std::string& text) const {
+#if defined(FLUXATTN_HAS_TOKENIZER)
+    FLUXATTN_ASSIGN_OR_RETURN(auto ids, tokenizer_->Encode(text, /*add_special_tokens=*/true));
+    return std::vector<int64_t>(ids.begin(), ids.end());
+#else
+    return absl::UnimplementedError("the tokenizer is unavailable in this build");
+#endif
+  }
+
+  absl::StatusOr<std::string> Decode(const std::vector<int64_t>& ids) const {
+#if defined(FLUXATTN_HAS_TOKENIZER)
+    std::vector<int32_t> narrow(ids.begin(), ids.end());
+    return tokenizer_->Decode(narrow, /*skip_special_tokens=*/false);
+#else
+    return std::string();
+#endif
+  }
+
+  // Streams one request's text; without a tokenizer, ids separated by spaces.
+  class Stream {
+   public:
+    explicit Stream(const TextCodec& codec) : codec_(codec) {
+#if defined(FLUXATTN_HAS_TOKENIZER)
+      if (codec.tokenizer_) decoder_ = std::make_unique<models::StreamingDecoder>(*codec.tokenizer_);
+#endif
+    }
+    std::string Push(int64_t id) {
+#if defined(FLUXATTN_HAS_TOKENIZER)
+      if (decoder_) {
+        auto text = decoder_->Push(static_cast<int32_t>(id));
+        return text.ok() ? *text : std::string();
+      }
+#endif
+      return absl::StrCat(id, " ");
+    }
+    std::string Finish() {
+#if defined(FLUXATTN_HAS_TOKENIZER)
+      if (decoder_) return decoder_->Finish();
+#endif
+      return "";
+    }
+
+   private:
+    const TextCodec& codec_;
+#if defined(FLUXATTN_HAS_TOKENIZER)
+    std::unique_ptr<models::StreamingDecoder> decoder_;
+#endif
+  };
+
+ private:
+#if defined(FLUXATTN_HAS_TOKENIZER)
+  std::unique_ptr<models::Tokenizer> tokenizer_;
+#endif
+};
+
+absl::StatusOr<std::vector<int64_t>> ParseIds(const std::string& text) {
+  std::vector<int64_t> ids;
+  for (absl::string_view part : absl::StrSplit(text, ',', absl::SkipWhitespace())) {
+    int64_t id;
+    if (!absl::SimpleAtoi(part, &id)) {
+      return InvalidInput("--prompt-ids", "comma-separated integers",
+                          absl::StrCat("'", std::string(part), "'"));
+    }
+    ids.push_back(id);
+  }
+  if (ids.empty()) return InvalidInput("--prompt-ids", "at least one id", "none");
+  return ids;
+}
+
+json RoutingJson(const RequestTrace& trace) {
+  json layers = json::array();
+  for (const LayerRouting& L : trace.layers) {
+    json j = {{"layer", L.layer},
+              {"backend", L.backend},
+              {"choice", AttentionChoiceName(L.choice)},
+              {"decided_by", L.decided_by},
+              {"logits", L.logits},
+              {"kv_bytes", L.kv_bytes}};
+    if (!L.fallback.empty()) j["fallback"] = L.fallback;
+    layers.push_back(std::move(j));
+  }
+  return layers;
+}
+
+json TraceJson(const RequestTrace& trace) {
+  return {{"request_id", trace.request_id},
+          {"prompt_tokens", trace.prompt_tokens},
+          {"sa_ratio", trace.sa_ratio},
+          {"kv_bytes", trace.kv_bytes},
+          {"kv_bytes_after_prefill", trace.kv_bytes_after_prefill},
+          {"kv_bytes_full_cache", trace.kv_bytes_written},
+          {"layers", RoutingJson(trace)}};
+}
+
+json TimingJson(const GenerationTiming& t) {
+  auto rate = [](double n, double s) { return s > 0 ? n / s : 0.0; };
+  return {{"prefill_seconds", t.prefill_seconds},
+          {"decode_seconds", t.decode_seconds},
+          {"prefill_tokens", t.prefill_tokens},
+          {"decode_tokens", t.decode_tokens},
+          {"prefill_tokens_per_second", rate(t.prefill_tokens, t.prefill_seconds)},
+          {"decode_tokens_per_second", rate(t.decode_tokens, t.decode_seconds)}};
+}
+
+// Runs the command; usage problems return kExitUsage, everything else kExitFailure.
+int RunGenerate(const GenerateArgs& args) {
+  if (args.model.empty() && args.config.empty()) {
+    PrintError("generate: give --model DIR or --config FILE");
+    return kExitUsage;
+  }
+  const size_t prompt_count = args.prompts.size() + args.prompt_files.size() +
+                              args.prompt_ids.size();
+  if (prompt_count == 0) {
+    PrintError("generate: give --prompt, --prompt-file or --prompt-ids");
+    return kExitUsage;
+  }
+  std::vector<std::vector<int64_t>> id_prompts;
+  for (const std::string& s : args.prompt_ids) {
+    auto ids = ParseIds(s);
+    if (!ids.ok()) {
+      PrintError(std::string(ids.status().message()));
+      return kExitUsage;
+    }
+    id_prompts.push_back(std::move(*ids));
+  }
+  auto fail = [](const absl::Status& st) {
+    PrintError(std::string(st.message()));
+    return kExitFailure;
+  };
+
+  EngineConfig config;
+  std::string model_dir = args.model;
+  if (!args.config.empty()) {
+    auto loaded = LoadEngineConfig(args.config);
+    if (!loaded.ok()) return fail(loaded.status());
+    config = std::move(*loaded);
+    if (model_dir.empty()) model_dir = config.model.path;
+    if (model_dir.empty()) {
+      return fail(InvalidInput(absl::StrCat(args.config, ": [model] path"), "a checkpoint folder",
+                               "nothing"));
+    }
+  }
+  auto spec = models::LoadModelConfig(model_dir);
+  if (!spec.ok()) return fail(spec.status());
+  if (args.config.empty()) {
+    config = DefaultEngineConfig(spec->info);
+  } else {
+    if (config.model.device != "cpu") {
+      return fail(InvalidInput(absl::StrCat(args.config, ": [model] device"),
+                               "\"cpu\" (the engine runs models on the cpu)",
+                               absl::StrCat("\"", config.model.device, "\"")));
+    }
+    if (config.model.dtype != "f32") {
+      return fail(InvalidInput(absl::StrCat(args.config, ": [model] dtype"),
+                               "\"f32\" (weights are converted to f32 on load)",
+                               absl::StrCat("\"", config.model.dtype, "\"")));
+    }
+  }
+  const int threads = args.threads >= 0 ? args.threads : config.model.threads;
+
+  auto codec = TextCodec::Open(model_dir, !args.prompts.empty() || !args.prompt_files.empty());
+  if (!codec.ok()) return fail(codec.status());
+  std::vector<std::vector<int64_t>> prompts;
+  for (const std::string& text : args.prompts) {
+    auto ids = (*codec)->Encode(text);
+    if (!ids.ok()) return fail(ids.status());
+    prompts.push_back(std::move(*ids));
+  }
+  for (const std::string& path : args.prompt_files) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) return fail(InvalidInput(path, "a readable prompt file", "cannot open"));
+    std::stringstream text;
+    text << in.rdbuf();
+    auto ids = (*codec)->Encode(text.str());
+    if (!ids.ok()) return fail(ids.status());
+    prompts.push_back(std::move(*ids));
+  }
+  for (auto& ids : id_prompts) prompts.push_back(std::move(ids));
+
+  auto model = models::LoadLanguageModel(model_dir, {.threads = threads});
+  if (!model.ok()) return fail(model.status());
+  PluginRegistry registry;
+  for (const std::string& dir : args.plugin_paths) config.plugin_paths.push_back(dir);
+  absl::Status prepared = PrepareRegistry(config, registry);
+  if (!prepared.ok()) return fail(prepared);
+  auto composition = Compose(config, registry);
+  if (!composition.ok()) return fail(composition.status());
+  EngineOptions engine_options;
+  engine_options.open_weights = [](const std::string& path) {
+    return models::OpenSafetensorsWeights(path);
+  };
+  auto engine = Engine::Create(std::move(*model), std::move(*composition), engine_options);
+  if (!engine.ok()) return fail(engine.status());
+
+  GenerationOptions options;
+  options.max_new_tokens = args.max_new_tokens;
+  options.ignore_eos = args.ignore_eos;
+  options.sampling.temperature = args.temperature;
+  options.sampling.top_k = args.top_k;
+  options.sampling.top_p = args.top_p;
+  options.sampling.seed = args.seed;
+  // Tokens are streamed when one prompt is generated without --json.
+  const bool stream = !args.json && prompts.size() == 1;
+  TextCodec::Stream streamer(**codec);
+  TokenCallback on_token;
+  if (stream) {
+    on_token = [&](int, int64_t token) {
+      std::cout << streamer.Push(token) << std::flush;
+    };
+  }
+  auto result = (*engine)->Generate(prompts, options, on_token);
+  if (!result.ok()) return fail(result.status());
+  if (stream) std::cout << streamer.Finish() << std::endl;
+
+  std::vector<json> per_request;
+  for (const GenerationResult& r : result->requests) {
+    json j = {{"tokens", r.tokens},
+              {"finish_reason", r.finish_reason},
+              {"routing", RoutingJson(r.trace)},
+              {"sa_ratio", r.trace.sa_ratio},
+              {"kv_bytes", r.trace.kv_bytes}};
+    // Without a tokenizer.json there is no text to show.
+    j["text"] = nullptr;
+    if ((*codec)->has_text()) {
+      auto text = (*codec)->Decode(r.tokens);
+      if (!text.ok()) return fail(text.status());
+      j["text"] = *text;
+    }
+    per_request.push_back(std::move(j));
+  }
+  if (!args.trace.empty()) {
+    json trace = json::array();
+    for (const GenerationResult& r : result->requests) trace.push_back(TraceJson(r.trace));
+    std::ofstream out(args.trace);
+    if (!out) return fail(InvalidInput(args.trace, "a writable trace file", "cannot open"));
+    out << json{{"requests", trace}, {"timing", TimingJson(result->timing)}}.dump(2) << "\n";
+  }
+  if (args.json) {
+    json out;
+    if (per_request.size() == 1) {
+      out = per_request[0];
+    } else {
+      out["requests"] = per_request;
+    }
+    out["timing"] = TimingJson(result->timing);
+    std::cout << out.dump() << std::endl;
+  } else if (!stream) {
+    for (size_t i = 0; i < per_request.size(); ++i) {
+      std::cout << "[" << i << "] ";
+      if (per_request[i]["text"].is_string()) {
+        std::cout << per_request[i]["text"].get<std::string>();
+      } else {
+        for (int64_t t : result->requests[i].tokens) std::cout << t << " ";
+      }
+      std::cout << "\n";
+    }
+  }
+  return kExitOk;
+}
+
+std::function<int()> SetupGenerate(CLI::App& app) {
+  auto args = std::make_shared<GenerateArgs>();
+  app.description("Generate text with a checkpoint (all layers on `full`, or the flux router "
+                  "for Flux checkpoints) or a TOML composition");
+  auto* model = app.add_option("--model", args->model, "Hugging Face checkpoint folder");
+  auto* config = app.add_option("--config", args->config, "TOML engine configuration");
+  (void)model;
+  (void)config;
+  app.add_option("--prompt", args->prompts, "Prompt text (repeat for a batch)");
+  app.add_option("--prompt-file", args->prompt_files, "File holding a prompt (repeatable)");
+  app.add_option("--prompt-ids", args->prompt_ids,
+                 "Comma-separated token ids used exactly as given (repeatable)");
+  app.add_option("--max-new-tokens", args->max_new_tokens, "Tokens to generate")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--temperature", args->temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
+  app.add_option("--top-k", args->top_k, "Sample among the k most likely (0 = off)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--top-p", args->top_p, "Nucleus sampling mass (1 = off)")
+      ->check(CLI::Range(0.0, 1.0));
+  app.add_option("--seed", args->seed, "Sampling seed (request i of a batch uses seed + i)");
+  app.add_flag("--ignore-eos", args->ignore_eos, "Do not stop at the model's eos tokens");
+  app.add_option("--threads", args->threads, "Worker threads (0 = all cores)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--json", args->json, "Print one JSON object with tokens, text, routing, timing");
+  app.add_option("--trace", args->trace, "Write the routing trace (JSON) to this file");
+  app.add_option("--plugin-path", args->plugin_paths, "Extra plugin directories");
+  return [args] { return RunGenerate(*args); };
+}
+
+}  // namespace
+
+FLUXATTN_REGISTER_COMMAND(generate, SetupGenerate);
+
+}  // namespace fluxattn::cli

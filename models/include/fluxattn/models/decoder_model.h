@@ -1,0 +1,57 @@
+// Decoder-only transformer on the CPU covering Llama 3.x, Qwen2, Qwen3 and their Flux (Paw*)
+// variants: RMSNorm, GQA attention with optional q/k/v/o biases and per-head q/k norms, RoPE,
+// SwiGLU MLP, tied or untied output embeddings. Weights are converted to float32 once at load;
+// matrix products run on Eigen, split over worker threads.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "fluxattn/language_model.h"
+#include "fluxattn/models/model_config.h"
+
+namespace fluxattn::models {
+
+struct ModelLoadOptions {
+  int threads = 0;  // 0: hardware concurrency
+};
+
+// A tensor the architecture needs, with the shape the config implies.
+struct ExpectedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+// Every tensor `spec` requires (router tensors of Flux checkpoints are not among them: the
+// router reads them itself).
+std::vector<ExpectedTensor> ExpectedTensors(const ModelSpec& spec);
+
+// Loads config.json (+ generation_config.json) and the safetensors weights of `dir`.
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadLanguageModel(
+    const std::string& dir, const ModelLoadOptions& options = {});
+
+// A model from an already parsed spec and a weight source (e.g. random weights in memory).
+absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModel(
+    ModelSpec spec, std::unique_ptr<WeightSource> weights, const ModelLoadOptions& options = {});
+
+// Named tensors held in memory.
+class InMemoryWeights : public WeightSource {
+ public:
+  void Add(const std::string& name, Tensor tensor) { tensors_[name] = std::move(tensor); }
+  bool Has(const std::string& name) const override { return tensors_.count(name) != 0; }
+  std::vector<std::string> Names() const override;
+  absl::StatusOr<Tensor> GetF32(const std::string& name,
+                                const std::vector<int64_t>& expected_shape) const override;
+
+ private:
+  std::map<std::string, Tensor> tensors_;
+};
+
+// Random weights of the right shapes for `spec` (normal, std 0.02; norms near 1), seeded.
+absl::StatusOr<std::unique_ptr<InMemoryWeights>> RandomWeights(const ModelSpec& spec,
+                                                               uint64_t seed);
+
+}  // namespace fluxattn::models

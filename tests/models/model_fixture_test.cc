@@ -1,0 +1,237 @@
+// Every architecture and dtype against reference outputs recorded with Hugging Face
+// transformers (tools/make_model_fixtures.py): logits at every position of one prompt, logits at
+// the last position of prompts of several lengths, and greedy continuations.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "fluxattn/engine.h"
+#include "fluxattn/models/decoder_model.h"
+#include "test_support.h"
+
+namespace fluxattn::models {
+namespace {
+
+using testing::FixtureNames;
+using testing::FixturePath;
+using testing::ReadJson;
+using testing::RelativeError;
+
+constexpr double kTolerance = 1e-4;
+
+// Dense causal attention over the new tokens only (the whole prompt in one call), in double.
+class PromptAttention : public LayerAttention {
+ public:
+  absl::Status Attend(const LayerAttentionInput& in, float* out) override {
+    if (in.pos0 != 0) return absl::InternalError("PromptAttention handles prefill only");
+    const int group = in.num_q_heads / in.num_kv_heads;
+    const int d = in.head_dim;
+    const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+    for (int64_t r = 0; r < in.num_tokens; ++r) {
+      for (int h = 0; h < in.num_q_heads; ++h) {
+        const float* q = in.q + (r * in.num_q_heads + h) * d;
+        std::vector<double> w(r + 1);
+        double max_s = -INFINITY, total = 0;
+        for (int64_t j = 0; j <= r; ++j) {
+          const float* k = in.k + (j * in.num_kv_heads + h / group) * d;
+          double s = 0;
+          for (int i = 0; i < d; ++i) s += static_cast<double>(q[i]) * k[i];
+          w[j] = s * scale;
+          max_s = std::max(max_s, w[j]);
+        }
+        for (auto& x : w) total += (x = std::exp(x - max_s));
+        for (int i = 0; i < d; ++i) {
+          double acc = 0;
+          for (int64_t j = 0; j <= r; ++j) {
+            acc += w[j] * in.v[(j * in.num_kv_heads + h / group) * d + i];
+          }
+          out[(r * in.num_q_heads + h) * d + i] = static_cast<float>(acc / total);
+        }
+      }
+    }
+    return absl::OkStatus();
+  }
+};
+
+std::vector<double> Row(const nlohmann::json& j) { return j.get<std::vector<double>>(); }
+
+class FixtureTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FixtureTest, LogitsAtEveryPositionMatchTransformers) {
+  const std::string dir = FixturePath(GetParam());
+  const auto ref = ReadJson(dir + "/reference.json");
+  auto model = LoadLanguageModel(dir, {.threads = 2});
+  ASSERT_TRUE(model.ok()) << model.status();
+  const auto prompt = ref["prompts"][0].get<std::vector<int64_t>>();
+  PromptAttention attention;
+  std::vector<float> logits;
+  SequenceChunk chunk{prompt, 0};
+  ASSERT_TRUE((*model)->Forward({&chunk, 1}, attention, true, &logits).ok());
+  const int64_t vocab = (*model)->info().vocab_size;
+  ASSERT_EQ(logits.size(), prompt.size() * vocab);
+  for (size_t t = 0; t < prompt.size(); ++t) {
+    std::vector<float> row(logits.begin() + t * vocab, logits.begin() + (t + 1) * vocab);
+    EXPECT_LT(RelativeError(row, Row(ref["all_logits"][t])), kTolerance) << "position " << t;
+  }
+}
+
+TEST_P(FixtureTest, EngineBatchMatchesTransformers) {
+  const std::string dir = FixturePath(GetParam());
+  const auto ref = ReadJson(dir + "/reference.json");
+  auto model = LoadLanguageModel(dir, {.threads = 2});
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto engine = Engine::Create(std::move(*model), testing::NaiveComposition());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const auto prompts = ref["prompts"].get<std::vector<std::vector<int64_t>>>();
+  const auto greedy = ref["greedy"].get<std::vector<std::vector<int64_t>>>();
+  GenerationOptions options;
+  options.max_new_tokens = static_cast<int>(greedy[0].size());
+  options.ignore_eos = true;
+  options.record_logits = true;
+  // All prompts (lengths 7, 1, 23) in one batch.
+  auto result = (*engine)->Generate(prompts, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const GenerationResult& r = result->requests[i];
+    EXPECT_LT(RelativeError(r.step_logits[0], Row(ref["last_logits"][i])), kTolerance)
+        << "prompt " << i;
+    EXPECT_EQ(r.tokens, greedy[i]) << "prompt " << i;
+    EXPECT_EQ(r.finish_reason, "length");
+    ASSERT_EQ(r.trace.layers.size(), static_cast<size_t>((*engine)->model().info().num_layers));
+    for (const auto& layer : r.trace.layers) EXPECT_EQ(layer.backend, "full");
+    EXPECT_EQ(r.trace.sa_ratio, 0.0);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, FixtureTest, ::testing::ValuesIn(FixtureNames()),
+                         [](const auto& info) { return info.param; });
+
+TEST(Fixtures, CoverEveryArchitectureAndDtype) {
+  std::set<std::string> archs, dtypes;
+  bool sharded = false, tied = false, legacy_rope = false;
+  for (const auto& name : FixtureNames()) {
+    const std::string dir = FixturePath(name);
+    const auto config = ReadJson(dir + "/config.json");
+    archs.insert(config["architectures"][0].get<std::string>());
+    dtypes.insert(ReadJson(dir + "/reference.json")["dtype"].get<std::string>());
+    sharded |= std::filesystem::exists(dir + "/model.safetensors.index.json");
+    tied |= config.value("tie_word_embeddings", false);
+    legacy_rope |= config.contains("rope_scaling") && !config["rope_scaling"].is_null();
+  }
+  EXPECT_EQ(archs, (std::set<std::string>{"LlamaForCausalLM", "Qwen2ForCausalLM",
+                                          "Qwen3ForCausalLM", "PawQwen3ForCausalLM"}));
+  EXPECT_EQ(dtypes, (std::set<std::string>{"f32", "bf16", "f16"}));
+  EXPECT_TRUE(sharded);
+  EXPECT_TRUE(tied);
+  EXPECT_TRUE(legacy_rope);
+}
+
+TEST(Fixtures, BatchEqualsIndividualRuns) {
+  const std::string dir = FixturePath("qwen3_f32");
+  const auto ref = ReadJson(dir + "/reference.json");
+  const auto prompts = ref["prompts"].get<std::vector<std::vector<int64_t>>>();
+  auto model = LoadLanguageModel(dir, {.threads = 2});
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto engine = Engine::Create(std::move(*model), testing::NaiveComposition());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  GenerationOptions options;
+  options.max_new_tokens = 6;
+  options.ignore_eos = true;
+  options.record_logits = true;
+  options.sampling.temperature = 0.8;
+  options.sampling.top_k = 50;
+  options.sampling.seed = 11;
+  auto batch = (*engine)->Generate(prompts, options);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    GenerationOptions single = options;
+    single.sampling.seed = options.sampling.seed + i;  // request i of a batch uses seed + i
+    auto alone = (*engine)->Generate({prompts[i]}, single);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    EXPECT_EQ(alone->requests[0].tokens, batch->requests[i].tokens) << i;
+    for (size_t s = 0; s < alone->requests[0].step_logits.size(); ++s) {
+      const auto& a = alone->requests[0].step_logits[s];
+      std::vector<double> b(batch->requests[i].step_logits[s].begin(),
+                            batch->requests[i].step_logits[s].end());
+      EXPECT_LT(RelativeError(a, b), 1e-5) << i << " step " << s;
+    }
+  }
+}
+
+TEST(Fixtures, OutOfRangeTokenIdsAreRejected) {
+  auto model = LoadLanguageModel(FixturePath("llama3_f32"), {.threads = 1});
+  ASSERT_TRUE(model.ok()) << model.status();
+  const int64_t vocab = (*model)->info().vocab_size;
+  auto engine = Engine::Create(std::move(*model), testing::NaiveComposition());
+  ASSERT_TRUE(engine.ok());
+  for (int64_t bad : {vocab, int64_t{-1}}) {
+    auto r = (*engine)->Generate({{1, 2, bad}}, GenerationOptions{});
+    ASSERT_FALSE(r.ok());
+    const std::string m(r.status().message());
+    EXPECT_NE(m.find(std::to_string(bad)), std::string::npos) << m;
+    EXPECT_NE(m.find(std::to_string(vocab)), std::string::npos) << m;
+  }
+  PromptAttention attention;
+  std::vector<int64_t> ids = {5, vocab + 7};
+  SequenceChunk chunk{ids, 0};
+  std::vector<float> logits;
+  auto direct = LoadLanguageModel(FixturePath("llama3_f32"), {.threads = 1});
+  ASSERT_TRUE(direct.ok());
+  absl::Status st = (*direct)->Forward({&chunk, 1}, attention, false, &logits);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find(std::to_string(vocab + 7)), std::string::npos) << st;
+}
+
+TEST(Fixtures, MissingAndMisshapenTensorsAreNamed) {
+  auto spec = LoadModelConfig(FixturePath("qwen3_f32"));
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  // Missing k_norm of layer 1.
+  {
+    auto weights = RandomWeights(*spec, 1);
+    ASSERT_TRUE(weights.ok());
+    auto full = std::make_unique<InMemoryWeights>();
+    for (const auto& name : (*weights)->Names()) {
+      if (name != "model.layers.1.self_attn.k_norm.weight") {
+        full->Add(name, *(*weights)->GetF32(name, {}));
+      }
+    }
+    auto model = CreateLanguageModel(*spec, std::move(full));
+    ASSERT_FALSE(model.ok());
+    EXPECT_NE(model.status().message().find("model.layers.1.self_attn.k_norm.weight"),
+              std::string::npos)
+        << model.status();
+  }
+  // v_proj of layer 0 with the shape of q_proj.
+  {
+    auto weights = RandomWeights(*spec, 2);
+    ASSERT_TRUE(weights.ok());
+    auto q = (*weights)->GetF32("model.layers.0.self_attn.q_proj.weight", {});
+    ASSERT_TRUE(q.ok());
+    (*weights)->Add("model.layers.0.self_attn.v_proj.weight", *q);
+    auto model = CreateLanguageModel(*spec, std::move(*weights));
+    ASSERT_FALSE(model.ok());
+    const std::string m(model.status().message());
+    EXPECT_NE(m.find("model.layers.0.self_attn.v_proj.weight"), std::string::npos) << m;
+    EXPECT_NE(m.find("expected shape [48, 64], found [96, 64]"), std::string::npos) << m;
+  }
+}
+
+TEST(Fixtures, UnsupportedArchitectureFolder) {
+  const std::string dir = testing::TempDir("unsupported");
+  auto config = ReadJson(FixturePath("llama3_f32") + "/config.json");
+  config["architectures"] = {"GPT2LMHeadModel"};
+  testing::WriteFile(dir + "/config.json", config.dump());
+  std::filesystem::copy_file(FixturePath("llama3_f32") + "/model.safetensors",
+                             dir + "/model.safetensors");
+  auto model = LoadLanguageModel(dir);
+  ASSERT_FALSE(model.ok());
+  const std::string m(model.status().message());
+  EXPECT_NE(m.find("GPT2LMHeadModel"), std::string::npos) << m;
+  EXPECT_NE(m.find("config.json"), std::string::npos) << m;
+}
+
+}  // namespace
+}  // namespace fluxattn::models

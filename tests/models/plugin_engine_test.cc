@@ -1,0 +1,187 @@
+// The engine with the real attention plugins loaded through the registry: `full` reproduces the
+// transformers fixtures, and `streaming` layers match the windowed double-precision oracle.
+#include <gtest/gtest.h>
+
+#include "fluxattn/config.h"
+#include "fluxattn/engine.h"
+#include "fluxattn/models/decoder_model.h"
+#include "fluxattn/plugin_registry.h"
+#include "test_support.h"
+
+namespace fluxattn {
+namespace {
+
+using testing::FixturePath;
+using testing::ReadJson;
+
+PluginRegistry& Registry() {
+  static PluginRegistry* registry = [] {
+    auto* r = new PluginRegistry();
+    (void)r->ScanDirectory(FLUXATTN_PLUGIN_DIR);
+    return r;
+  }();
+  return *registry;
+}
+
+void RequirePlugin(const std::string& name,
+                   PluginKind kind = PluginKind::kAttentionBackend) {
+  if (!Registry().Find(name, kind).ok()) {
+    GTEST_SKIP() << "plugin " << name << " is not built";
+  }
+}
+
+TEST(PluginEngine, DefaultCompositionMatchesTransformers) {
+  RequirePlugin("full");
+  const std::string dir = FixturePath("qwen2_f32");
+  const auto ref = ReadJson(dir + "/reference.json");
+  auto model = models::LoadLanguageModel(dir, {.threads = 2});
+  ASSERT_TRUE(model.ok()) << model.status();
+  EngineConfig config = DefaultEngineConfig((*model)->info());
+  auto composition = Compose(config, Registry());
+  ASSERT_TRUE(composition.ok()) << composition.status();
+  auto engine = Engine::Create(std::move(*model), std::move(*composition));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  GenerationOptions options;
+  options.max_new_tokens = 10;
+  options.ignore_eos = true;
+  options.record_logits = true;
+  const auto prompts = ref["prompts"].get<std::vector<std::vector<int64_t>>>();
+  auto result = (*engine)->Generate(prompts, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(result->requests[i].tokens, ref["greedy"][i].get<std::vector<int64_t>>()) << i;
+    EXPECT_LT(testing::RelativeError(result->requests[i].step_logits[0],
+                                     ref["last_logits"][i].get<std::vector<double>>()),
+              1e-4);
+  }
+}
+
+// Layer 1 on `streaming` (token-level sinks + window) through an override; the oracle is the
+// same composition with NaiveAttention(sink, window) in that layer.
+TEST(PluginEngine, StreamingLayersMatchWindowedOracle) {
+  RequirePlugin("full");
+  RequirePlugin("streaming");
+  const std::string dir = FixturePath("llama3_f32");
+  const int64_t sink = 3, window = 5;
+  EngineConfig config;
+  config.backends["full"].name = "full";
+  config.backends["full"].plugin = "full";
+  config.backends["full"].table = "backends.full";
+  auto& s = config.backends["sparse"];
+  s.name = "sparse";
+  s.plugin = "streaming";
+  s.table = "backends.sparse";
+  s.raw_params["sink_tokens"] = RawParam{ParamValue(sink), {}};
+  s.raw_params["window_tokens"] = RawParam{ParamValue(window), {}};
+  s.raw_params["block_size"] = RawParam{ParamValue(int64_t{1}), {}};
+  config.router_full = "full";
+  config.router_sparse = "sparse";
+  config.layer_backends[1] = "sparse";
+  auto composition = Compose(config, Registry());
+  ASSERT_TRUE(composition.ok()) << composition.status();
+  auto model = models::LoadLanguageModel(dir, {.threads = 2});
+  ASSERT_TRUE(model.ok());
+  EngineOptions engine_options;
+  engine_options.kv_page_tokens = 4;
+  auto engine = Engine::Create(std::move(*model), std::move(*composition), engine_options);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+
+  Composition oracle;
+  oracle.backends["full"] = testing::Own(new testing::NaiveAttention());
+  oracle.backends["sparse"] = testing::Own(new testing::NaiveAttention(sink, window));
+  oracle.full_backend = "full";
+  oracle.sparse_backend = "sparse";
+  oracle.layer_backends[1] = "sparse";
+  auto oracle_model = models::LoadLanguageModel(dir, {.threads = 2});
+  ASSERT_TRUE(oracle_model.ok());
+  auto reference = Engine::Create(std::move(*oracle_model), std::move(oracle), engine_options);
+  ASSERT_TRUE(reference.ok());
+
+  const auto ref = ReadJson(dir + "/reference.json");
+  std::vector<std::vector<int64_t>> prompts = {ref["prompts"][2].get<std::vector<int64_t>>(),
+                                               ref["prompts"][0].get<std::vector<int64_t>>()};
+  GenerationOptions options;
+  options.max_new_tokens = 8;
+  options.ignore_eos = true;
+  options.record_logits = true;
+  auto got = (*engine)->Generate(prompts, options);
+  auto want = (*reference)->Generate(prompts, options);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_TRUE(want.ok()) << want.status();
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(got->requests[i].tokens, want->requests[i].tokens);
+    for (size_t step = 0; step < got->requests[i].step_logits.size(); ++step) {
+      const auto& w = want->requests[i].step_logits[step];
+      EXPECT_LT(testing::RelativeError(got->requests[i].step_logits[step],
+                                       std::vector<double>(w.begin(), w.end())),
+                1e-4)
+          << "request " << i << " step " << step;
+    }
+    const RequestTrace& t = got->requests[i].trace;
+    EXPECT_EQ(t.layers[1].backend, "sparse");
+    EXPECT_EQ(t.layers[1].decided_by, "override");
+    EXPECT_DOUBLE_EQ(t.sa_ratio, 1.0 / 2);
+  }
+  // The 23-token prompt plus 8 tokens: the streaming layer keeps sinks and window only.
+  const RequestTrace& long_trace = got->requests[0].trace;
+  EXPECT_LT(long_trace.layers[1].kv_bytes, long_trace.layers[0].kv_bytes);
+  EXPECT_LT(long_trace.kv_bytes, long_trace.kv_bytes_written);
+}
+
+// A Flux checkpoint with no configuration: the `flux` router choosing between `full` and
+// `streaming` (sink_size / local_window_size from config.json, 128-token blocks), against an
+// independent float64 PyTorch forward recorded in tests/fixtures/router.
+TEST(PluginEngine, FluxCheckpointDefaultCompositionMatchesPyTorch) {
+  RequirePlugin("full");
+  RequirePlugin("streaming");
+  RequirePlugin("flux", PluginKind::kRoutingPolicy);
+  const std::string root = FLUXATTN_ROUTER_FIXTURES;
+  const auto expected = ReadJson(root + "/flux_tiny_expected.json");
+  auto model = models::LoadLanguageModel(root + "/flux_tiny", {.threads = 2});
+  ASSERT_TRUE(model.ok()) << model.status();
+  EngineConfig config = DefaultEngineConfig((*model)->info());
+  auto composition = Compose(config, Registry());
+  ASSERT_TRUE(composition.ok()) << composition.status();
+  auto engine = Engine::Create(std::move(*model), std::move(*composition));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<std::vector<int64_t>> prompts;
+  for (const auto& p : expected["prompts"]) {
+    prompts.push_back(p["prompt_ids"].get<std::vector<int64_t>>());
+  }
+  GenerationOptions options;
+  options.max_new_tokens = static_cast<int>(expected["prompts"][0]["greedy_tokens"].size());
+  options.ignore_eos = true;
+  options.record_logits = true;
+  auto result = (*engine)->Generate(prompts, options);  // the prompts as one batch
+  ASSERT_TRUE(result.ok()) << result.status();
+  bool any_sparse = false, any_full = false;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& want = expected["prompts"][i];
+    const GenerationResult& got = result->requests[i];
+    ASSERT_EQ(got.trace.layers.size(), want["decisions"].size());
+    for (size_t l = 0; l < got.trace.layers.size(); ++l) {
+      const LayerRouting& L = got.trace.layers[l];
+      const std::string choice = want["decisions"][l];
+      EXPECT_EQ(AttentionChoiceName(L.choice), choice) << "prompt " << i << " layer " << l;
+      EXPECT_EQ(L.backend, choice == "full" ? "full" : "sparse");
+      any_sparse |= choice != "full";
+      any_full |= choice == "full";
+      const auto logits = want["router_logits"][l].get<std::vector<double>>();
+      ASSERT_EQ(L.logits.size(), logits.size());
+      EXPECT_LT(testing::RelativeError(L.logits, logits), 1e-5) << "prompt " << i << " layer " << l;
+    }
+    EXPECT_LT(testing::RelativeError(got.step_logits[0],
+                                     want["last_logits"].get<std::vector<double>>()),
+              1e-4)
+        << "prompt " << i;
+    EXPECT_EQ(got.tokens, want["greedy_tokens"].get<std::vector<int64_t>>()) << "prompt " << i;
+    // Beyond sink + window (64 + 256, in 128-token blocks) streaming layers free KV pages.
+    if (got.trace.sa_ratio > 0 && prompts[i].size() >= 400) {
+      EXPECT_LT(got.trace.kv_bytes, got.trace.kv_bytes_written) << "prompt " << i;
+    }
+  }
+  EXPECT_TRUE(any_sparse && any_full);
+}
+
+}  // namespace
+}  // namespace fluxattn
