@@ -62,7 +62,16 @@ if grep -qE '^  generate ' <<<"$("$fluxattn" --help)"; then
   config="$work/hint_router.toml"
   model="$root/tests/fixtures/models/qwen3_f32"
   sed "s|^path = .*|path = \"$model\"|" "$root/examples/hint_router/hint_router.toml" >"$config"
-  "$fluxattn" generate --config "$config" --prompt-ids 1,2,3,4,5,6,7 --max-new-tokens 4
+  out="$("$fluxattn" generate --config "$config" --prompt-ids 1,2,3,4,5,6,7 --max-new-tokens 4 \
+    --json)"
+  echo "$out"
+  # full_ratio = 0.5 routes some layers to each backend; both example plugins did real work.
+  for backend in full dilated; do
+    if ! grep -q "\"backend\": *\"$backend\"" <<<"$out"; then
+      echo "test-sdk: no layer ran on backend '$backend'"
+      exit 1
+    fi
+  done
 else
   echo "test-sdk: no 'generate' command in this build; skipped the engine run"
 fi

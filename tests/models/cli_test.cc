@@ -10,6 +10,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "fluxattn/models/decoder_model.h"
+#include "fluxattn/models/model_config.h"
 #include "test_support.h"
 
 namespace fluxattn {
@@ -89,6 +91,60 @@ TEST(Cli, ErrorsAreOneLineWithExitCodes) {
   CliRun missing = Cli("generate --model /nonexistent/dir --prompt-ids 1");
   EXPECT_EQ(missing.code, 1);
   EXPECT_NE(missing.err.find("/nonexistent/dir"), std::string::npos) << missing.err;
+}
+
+// Writes `weights` as one F32 safetensors file.
+void WriteSafetensors(const WeightSource& weights, const std::string& path) {
+  nlohmann::json header = nlohmann::json::object();
+  std::string data;
+  for (const std::string& name : weights.Names()) {
+    Tensor t = *weights.GetF32(name, {});
+    header[name] = {{"dtype", "F32"},
+                    {"shape", t.shape()},
+                    {"data_offsets", {data.size(), data.size() + t.nbytes()}}};
+    data.append(static_cast<const char*>(t.raw_data()), t.nbytes());
+  }
+  const std::string text = header.dump();
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
+  testing::WriteFile(path, bytes + text + data);
+}
+
+// --prompt-file goes through the checkpoint's tokenizer.json: the ids equal those recorded with
+// the tokenizers library (special tokens added), so the generation equals --prompt-ids.
+TEST(Cli, PromptTextUsesTheTokenizer) {
+  const std::string tok = absl::StrCat(FLUXATTN_MODEL_FIXTURES, "/../tokenizer/qwen2");
+  const auto cases = ReadJson(tok + "/cases.json");
+  const std::string dir = testing::TempDir("cli_tokenizer");
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+    std::filesystem::copy_file(tok + "/" + f, dir + "/" + f);
+  }
+  auto config = ReadJson(FixturePath("qwen2_f32") + "/config.json");
+  config["vocab_size"] = cases["vocab_size"];
+  testing::WriteFile(dir + "/config.json", config.dump());
+  auto spec = models::LoadModelConfig(dir);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  auto weights = models::RandomWeights(*spec, 3);
+  ASSERT_TRUE(weights.ok());
+  WriteSafetensors(**weights, dir + "/model.safetensors");
+  int checked = 0;
+  for (const auto& c : cases["tricky"]) {
+    const auto ids = c["ids_with_special_tokens"].get<std::vector<int64_t>>();
+    if (ids.empty() || checked == 3) continue;
+    ++checked;
+    testing::WriteFile(dir + "/prompt.txt", c["text"].get<std::string>());
+    const std::string common = absl::StrCat("generate --model ", dir,
+                                            " --max-new-tokens 4 --ignore-eos --json ");
+    CliRun text = Cli(common + "--prompt-file " + dir + "/prompt.txt");
+    CliRun given = Cli(common + "--prompt-ids " + absl::StrJoin(ids, ","));
+    ASSERT_EQ(text.code, 0) << text.err;
+    ASSERT_EQ(given.code, 0) << given.err;
+    auto a = nlohmann::json::parse(text.out), b = nlohmann::json::parse(given.out);
+    EXPECT_EQ(a["tokens"], b["tokens"]) << c["text"];
+    EXPECT_TRUE(a["text"].is_string());
+    EXPECT_EQ(a["text"], b["text"]);
+  }
+  EXPECT_EQ(checked, 3);
 }
 
 }  // namespace

@@ -23,8 +23,9 @@ PluginRegistry& Registry() {
   return *registry;
 }
 
-void RequirePlugin(const std::string& name) {
-  if (!Registry().Find(name, PluginKind::kAttentionBackend).ok()) {
+void RequirePlugin(const std::string& name,
+                   PluginKind kind = PluginKind::kAttentionBackend) {
+  if (!Registry().Find(name, kind).ok()) {
     GTEST_SKIP() << "plugin " << name << " is not built";
   }
 }
@@ -125,6 +126,61 @@ TEST(PluginEngine, StreamingLayersMatchWindowedOracle) {
   const RequestTrace& long_trace = got->requests[0].trace;
   EXPECT_LT(long_trace.layers[1].kv_bytes, long_trace.layers[0].kv_bytes);
   EXPECT_LT(long_trace.kv_bytes, long_trace.kv_bytes_written);
+}
+
+// A Flux checkpoint with no configuration: the `flux` router choosing between `full` and
+// `streaming` (sink_size / local_window_size from config.json, 128-token blocks), against an
+// independent float64 PyTorch forward recorded in tests/fixtures/router.
+TEST(PluginEngine, FluxCheckpointDefaultCompositionMatchesPyTorch) {
+  RequirePlugin("full");
+  RequirePlugin("streaming");
+  RequirePlugin("flux", PluginKind::kRoutingPolicy);
+  const std::string root = FLUXATTN_ROUTER_FIXTURES;
+  const auto expected = ReadJson(root + "/flux_tiny_expected.json");
+  auto model = models::LoadLanguageModel(root + "/flux_tiny", {.threads = 2});
+  ASSERT_TRUE(model.ok()) << model.status();
+  EngineConfig config = DefaultEngineConfig((*model)->info());
+  auto composition = Compose(config, Registry());
+  ASSERT_TRUE(composition.ok()) << composition.status();
+  auto engine = Engine::Create(std::move(*model), std::move(*composition));
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  std::vector<std::vector<int64_t>> prompts;
+  for (const auto& p : expected["prompts"]) {
+    prompts.push_back(p["prompt_ids"].get<std::vector<int64_t>>());
+  }
+  GenerationOptions options;
+  options.max_new_tokens = static_cast<int>(expected["prompts"][0]["greedy_tokens"].size());
+  options.ignore_eos = true;
+  options.record_logits = true;
+  auto result = (*engine)->Generate(prompts, options);  // the prompts as one batch
+  ASSERT_TRUE(result.ok()) << result.status();
+  bool any_sparse = false, any_full = false;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& want = expected["prompts"][i];
+    const GenerationResult& got = result->requests[i];
+    ASSERT_EQ(got.trace.layers.size(), want["decisions"].size());
+    for (size_t l = 0; l < got.trace.layers.size(); ++l) {
+      const LayerRouting& L = got.trace.layers[l];
+      const std::string choice = want["decisions"][l];
+      EXPECT_EQ(AttentionChoiceName(L.choice), choice) << "prompt " << i << " layer " << l;
+      EXPECT_EQ(L.backend, choice == "full" ? "full" : "sparse");
+      any_sparse |= choice != "full";
+      any_full |= choice == "full";
+      const auto logits = want["router_logits"][l].get<std::vector<double>>();
+      ASSERT_EQ(L.logits.size(), logits.size());
+      EXPECT_LT(testing::RelativeError(L.logits, logits), 1e-5) << "prompt " << i << " layer " << l;
+    }
+    EXPECT_LT(testing::RelativeError(got.step_logits[0],
+                                     want["last_logits"].get<std::vector<double>>()),
+              1e-4)
+        << "prompt " << i;
+    EXPECT_EQ(got.tokens, want["greedy_tokens"].get<std::vector<int64_t>>()) << "prompt " << i;
+    // Beyond sink + window (64 + 256, in 128-token blocks) streaming layers free KV pages.
+    if (got.trace.sa_ratio > 0 && prompts[i].size() >= 400) {
+      EXPECT_LT(got.trace.kv_bytes, got.trace.kv_bytes_written) << "prompt " << i;
+    }
+  }
+  EXPECT_TRUE(any_sparse && any_full);
 }
 
 }  // namespace

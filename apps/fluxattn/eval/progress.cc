@@ -17,7 +17,9 @@ Progress::Progress(std::ostream& out, std::string title, int64_t total, bool int
 
 Progress::~Progress() { Finish(); }
 
-void Progress::Start(const std::string& detail) {
+void Progress::Next(const std::string& detail) {
+  if (running_) ++done_;
+  running_ = true;
   detail_ = detail;
   if (interactive_) {
     Draw();
@@ -26,15 +28,16 @@ void Progress::Start(const std::string& detail) {
   }
 }
 
-void Progress::Advance() {
-  ++done_;
-  if (interactive_) Draw();
-}
-
 void Progress::Finish() {
   if (finished_) return;
   finished_ = true;
-  if (interactive_ && total_ > 0) out_ << "\n" << std::flush;
+  if (running_) ++done_;
+  running_ = false;
+  if (interactive_ && total_ > 0) {
+    detail_ = "done";
+    Draw();
+    out_ << "\n" << std::flush;
+  }
 }
 
 void Progress::Draw() {

@@ -15,11 +15,10 @@ class Progress {
   Progress(std::ostream& out, std::string title, int64_t total, bool interactive);
   ~Progress();
 
-  // Announces the step about to run (shown next to the bar, or as its own line).
-  void Start(const std::string& detail);
-  // One step done.
-  void Advance();
-  // Ends the bar's line (called by the destructor too).
+  // Marks the running step (if any) done and announces the next one: shown next to the bar, or
+  // printed as its own line.
+  void Next(const std::string& detail);
+  // Marks the running step done and ends the bar's line (called by the destructor too).
   void Finish();
 
  private:
@@ -30,6 +29,7 @@ class Progress {
   int64_t total_;
   int64_t done_ = 0;
   bool interactive_;
+  bool running_ = false;
   bool finished_ = false;
   std::string detail_;
   std::chrono::steady_clock::time_point start_;

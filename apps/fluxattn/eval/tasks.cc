@@ -414,7 +414,7 @@ absl::StatusOr<TaskSample> TaskGenerator::Generate(TaskKind kind, int64_t target
   }
   if (kind == TaskKind::kLmPerplexity) {
     const int64_t n = static_cast<int64_t>(sample.prompt_ids.size());
-    sample.scored_tokens = std::clamp<int64_t>(n / 8, 1, 16);
+    sample.scored_tokens = std::clamp<int64_t>(n / 8, 1, 8);
     if (n < 2) {
       return InvalidInput(where, "a document of at least 2 tokens", absl::StrCat(n));
     }

@@ -1,0 +1,187 @@
+// `fluxattn compare`: the same eval and bench on several configs, one side-by-side table
+// (accuracy per task, SA ratio, speed-ups against the first config, KV memory), CSV, JSON and
+// an SVG of accuracy against prefill time.
+#include <filesystem>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "command.h"
+#include "eval/csv.h"
+#include "eval/lengths.h"
+#include "eval/progress.h"
+#include "eval/reports.h"
+#include "eval/runner.h"
+#include "eval/svg_plot.h"
+#include "eval/tasks.h"
+#include "nlohmann/json.hpp"
+
+namespace fluxattn::cli {
+namespace {
+
+struct CompareArgs {
+  std::vector<std::string> configs;
+  std::string tasks = "all";
+  std::string lengths = "1k";
+  int samples = 3;
+  uint64_t seed = 0;
+  int decode_tokens = 16;
+  int repeats = 3;
+  int threads = -1;
+  std::string out = "compare-out";
+};
+
+int RunCompareCommand(const CompareArgs& args) {
+  auto tasks = eval::ParseTaskList(args.tasks, "--tasks");
+  if (!tasks.ok()) {
+    PrintError(std::string(tasks.status().message()));
+    return kExitUsage;
+  }
+  auto lengths = eval::ParseLengthList(args.lengths, "--lengths");
+  if (!lengths.ok()) {
+    PrintError(std::string(lengths.status().message()));
+    return kExitUsage;
+  }
+  std::vector<std::string> names, task_names;
+  for (const std::string& path : args.configs) {
+    const std::string name = std::filesystem::path(path).stem().string();
+    for (const std::string& other : names) {
+      if (other == name) {
+        PrintError(absl::StrCat("compare: two configs are both called \"", name,
+                                "\"; give the files different names"));
+        return kExitUsage;
+      }
+    }
+    names.push_back(name);
+  }
+  for (eval::TaskKind kind : *tasks) task_names.push_back(eval::TaskName(kind));
+  std::error_code ec;
+  std::filesystem::create_directories(args.out, ec);
+  if (ec) {
+    PrintError(absl::StrCat(args.out, ": expected a writable folder, found ", ec.message()));
+    return kExitFailure;
+  }
+
+  const int64_t steps_per_config =
+      static_cast<int64_t>(lengths->size()) *
+      (args.repeats + static_cast<int64_t>(tasks->size()) * args.samples);
+  eval::Progress progress(std::cerr, "compare",
+                          steps_per_config * static_cast<int64_t>(args.configs.size()),
+                          eval::StderrIsTerminal());
+  std::vector<eval::BenchResult> bench;
+  std::vector<eval::EvalResult> evals;
+  for (const std::string& path : args.configs) {
+    auto fail = [&](const absl::Status& st) {
+      progress.Finish();
+      PrintError(absl::StrCat(path, ": ", st.message()));
+      return kExitFailure;
+    };
+    auto session = eval::OpenSession(path, args.threads, /*need_tokenizer=*/true);
+    if (!session.ok()) {
+      progress.Finish();
+      PrintError(std::string(session.status().message()));
+      return kExitFailure;
+    }
+    const std::string& name = (*session)->name;
+    auto on_step = [&](const std::string& detail) { progress.Next(name + ": " + detail); };
+    for (int64_t length : *lengths) {
+      for (eval::TaskKind kind : *tasks) {
+        auto r = eval::RunEvalTask(**session, kind, length, args.samples, args.seed, on_step);
+        if (!r.ok()) return fail(r.status());
+        evals.push_back(std::move(*r));
+      }
+      auto b = eval::RunBench(**session, length, args.decode_tokens, args.repeats, args.seed,
+                              [&](const std::string& detail) { on_step("bench " + detail); });
+      if (!b.ok()) return fail(b.status());
+      bench.push_back(std::move(*b));
+    }
+  }
+  progress.Finish();
+
+  const std::vector<eval::CompareRow> rows =
+      eval::BuildCompareRows(names, *lengths, task_names, bench, evals);
+  std::cout << eval::CompareTable(rows).Render();
+  std::cout << "\nspeed-ups (x) are against " << names.front()
+            << " at the same length; accuracy is exact match over " << args.samples
+            << " samples per task and length; ppl is lm_ppl's perplexity.\n";
+
+  const std::filesystem::path dir(args.out);
+  const std::string csv_path = (dir / "compare.csv").string();
+  const std::string json_path = (dir / "compare.json").string();
+  const std::string svg_path = (dir / "compare.svg").string();
+  nlohmann::ordered_json json = {
+      {"configs", args.configs},
+      {"tasks", task_names},
+      {"lengths", *lengths},
+      {"samples", args.samples},
+      {"seed", args.seed},
+      {"decode_tokens", args.decode_tokens},
+      {"baseline", names.front()},
+      {"rows", eval::CompareJson(rows)},
+      {"bench", nlohmann::ordered_json::array()},
+      {"eval", nlohmann::ordered_json::array()},
+  };
+  for (const eval::BenchResult& b : bench) json["bench"].push_back(eval::BenchJson(b));
+  for (const eval::EvalResult& e : evals) json["eval"].push_back(eval::EvalJson(e, true));
+  for (const auto& [path, text] :
+       {std::pair{csv_path,
+                  eval::FormatCsv(eval::CompareCsvHeader(task_names), eval::CompareCsvRows(rows))},
+        std::pair{json_path, json.dump(2) + "\n"},
+        std::pair{svg_path, eval::RenderScatterSvg(eval::ComparePlot(rows))}}) {
+    absl::Status st = eval::WriteTextFile(path, text);
+    if (!st.ok()) {
+      PrintError(std::string(st.message()));
+      return kExitFailure;
+    }
+  }
+  std::cout << "\nwrote " << csv_path << "\n      " << json_path << "\n      " << svg_path
+            << "  (accuracy against prefill time; open it in a browser)\n";
+  return kExitOk;
+}
+
+std::function<int()> SetupCompare(CLI::App& app) {
+  auto args = std::make_shared<CompareArgs>();
+  app.description(
+      "Run the same eval and bench on several configs and print one side-by-side table; "
+      "write CSV, JSON and an SVG of accuracy against prefill time");
+  app.add_option("configs", args->configs,
+                 "Engine configs (TOML); the first is the baseline of the speed-ups")
+      ->required()
+      ->check(CLI::ExistingFile);
+  app.add_option("--tasks", args->tasks, "Comma-separated eval tasks, or all")
+      ->capture_default_str();
+  app.add_option("--lengths", args->lengths,
+                 "Comma-separated lengths in tokens, for both eval prompts and bench contexts")
+      ->capture_default_str();
+  app.add_option("--samples", args->samples, "Eval samples per task and length")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  app.add_option("--seed", args->seed, "Seed of the eval samples and bench prompts")
+      ->capture_default_str();
+  app.add_option("--decode-tokens", args->decode_tokens, "Bench decode steps")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 20));
+  app.add_option("--repeats", args->repeats, "Bench runs per point (median)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--threads", args->threads,
+                 "Worker threads for the model (0: all cores; default: each config's)")
+      ->check(CLI::Range(0, 4096));
+  app.add_option("--out", args->out, "Folder for compare.csv, compare.json and compare.svg")
+      ->capture_default_str();
+  app.footer(
+      "Examples:\n"
+      "  fluxattn compare models/demo/configs/*.toml --lengths 512,1k --samples 2\n"
+      "  fluxattn compare fa.toml flux.toml --tasks passkey,niah_multikey,lm_ppl \\\n"
+      "      --lengths 4k,16k --samples 20 --decode-tokens 64 --out results/\n"
+      "Exit codes: 0 ok, 1 runtime failure, 2 usage error.");
+  return [args] { return RunCompareCommand(*args); };
+}
+
+}  // namespace
+}  // namespace fluxattn::cli
+
+FLUXATTN_REGISTER_COMMAND(compare, fluxattn::cli::SetupCompare);

@@ -1,0 +1,236 @@
+#include "eval/runner.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "eval/lengths.h"
+#include "eval/scoring.h"
+#include "eval/words.h"
+#include "fluxattn/models/decoder_model.h"
+#include "fluxattn/models/model_config.h"
+#include "fluxattn/models/safetensors.h"
+#include "fluxattn/plugin_registry.h"
+#include "fluxattn/status.h"
+
+namespace fluxattn::eval {
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return kNaN;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Session>> OpenSession(const std::string& config_path, int threads,
+                                                     bool need_tokenizer) {
+  auto session = std::make_unique<Session>();
+  session->config_path = config_path;
+  session->name = std::filesystem::path(config_path).stem().string();
+  FLUXATTN_ASSIGN_OR_RETURN(EngineConfig config, LoadEngineConfig(config_path));
+  if (config.model.path.empty()) {
+    return InvalidInput(absl::StrCat(config_path, ": [model] path"), "a checkpoint folder",
+                        "nothing");
+  }
+  if (config.model.device != "cpu") {
+    return InvalidInput(absl::StrCat(config_path, ": [model] device"),
+                        "\"cpu\" (the engine runs models on the cpu)",
+                        absl::StrCat("\"", config.model.device, "\""));
+  }
+  if (config.model.dtype != "f32") {
+    return InvalidInput(absl::StrCat(config_path, ": [model] dtype"),
+                        "\"f32\" (weights are converted to f32 on load)",
+                        absl::StrCat("\"", config.model.dtype, "\""));
+  }
+  session->model_dir = config.model.path;
+  const bool has_tokenizer =
+      std::filesystem::exists(std::filesystem::path(session->model_dir) / "tokenizer.json");
+  if (need_tokenizer && !has_tokenizer) {
+    return InvalidInput(absl::StrCat(config_path, ": [model] path ", session->model_dir),
+                        "a checkpoint with tokenizer.json (the tasks are written in text)",
+                        "no tokenizer.json");
+  }
+  if (has_tokenizer) {
+    FLUXATTN_ASSIGN_OR_RETURN(session->tokenizer,
+                              models::Tokenizer::FromModelDir(session->model_dir));
+  }
+  models::ModelLoadOptions load;
+  load.threads = threads >= 0 ? threads : config.model.threads;
+  FLUXATTN_ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model,
+                            models::LoadLanguageModel(session->model_dir, load));
+  if (session->tokenizer && session->tokenizer->vocab_size() > model->info().vocab_size) {
+    return InvalidInput(
+        absl::StrCat(session->model_dir, "/tokenizer.json"),
+        absl::StrCat("at most ", model->info().vocab_size, " ids (config.json vocab_size)"),
+        absl::StrCat(session->tokenizer->vocab_size(), " ids"));
+  }
+  PluginRegistry registry;
+  FLUXATTN_RETURN_IF_ERROR(PrepareRegistry(config, registry));
+  FLUXATTN_ASSIGN_OR_RETURN(Composition composition, Compose(config, registry));
+  EngineOptions options;
+  options.open_weights = [](const std::string& path) {
+    return models::OpenSafetensorsWeights(path);
+  };
+  FLUXATTN_ASSIGN_OR_RETURN(session->engine,
+                            Engine::Create(std::move(model), std::move(composition), options));
+  return session;
+}
+
+absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int decode_tokens,
+                                     int repeats, uint64_t seed, const StepCallback& on_step) {
+  const ModelInfo& info = session.engine->model().info();
+  std::mt19937_64 rng(seed ^ (static_cast<uint64_t>(context) * 0x9E3779B97F4A7C15ull));
+  std::vector<int64_t> prompt(context);
+  for (int64_t& id : prompt) id = static_cast<int64_t>(PickIndex(rng, info.vocab_size));
+
+  GenerationOptions options;
+  // The first new token comes from the prefill; every further one is a decode step.
+  options.max_new_tokens = decode_tokens + 1;
+  options.ignore_eos = true;
+  BenchResult r;
+  r.config = session.name;
+  r.context = context;
+  r.decode_tokens = decode_tokens;
+  r.repeats = repeats;
+  std::vector<double> prefill, decode;
+  double sa = 0.0;
+  for (int rep = 0; rep < repeats; ++rep) {
+    if (on_step) on_step(absl::StrCat(FormatLength(context), ", run ", rep + 1, "/", repeats));
+    FLUXATTN_ASSIGN_OR_RETURN(BatchResult out, session.engine->Generate({prompt}, options));
+    prefill.push_back(out.timing.prefill_seconds);
+    if (out.timing.decode_tokens > 0) {
+      decode.push_back(1e3 * out.timing.decode_seconds /
+                       static_cast<double>(out.timing.decode_tokens));
+    }
+    const RequestTrace& trace = out.requests[0].trace;
+    sa += trace.sa_ratio;
+    r.kv_bytes_after_prefill = trace.kv_bytes_after_prefill;
+    r.kv_bytes = trace.kv_bytes;
+    r.kv_bytes_full = trace.kv_bytes_written;
+  }
+  r.prefill_seconds = Median(prefill);
+  r.prefill_tokens_per_second = static_cast<double>(context) / r.prefill_seconds;
+  r.decode_ms_per_token = Median(decode);
+  r.sa_ratio = repeats > 0 ? sa / repeats : kNaN;
+  return r;
+}
+
+namespace {
+
+// Perplexity of the last `scored_tokens` document tokens: one prefill per scored position, each
+// reading the next token's logits from the prefill (the engine exposes last-position logits).
+absl::Status ScorePerplexity(Session& session, const TaskSample& sample, SampleResult& out) {
+  GenerationOptions options;
+  options.max_new_tokens = 1;
+  options.record_logits = true;
+  options.ignore_eos = true;
+  const int64_t n = static_cast<int64_t>(sample.prompt_ids.size());
+  double nll = 0.0, sa = 0.0, prefill = 0.0;
+  for (int64_t pos = n - sample.scored_tokens; pos < n; ++pos) {
+    std::vector<int64_t> prefix(sample.prompt_ids.begin(), sample.prompt_ids.begin() + pos);
+    FLUXATTN_ASSIGN_OR_RETURN(BatchResult result, session.engine->Generate({prefix}, options));
+    const GenerationResult& g = result.requests[0];
+    if (g.step_logits.empty()) return absl::InternalError("lm_ppl: the engine returned no logits");
+    nll += NegativeLogLikelihood(g.step_logits[0], sample.prompt_ids[pos]);
+    sa += g.trace.sa_ratio;
+    prefill += result.timing.prefill_seconds;
+  }
+  const double k = static_cast<double>(sample.scored_tokens);
+  out.nll = nll / k;
+  out.sa_ratio = sa / k;
+  out.prefill_seconds = prefill / k;
+  return absl::OkStatus();
+}
+
+// Token ids that end an answer line: the encodings of "\n" variants that are single tokens.
+std::vector<int64_t> NewlineTokens(const models::Tokenizer& tok) {
+  std::vector<int64_t> ids;
+  for (const char* text : {"\n", "\n\n", ".\n"}) {
+    auto enc = tok.Encode(text, /*add_special_tokens=*/false);
+    if (enc.ok() && enc->size() == 1) ids.push_back((*enc)[0]);
+  }
+  return ids;
+}
+
+}  // namespace
+
+absl::StatusOr<EvalResult> RunEvalTask(Session& session, TaskKind kind, int64_t length, int samples,
+                                       uint64_t seed, const StepCallback& on_step) {
+  if (!session.tokenizer) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(session.model_dir, ": eval needs the checkpoint's tokenizer.json"));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  TaskGenerator generator(*session.tokenizer);
+  EvalResult r;
+  r.config = session.name;
+  r.task = TaskName(kind);
+  r.length = length;
+  r.samples = samples;
+  const std::vector<int64_t> newline = NewlineTokens(*session.tokenizer);
+  double nll = 0.0, tokens = 0.0, sa = 0.0, prefill = 0.0;
+  for (int i = 0; i < samples; ++i) {
+    if (on_step) {
+      on_step(absl::StrCat(r.task, " ", FormatLength(length), ", sample ", i + 1, "/", samples));
+    }
+    const uint64_t sample_seed = seed + static_cast<uint64_t>(i);
+    FLUXATTN_ASSIGN_OR_RETURN(TaskSample sample, generator.Generate(kind, length, sample_seed));
+    SampleResult s;
+    s.seed = sample_seed;
+    s.prompt_tokens = static_cast<int64_t>(sample.prompt_ids.size());
+    if (kind == TaskKind::kLmPerplexity) {
+      FLUXATTN_RETURN_IF_ERROR(ScorePerplexity(session, sample, s));
+      nll += s.nll;
+    } else {
+      FLUXATTN_ASSIGN_OR_RETURN(std::vector<int64_t> answer_ids,
+                                generator.Encode(absl::StrCat(" ", sample.answer)));
+      GenerationOptions options;
+      // Room for the answer plus a few tokens of spacing or punctuation; a longer output could
+      // not match anyway.
+      options.max_new_tokens = static_cast<int>(answer_ids.size()) + 6;
+      options.stop_tokens = newline;
+      FLUXATTN_ASSIGN_OR_RETURN(BatchResult result,
+                                session.engine->Generate({sample.prompt_ids}, options));
+      const GenerationResult& g = result.requests[0];
+      std::vector<int32_t> out_ids(g.tokens.begin(), g.tokens.end());
+      FLUXATTN_ASSIGN_OR_RETURN(s.output, session.tokenizer->Decode(out_ids, true));
+      s.expected = sample.answer;
+      s.correct = ExactMatch(s.output, sample.answer);
+      s.sa_ratio = g.trace.sa_ratio;
+      s.prefill_seconds = result.timing.prefill_seconds;
+      r.correct += s.correct ? 1 : 0;
+    }
+    tokens += static_cast<double>(s.prompt_tokens);
+    sa += s.sa_ratio;
+    prefill += s.prefill_seconds;
+    r.details.push_back(std::move(s));
+  }
+  const double n = std::max(1, samples);
+  if (kind == TaskKind::kLmPerplexity) {
+    r.accuracy = kNaN;
+    r.perplexity = std::exp(nll / n);
+  } else {
+    r.accuracy = static_cast<double>(r.correct) / n;
+    r.perplexity = kNaN;
+  }
+  r.mean_prompt_tokens = tokens / n;
+  r.sa_ratio = sa / n;
+  r.prefill_seconds = prefill / n;
+  r.seconds = Seconds(start, std::chrono::steady_clock::now());
+  return r;
+}
+
+}  // namespace fluxattn::eval

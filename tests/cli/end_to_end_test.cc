@@ -1,0 +1,226 @@
+// The bench, eval and compare commands run as a user runs them, on the bundled demo configs
+// (a tiny random-weight Flux checkpoint), at lengths small enough to take seconds. What the
+// model answers is meaningless with random weights; what is checked is what the commands must
+// get right whatever the model: exit codes, exact prompt lengths, KV sizes, SA ratios of fixed
+// routers, and files that read back.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "eval/csv.h"
+#include "eval/tasks.h"
+#include "fluxattn/models/tokenizer.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+
+namespace fluxattn::eval {
+namespace {
+
+using ::testing::HasSubstr;
+
+const std::string kConfigs = absl::StrCat(FLUXATTN_SOURCE_DIR, "/models/demo/configs/");
+
+struct RunResult {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+RunResult RunCli(const std::string& args) {
+  static int calls = 0;
+  const std::string err_path =
+      absl::StrCat(::testing::TempDir(), "/cli_stderr_", getpid(), "_", ++calls, ".txt");
+  const std::string cmd = absl::StrCat(FLUXATTN_CLI_BINARY, " ", args, " 2>", err_path);
+  RunResult r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) r.out.append(buf, n);
+  const int status = pclose(pipe);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  r.err = ReadFile(err_path);
+  std::filesystem::remove(err_path);
+  return r;
+}
+
+std::string Fresh(const std::string& name) {
+  const std::string dir = ::testing::TempDir() + "/fluxattn_cli_" + name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+// Bytes of a full KV cache of the demo model: 4 layers, 2 KV heads of 16 floats, K and V,
+// pages of 64 positions.
+size_t FullKvBytes(int64_t positions) {
+  const int64_t pages = (positions + 63) / 64;
+  return static_cast<size_t>(4 * pages * 64 * 2 * 2 * 16 * 4);
+}
+
+TEST(Bench, ExactLengthsKvAndFixedRoutersSaRatios) {
+  const std::string dir = Fresh("bench");
+  RunResult r =
+      RunCli(absl::StrCat("bench --config ", kConfigs, "fa_only.toml --config ", kConfigs,
+                          "static_hybrid.toml --context 600,1k --decode-tokens 3 --threads 1",
+                          " --json ", dir, "/b.json --csv ", dir, "/b.csv"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("prefill tok/s"));
+  auto json = nlohmann::json::parse(ReadFile(dir + "/b.json"));
+  ASSERT_EQ(json["bench"].size(), 4u);
+  std::map<std::pair<std::string, int64_t>, nlohmann::json> by;
+  for (const auto& row : json["bench"]) {
+    by[{row["config"].get<std::string>(), row["context"].get<int64_t>()}] = row;
+    // The cache holds the prompt and every decoded token but the last: context + 3 positions.
+    EXPECT_EQ(row["kv_bytes_full"].get<size_t>(), FullKvBytes(row["context"].get<int64_t>() + 3));
+    EXPECT_GT(row["prefill_seconds"].get<double>(), 0.0);
+    EXPECT_GT(row["decode_ms_per_token"].get<double>(), 0.0);
+  }
+  for (int64_t ctx : {600, 1024}) {
+    const auto& fa = by[{"fa_only", ctx}];
+    const auto& hybrid = by[{"static_hybrid", ctx}];
+    EXPECT_EQ(fa["sa_ratio"].get<double>(), 0.0);
+    EXPECT_EQ(hybrid["sa_ratio"].get<double>(), 0.5);  // pattern "FS" on 4 layers
+    EXPECT_EQ(fa["kv_bytes"].get<size_t>(), fa["kv_bytes_full"].get<size_t>());
+    // Streaming layers (sink 64, window 256, block 128) drop the middle of the prompt.
+    EXPECT_LT(hybrid["kv_bytes"].get<size_t>(), fa["kv_bytes"].get<size_t>());
+  }
+  auto csv = ParseCsv(ReadFile(dir + "/b.csv"));
+  ASSERT_TRUE(csv.ok());
+  ASSERT_EQ(csv->size(), 5u);
+  EXPECT_EQ((*csv)[0][0], "config");
+}
+
+TEST(Eval, UsesTheTasksOfTheGeneratorAndScoresEverySample) {
+  const std::string dir = Fresh("eval");
+  RunResult r = RunCli(absl::StrCat("eval --config ", kConfigs,
+                                    "static_hybrid.toml --tasks passkey,kv_retrieval,lm_ppl "
+                                    "--lengths 300 --samples 2 --seed 4 --details --json ",
+                                    dir, "/e.json"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto json = nlohmann::json::parse(ReadFile(dir + "/e.json"));
+  ASSERT_EQ(json["results"].size(), 3u);
+  auto tok =
+      models::Tokenizer::FromModelDir(absl::StrCat(FLUXATTN_SOURCE_DIR, "/models/demo/flux-tiny"));
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  TaskGenerator gen(**tok);
+  for (const auto& res : json["results"]) {
+    const std::string task = res["task"];
+    EXPECT_EQ(res["samples"], 2);
+    EXPECT_EQ(res["sa_ratio"].get<double>(), 0.5);
+    ASSERT_EQ(res["details"].size(), 2u);
+    int correct = 0;
+    for (size_t i = 0; i < 2; ++i) {
+      const auto& d = res["details"][i];
+      EXPECT_EQ(d["seed"], 4 + i);
+      TaskKind kind = (*ParseTaskList(task, "task"))[0];
+      auto sample = gen.Generate(kind, 300, 4 + i);
+      ASSERT_TRUE(sample.ok());
+      EXPECT_EQ(d["prompt_tokens"].get<int64_t>(), static_cast<int64_t>(sample->prompt_ids.size()));
+      EXPECT_LE(d["prompt_tokens"].get<int64_t>(), 300);
+      if (task == "lm_ppl") {
+        EXPECT_GT(d["nll"].get<double>(), 0.0);
+      } else {
+        EXPECT_EQ(d["expected"], sample->answer);
+        correct += d["correct"].get<bool>() ? 1 : 0;
+      }
+    }
+    if (task == "lm_ppl") {
+      EXPECT_TRUE(res["accuracy"].is_null());
+      EXPECT_GT(res["perplexity"].get<double>(), 1.0);
+    } else {
+      EXPECT_EQ(res["correct"].get<int>(), correct);
+      EXPECT_DOUBLE_EQ(res["accuracy"].get<double>(), correct / 2.0);
+    }
+  }
+}
+
+TEST(Compare, TableCsvJsonAndSvg) {
+  const std::string dir = Fresh("compare");
+  RunResult r = RunCli(absl::StrCat("compare ", kConfigs, "fa_only.toml ", kConfigs,
+                                    "flux_router.toml --tasks passkey,lm_ppl --lengths 256,600 "
+                                    "--samples 1 --decode-tokens 2 --threads 1 --out ",
+                                    dir));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("prefill x"));
+  EXPECT_THAT(r.out, HasSubstr(dir + "/compare.svg"));
+  auto csv = ParseCsv(ReadFile(dir + "/compare.csv"));
+  ASSERT_TRUE(csv.ok());
+  ASSERT_EQ(csv->size(), 5u);  // header + 2 configs x 2 lengths
+  const CsvRow& header = (*csv)[0];
+  const size_t speedup =
+      std::find(header.begin(), header.end(), "prefill_speedup") - header.begin();
+  ASSERT_LT(speedup, header.size());
+  EXPECT_EQ((*csv)[1][0], "fa_only");
+  EXPECT_EQ((*csv)[1][speedup], "1.0000");
+  auto json = nlohmann::json::parse(ReadFile(dir + "/compare.json"));
+  EXPECT_EQ(json["rows"].size(), 4u);
+  EXPECT_EQ(json["baseline"], "fa_only");
+  for (const auto& row : json["rows"]) {
+    if (row["config"] == "fa_only") EXPECT_EQ(row["sa_ratio"].get<double>(), 0.0);
+  }
+  const std::string svg = ReadFile(dir + "/compare.svg");
+  const std::regex point("<circle class=\"point\"");
+  EXPECT_EQ(
+      std::distance(std::sregex_iterator(svg.begin(), svg.end(), point), std::sregex_iterator()),
+      4);
+  EXPECT_THAT(svg, HasSubstr(">flux_router</text>"));
+}
+
+TEST(Usage, BadFlagsAreExitCodeTwoWithOneLine) {
+  for (const std::string& args :
+       {absl::StrCat("bench --config ", kConfigs, "fa_only.toml --context 4q"),
+        absl::StrCat("eval --config ", kConfigs, "fa_only.toml --tasks nope"),
+        absl::StrCat("eval --config ", kConfigs, "fa_only.toml --lengths 1k,,2k"),
+        absl::StrCat("compare ", kConfigs, "fa_only.toml --samples 0"),
+        std::string("eval --lengths 1k"), std::string("compare"),
+        std::string("bench --config /nonexistent.toml")}) {
+    RunResult r = RunCli(args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+    EXPECT_FALSE(r.err.empty()) << args;
+  }
+  RunResult bad = RunCli(absl::StrCat("bench --config ", kConfigs, "fa_only.toml --context 4q"));
+  EXPECT_THAT(bad.err, HasSubstr("\"4q\""));
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1);
+}
+
+TEST(Usage, HelpHasExamples) {
+  for (const char* cmd : {"bench", "eval", "compare"}) {
+    RunResult r = RunCli(absl::StrCat(cmd, " --help"));
+    EXPECT_EQ(r.code, 0) << cmd;
+    EXPECT_THAT(r.out, HasSubstr("Examples:")) << cmd;
+  }
+}
+
+TEST(Failure, UnloadableModelIsExitCodeOne) {
+  const std::string dir = Fresh("failure");
+  const std::string config = dir + "/broken.toml";
+  std::ofstream(config) << "[model]\npath = \"no-such-model\"\n[backends.full]\nplugin = "
+                           "\"full\"\n";
+  RunResult r = RunCli(absl::StrCat("eval --config ", config, " --tasks passkey --lengths 300"));
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("no-such-model"));
+  r = RunCli(absl::StrCat("compare ", kConfigs, "fa_only.toml ", config,
+                          " --tasks passkey --lengths 300 --samples 1 --out ", dir));
+  EXPECT_EQ(r.code, 1) << r.err;
+}
+
+}  // namespace
+}  // namespace fluxattn::eval
