@@ -72,7 +72,19 @@ class DecoderModel : public LanguageModel {
   absl::StatusOr<std::vector<float>> Get(const std::string& name,
                                          const std::vector<int64_t>& shape) {
     FLUXATTN_ASSIGN_OR_RETURN(Tensor t, weights_->GetF32(name, shape));
-    return ToVector(t);
+    std::vector<float> values = ToVector(t);
+    // One NaN or infinite weight turns every logit into NaN and greedy decoding then silently
+    // returns token 0; a corrupt checkpoint is refused at load instead.
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (!std::isfinite(values[i])) {
+        return InvalidInput(
+            absl::StrCat(spec_.info.path.empty() ? "weights" : spec_.info.path, ": tensor '",
+                         name, "'"),
+            "finite weights",
+            absl::StrCat(std::isnan(values[i]) ? "NaN" : "an infinite value", " at element ", i));
+      }
+    }
+    return values;
   }
   // Loads and stacks the given [rows_i, in] matrices (and their biases when `bias`).
   absl::StatusOr<Linear> LoadLinear(const std::vector<std::pair<std::string, int64_t>>& parts,

@@ -41,6 +41,11 @@ class ConfigReader {
     return obj.contains(key) && !obj.at(key).is_null();
   }
 
+  // Sizes are stored as int and multiplied into tensor shapes; a cap far above any real model
+  // keeps an absurd config.json (hidden_size 2^40) from wrapping around or reaching an
+  // allocation.
+  static constexpr int64_t kMaxSize = int64_t{1} << 24;
+
   absl::StatusOr<int64_t> Int(const json& obj, const std::string& key, const std::string& path,
                               std::optional<int64_t> fallback, int64_t min_value) const {
     if (!Present(obj, key)) {
@@ -52,8 +57,10 @@ class ConfigReader {
       return InvalidInput(Where(path), "an integer", v.dump());
     }
     int64_t value = v.get<int64_t>();
-    if (value < min_value) {
-      return InvalidInput(Where(path), absl::StrCat("an integer >= ", min_value), v.dump());
+    if (value < min_value || value > kMaxSize) {
+      return InvalidInput(Where(path),
+                          absl::StrCat("an integer in [", min_value, ", ", kMaxSize, "]"),
+                          v.dump());
     }
     return value;
   }

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,11 @@ using fluxattn::models::Tokenizer;
 
 const Tokenizer& FixtureTokenizer() {
   static const Tokenizer* tokenizer = [] {
-    const std::string dir = std::string(FLUXATTN_TOKENIZER_FIXTURES) + "/qwen2";
+    // FLUXATTN_TOKENIZER_FIXTURES in the environment overrides the source tree's folder (for
+    // fuzzing from a copied build on another machine).
+    const char* env = std::getenv("FLUXATTN_TOKENIZER_FIXTURES");
+    const std::string dir =
+        std::string(env != nullptr ? env : FLUXATTN_TOKENIZER_FIXTURES) + "/qwen2";
     auto loaded = Tokenizer::FromModelDir(dir);
     if (!loaded.ok()) Fail("fixture tokenizer loads", std::string(loaded.status().message()));
     for (const auto& token : (*loaded)->added_tokens()) {
