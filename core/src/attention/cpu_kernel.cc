@@ -3,10 +3,10 @@
 // Work is split into units (query block, KV head). A unit's rows are the pairs (query, query
 // head of the KV head's group), so one K/V tile serves every query head sharing it (GQA). Rows
 // are processed in tiles of kRowTile against key tiles of up to kKeyTile keys taken from the
-// layout's KV blocks: S = Q K^T, masking, online softmax, O += P V, both products through one
-// register-blocked micro-kernel. When there are too few units to fill the threads (decode, short
-// prompts), each unit's KV blocks are split into ranges whose partial results (max, sum, output)
-// are merged afterwards.
+// layout's KV blocks: S^T = K Q^T (keys read in place from their pages), masking, online
+// softmax, O += P V, both products through a register-blocked 4x16 micro-kernel. When there are
+// too few units to fill the threads (decode, short prompts), each unit's KV blocks are split into
+// ranges whose partial results (max, sum, output) are merged afterwards.
 #include <algorithm>
 #include <atomic>
 #include <cmath>

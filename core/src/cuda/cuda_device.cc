@@ -25,13 +25,13 @@ absl::Status CudaError(cudaError_t error, const std::string& where, const std::s
                                             : absl::InternalError(message);
 }
 
-#define FLUXATTN_CUDA_RETURN_IF_ERROR(where, call_text, expr)  \
-  do {                                                         \
-    cudaError_t _fa_err = (expr);                              \
-    if (_fa_err != cudaSuccess) {                              \
-      (void)cudaGetLastError(); /* clear sticky-free errors */ \
-      return CudaError(_fa_err, where, call_text);             \
-    }                                                          \
+#define FLUXATTN_CUDA_RETURN_IF_ERROR(where, call_text, expr)              \
+  do {                                                                     \
+    cudaError_t _fa_err = (expr);                                          \
+    if (_fa_err != cudaSuccess) {                                          \
+      (void)cudaGetLastError(); /* reset, so the next call starts clean */ \
+      return CudaError(_fa_err, where, call_text);                         \
+    }                                                                      \
   } while (false)
 
 class CudaStreamImpl final : public Stream {
