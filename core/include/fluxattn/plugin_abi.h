@@ -80,16 +80,17 @@ void DestroyNoexcept(void* object) noexcept {
   delete static_cast<Interface*>(object);
 }
 
+// The specs live in a function-local static of the plugin library, destroyed when the library
+// is unloaded (a heap copy would outlive its only pointer and read as a leak).
 template <typename T>
 const std::vector<ParamSpec>* SpecsNoexcept() noexcept {
-  static const std::vector<ParamSpec>* specs = [] {
-    try {
-      return new std::vector<ParamSpec>(T::Params());
-    } catch (...) {
-      return new std::vector<ParamSpec>();
-    }
-  }();
-  return specs;
+  try {
+    static const std::vector<ParamSpec> specs = T::Params();
+    return &specs;
+  } catch (...) {
+    static const std::vector<ParamSpec> none;
+    return &none;
+  }
 }
 
 }  // namespace plugin_internal
