@@ -11,22 +11,6 @@
 #include "fluxattn/status.h"
 
 namespace fluxattn::plugins {
-namespace {
-
-ParamSpec IntSpec(const std::string& name, int64_t def, double lo, double hi,
-                  const std::string& description) {
-  ParamSpec spec;
-  spec.name = name;
-  spec.type = ParamType::kInt;
-  spec.default_value = def;
-  spec.min_value = lo;
-  spec.max_value = hi;
-  spec.description = description;
-  return spec;
-}
-
-}  // namespace
-
 absl::Status QuestState::Update(const KvView& kv) {
   if (kv.length < covered_) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -58,13 +42,13 @@ absl::Status QuestState::Update(const KvView& kv) {
 
 std::vector<ParamSpec> QuestBackend::Params() {
   std::vector<ParamSpec> specs;
-  specs.push_back(IntSpec("page_size", 16, 1, 4096, "Tokens per selection page."));
-  specs.push_back(IntSpec("budget_tokens", 2048, 1, 1e9,
+  specs.push_back(IntParamSpec("page_size", 16, 1, 4096, "Tokens per selection page."));
+  specs.push_back(IntParamSpec("budget_tokens", 2048, 1, 1e9,
                           "Tokens read per decode step (rounded up to whole pages), sink and "
                           "recent pages included."));
-  specs.push_back(IntSpec("sink_pages", 1, 0, 1 << 20, "First pages always read."));
+  specs.push_back(IntParamSpec("sink_pages", 1, 0, 1 << 20, "First pages always read."));
   specs.push_back(
-      IntSpec("recent_pages", 1, 1, 1 << 20, "Last pages (the query's own included) always read."));
+      IntParamSpec("recent_pages", 1, 1, 1 << 20, "Last pages (the query's own included) always read."));
   ParamSpec prefill;
   prefill.name = "prefill";
   prefill.type = ParamType::kString;

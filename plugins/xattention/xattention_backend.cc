@@ -12,27 +12,11 @@
 #include "fluxattn/status.h"
 
 namespace fluxattn::plugins {
-namespace {
-
-ParamSpec IntSpec(const std::string& name, int64_t def, double lo, double hi,
-                  const std::string& description) {
-  ParamSpec spec;
-  spec.name = name;
-  spec.type = ParamType::kInt;
-  spec.default_value = def;
-  spec.min_value = lo;
-  spec.max_value = hi;
-  spec.description = description;
-  return spec;
-}
-
-}  // namespace
-
 std::vector<ParamSpec> XAttentionBackend::Params() {
   std::vector<ParamSpec> specs;
-  specs.push_back(IntSpec("block_size", 128, 1, 4096,
+  specs.push_back(IntParamSpec("block_size", 128, 1, 4096,
                           "Query and KV block size in tokens (a multiple of stride)."));
-  specs.push_back(IntSpec("stride", 8, 1, 256, "Antidiagonal stride S used for scoring."));
+  specs.push_back(IntParamSpec("stride", 8, 1, 256, "Antidiagonal stride S used for scoring."));
   ParamSpec threshold;
   threshold.name = "threshold";
   threshold.type = ParamType::kFloat;
@@ -43,7 +27,7 @@ std::vector<ParamSpec> XAttentionBackend::Params() {
       "Cumulative threshold tau: per query block, keep the highest-scoring KV blocks until "
       "they hold this share of the estimated attention mass (1 keeps every causal block).";
   specs.push_back(threshold);
-  specs.push_back(IntSpec("sink_blocks", 1, 0, 1 << 20,
+  specs.push_back(IntParamSpec("sink_blocks", 1, 0, 1 << 20,
                           "Leading KV blocks every query block keeps (attention sinks)."));
   ParamSpec decode;
   decode.name = "decode";

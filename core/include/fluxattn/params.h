@@ -7,6 +7,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <variant>
 #include <vector>
 
@@ -35,6 +36,19 @@ struct ParamSpec {
   // Allowed values for kString (empty: any string).
   std::vector<std::string> choices;
 };
+
+// An integer parameter with a default and inclusive bounds.
+inline ParamSpec IntParamSpec(std::string name, int64_t default_value, double min_value,
+                              double max_value, std::string description) {
+  ParamSpec spec;
+  spec.name = std::move(name);
+  spec.type = ParamType::kInt;
+  spec.default_value = default_value;
+  spec.min_value = min_value;
+  spec.max_value = max_value;
+  spec.description = std::move(description);
+  return spec;
+}
 
 // Validated parameter values of one plugin instance: every declared parameter has a value
 // (explicit or default) of the declared type.
