@@ -62,19 +62,12 @@ int RunBenchCommand(const BenchArgs& args) {
   if (!args.json.empty()) {
     nlohmann::ordered_json out = {{"bench", nlohmann::ordered_json::array()}};
     for (const eval::BenchResult& r : results) out["bench"].push_back(eval::BenchJson(r));
-    absl::Status st = eval::WriteTextFile(args.json, out.dump(2) + "\n");
-    if (!st.ok()) {
-      PrintError(std::string(st.message()));
-      return kExitFailure;
-    }
+    if (!WriteOutputFile(args.json, out.dump(2) + "\n")) return kExitFailure;
   }
   if (!args.csv.empty()) {
-    absl::Status st = eval::WriteTextFile(
-        args.csv, eval::FormatCsv(eval::BenchCsvHeader(), eval::BenchCsvRows(results)));
-    if (!st.ok()) {
-      PrintError(std::string(st.message()));
+    if (!WriteOutputFile(args.csv,
+                         eval::FormatCsv(eval::BenchCsvHeader(), eval::BenchCsvRows(results))))
       return kExitFailure;
-    }
   }
   return kExitOk;
 }

@@ -131,11 +131,7 @@ int RunCompareCommand(const CompareArgs& args) {
                   eval::FormatCsv(eval::CompareCsvHeader(task_names), eval::CompareCsvRows(rows))},
         std::pair{json_path, json.dump(2) + "\n"},
         std::pair{svg_path, eval::RenderScatterSvg(eval::ComparePlot(rows))}}) {
-    absl::Status st = eval::WriteTextFile(path, text);
-    if (!st.ok()) {
-      PrintError(std::string(st.message()));
-      return kExitFailure;
-    }
+    if (!WriteOutputFile(path, text)) return kExitFailure;
   }
   std::cout << "\nwrote " << csv_path << "\n      " << json_path << "\n      " << svg_path
             << "  (accuracy against prefill time; open it in a browser)\n";

@@ -70,19 +70,12 @@ int RunEvalCommand(const EvalArgs& args) {
     for (const eval::EvalResult& r : results) {
       out["results"].push_back(eval::EvalJson(r, args.details));
     }
-    absl::Status st = eval::WriteTextFile(args.json, out.dump(2) + "\n");
-    if (!st.ok()) {
-      PrintError(std::string(st.message()));
-      return kExitFailure;
-    }
+    if (!WriteOutputFile(args.json, out.dump(2) + "\n")) return kExitFailure;
   }
   if (!args.csv.empty()) {
-    absl::Status st = eval::WriteTextFile(
-        args.csv, eval::FormatCsv(eval::EvalCsvHeader(), eval::EvalCsvRows(results)));
-    if (!st.ok()) {
-      PrintError(std::string(st.message()));
+    if (!WriteOutputFile(args.csv,
+                         eval::FormatCsv(eval::EvalCsvHeader(), eval::EvalCsvRows(results))))
       return kExitFailure;
-    }
   }
   return kExitOk;
 }

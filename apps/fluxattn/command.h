@@ -30,6 +30,9 @@ struct CommandRegistration {
 // Prints "fluxattn: error: <message>" to stderr (one line).
 void PrintError(const std::string& message);
 
+// Writes `contents` to `path`; on failure prints the error and returns false.
+bool WriteOutputFile(const std::string& path, const std::string& contents);
+
 }  // namespace fluxattn::cli
 
 #define FLUXATTN_REGISTER_COMMAND(name, setup_fn) \

@@ -3,6 +3,7 @@
 
 #include "CLI/CLI.hpp"
 #include "command.h"
+#include "eval/csv.h"
 #include "fluxattn/version.h"
 
 namespace fluxattn::cli {
@@ -13,6 +14,12 @@ std::vector<Command>& Commands() {
 }
 
 void PrintError(const std::string& message) { std::cerr << "fluxattn: error: " << message << "\n"; }
+
+bool WriteOutputFile(const std::string& path, const std::string& contents) {
+  absl::Status status = eval::WriteTextFile(path, contents);
+  if (!status.ok()) PrintError(std::string(status.message()));
+  return status.ok();
+}
 
 }  // namespace fluxattn::cli
 
