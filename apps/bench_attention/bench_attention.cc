@@ -20,6 +20,7 @@
 #include "fluxattn/attention/layout_builder.h"
 #include "fluxattn/attention/parallel_for.h"
 #include "fluxattn/attention_backend.h"
+#include "fluxattn/testing/reference_attention.h"
 #include "nlohmann/json.hpp"
 
 namespace fluxattn::bench {
@@ -43,12 +44,11 @@ struct Options {
 
 struct Inputs {
   std::vector<float> q, k, v;
-  std::vector<std::vector<float>> k_pages, v_pages;
-  std::vector<const float*> k_ptrs, v_ptrs;
+  std::unique_ptr<testing::PagedKv> paged;
   KvView view;
 };
 
-// Random queries for `length` positions and KV paged like the engine's cache.
+// Random queries for `length` positions and KV paged like the engine's pool (shuffled pages).
 Inputs MakeInputs(const Options& o, int64_t length, uint64_t seed) {
   Inputs in;
   std::mt19937_64 rng(seed);
@@ -56,22 +56,13 @@ Inputs MakeInputs(const Options& o, int64_t length, uint64_t seed) {
   in.q.resize(length * o.q_heads * o.head_dim);
   for (float& x : in.q) x = dist(rng);
   const int64_t row = static_cast<int64_t>(o.kv_heads) * o.head_dim;
-  const int64_t pages = (length + o.page_tokens - 1) / o.page_tokens;
-  for (int64_t p = 0; p < pages; ++p) {
-    in.k_pages.emplace_back(o.page_tokens * row);
-    in.v_pages.emplace_back(o.page_tokens * row);
-    for (float& x : in.k_pages.back()) x = dist(rng);
-    for (float& x : in.v_pages.back()) x = dist(rng);
-    in.k_ptrs.push_back(in.k_pages.back().data());
-    in.v_ptrs.push_back(in.v_pages.back().data());
-  }
-  in.view.num_kv_heads = o.kv_heads;
-  in.view.head_dim = o.head_dim;
-  in.view.page_tokens = o.page_tokens;
-  in.view.length = length;
-  in.view.k_pages = in.k_ptrs.data();
-  in.view.v_pages = in.v_ptrs.data();
-  in.view.num_pages = pages;
+  in.k.resize(length * row);
+  in.v.resize(length * row);
+  for (float& x : in.k) x = dist(rng);
+  for (float& x : in.v) x = dist(rng);
+  in.paged = std::make_unique<testing::PagedKv>(in.k, in.v, length, o.kv_heads, o.head_dim,
+                                                o.page_tokens, seed);
+  in.view = in.paged->view();
   return in;
 }
 
@@ -85,7 +76,8 @@ AttentionProblem MakeProblem(const Options& o, const Inputs& in, int64_t q_pos0,
   p.phase = n == 1 ? AttentionPhase::kDecode : AttentionPhase::kPrefill;
   p.q_pos0 = q_pos0;
   p.num_queries = n;
-  p.q = in.q.data() + q_pos0 * o.q_heads * o.head_dim;
+  p.q =
+      testing::HostQueries(in.q.data() + q_pos0 * o.q_heads * o.head_dim, n, o.q_heads, o.head_dim);
   p.kv = in.view;
   p.kv.length = q_pos0 + n;
   p.state = state;
@@ -121,7 +113,7 @@ absl::StatusOr<Measurement> TimePrefill(AttentionBackend& backend, const Options
     AttentionProblem p = MakeProblem(o, in, 0, length, state.get());
     const double c0 = ProcessCpuSeconds();
     auto t0 = std::chrono::steady_clock::now();
-    absl::Status status = backend.Forward(p, out.data());
+    absl::Status status = RunSingleProblem(backend, p, out.data());
     auto t1 = std::chrono::steady_clock::now();
     const double c1 = ProcessCpuSeconds();
     if (!status.ok()) return status;
@@ -152,7 +144,7 @@ absl::StatusOr<Measurement> TimeDecode(AttentionBackend& backend, const Options&
     std::vector<float> out(o.q_heads * o.head_dim);
     AttentionProblem p = MakeProblem(o, in, context - 2, 1, state.get());
     p.kv.length = context - 1;
-    absl::Status warm = backend.Forward(p, out.data());
+    absl::Status warm = RunSingleProblem(backend, p, out.data());
     if (!warm.ok()) return warm;
   }
   std::vector<float> out(o.q_heads * o.head_dim);
@@ -160,7 +152,7 @@ absl::StatusOr<Measurement> TimeDecode(AttentionBackend& backend, const Options&
     AttentionProblem p = MakeProblem(o, in, context - 1, 1, state.get());
     const double c0 = ProcessCpuSeconds();
     auto t0 = std::chrono::steady_clock::now();
-    absl::Status status = backend.Forward(p, out.data());
+    absl::Status status = RunSingleProblem(backend, p, out.data());
     auto t1 = std::chrono::steady_clock::now();
     const double c1 = ProcessCpuSeconds();
     if (!status.ok()) return status;

@@ -107,11 +107,11 @@ absl::StatusOr<ParamValues> ParamsFor(const PluginInfo& info, const CheckArgs& a
 // Descriptor-level checks: what the loader accepted, and what a user will see.
 std::vector<CheckResult> DescriptorChecks(const PluginInfo& info) {
   std::vector<CheckResult> results;
-  results.push_back(
-      {"load", CheckOutcome::kPass,
-       absl::StrCat("descriptor found; ABI ", info.abi_major, ".", info.abi_minor, " (core ",
-                    FLUXATTN_PLUGIN_ABI_MAJOR, ".", FLUXATTN_PLUGIN_ABI_MINOR, "); build id '",
-                    info.build_id, "' compatible with core '", CurrentBuildId(), "'")});
+  results.push_back({"load", CheckOutcome::kPass,
+                     absl::StrCat("descriptor found; ABI ", info.abi_major, ".", info.abi_minor,
+                                  " (this libfluxattn speaks ABI ", FLUXATTN_PLUGIN_ABI_MAJOR, ".",
+                                  FLUXATTN_PLUGIN_ABI_MINOR, "); build id '", info.build_id,
+                                  "' compatible with libfluxattn's '", CurrentBuildId(), "'")});
   const std::string filename = std::filesystem::path(info.path).filename().string();
   const std::string expected = absl::StrCat("libfluxattn_", info.name, ".so");
   results.push_back({"file name", filename == expected ? CheckOutcome::kPass : CheckOutcome::kFail,

@@ -103,7 +103,8 @@ class TextCodec {
    public:
     explicit Stream(const TextCodec& codec) : codec_(codec) {
 #if defined(FLUXATTN_HAS_TOKENIZER)
-      if (codec.tokenizer_) decoder_ = std::make_unique<models::StreamingDecoder>(*codec.tokenizer_);
+      if (codec.tokenizer_)
+        decoder_ = std::make_unique<models::StreamingDecoder>(*codec.tokenizer_);
 #endif
     }
     std::string Push(int64_t id) {
@@ -152,11 +153,9 @@ absl::StatusOr<std::vector<int64_t>> ParseIds(const std::string& text) {
 json RoutingJson(const RequestTrace& trace) {
   json layers = json::array();
   for (const LayerRouting& L : trace.layers) {
-    json j = {{"layer", L.layer},
-              {"backend", L.backend},
-              {"choice", AttentionChoiceName(L.choice)},
-              {"decided_by", L.decided_by},
-              {"logits", L.logits},
+    json j = {{"layer", L.layer},           {"backend", L.backend},
+              {"plugin", L.plugin},         {"choice", AttentionChoiceName(L.choice)},
+              {"decided_by", L.decided_by}, {"logits", L.logits},
               {"kv_bytes", L.kv_bytes}};
     if (!L.fallback.empty()) j["fallback"] = L.fallback;
     layers.push_back(std::move(j));
@@ -167,10 +166,11 @@ json RoutingJson(const RequestTrace& trace) {
 json TraceJson(const RequestTrace& trace) {
   return {{"request_id", trace.request_id},
           {"prompt_tokens", trace.prompt_tokens},
+          {"routing", trace.routing},
           {"sa_ratio", trace.sa_ratio},
           {"kv_bytes", trace.kv_bytes},
           {"kv_bytes_after_prefill", trace.kv_bytes_after_prefill},
-          {"kv_bytes_full_cache", trace.kv_bytes_written},
+          {"kv_bytes_full_cache", trace.kv_bytes_full_cache},
           {"layers", RoutingJson(trace)}};
 }
 
@@ -190,8 +190,8 @@ int RunGenerate(const GenerateArgs& args) {
     PrintError("generate: give --model DIR or --config FILE");
     return kExitUsage;
   }
-  const size_t prompt_count = args.prompts.size() + args.prompt_files.size() +
-                              args.prompt_ids.size();
+  const size_t prompt_count =
+      args.prompts.size() + args.prompt_files.size() + args.prompt_ids.size();
   if (prompt_count == 0) {
     PrintError("generate: give --prompt, --prompt-file or --prompt-ids");
     return kExitUsage;
@@ -286,9 +286,7 @@ int RunGenerate(const GenerateArgs& args) {
   TextCodec::Stream streamer(**codec);
   TokenCallback on_token;
   if (stream) {
-    on_token = [&](int, int64_t token) {
-      std::cout << streamer.Push(token) << std::flush;
-    };
+    on_token = [&](int, int64_t token) { std::cout << streamer.Push(token) << std::flush; };
   }
   auto result = (*engine)->Generate(prompts, options, on_token);
   if (!result.ok()) return fail(result.status());
@@ -342,8 +340,9 @@ int RunGenerate(const GenerateArgs& args) {
 
 std::function<int()> SetupGenerate(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
-  app.description("Generate text with a checkpoint (all layers on `full`, or the flux router "
-                  "for Flux checkpoints) or a TOML composition");
+  app.description(
+      "Generate text with a checkpoint (all layers on `full`, or the flux router "
+      "for Flux checkpoints) or a TOML composition");
   auto* model = app.add_option("--model", args->model, "Hugging Face checkpoint folder");
   auto* config = app.add_option("--config", args->config, "TOML engine configuration");
   (void)model;

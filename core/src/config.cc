@@ -589,6 +589,7 @@ absl::StatusOr<Composition> Compose(EngineConfig& config, const PluginRegistry& 
                       absl::StrCat(instance.where.ToString(), ": table '", instance.table, "'"));
     }
     composition.backends.emplace(name, std::move(*backend));
+    composition.backend_plugins[name] = instance.plugin;
   }
   for (auto& [name, instance] : config.routers) {
     FLUXATTN_RETURN_IF_ERROR(instantiate_specs(instance, PluginKind::kRoutingPolicy).status());
@@ -615,10 +616,10 @@ absl::StatusOr<Composition> Compose(EngineConfig& config, const PluginRegistry& 
     if (config.backends.count(backend) != 0) return absl::OkStatus();
     std::vector<std::string> names;
     for (const auto& [name, instance] : config.backends) names.push_back(name);
-    return absl::InvalidArgumentError(OneLine(
-        absl::StrCat(where(key, SourceLocation{config.source_path, 0, 0}), ": key '", key,
-                     "': expected the name of a [backends.<name>] table (",
-                     absl::StrJoin(names, ", "), "), found ", Quoted(backend))));
+    return absl::InvalidArgumentError(
+        OneLine(absl::StrCat(where(key, SourceLocation{config.source_path, 0, 0}), ": key '", key,
+                             "': expected the name of a [backends.<name>] table (",
+                             absl::StrJoin(names, ", "), "), found ", Quoted(backend))));
   };
   FLUXATTN_RETURN_IF_ERROR(check("router.full", config.router_full));
   FLUXATTN_RETURN_IF_ERROR(check("router.sparse", config.router_sparse));

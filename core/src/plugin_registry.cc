@@ -259,9 +259,14 @@ absl::StatusOr<const PluginInfo*> PluginRegistry::LoadFile(const std::string& gi
   }
   // The version fields come first in every ABI; nothing else is read before they are checked.
   if (d->abi_major != FLUXATTN_PLUGIN_ABI_MAJOR) {
+    const std::string hint =
+        d->abi_major < FLUXATTN_PLUGIN_ABI_MAJOR
+            ? absl::StrCat("; rebuild it against FluxAttn ", kCoreVersion,
+                           " (ABI 2: batched AttentionBatch/Plan/Run interfaces)")
+            : "";
     return absl::FailedPreconditionError(
         absl::StrCat(path, ": expected plugin ABI major version ", FLUXATTN_PLUGIN_ABI_MAJOR,
-                     " (core ", kCoreVersion, "), found ", d->abi_major, ".", d->abi_minor));
+                     " (core ", kCoreVersion, "), found ", d->abi_major, ".", d->abi_minor, hint));
   }
   if (d->struct_size < kDescriptorSizeV1_0) {
     return absl::FailedPreconditionError(

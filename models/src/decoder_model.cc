@@ -35,7 +35,7 @@ struct Layer {
   std::vector<float> post_norm;
   std::vector<float> q_norm;  // empty without per-head norms
   std::vector<float> k_norm;
-  Linear qkv;      // q, k and v projections stacked along the output axis
+  Linear qkv;  // q, k and v projections stacked along the output axis
   Linear o;
   Linear gate_up;  // gate and up projections stacked along the output axis
   Linear down;
@@ -78,8 +78,8 @@ class DecoderModel : public LanguageModel {
     for (size_t i = 0; i < values.size(); ++i) {
       if (!std::isfinite(values[i])) {
         return InvalidInput(
-            absl::StrCat(spec_.info.path.empty() ? "weights" : spec_.info.path, ": tensor '",
-                         name, "'"),
+            absl::StrCat(spec_.info.path.empty() ? "weights" : spec_.info.path, ": tensor '", name,
+                         "'"),
             "finite weights",
             absl::StrCat(std::isnan(values[i]) ? "NaN" : "an infinite value", " at element ", i));
       }
@@ -102,7 +102,7 @@ class DecoderModel : public LanguageModel {
   std::vector<float> inv_freq_;
   std::vector<float> embed_;  // [vocab, hidden]
   std::vector<float> final_norm_;
-  Linear lm_head_;            // shares nothing with embed_ (tied weights are copied once)
+  Linear lm_head_;  // shares nothing with embed_ (tied weights are copied once)
   std::vector<Layer> layers_;
 };
 
@@ -150,13 +150,13 @@ absl::Status DecoderModel::Load() {
                                                  {LayerName(i, "self_attn.k_proj"), kv_dim},
                                                  {LayerName(i, "self_attn.v_proj"), kv_dim}},
                                                 h, spec_.qkv_bias));
-    FLUXATTN_ASSIGN_OR_RETURN(L.o, LoadLinear({{LayerName(i, "self_attn.o_proj"), h}}, q_dim,
-                                              spec_.o_bias));
+    FLUXATTN_ASSIGN_OR_RETURN(
+        L.o, LoadLinear({{LayerName(i, "self_attn.o_proj"), h}}, q_dim, spec_.o_bias));
     FLUXATTN_ASSIGN_OR_RETURN(L.gate_up, LoadLinear({{LayerName(i, "mlp.gate_proj"), inter},
                                                      {LayerName(i, "mlp.up_proj"), inter}},
                                                     h, spec_.mlp_bias));
-    FLUXATTN_ASSIGN_OR_RETURN(L.down, LoadLinear({{LayerName(i, "mlp.down_proj"), h}}, inter,
-                                                 spec_.mlp_bias));
+    FLUXATTN_ASSIGN_OR_RETURN(
+        L.down, LoadLinear({{LayerName(i, "mlp.down_proj"), h}}, inter, spec_.mlp_bias));
   }
   return absl::OkStatus();
 }
@@ -177,8 +177,8 @@ void DecoderModel::Apply(const Linear& lin, const float* x, int64_t n, float* y)
   });
 }
 
-void DecoderModel::RmsNorm(const float* x, int64_t rows, int64_t dim,
-                           const std::vector<float>& w, float* y) {
+void DecoderModel::RmsNorm(const float* x, int64_t rows, int64_t dim, const std::vector<float>& w,
+                           float* y) {
   const float eps = static_cast<float>(spec_.rms_norm_eps);
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * dim;
@@ -213,9 +213,8 @@ void DecoderModel::Rope(float* x, int64_t n, int heads, const std::vector<int64_
   }
 }
 
-absl::Status DecoderModel::Forward(std::span<const SequenceChunk> batch,
-                                   LayerAttention& attention, bool all_positions,
-                                   std::vector<float>* logits) {
+absl::Status DecoderModel::Forward(std::span<const SequenceChunk> batch, LayerAttention& attention,
+                                   bool all_positions, std::vector<float>* logits) {
   const ModelInfo& m = spec_.info;
   const int64_t h = m.hidden_size, d = m.head_dim, vocab = m.vocab_size;
   const int hq = m.num_q_heads, hkv = m.num_kv_heads;
@@ -231,14 +230,20 @@ absl::Status DecoderModel::Forward(std::span<const SequenceChunk> batch,
     }
   }
   if (n == 0) return absl::InvalidArgumentError("Forward: the batch has no tokens");
+  std::vector<SequenceRows> seq_rows(batch.size());
+  for (size_t s = 0; s < batch.size(); ++s) {
+    seq_rows[s].row0 = row0[s];
+    seq_rows[s].num_tokens = static_cast<int64_t>(batch[s].tokens.size());
+    seq_rows[s].pos0 = batch[s].pos0;
+  }
   std::vector<float> x(n * h), xn(n * h), tmp(n * std::max(h, 2 * inter));
   for (size_t s = 0; s < batch.size(); ++s) {
     for (size_t t = 0; t < batch[s].tokens.size(); ++t) {
       const int64_t id = batch[s].tokens[t];
       if (id < 0 || id >= vocab) {
-        return InvalidInput(absl::StrCat("token id at position ", batch[s].pos0 + t,
-                                         " of sequence ", s),
-                            absl::StrCat("an id in [0, ", vocab, ")"), absl::StrCat(id));
+        return InvalidInput(
+            absl::StrCat("token id at position ", batch[s].pos0 + t, " of sequence ", s),
+            absl::StrCat("an id in [0, ", vocab, ")"), absl::StrCat(id));
       }
       std::memcpy(&x[(row0[s] + t) * h], &embed_[id * h], h * sizeof(float));
     }
@@ -264,21 +269,20 @@ absl::Status DecoderModel::Forward(std::span<const SequenceChunk> batch,
     q = q_pre;
     Rope(q.data(), n, hq, positions);
     Rope(k.data(), n, hkv, positions);
-    for (size_t s = 0; s < batch.size(); ++s) {
-      LayerAttentionInput in;
+    {
+      LayerAttentionBatch in;
       in.layer = li;
-      in.sequence = static_cast<int>(s);
-      in.pos0 = batch[s].pos0;
-      in.num_tokens = static_cast<int64_t>(batch[s].tokens.size());
-      if (in.num_tokens == 0) continue;
       in.num_q_heads = hq;
       in.num_kv_heads = hkv;
       in.head_dim = static_cast<int>(d);
-      in.q_pre_rope = &q_pre[row0[s] * q_dim];
-      in.q = &q[row0[s] * q_dim];
-      in.k = &k[row0[s] * kv_dim];
-      in.v = &v[row0[s] * kv_dim];
-      FLUXATTN_RETURN_IF_ERROR(attention.Attend(in, &attn[row0[s] * q_dim]));
+      in.seqs = seq_rows;
+      in.q_pre_rope =
+          TensorView::Contiguous(q_pre.data(), DType::kF32, DeviceType::kCpu, {n, hq, d});
+      in.q = TensorView::Contiguous(q.data(), DType::kF32, DeviceType::kCpu, {n, hq, d});
+      in.k = TensorView::Contiguous(k.data(), DType::kF32, DeviceType::kCpu, {n, hkv, d});
+      in.v = TensorView::Contiguous(v.data(), DType::kF32, DeviceType::kCpu, {n, hkv, d});
+      FLUXATTN_RETURN_IF_ERROR(attention.Attend(
+          in, TensorView::Contiguous(attn.data(), DType::kF32, DeviceType::kCpu, {n, hq, d})));
     }
     Apply(L.o, attn.data(), n, tmp.data());
     for (int64_t i = 0; i < n * h; ++i) x[i] += tmp[i];
@@ -349,8 +353,7 @@ std::vector<ExpectedTensor> ExpectedTensors(const ModelSpec& spec) {
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModel(
     ModelSpec spec, std::unique_ptr<WeightSource> weights, const ModelLoadOptions& options) {
-  auto model = std::make_unique<DecoderModel>(std::move(spec), std::move(weights),
-                                              options.threads);
+  auto model = std::make_unique<DecoderModel>(std::move(spec), std::move(weights), options.threads);
   FLUXATTN_RETURN_IF_ERROR(model->Load());
   return std::unique_ptr<LanguageModel>(std::move(model));
 }

@@ -44,11 +44,11 @@ std::vector<ParamSpec> QuestBackend::Params() {
   std::vector<ParamSpec> specs;
   specs.push_back(IntParamSpec("page_size", 16, 1, 4096, "Tokens per selection page."));
   specs.push_back(IntParamSpec("budget_tokens", 2048, 1, 1e9,
-                          "Tokens read per decode step (rounded up to whole pages), sink and "
-                          "recent pages included."));
+                               "Tokens read per decode step (rounded up to whole pages), sink and "
+                               "recent pages included."));
   specs.push_back(IntParamSpec("sink_pages", 1, 0, 1 << 20, "First pages always read."));
-  specs.push_back(
-      IntParamSpec("recent_pages", 1, 1, 1 << 20, "Last pages (the query's own included) always read."));
+  specs.push_back(IntParamSpec("recent_pages", 1, 1, 1 << 20,
+                               "Last pages (the query's own included) always read."));
   ParamSpec prefill;
   prefill.name = "prefill";
   prefill.type = ParamType::kString;
@@ -156,7 +156,8 @@ absl::Status QuestBackend::BuildDecodeLayout(const AttentionProblem& p, const Qu
       float best = -std::numeric_limits<float>::infinity();
       for (int64_t r = 0; r < p.num_queries; ++r) {
         for (int g = 0; g < group; ++g) {
-          const float* q = p.q + (r * p.num_q_heads + h * group + g) * static_cast<int64_t>(d);
+          const float* q =
+              p.host_q() + (r * p.num_q_heads + h * group + g) * static_cast<int64_t>(d);
           float bound = 0;
           for (int i = 0; i < d; ++i) bound += std::max(q[i] * lo[i], q[i] * hi[i]);
           best = std::max(best, bound);

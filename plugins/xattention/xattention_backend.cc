@@ -15,7 +15,7 @@ namespace fluxattn::plugins {
 std::vector<ParamSpec> XAttentionBackend::Params() {
   std::vector<ParamSpec> specs;
   specs.push_back(IntParamSpec("block_size", 128, 1, 4096,
-                          "Query and KV block size in tokens (a multiple of stride)."));
+                               "Query and KV block size in tokens (a multiple of stride)."));
   specs.push_back(IntParamSpec("stride", 8, 1, 256, "Antidiagonal stride S used for scoring."));
   ParamSpec threshold;
   threshold.name = "threshold";
@@ -28,7 +28,7 @@ std::vector<ParamSpec> XAttentionBackend::Params() {
       "they hold this share of the estimated attention mass (1 keeps every causal block).";
   specs.push_back(threshold);
   specs.push_back(IntParamSpec("sink_blocks", 1, 0, 1 << 20,
-                          "Leading KV blocks every query block keeps (attention sinks)."));
+                               "Leading KV blocks every query block keeps (attention sinks)."));
   ParamSpec decode;
   decode.name = "decode";
   decode.type = ParamType::kString;
@@ -158,7 +158,7 @@ absl::StatusOr<std::vector<std::vector<double>>> XAttentionBackend::ScoreBlocks(
         for (int k = 0; k < s; ++k) {
           const int64_t r = r0 + static_cast<int64_t>(u) * s + (s - 1 - k);
           if (r >= r1) continue;
-          const float* q = p.q + (r * p.num_q_heads + hq) * static_cast<int64_t>(d);
+          const float* q = p.host_q() + (r * p.num_q_heads + hq) * static_cast<int64_t>(d);
           for (int i = 0; i < d; ++i) row[k * d + i] = q[i] * scale;
         }
       }

@@ -74,7 +74,7 @@ void CheckAgainstReference(AttentionBackend& backend, RandomAttention& in,
     return j < len && mask[r * len + j] != 0;
   });
   std::vector<float> got(p.num_queries * p.num_q_heads * p.head_dim, -3.0f);
-  absl::Status status = backend.Forward(p, got.data());
+  absl::Status status = RunSingleProblem(backend, p, got.data());
   ASSERT_TRUE(status.ok()) << status;
   EXPECT_LT(RelativeError(got, want), 1e-5);
   if (out_copy != nullptr) *out_copy = std::move(got);
@@ -120,7 +120,7 @@ TEST_P(ConformanceTest, DecodeAfterReleaseMatchesReference) {
   RandomAttention prompt(s.hq, s.hkv, s.dim, 0, s.length, s.length, s.page_tokens, seed);
   prompt.problem.state = state.get();
   std::vector<float> prefill_out(s.length * s.hq * s.dim);
-  ASSERT_TRUE(backend->Forward(prompt.problem, prefill_out.data()).ok());
+  ASSERT_TRUE(RunSingleProblem(*backend, prompt.problem, prefill_out.data()).ok());
   all.kv.Release(backend->RetainedKv(s.length));
   for (int step = 0; step < steps; ++step) {
     SCOPED_TRACE(absl::StrCat("decode step ", step));
@@ -130,7 +130,7 @@ TEST_P(ConformanceTest, DecodeAfterReleaseMatchesReference) {
     dec.q.assign(all.q.begin() + pos * s.hq * s.dim, all.q.begin() + (pos + 1) * s.hq * s.dim);
     dec.k = all.k;
     dec.v = all.v;
-    dec.problem.q = dec.q.data();
+    dec.problem.q = testing::HostQueries(dec.q.data(), 1, s.hq, s.dim);
     dec.problem.kv = all.kv.view();
     dec.problem.kv.length = pos + 1;
     dec.problem.phase = AttentionPhase::kDecode;
@@ -148,14 +148,14 @@ TEST_P(ConformanceTest, DecodeEqualsLastPrefillRow) {
   RandomAttention in(s.hq, s.hkv, s.dim, 0, s.length, s.length, s.page_tokens,
                      std::random_device{}());
   std::vector<float> prefill(s.length * s.hq * s.dim);
-  ASSERT_TRUE(backend->Forward(in.problem, prefill.data()).ok());
+  ASSERT_TRUE(RunSingleProblem(*backend, in.problem, prefill.data()).ok());
   AttentionProblem dec = in.problem;
   dec.phase = AttentionPhase::kDecode;
   dec.q_pos0 = s.length - 1;
   dec.num_queries = 1;
-  dec.q = in.q.data() + (s.length - 1) * s.hq * s.dim;
+  dec.q = testing::HostQueries(in.q.data() + (s.length - 1) * s.hq * s.dim, 1, s.hq, s.dim);
   std::vector<float> decode(s.hq * s.dim);
-  ASSERT_TRUE(backend->Forward(dec, decode.data()).ok());
+  ASSERT_TRUE(RunSingleProblem(*backend, dec, decode.data()).ok());
   std::vector<double> last(prefill.end() - s.hq * s.dim, prefill.end());
   EXPECT_LT(RelativeError(decode, last), 1e-5);
 }

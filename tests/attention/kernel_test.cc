@@ -1,9 +1,9 @@
 // The core CPU block-sparse kernel against the double-precision oracle, over dense causal and
 // random sparse layouts (shared and per KV head, with element masks), GQA ratios, head dims,
 // unaligned query blocks, paged KV and released pages.
-#include <cstdlib>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -80,7 +80,7 @@ void ExpectMatches(RandomAttention& in, const BlockSparseLayout& layout,
   SCOPED_TRACE(what);
   const AttentionProblem& p = in.problem;
   std::vector<float> out(p.num_queries * p.num_q_heads * p.head_dim, -7.0f);
-  ASSERT_TRUE(RunBlockSparseAttentionCpu(p, layout, out.data()).ok());
+  ASSERT_TRUE(RunLayoutCpu(p, layout, out.data()).ok());
   const int group = p.num_q_heads / p.num_kv_heads;
   const int64_t len = p.kv.length;
   std::vector<double> want = ReferenceAttention(in, [&](int64_t r, int h, int64_t j) {
@@ -141,9 +141,9 @@ TEST(KernelThreads, SameResultWithOneThreadAndMany) {
   BlockSparseLayout layout = DenseCausalLayout(0, 300, 300);
   std::vector<float> a(300 * 8 * 64), b(300 * 8 * 64);
   SetCpuAttentionThreads(1);
-  ASSERT_TRUE(RunBlockSparseAttentionCpu(in.problem, layout, a.data()).ok());
+  ASSERT_TRUE(RunLayoutCpu(in.problem, layout, a.data()).ok());
   SetCpuAttentionThreads(4);
-  ASSERT_TRUE(RunBlockSparseAttentionCpu(in.problem, layout, b.data()).ok());
+  ASSERT_TRUE(RunLayoutCpu(in.problem, layout, b.data()).ok());
   SetCpuAttentionThreads(0);
   EXPECT_EQ(a, b);
 }
@@ -157,8 +157,7 @@ TEST(KernelErrors, ReadingAReleasedPageIsAnError) {
   EXPECT_GT(big.kv.Release(retention), 0);
   big.problem.kv = big.kv.view();
   std::vector<float> out(2 * 64);
-  absl::Status status =
-      RunBlockSparseAttentionCpu(big.problem, DenseCausalLayout(199, 1, 200), out.data());
+  absl::Status status = RunLayoutCpu(big.problem, DenseCausalLayout(199, 1, 200), out.data());
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
   // Which released position is reported first depends on how the KV range is split across
   // threads; any position of the released range [16, 160) is right.
@@ -174,7 +173,7 @@ TEST(KernelErrors, ReadingAReleasedPageIsAnError) {
   builder.StartRow();
   builder.AddBlock(0);
   for (int b = 10; b < 13; ++b) builder.AddBlock(b);
-  EXPECT_TRUE(RunBlockSparseAttentionCpu(big.problem, builder.Finish(), out.data()).ok());
+  EXPECT_TRUE(RunLayoutCpu(big.problem, builder.Finish(), out.data()).ok());
 }
 
 TEST(KernelErrors, MismatchedShapesAreRejected) {
@@ -183,15 +182,14 @@ TEST(KernelErrors, MismatchedShapesAreRejected) {
   BlockSparseLayout layout = DenseCausalLayout(0, 10, 10);
   AttentionProblem bad = in.problem;
   bad.num_kv_heads = 3;
-  EXPECT_FALSE(RunBlockSparseAttentionCpu(bad, layout, out.data()).ok());
+  EXPECT_FALSE(RunLayoutCpu(bad, layout, out.data()).ok());
   bad = in.problem;
   bad.head_dim = 32;
-  EXPECT_FALSE(RunBlockSparseAttentionCpu(bad, layout, out.data()).ok());
-  EXPECT_FALSE(
-      RunBlockSparseAttentionCpu(in.problem, DenseCausalLayout(1, 10, 11), out.data()).ok());
+  EXPECT_FALSE(RunLayoutCpu(bad, layout, out.data()).ok());
+  EXPECT_FALSE(RunLayoutCpu(in.problem, DenseCausalLayout(1, 10, 11), out.data()).ok());
   BlockSparseLayout broken = layout;
   broken.kv_block.push_back(0);
-  EXPECT_FALSE(RunBlockSparseAttentionCpu(in.problem, broken, out.data()).ok());
+  EXPECT_FALSE(RunLayoutCpu(in.problem, broken, out.data()).ok());
   broken = layout;
   broken.num_layout_heads = 3;
   EXPECT_FALSE(ValidateLayout(broken, 2).ok());

@@ -172,8 +172,8 @@ TEST(Quest, BudgetCoveringTheContextEqualsFullExactly) {
     auto state = quest->CreateState(8, 2, 64);
     in.problem.state = state.get();
     std::vector<float> a(8 * 64), b(8 * 64);
-    ASSERT_TRUE(quest->Forward(in.problem, a.data()).ok());
-    ASSERT_TRUE(full->Forward(in.problem, b.data()).ok());
+    ASSERT_TRUE(RunSingleProblem(*quest, in.problem, a.data()).ok());
+    ASSERT_TRUE(RunSingleProblem(*full, in.problem, b.data()).ok());
     EXPECT_EQ(a, b) << "length " << len;
   }
 }
@@ -196,7 +196,7 @@ TEST(Quest, SelectsTopPagesByUpperBound) {
     p.phase = AttentionPhase::kDecode;
     p.q_pos0 = pos;
     p.num_queries = 1;
-    p.q = all.q.data() + pos * hq * d;
+    p.q = testing::HostQueries(all.q.data() + pos * hq * d, 1, hq, d);
     p.kv.length = pos + 1;
     p.state = state.get();
     BlockSparseLayout layout;
@@ -209,7 +209,7 @@ TEST(Quest, SelectsTopPagesByUpperBound) {
       for (int64_t b = 1; b < pages - 2; ++b) {
         double best = -INFINITY;
         for (int g = 0; g < hq / hkv; ++g) {
-          const float* q = p.q + (h * (hq / hkv) + g) * d;
+          const float* q = p.host_q() + (h * (hq / hkv) + g) * d;
           double bound = 0;
           for (int i = 0; i < d; ++i) {
             double lo = INFINITY, hi = -INFINITY;

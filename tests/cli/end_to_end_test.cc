@@ -89,7 +89,8 @@ TEST(Bench, ExactLengthsKvAndFixedRoutersSaRatios) {
   for (const auto& row : json["bench"]) {
     by[{row["config"].get<std::string>(), row["context"].get<int64_t>()}] = row;
     // The cache holds the prompt and every decoded token but the last: context + 3 positions.
-    EXPECT_EQ(row["kv_bytes_full"].get<size_t>(), FullKvBytes(row["context"].get<int64_t>() + 3));
+    EXPECT_EQ(row["kv_bytes_full_cache"].get<size_t>(),
+              FullKvBytes(row["context"].get<int64_t>() + 3));
     EXPECT_GT(row["prefill_seconds"].get<double>(), 0.0);
     EXPECT_GT(row["decode_ms_per_token"].get<double>(), 0.0);
   }
@@ -98,7 +99,7 @@ TEST(Bench, ExactLengthsKvAndFixedRoutersSaRatios) {
     const auto& hybrid = by[{"static_hybrid", ctx}];
     EXPECT_EQ(fa["sa_ratio"].get<double>(), 0.0);
     EXPECT_EQ(hybrid["sa_ratio"].get<double>(), 0.5);  // pattern "FS" on 4 layers
-    EXPECT_EQ(fa["kv_bytes"].get<size_t>(), fa["kv_bytes_full"].get<size_t>());
+    EXPECT_EQ(fa["kv_bytes"].get<size_t>(), fa["kv_bytes_full_cache"].get<size_t>());
     // Streaming layers (sink 64, window 256, block 128) drop the middle of the prompt.
     EXPECT_LT(hybrid["kv_bytes"].get<size_t>(), fa["kv_bytes"].get<size_t>());
   }

@@ -31,7 +31,7 @@ Result RunCli(const std::string& args) {
 TEST(CliPluginsTest, ListsFixturePluginsWithCapabilitiesParametersAndFailures) {
   Result r = RunCli("plugins --path " + testing_util::FixtureDir());
   ASSERT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_NE(r.out.find("  fixture_backend 0.3.1  (ABI 1.0)  "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  fixture_backend 0.3.1  (ABI 2.0)  "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("    capabilities: devices cpu; dtypes f32; head dims 64,128; prefill yes; "
                        "decode yes; layout shape-only\n"),
             std::string::npos)
@@ -50,7 +50,7 @@ TEST(CliPluginsTest, ListsFixturePluginsWithCapabilitiesParametersAndFailures) {
             std::string::npos)
       << r.out;
   EXPECT_NE(r.out.find("load failures:\n"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("libfluxattn_fixture_abi99.so: expected plugin ABI major version 1"),
+  EXPECT_NE(r.out.find("libfluxattn_fixture_abi99.so: expected plugin ABI major version 2"),
             std::string::npos)
       << r.out;
 }

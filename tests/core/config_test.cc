@@ -285,7 +285,7 @@ TEST(ConfigTest, AbiMismatchThroughConfig) {
   EXPECT_EQ(ComposeError("[backends.a]\nplugin = \"fixture_abi99\"\n", &path),
             path + ":4:10: key 'backends.a.plugin': plugin 'fixture_abi99': " +
                 Canonical(FixturePath("fixture_abi99")) +
-                ": expected plugin ABI major version 1 (core 0.1.0), found 99.0");
+                ": expected plugin ABI major version 2 (core 0.1.0), found 99.0");
 }
 
 TEST(ConfigTest, PluginGivenByPath) {

@@ -37,7 +37,7 @@ TEST(PluginRegistryTest, ScanListsValidPluginsWithTheirDescriptors) {
   EXPECT_EQ(backend.kind, PluginKind::kAttentionBackend);
   EXPECT_EQ(backend.version, "0.3.1");
   EXPECT_EQ(backend.summary, "test fixture: dense causal layout");
-  EXPECT_EQ(backend.abi_major, 1u);
+  EXPECT_EQ(backend.abi_major, 2u);
   EXPECT_EQ(backend.path, Canonical(FixturePath("fixture_backend")));
   EXPECT_EQ(backend.build_id.rfind("core-0;", 0), 0u) << backend.build_id;
   ASSERT_EQ(backend.params.size(), 6u);
@@ -46,7 +46,19 @@ TEST(PluginRegistryTest, ScanListsValidPluginsWithTheirDescriptors) {
   EXPECT_EQ(backend.params[0].min_value, 1.0);
   EXPECT_EQ(list[2].kind, PluginKind::kRoutingPolicy);
   EXPECT_EQ(registry.searched_directories(), (std::vector<std::string>{Canonical(FixtureDir())}));
-  EXPECT_EQ(registry.failures().size(), 5u);
+  EXPECT_EQ(registry.failures().size(), 6u);
+}
+
+TEST(PluginRegistryTest, AbiOnePluginIsRefusedWithARebuildHint) {
+  PluginRegistry registry;
+  ASSERT_TRUE(registry.ScanDirectory(FixtureDir()).ok());
+  const PluginLoadFailure* failure = FailureFor(registry, "fixture_abi1");
+  ASSERT_NE(failure, nullptr);
+  EXPECT_EQ(failure->status.message(),
+            Canonical(FixturePath("fixture_abi1")) +
+                ": expected plugin ABI major version 2 (core 0.1.0), found 1.0; rebuild it "
+                "against FluxAttn 0.1.0 (ABI 2: batched AttentionBatch/Plan/Run interfaces)");
+  EXPECT_EQ(std::string(failure->status.message()).find('\n'), std::string::npos);
 }
 
 TEST(PluginRegistryTest, AbiMajorMismatchNamesFileAndBothVersions) {
@@ -56,7 +68,7 @@ TEST(PluginRegistryTest, AbiMajorMismatchNamesFileAndBothVersions) {
   ASSERT_NE(failure, nullptr);
   EXPECT_EQ(failure->status.message(),
             Canonical(FixturePath("fixture_abi99")) +
-                ": expected plugin ABI major version 1 (core 0.1.0), found 99.0");
+                ": expected plugin ABI major version 2 (core 0.1.0), found 99.0");
   // Asking for it by name reports why it was refused instead of "unknown plugin".
   absl::StatusOr<const PluginInfo*> found =
       registry.Find("fixture_abi99", PluginKind::kAttentionBackend);
@@ -226,7 +238,7 @@ TEST(PluginRegistryTest, EarlierDirectoryWinsAndRescansAreHarmless) {
   ASSERT_TRUE(found.ok());
   EXPECT_EQ((*found)->path, Canonical(copy));
   EXPECT_EQ(registry.List().size(), 3u);
-  EXPECT_EQ(registry.failures().size(), 5u);
+  EXPECT_EQ(registry.failures().size(), 6u);
 }
 
 TEST(PluginRegistryTest, EnvironmentSearchPathComesFirst) {

@@ -33,8 +33,7 @@ models::ModelSpec SmallSpec(models::ModelFamily family = models::ModelFamily::kL
   return spec;
 }
 
-std::unique_ptr<LanguageModel> SmallModel(uint64_t seed = 5,
-                                          models::ModelSpec spec = SmallSpec()) {
+std::unique_ptr<LanguageModel> SmallModel(uint64_t seed = 5, models::ModelSpec spec = SmallSpec()) {
   auto weights = models::RandomWeights(spec, seed);
   FLUXATTN_CHECK(weights.ok());
   auto model = models::CreateLanguageModel(spec, std::move(*weights), {.threads = 2});
@@ -53,9 +52,9 @@ class ParityPolicy : public RoutingPolicy {
   absl::StatusOr<RoutingDecision> Decide(const RoutingInput& in) override {
     ++calls[{in.request_id, in.layer}];
     queries_seen += in.queries != nullptr;
-    if (in.layer == 0) first_queries.assign(in.queries, in.queries + in.prompt_tokens *
-                                                                         in.num_q_heads *
-                                                                         in.head_dim);
+    if (in.layer == 0)
+      first_queries.assign(in.queries,
+                           in.queries + in.prompt_tokens * in.num_q_heads * in.head_dim);
     const bool sparse = (in.layer % 2) == (in.prompt_tokens % 2);
     return RoutingDecision{sparse ? AttentionChoice::kSparse : AttentionChoice::kFull,
                            {static_cast<float>(in.layer), -1.0f}};
@@ -90,8 +89,7 @@ TEST(Engine, RoutesOncePerRequestAndLayerWithMixedDecisions) {
   ParityPolicy* policy;
   EngineOptions engine_options;
   engine_options.kv_page_tokens = 4;  // small pages so that streaming layers can free some
-  auto engine =
-      Engine::Create(SmallModel(), RoutedComposition(&policy, nullptr), engine_options);
+  auto engine = Engine::Create(SmallModel(), RoutedComposition(&policy, nullptr), engine_options);
   ASSERT_TRUE(engine.ok()) << engine.status();
   EXPECT_TRUE(policy->prepared);
   GenerationOptions options;
@@ -118,7 +116,7 @@ TEST(Engine, RoutesOncePerRequestAndLayerWithMixedDecisions) {
     }
     EXPECT_DOUBLE_EQ(t.sa_ratio, sparse / 3.0);
     // Streaming layers dropped KV outside sink + window.
-    EXPECT_LT(t.kv_bytes, t.kv_bytes_written);
+    EXPECT_LT(t.kv_bytes, t.kv_bytes_full_cache);
   }
   // Each request equals the same request run alone (decisions depend on the prompt only).
   for (int r = 0; r < 2; ++r) {
@@ -201,7 +199,7 @@ TEST(Engine, AllFullWithoutRouterEqualsFullRouterChoice) {
   options.ignore_eos = true;
   auto ra = (*a)->Generate({Prompt(6)}, options);
   ASSERT_TRUE(ra.ok());
-  EXPECT_EQ(ra->requests[0].trace.kv_bytes, ra->requests[0].trace.kv_bytes_written);
+  EXPECT_EQ(ra->requests[0].trace.kv_bytes, ra->requests[0].trace.kv_bytes_full_cache);
   EXPECT_EQ(ra->requests[0].tokens.size(), 4u);
   EXPECT_EQ(ra->timing.prefill_tokens, 6);
   EXPECT_EQ(ra->timing.decode_tokens, 3);
@@ -282,7 +280,11 @@ TEST(Sampling, MatchesFilteredSoftmax) {
     for (int i : kept) probs[i] = std::exp(logits[i] / temperature) / kept_total;
     return probs;
   };
-  struct Case { double t; int k; double p; };
+  struct Case {
+    double t;
+    int k;
+    double p;
+  };
   for (Case c : {Case{1.0, 0, 1.0}, Case{0.7, 3, 1.0}, Case{1.3, 0, 0.8}, Case{1.0, 4, 0.6}}) {
     SamplingOptions o{c.t, c.k, c.p, 0};
     std::mt19937_64 rng(123);

@@ -1,16 +1,22 @@
-// Paged KV cache: contents across page boundaries and release of what a backend no longer reads.
+// The KV page pool and the per-(request, layer) page tables over it: contents across page
+// boundaries, release of what a backend no longer reads, exhaustion.
 #include "fluxattn/kv_cache.h"
 
 #include <gtest/gtest.h>
 
 #include <random>
+#include <set>
+
+#include "fluxattn/kv_pool.h"
 
 namespace fluxattn {
 namespace {
 
 TEST(LayerKvCache, AppendAcrossPagesAndRelease) {
   const int heads = 3, dim = 5, page = 4;
-  LayerKvCache cache(CpuDevice(), heads, dim, page);
+  auto pool = KvPagePool::Create(CpuDevice(), {DType::kF32, page, heads, dim, 16});
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  LayerKvCache cache(pool->get());
   std::mt19937 rng(3);
   std::uniform_real_distribution<float> u(-1, 1);
   std::vector<float> k_all, v_all;
@@ -55,6 +61,40 @@ TEST(LayerKvCache, AppendAcrossPagesAndRelease) {
   LayerKvCache moved(std::move(cache));
   EXPECT_EQ(moved.pages_held(), 3);
   EXPECT_EQ(moved.length(), 20);
+  EXPECT_EQ((*pool)->pages_used(), 3);
+  moved.ReleaseAll();
+  EXPECT_EQ((*pool)->pages_used(), 0);
+}
+
+TEST(KvPagePool, SharedByCachesAllOrNothingAndExhaustion) {
+  auto pool = KvPagePool::Create(CpuDevice(), {DType::kF32, 8, 2, 4, 5});
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  LayerKvCache a(pool->get()), b(pool->get());
+  ASSERT_TRUE(a.Reserve(17).ok());  // 3 pages
+  EXPECT_EQ((*pool)->pages_free(), 2);
+  // b asks for 3 pages with 2 free: refused, and nothing taken.
+  absl::Status st = b.Reserve(24);
+  ASSERT_FALSE(st.ok());
+  EXPECT_TRUE(absl::IsResourceExhausted(st)) << st;
+  EXPECT_NE(st.message().find("needed 3 more pages of 8 tokens, found 2 free of 5"),
+            std::string::npos)
+      << st;
+  EXPECT_EQ((*pool)->pages_free(), 2);
+  EXPECT_EQ(b.pages_held(), 0);
+  ASSERT_TRUE(b.Reserve(16).ok());
+  // Distinct pages for distinct caches.
+  std::set<int32_t> seen(a.pages().begin(), a.pages().end());
+  for (int32_t p : b.pages()) EXPECT_TRUE(seen.insert(p).second) << "page " << p << " twice";
+  EXPECT_EQ((*pool)->pages_free(), 0);
+  // Pages come back when the cache goes.
+  { LayerKvCache doomed(std::move(a)); }
+  EXPECT_EQ((*pool)->pages_free(), 3);
+}
+
+TEST(KvPagePool, RefusesBadShapes) {
+  EXPECT_FALSE(KvPagePool::Create(CpuDevice(), {DType::kF32, 0, 2, 4, 5}).ok());
+  EXPECT_FALSE(KvPagePool::Create(CpuDevice(), {DType::kF32, 8, 2, 4, 0}).ok());
+  EXPECT_FALSE(KvPagePool::Create(nullptr, {DType::kF32, 8, 2, 4, 5}).ok());
 }
 
 }  // namespace

@@ -25,30 +25,36 @@ constexpr double kTolerance = 1e-4;
 // Dense causal attention over the new tokens only (the whole prompt in one call), in double.
 class PromptAttention : public LayerAttention {
  public:
-  absl::Status Attend(const LayerAttentionInput& in, float* out) override {
-    if (in.pos0 != 0) return absl::InternalError("PromptAttention handles prefill only");
-    const int group = in.num_q_heads / in.num_kv_heads;
-    const int d = in.head_dim;
+  absl::Status Attend(const LayerAttentionBatch& batch, const TensorView& out_view) override {
+    const int group = batch.num_q_heads / batch.num_kv_heads;
+    const int d = batch.head_dim;
     const double scale = 1.0 / std::sqrt(static_cast<double>(d));
-    for (int64_t r = 0; r < in.num_tokens; ++r) {
-      for (int h = 0; h < in.num_q_heads; ++h) {
-        const float* q = in.q + (r * in.num_q_heads + h) * d;
-        std::vector<double> w(r + 1);
-        double max_s = -INFINITY, total = 0;
-        for (int64_t j = 0; j <= r; ++j) {
-          const float* k = in.k + (j * in.num_kv_heads + h / group) * d;
-          double s = 0;
-          for (int i = 0; i < d; ++i) s += static_cast<double>(q[i]) * k[i];
-          w[j] = s * scale;
-          max_s = std::max(max_s, w[j]);
-        }
-        for (auto& x : w) total += (x = std::exp(x - max_s));
-        for (int i = 0; i < d; ++i) {
-          double acc = 0;
+    for (const SequenceRows& in : batch.seqs) {
+      if (in.pos0 != 0) return absl::InternalError("PromptAttention handles prefill only");
+      const float* qs = batch.q.as<const float>() + in.row0 * batch.num_q_heads * d;
+      const float* ks = batch.k.as<const float>() + in.row0 * batch.num_kv_heads * d;
+      const float* vs = batch.v.as<const float>() + in.row0 * batch.num_kv_heads * d;
+      float* out = out_view.as<float>() + in.row0 * batch.num_q_heads * d;
+      for (int64_t r = 0; r < in.num_tokens; ++r) {
+        for (int h = 0; h < batch.num_q_heads; ++h) {
+          const float* q = qs + (r * batch.num_q_heads + h) * d;
+          std::vector<double> w(r + 1);
+          double max_s = -INFINITY, total = 0;
           for (int64_t j = 0; j <= r; ++j) {
-            acc += w[j] * in.v[(j * in.num_kv_heads + h / group) * d + i];
+            const float* k = ks + (j * batch.num_kv_heads + h / group) * d;
+            double s = 0;
+            for (int i = 0; i < d; ++i) s += static_cast<double>(q[i]) * k[i];
+            w[j] = s * scale;
+            max_s = std::max(max_s, w[j]);
           }
-          out[(r * in.num_q_heads + h) * d + i] = static_cast<float>(acc / total);
+          for (auto& x : w) total += (x = std::exp(x - max_s));
+          for (int i = 0; i < d; ++i) {
+            double acc = 0;
+            for (int64_t j = 0; j <= r; ++j) {
+              acc += w[j] * vs[(j * batch.num_kv_heads + h / group) * d + i];
+            }
+            out[(r * batch.num_q_heads + h) * d + i] = static_cast<float>(acc / total);
+          }
         }
       }
     }
@@ -148,7 +154,8 @@ TEST(Fixtures, BatchEqualsIndividualRuns) {
   ASSERT_TRUE(batch.ok()) << batch.status();
   for (size_t i = 0; i < prompts.size(); ++i) {
     GenerationOptions single = options;
-    single.sampling.seed = options.sampling.seed + i;  // request i of a batch uses seed + i
+    // A request draws from its own seed only, never from its place in the batch.
+    single.sampling.seed = options.sampling.seed;
     auto alone = (*engine)->Generate({prompts[i]}, single);
     ASSERT_TRUE(alone.ok()) << alone.status();
     EXPECT_EQ(alone->requests[0].tokens, batch->requests[i].tokens) << i;

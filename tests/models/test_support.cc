@@ -1,10 +1,11 @@
 #include "test_support.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <unistd.h>
 
 #include "absl/strings/str_cat.h"
 
@@ -16,17 +17,27 @@ KvRetention NaiveAttention::RetainedKv(int64_t next_query_pos) const {
 }
 
 absl::Status NaiveAttention::BuildLayout(const AttentionProblem&, BlockSparseLayout*) {
-  return absl::UnimplementedError("NaiveAttention computes attention directly");
+  return absl::OkStatus();
 }
 
-absl::Status NaiveAttention::Forward(const AttentionProblem& p, float* out) {
+absl::Status NaiveAttention::Run(const AttentionBatch& batch, const PlannedLayout&,
+                                 AttentionWorkspace*) {
+  for (const AttentionProblem& p : batch.seqs) {
+    absl::Status st =
+        RunOne(p, batch.out.as<float>() + p.q_row0 * int64_t{p.num_q_heads} * p.head_dim);
+    if (!st.ok()) return st;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NaiveAttention::RunOne(const AttentionProblem& p, float* out) {
   ++calls;
   const int group = p.num_q_heads / p.num_kv_heads;
   std::vector<double> scores;
   for (int64_t r = 0; r < p.num_queries; ++r) {
     const int64_t pos = p.q_pos0 + r;
     for (int h = 0; h < p.num_q_heads; ++h) {
-      const float* q = p.q + (r * p.num_q_heads + h) * p.head_dim;
+      const float* q = p.host_q() + (r * p.num_q_heads + h) * p.head_dim;
       const int kvh = h / group;
       scores.assign(pos + 1, -INFINITY);
       double max_score = -INFINITY;
@@ -61,8 +72,8 @@ void DeletePolicy(void* p) noexcept { delete static_cast<RoutingPolicy*>(p); }
 }  // namespace
 
 PluginPtr<AttentionBackend> Own(AttentionBackend* backend) {
-  return PluginPtr<AttentionBackend>(backend, PluginObjectDeleter<AttentionBackend>{nullptr,
-                                                                                    &DeleteBackend});
+  return PluginPtr<AttentionBackend>(
+      backend, PluginObjectDeleter<AttentionBackend>{nullptr, &DeleteBackend});
 }
 
 PluginPtr<RoutingPolicy> Own(RoutingPolicy* policy) {

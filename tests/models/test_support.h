@@ -17,11 +17,16 @@ namespace fluxattn::testing {
 // `window` positions (token granularity) and declares that retention, to test KV release.
 class NaiveAttention : public AttentionBackend {
  public:
-  NaiveAttention(int64_t sink = 0, int64_t window = 0) : sink_(sink), window_(window) {}
+  NaiveAttention(int64_t sink = 0, int64_t window = 0) : sink_(sink), window_(window) {
+    caps_.custom_run = true;
+  }
   AttentionCapabilities capabilities() const override { return caps_; }
   KvRetention RetainedKv(int64_t next_query_pos) const override;
+  // No layout: Run computes every sequence directly from the KV pages.
   absl::Status BuildLayout(const AttentionProblem&, BlockSparseLayout*) override;
-  absl::Status Forward(const AttentionProblem& problem, float* out) override;
+  absl::Status Run(const AttentionBatch& batch, const PlannedLayout& plan,
+                   AttentionWorkspace* workspace) override;
+  absl::Status RunOne(const AttentionProblem& problem, float* out);
 
   AttentionCapabilities caps_;
   int64_t calls = 0;

@@ -23,8 +23,6 @@ class Backend : public fluxattn::AttentionBackend {
   static absl::StatusOr<std::unique_ptr<Backend>> Create(const ParamValues&) {
     return std::make_unique<Backend>();
   }
-  fluxattn::AttentionCapabilities capabilities() const override { return {}; }
-
   fluxattn::KvRetention RetainedKv(int64_t next_query_pos) const override {
     fluxattn::KvRetention keep = rule_.Retention(next_query_pos);
     if (FAULT == 1) keep.keep_prefix = 0;  // the sinks are still read
@@ -37,9 +35,22 @@ class Backend : public fluxattn::AttentionBackend {
     return absl::OkStatus();
   }
 
-  absl::Status Forward(const fluxattn::AttentionProblem& p, float* out) override {
-    absl::Status status = AttentionBackend::Forward(p, out);
-    if (FAULT == 2 && status.ok()) out[p.num_queries * p.num_q_heads * p.head_dim / 2] += 1e-3f;
+  fluxattn::AttentionCapabilities capabilities() const override {
+    fluxattn::AttentionCapabilities caps;
+    caps.custom_run = FAULT == 2;
+    return caps;
+  }
+
+  absl::Status Run(const fluxattn::AttentionBatch& batch, const fluxattn::PlannedLayout& plan,
+                   fluxattn::AttentionWorkspace* workspace) override {
+    absl::Status status = AttentionBackend::Run(batch, plan, workspace);
+    if (FAULT == 2 && status.ok()) {
+      float* out = batch.out.as<float>();
+      for (const fluxattn::AttentionProblem& p : batch.seqs) {
+        out[(p.q_row0 * p.num_q_heads * p.head_dim) +
+            p.num_queries * p.num_q_heads * p.head_dim / 2] += 1e-3f;
+      }
+    }
     return status;
   }
 

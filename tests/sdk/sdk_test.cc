@@ -53,7 +53,7 @@ TEST(CheckPlugin, BundledAttentionBackendsPass) {
     EXPECT_EQ(r.exit_code, 0) << r.out;
     EXPECT_FALSE(Has(r.out, "\nFAIL")) << r.out;
     for (const char* check :
-         {"PASS  load: descriptor found; ABI 1.0", "PASS  parameter specs",
+         {"PASS  load: descriptor found; ABI 2.0", "PASS  parameter specs",
           "PASS  prefill matches the oracle: 7 shapes", "PASS  chunked prefill matches the oracle",
           "PASS  decode matches the oracle", "PASS  decode equals the last prefill row",
           "PASS  RetainedKv honoured by decode", "PASS  interleaved requests with their own state",

@@ -34,7 +34,7 @@ TextTable BenchTable(const std::vector<BenchResult>& results) {
   for (const BenchResult& r : results) {
     t.AddRow({r.config, FormatLength(r.context), FormatNumber(r.prefill_seconds, 3),
               FormatNumber(r.prefill_tokens_per_second, 0), FormatNumber(r.decode_ms_per_token, 2),
-              Ratio(r.sa_ratio), FormatMiB(r.kv_bytes), FormatMiB(r.kv_bytes_full)});
+              Ratio(r.sa_ratio), FormatMiB(r.kv_bytes), FormatMiB(r.kv_bytes_full_cache)});
   }
   return t;
 }
@@ -50,7 +50,7 @@ CsvRow BenchCsvHeader() {
           "sa_ratio",
           "kv_bytes_after_prefill",
           "kv_bytes",
-          "kv_bytes_full"};
+          "kv_bytes_full_cache"};
 }
 
 std::vector<CsvRow> BenchCsvRows(const std::vector<BenchResult>& results) {
@@ -61,7 +61,7 @@ std::vector<CsvRow> BenchCsvRows(const std::vector<BenchResult>& results) {
                     FormatNumber(r.prefill_tokens_per_second, 2),
                     FormatNumber(r.decode_ms_per_token, 4), FormatNumber(r.sa_ratio, 4),
                     std::to_string(r.kv_bytes_after_prefill), std::to_string(r.kv_bytes),
-                    std::to_string(r.kv_bytes_full)});
+                    std::to_string(r.kv_bytes_full_cache)});
   }
   return rows;
 }
@@ -77,7 +77,7 @@ json BenchJson(const BenchResult& r) {
               {"sa_ratio", Number(r.sa_ratio)},
               {"kv_bytes_after_prefill", r.kv_bytes_after_prefill},
               {"kv_bytes", r.kv_bytes},
-              {"kv_bytes_full", r.kv_bytes_full}};
+              {"kv_bytes_full_cache", r.kv_bytes_full_cache}};
 }
 
 TextTable EvalTable(const std::vector<EvalResult>& results) {
@@ -183,7 +183,7 @@ std::vector<CompareRow> BuildCompareRows(const std::vector<std::string>& configs
         row.prefill_seconds = b.prefill_seconds;
         row.decode_ms_per_token = b.decode_ms_per_token;
         row.kv_bytes = b.kv_bytes;
-        row.kv_bytes_full = b.kv_bytes_full;
+        row.kv_bytes_full_cache = b.kv_bytes_full_cache;
         if (sa_n == 0) row.sa_ratio = b.sa_ratio;
       }
       rows.push_back(std::move(row));
@@ -223,7 +223,7 @@ TextTable CompareTable(const std::vector<CompareRow>& rows) {
     cells.push_back(FormatNumber(r.decode_ms_per_token, 2));
     cells.push_back(FormatNumber(r.decode_speedup, 2));
     cells.push_back(FormatMiB(r.kv_bytes));
-    cells.push_back(FormatMiB(r.kv_bytes_full));
+    cells.push_back(FormatMiB(r.kv_bytes_full_cache));
     t.AddRow(std::move(cells));
   }
   return t;
@@ -234,8 +234,9 @@ CsvRow CompareCsvHeader(const std::vector<std::string>& tasks) {
   for (const std::string& task : tasks) {
     h.push_back(task == "lm_ppl" ? "lm_ppl_perplexity" : task + "_accuracy");
   }
-  for (const char* c : {"mean_accuracy", "sa_ratio", "prefill_seconds", "prefill_speedup",
-                        "decode_ms_per_token", "decode_speedup", "kv_bytes", "kv_bytes_full"}) {
+  for (const char* c :
+       {"mean_accuracy", "sa_ratio", "prefill_seconds", "prefill_speedup", "decode_ms_per_token",
+        "decode_speedup", "kv_bytes", "kv_bytes_full_cache"}) {
     h.push_back(c);
   }
   return h;
@@ -256,7 +257,7 @@ std::vector<CsvRow> CompareCsvRows(const std::vector<CompareRow>& rows) {
     c.push_back(FormatNumber(r.decode_ms_per_token, 4));
     c.push_back(FormatNumber(r.decode_speedup, 4));
     c.push_back(std::to_string(r.kv_bytes));
-    c.push_back(std::to_string(r.kv_bytes_full));
+    c.push_back(std::to_string(r.kv_bytes_full_cache));
     out.push_back(std::move(c));
   }
   return out;
@@ -280,7 +281,7 @@ json CompareJson(const std::vector<CompareRow>& rows) {
                        {"decode_ms_per_token", Number(r.decode_ms_per_token)},
                        {"decode_speedup", Number(r.decode_speedup)},
                        {"kv_bytes", r.kv_bytes},
-                       {"kv_bytes_full", r.kv_bytes_full}});
+                       {"kv_bytes_full_cache", r.kv_bytes_full_cache}});
   }
   return out;
 }

@@ -20,8 +20,8 @@ struct BenchResult {
   double decode_ms_per_token = 0.0;  // NaN when no token was decoded
   double sa_ratio = 0.0;             // mean over repeats (random routers differ per request)
   size_t kv_bytes_after_prefill = 0;
-  size_t kv_bytes = 0;       // held at the end of the request
-  size_t kv_bytes_full = 0;  // what a cache keeping every position would hold
+  size_t kv_bytes = 0;             // held at the end of the request
+  size_t kv_bytes_full_cache = 0;  // what a cache keeping every position would hold
 };
 
 // One generated sample of `fluxattn eval`.
@@ -66,7 +66,7 @@ struct CompareRow {
   double decode_ms_per_token = 0.0;  // bench
   double decode_speedup = 0.0;
   size_t kv_bytes = 0;  // bench, held after the run
-  size_t kv_bytes_full = 0;
+  size_t kv_bytes_full_cache = 0;
 };
 
 // Joins bench and eval results by (config, length) in the order of `configs` and `lengths`;

@@ -119,7 +119,7 @@ absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int deco
     sa += trace.sa_ratio;
     r.kv_bytes_after_prefill = trace.kv_bytes_after_prefill;
     r.kv_bytes = trace.kv_bytes;
-    r.kv_bytes_full = trace.kv_bytes_written;
+    r.kv_bytes_full_cache = trace.kv_bytes_full_cache;
   }
   r.prefill_seconds = Median(prefill);
   r.prefill_tokens_per_second = static_cast<double>(context) / r.prefill_seconds;

@@ -88,6 +88,7 @@ absl::Status PrepareRegistry(EngineConfig& config, PluginRegistry& registry);
 // Plugins instantiated from a config: every name resolved, every parameter validated.
 struct Composition {
   std::map<std::string, PluginPtr<AttentionBackend>> backends;
+  std::map<std::string, std::string> backend_plugins;  // instance -> plugin name (for traces)
   PluginPtr<RoutingPolicy> router;
   std::string full_backend;
   std::string sparse_backend;

@@ -1,14 +1,20 @@
-// The inference engine: runs a LanguageModel with a composition of attention backends and a
-// routing policy. At prefill, for every (request, layer), the engine asks the router (with the
-// layer's pre-RoPE queries when the router reads them), applies [layers.N] overrides, checks the
-// chosen backend's capabilities (falling back to the full backend, and saying so in the trace),
-// and keeps that decision for every decode step of the request. K/V go to a paged cache per
-// (request, layer); after each call the engine releases what the backend no longer reads.
-// Requests of one batch are independent: lengths and decisions may differ.
+// The inference engine: runs a LanguageModel with a composition of attention backends and
+// routing policies. It works in steps: requests join (Add) and leave (finish, Cancel) between
+// steps, and every Step() runs ONE forward pass over the prefill of newly admitted requests and
+// one decode token of every running request. At prefill, for every (request, layer), the engine
+// asks the request's routing policy (with the layer's pre-RoPE queries when the policy reads
+// them), applies [layers.N] overrides, checks the chosen backend's support for the problem
+// (falling back to the full backend, and saying so in the trace), and keeps that decision for
+// every decode step of the request. Each layer's attention is one call per backend for the whole
+// batch (one shared kernel launch when the backends use the core kernel). K/V live in one page
+// pool per device; pages are reserved before a step, and released as soon as the backend no
+// longer reads them. Requests never depend on one another: lengths, routing policies and
+// decisions may differ, and each one's sampling and random routing draw from its own seed.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <random>
 #include <span>
@@ -17,48 +23,47 @@
 
 #include "absl/status/statusor.h"
 #include "fluxattn/config.h"
+#include "fluxattn/default_composition.h"
 #include "fluxattn/language_model.h"
 #include "fluxattn/routing_policy.h"
+#include "fluxattn/sampling.h"
 
 namespace fluxattn {
-
-struct SamplingOptions {
-  double temperature = 0.0;  // 0: greedy (argmax, lowest id on ties)
-  int top_k = 0;             // 0: no top-k filter
-  double top_p = 1.0;        // 1: no nucleus filter
-  uint64_t seed = 0;         // request i of a batch draws from seed + i
-};
 
 struct GenerationOptions {
   int max_new_tokens = 64;
   SamplingOptions sampling;
-  bool ignore_eos = false;          // ignore the model's eos ids (explicit stop_tokens still stop)
+  bool ignore_eos = false;           // ignore the model's eos ids (explicit stop_tokens still stop)
   std::vector<int64_t> stop_tokens;  // in addition to the model's eos ids
-  bool record_logits = false;       // keep each step's logits in GenerationResult::step_logits
+  bool record_logits = false;        // keep each step's logits in GenerationResult::step_logits
 };
 
 // How one layer of one request was run.
 struct LayerRouting {
   int layer = 0;
-  AttentionChoice choice = AttentionChoice::kFull;  // the router's answer
+  AttentionChoice choice = AttentionChoice::kFull;  // the policy's answer
   std::string decided_by;                           // "router" or "override"
-  std::string backend;                              // backend instance that ran the layer
-  std::vector<float> logits;                        // the router's raw outputs (may be empty)
-  std::string fallback;  // non-empty: why the chosen backend was replaced by the full one
-  size_t kv_bytes = 0;   // KV bytes this layer holds at the end
+  std::string backend;         // backend instance that ran the layer (its prefill)
+  std::string plugin;          // the plugin behind that instance
+  std::string decode_backend;  // instance that runs its decode steps (differs with decode_with)
+  std::vector<float> logits;   // the router's raw outputs (may be empty)
+  std::string fallback;        // non-empty: why the chosen backend was replaced by the full one
+  size_t kv_bytes = 0;         // KV bytes this layer holds at the end (pool pages held)
 };
 
 struct RequestTrace {
   uint64_t request_id = 0;
   int64_t prompt_tokens = 0;
+  std::string routing;  // the routing policy of the request ("router" or a [routers.<name>])
   std::vector<LayerRouting> layers;
-  double sa_ratio = 0.0;           // fraction of layers run by a backend other than the full one
-  size_t kv_bytes = 0;             // KV bytes held at the end
+  double sa_ratio = 0.0;  // fraction of layers run by a backend other than the full one
+  size_t kv_bytes = 0;    // KV bytes held at the end (pool pages held by the request)
   size_t kv_bytes_after_prefill = 0;
-  size_t kv_bytes_written = 0;     // what a cache keeping every position would hold at the end
+  size_t kv_bytes_full_cache = 0;  // what a cache keeping every position would hold at the end
 };
 
 struct GenerationResult {
+  uint64_t request_id = 0;
   std::vector<int64_t> tokens;  // generated tokens (the stop token included when it ended)
   std::string finish_reason;    // "stop" or "length"
   RequestTrace trace;
@@ -83,16 +88,52 @@ using TokenCallback = std::function<void(int request, int64_t token)>;
 
 struct EngineOptions {
   int kv_page_tokens = 64;
+  // Bytes of the KV page pool (K and V together); 0: sized automatically (on the CPU the
+  // smaller of 1 GiB and 16 sequences of max_position_embeddings tokens).
+  size_t kv_pool_bytes = 0;
   // Opens a separate safetensors file for routers that ship their weights apart.
   std::function<absl::StatusOr<std::unique_ptr<WeightSource>>(const std::string& path)>
       open_weights;
 };
 
+// One request for the step API.
+struct RequestSpec {
+  std::vector<int64_t> prompt;  // token ids, used exactly as given
+  GenerationOptions options;    // sampling.seed is this request's own seed
+  // The routing policy: "" for the configuration's [router], else a [routers.<name>].
+  std::string routing;
+  std::map<std::string, std::string> hints;  // free-form, passed to the routing policy
+  // When the KV pool cannot hold the prompt now: wait in the queue (true) or fail (false).
+  bool wait_for_kv = false;
+};
+
+// A token produced by a step.
+struct StepToken {
+  uint64_t request_id = 0;
+  int64_t token = 0;
+};
+
+// A request that could not go on (the others of the batch did).
+struct FailedRequest {
+  uint64_t request_id = 0;
+  absl::Status status;
+};
+
+struct StepResult {
+  std::vector<StepToken> tokens;           // in the order requests were added
+  std::vector<GenerationResult> finished;  // requests that ended in this step
+  std::vector<FailedRequest> failed;       // requests dropped in this step, with the reason
+  int64_t prefill_tokens = 0;              // prompt tokens run in this step
+  int64_t decode_tokens = 0;               // decode rows run in this step
+  double seconds = 0.0;
+};
+
 class Engine {
  public:
-  // Prepares the routing policies against the model. A composition without a router routes
-  // every layer to the full backend (the built-in `all-full` policy). The full backend is
-  // composition.full_backend, else the backend named "full", else the only backend.
+  // Prepares the routing policies against the model and sets up the KV page pool. A composition
+  // without a router routes every layer to the full backend (the built-in `all-full` policy).
+  // The full backend is composition.full_backend, else the backend named "full", else the only
+  // backend.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(std::unique_ptr<LanguageModel> model,
                                                         Composition composition,
                                                         EngineOptions options = {});
@@ -100,9 +141,29 @@ class Engine {
 
   LanguageModel& model() { return *model_; }
   const std::string& full_backend() const { return full_backend_; }
+  // Routing policies a request may name (RequestSpec::routing); "" is the default one.
+  std::vector<std::string> routing_policies() const;
 
-  // Prefills every prompt together, then decodes all unfinished requests one token per step.
-  // Prompt ids are used exactly as given.
+  // --- The step API ---
+  // Queues a request; it is prefilled by the next Step. Errors (bad ids, options, unknown routing
+  // policy) name the field.
+  absl::StatusOr<uint64_t> Add(RequestSpec request);
+  // Runs one step: admits queued requests (reserving their KV pages), then one forward pass over
+  // their prompts and one decode token of every running request.
+  absl::StatusOr<StepResult> Step();
+  // Drops a queued or running request and returns its KV pages to the pool. False when unknown.
+  bool Cancel(uint64_t request_id);
+  // Requests queued or running.
+  int64_t num_queued() const;
+  int64_t num_running() const;
+  bool idle() const { return num_queued() == 0 && num_running() == 0; }
+  // KV pool occupancy.
+  int64_t kv_pages_used() const;
+  int64_t kv_pages_total() const;
+  size_t kv_page_bytes() const;
+
+  // Adds every prompt (each with `options`, so with the same seed), then steps until all finish.
+  // A request that fails fails the call. Prompt ids are used exactly as given.
   absl::StatusOr<BatchResult> Generate(const std::vector<std::vector<int64_t>>& prompts,
                                        const GenerationOptions& options,
                                        const TokenCallback& on_token = {});
@@ -114,14 +175,5 @@ class Engine {
   std::unique_ptr<LanguageModel> model_;
   std::string full_backend_;
 };
-
-// The configuration used when only a checkpoint is given: every layer on the `full` plugin;
-// for Flux checkpoints (Paw* architectures) the `flux` router choosing between `full` and
-// `streaming` with the checkpoint's sink_size / local_window_size and 128-token blocks.
-EngineConfig DefaultEngineConfig(const ModelInfo& info);
-
-// One token from `logits` under `options` (greedy when temperature is 0).
-int64_t SampleToken(std::span<const float> logits, const SamplingOptions& options,
-                    std::mt19937_64& rng);
 
 }  // namespace fluxattn

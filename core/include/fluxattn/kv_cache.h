@@ -1,39 +1,52 @@
-// Paged KV cache of one (request, layer). Page i holds positions [i*P, (i+1)*P) where P is
-// `page_tokens`; each page stores K and V as [P, num_kv_heads, head_dim] float32 rows on the
-// cache's device. Pages a backend no longer needs can be released: the positions stay
-// addressable by number, only their storage goes away.
+// The KV of one (request, layer): a page table over a device's KvPagePool. Logical page i holds
+// positions [i*P, (i+1)*P) where P is the pool's page_tokens; its K and V rows live in pool page
+// pages()[i] as [P, num_kv_heads, head_dim]. Pages a backend no longer needs are released: the
+// positions stay addressable by number, only their storage returns to the pool (-1 in the table).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <vector>
 
 #include "absl/status/status.h"
-#include "fluxattn/device.h"
+#include "fluxattn/kv_pool.h"
 
 namespace fluxattn {
 
-// Read-only view the attention kernels consume. Released pages are null.
+// Read-only view of one (request, layer)'s KV, as attention kernels and layout planners consume
+// it: the pool arrays plus this sequence's page table (host memory). Released pages are -1.
 struct KvView {
   int num_kv_heads = 0;
   int head_dim = 0;
   int page_tokens = 0;
   int64_t length = 0;  // positions [0, length) have been written
-  const float* const* k_pages = nullptr;
-  const float* const* v_pages = nullptr;
+  DType dtype = DType::kF32;
+  DeviceType device = DeviceType::kCpu;
+  const void* k_pool = nullptr;  // [pool pages, page_tokens, num_kv_heads, head_dim]
+  const void* v_pool = nullptr;
+  const int32_t* pages = nullptr;  // logical page -> pool page, -1 = released
   int64_t num_pages = 0;
 
-  // Row of head `h` at position `pos`: head_dim floats. Null when the page was released.
+  int64_t page_stride() const { return int64_t{page_tokens} * num_kv_heads * head_dim; }
+  bool resident(int64_t pos) const {
+    const int64_t page = pos / page_tokens;
+    return page < num_pages && pages[page] >= 0;
+  }
+  // Element offset of (pos, head) in the pool arrays, or -1 when the page was released.
+  int64_t offset(int64_t pos, int h) const {
+    const int32_t page = pages[pos / page_tokens];
+    if (page < 0) return -1;
+    return page * page_stride() + ((pos % page_tokens) * num_kv_heads + h) * int64_t{head_dim};
+  }
+  // Host f32 rows (CPU pools): head_dim floats, or null when the page was released.
   const float* key(int64_t pos, int h) const {
-    const float* page = k_pages[pos / page_tokens];
-    return page ? page + ((pos % page_tokens) * num_kv_heads + h) * head_dim : nullptr;
+    const int64_t o = offset(pos, h);
+    return o < 0 ? nullptr : static_cast<const float*>(k_pool) + o;
   }
   const float* value(int64_t pos, int h) const {
-    const float* page = v_pages[pos / page_tokens];
-    return page ? page + ((pos % page_tokens) * num_kv_heads + h) * head_dim : nullptr;
+    const int64_t o = offset(pos, h);
+    return o < 0 ? nullptr : static_cast<const float*>(v_pool) + o;
   }
-  bool resident(int64_t pos) const { return k_pages[pos / page_tokens] != nullptr; }
 };
 
 // Which positions queries at or after some position still read: [0, keep_prefix) and
@@ -46,32 +59,36 @@ struct KvRetention {
 
 class LayerKvCache {
  public:
-  LayerKvCache(Device* device, int num_kv_heads, int head_dim, int page_tokens);
-  ~LayerKvCache();
+  explicit LayerKvCache(KvPagePool* pool);
+  ~LayerKvCache();  // returns every page it holds to the pool
   LayerKvCache(const LayerKvCache&) = delete;
   LayerKvCache& operator=(const LayerKvCache&) = delete;
-  LayerKvCache(LayerKvCache&&) noexcept;
-  LayerKvCache& operator=(LayerKvCache&&) noexcept;
+  LayerKvCache(LayerKvCache&& other) noexcept;
+  LayerKvCache& operator=(LayerKvCache&& other) noexcept;
 
-  // Appends `n` positions; `k` and `v` are [n, num_kv_heads, head_dim] on the cache's device.
-  absl::Status Append(const float* k, const float* v, int64_t n);
-  // Releases every page whose positions all lie outside what `retention` keeps.
-  void Release(const KvRetention& retention);
+  // Makes sure pages exist for positions [0, length): all or nothing (ResourceExhausted from the
+  // pool otherwise). The engine reserves before a step so that running it never allocates.
+  absl::Status Reserve(int64_t length);
+  // Appends `n` positions; `k` and `v` are [n, num_kv_heads, head_dim] rows of the pool's dtype on
+  // its device. Pages are reserved here when Reserve was not called.
+  absl::Status Append(const void* k, const void* v, int64_t n, Stream* stream = nullptr);
+  // Releases every page whose positions all lie outside what `retention` keeps (the page being
+  // filled always stays).
+  void Release(const KvRetention& retention, Stream* stream = nullptr);
+  // Returns every page; the length stays.
+  void ReleaseAll(Stream* stream = nullptr);
 
   int64_t length() const { return length_; }
-  int page_tokens() const { return page_tokens_; }
-  size_t bytes_held() const;   // K and V storage currently allocated
+  int page_tokens() const;
+  size_t bytes_held() const;  // K and V storage of the pages held
   int64_t pages_held() const;
+  const std::vector<int32_t>& pages() const { return pages_; }
   KvView view() const;
 
  private:
-  Device* device_;
-  int num_kv_heads_;
-  int head_dim_;
-  int page_tokens_;
+  KvPagePool* pool_;
   int64_t length_ = 0;
-  std::vector<float*> k_pages_;
-  std::vector<float*> v_pages_;
+  std::vector<int32_t> pages_;  // logical -> pool page, -1 released
 };
 
 }  // namespace fluxattn

@@ -1,7 +1,8 @@
 // The interface a model architecture implements for the engine. A model owns its weights and
 // the dense math (embeddings, projections, norms, RoPE, MLP, logits); attention is not its
-// business: for every layer and sequence it hands the projected queries, keys and values to a
-// LayerAttention supplied by the engine, which routes, caches KV and runs a backend.
+// business: for every layer it hands the projected queries, keys and values of the WHOLE batch
+// to a LayerAttention supplied by the engine, which routes, caches KV and runs the backends
+// (one call per layer, whatever the batch holds).
 #pragma once
 
 #include <cstdint>
@@ -11,33 +12,40 @@
 
 #include "absl/status/status.h"
 #include "fluxattn/model_info.h"
+#include "fluxattn/tensor_view.h"
 
 namespace fluxattn {
 
-// One layer's attention work for one sequence of a batch.
-struct LayerAttentionInput {
-  int layer = 0;
-  int sequence = 0;        // index into the batch passed to LanguageModel::Forward
-  int64_t pos0 = 0;        // absolute position of the first new token
+// The rows of one sequence of the batch in a layer's arrays.
+struct SequenceRows {
+  int64_t row0 = 0;        // first row in the layer arrays
   int64_t num_tokens = 0;  // new tokens of this sequence in this call
+  int64_t pos0 = 0;        // absolute position of the first new token
+};
+
+// One layer's attention work for the whole batch passed to LanguageModel::Forward.
+struct LayerAttentionBatch {
+  uint32_t struct_size = sizeof(LayerAttentionBatch);
+  int layer = 0;
   int num_q_heads = 0;
   int num_kv_heads = 0;
   int head_dim = 0;
-  // All arrays are contiguous float32 on the CPU, one row per new token.
+  std::span<const SequenceRows> seqs;  // seqs[i] is sequence i of the Forward batch
+  // Rows of every sequence, one per new token, on the model's device:
   // Queries after q_proj (and q_norm where the model has it), before RoPE: what the learned
-  // layer router reads. [num_tokens, num_q_heads, head_dim].
-  const float* q_pre_rope = nullptr;
-  const float* q = nullptr;  // after RoPE, [num_tokens, num_q_heads, head_dim]
-  const float* k = nullptr;  // after RoPE, [num_tokens, num_kv_heads, head_dim]
-  const float* v = nullptr;  // [num_tokens, num_kv_heads, head_dim]
+  // layer router reads. [rows, num_q_heads, head_dim].
+  TensorView q_pre_rope;
+  TensorView q;  // after RoPE, [rows, num_q_heads, head_dim]
+  TensorView k;  // after RoPE, [rows, num_kv_heads, head_dim]
+  TensorView v;  // [rows, num_kv_heads, head_dim]
 };
 
-// Supplied by the engine: computes attention for one (sequence, layer).
+// Supplied by the engine: computes attention for one layer of the batch.
 class LayerAttention {
  public:
   virtual ~LayerAttention() = default;
-  // Writes out[num_tokens, num_q_heads, head_dim].
-  virtual absl::Status Attend(const LayerAttentionInput& input, float* out) = 0;
+  // Writes out[rows, num_q_heads, head_dim].
+  virtual absl::Status Attend(const LayerAttentionBatch& batch, const TensorView& out) = 0;
 };
 
 // New tokens of one sequence: ids at absolute positions pos0, pos0 + 1, ...
@@ -55,7 +63,7 @@ class LanguageModel {
   virtual const WeightSource& weights() const = 0;
   // Tokens that end a generation (eos ids of config.json and generation_config.json).
   virtual const std::vector<int64_t>& stop_token_ids() const = 0;
-  // Worker threads for the dense math; 0 = hardware concurrency.
+  // Worker threads for the dense math and CPU attention; 0 = hardware concurrency.
   virtual void SetThreads(int threads) = 0;
   virtual int threads() const = 0;
 

@@ -25,7 +25,7 @@
 #include "fluxattn/params.h"
 #include "fluxattn/version.h"
 
-#define FLUXATTN_PLUGIN_ABI_MAJOR 1
+#define FLUXATTN_PLUGIN_ABI_MAJOR 2
 #define FLUXATTN_PLUGIN_ABI_MINOR 0
 #define FLUXATTN_PLUGIN_ENTRY_SYMBOL "fluxattn_plugin_descriptor"
 
@@ -36,7 +36,8 @@ enum class PluginKind : uint32_t { kAttentionBackend = 1, kRoutingPolicy = 2 };
 const char* PluginKindName(PluginKind kind);  // "attention backend" / "routing policy"
 
 struct PluginDescriptor {
-  // --- ABI 1.0: never reorder, only append. ---
+  // --- ABI 1.0 layout (kept in ABI 2 so any loader can read the version): never reorder, only
+  // append. ---
   uint32_t abi_major;
   uint32_t abi_minor;
   uint32_t struct_size;  // sizeof(PluginDescriptor) as the plugin was compiled
@@ -102,28 +103,28 @@ const std::vector<ParamSpec>* SpecsNoexcept() noexcept {
 //   static std::vector<fluxattn::ParamSpec> Params();
 //   static absl::StatusOr<std::unique_ptr<Class>> Create(const fluxattn::ParamValues&);
 // `kind` is fluxattn::PluginKind::k..., `Interface` the matching interface class.
-#define FLUXATTN_DEFINE_PLUGIN(kind_, Interface, Class, name_, version_, summary_)           \
-  FLUXATTN_PLUGIN_EXPORT const ::fluxattn::PluginDescriptor* fluxattn_plugin_descriptor() {  \
-    static const ::fluxattn::PluginDescriptor descriptor = {                                 \
-        FLUXATTN_PLUGIN_ABI_MAJOR,                                                           \
-        FLUXATTN_PLUGIN_ABI_MINOR,                                                           \
-        static_cast<uint32_t>(sizeof(::fluxattn::PluginDescriptor)),                         \
-        kind_,                                                                               \
-        name_,                                                                               \
-        version_,                                                                            \
-        FLUXATTN_BUILD_ID,                                                                   \
-        summary_,                                                                            \
-        &::fluxattn::plugin_internal::SpecsNoexcept<Class>,                                  \
-        &::fluxattn::plugin_internal::CreateNoexcept<Class, Interface>,                      \
-        &::fluxattn::plugin_internal::DestroyNoexcept<Interface>,                            \
-    };                                                                                       \
-    return &descriptor;                                                                      \
+#define FLUXATTN_DEFINE_PLUGIN(kind_, Interface, Class, name_, version_, summary_)          \
+  FLUXATTN_PLUGIN_EXPORT const ::fluxattn::PluginDescriptor* fluxattn_plugin_descriptor() { \
+    static const ::fluxattn::PluginDescriptor descriptor = {                                \
+        FLUXATTN_PLUGIN_ABI_MAJOR,                                                          \
+        FLUXATTN_PLUGIN_ABI_MINOR,                                                          \
+        static_cast<uint32_t>(sizeof(::fluxattn::PluginDescriptor)),                        \
+        kind_,                                                                              \
+        name_,                                                                              \
+        version_,                                                                           \
+        FLUXATTN_BUILD_ID,                                                                  \
+        summary_,                                                                           \
+        &::fluxattn::plugin_internal::SpecsNoexcept<Class>,                                 \
+        &::fluxattn::plugin_internal::CreateNoexcept<Class, Interface>,                     \
+        &::fluxattn::plugin_internal::DestroyNoexcept<Interface>,                           \
+    };                                                                                      \
+    return &descriptor;                                                                     \
   }
 
-#define FLUXATTN_DEFINE_ATTENTION_PLUGIN(Class, name, version, summary)                   \
-  FLUXATTN_DEFINE_PLUGIN(::fluxattn::PluginKind::kAttentionBackend,                       \
-                         ::fluxattn::AttentionBackend, Class, name, version, summary)
-
-#define FLUXATTN_DEFINE_ROUTING_PLUGIN(Class, name, version, summary)                     \
-  FLUXATTN_DEFINE_PLUGIN(::fluxattn::PluginKind::kRoutingPolicy, ::fluxattn::RoutingPolicy, \
+#define FLUXATTN_DEFINE_ATTENTION_PLUGIN(Class, name, version, summary)                           \
+  FLUXATTN_DEFINE_PLUGIN(::fluxattn::PluginKind::kAttentionBackend, ::fluxattn::AttentionBackend, \
                          Class, name, version, summary)
+
+#define FLUXATTN_DEFINE_ROUTING_PLUGIN(Class, name, version, summary)                              \
+  FLUXATTN_DEFINE_PLUGIN(::fluxattn::PluginKind::kRoutingPolicy, ::fluxattn::RoutingPolicy, Class, \
+                         name, version, summary)

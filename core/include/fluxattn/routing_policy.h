@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -36,18 +37,31 @@ struct RoutingSetup {
 };
 
 struct RoutingInput {
+  uint32_t struct_size = sizeof(RoutingInput);
   uint64_t request_id = 0;
+  // The request's own seed (random policies draw from it, never from its place in a batch).
+  uint64_t request_seed = 0;
   int layer = 0;
   int num_layers = 0;
+  // Rows of `queries`: the prompt being prefilled.
+  int64_t query_rows = 0;
+  // Length of the whole prompt.
   int64_t prompt_tokens = 0;
   // Queries of the prompt after q_proj (and q_norm where the model has it), before RoPE:
-  // [prompt_tokens, num_q_heads, head_dim], float32 on the CPU. Null when NeedsQueries() is
-  // false.
+  // [query_rows, num_q_heads, head_dim], float32 on the CPU. Null when NeedsQueries() is false.
   const float* queries = nullptr;
   int num_q_heads = 0;
   int head_dim = 0;
-  // Free-form per-request hints (e.g. from the CLI or a request file).
+  // Free-form per-request hints (e.g. from the CLI, a request file or an HTTP request).
   const std::map<std::string, std::string>* hints = nullptr;
+};
+
+// Every request of one layer that needs a decision at this step (one call per layer).
+struct RoutingBatch {
+  uint32_t struct_size = sizeof(RoutingBatch);
+  int layer = 0;
+  int num_layers = 0;
+  std::span<const RoutingInput> requests;
 };
 
 struct RoutingDecision {
@@ -65,6 +79,10 @@ class RoutingPolicy {
   // Whether Decide reads RoutingInput::queries (lets the engine skip copying them).
   virtual bool NeedsQueries() const { return false; }
   virtual absl::StatusOr<RoutingDecision> Decide(const RoutingInput& input) = 0;
+  // Decisions for every request of `batch`, in order. Default: Decide per request. Policies that
+  // batch their work (a router MLP over all requests at once, on a device) override it.
+  virtual absl::Status DecideBatch(const RoutingBatch& batch,
+                                   std::vector<RoutingDecision>* decisions);
 };
 
 }  // namespace fluxattn

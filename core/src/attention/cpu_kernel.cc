@@ -1,12 +1,13 @@
-// The CPU block-sparse attention kernel: flash-style tiled online softmax in float32.
+// The CPU block-sparse attention kernel: flash-style tiled online softmax in float32 over a whole
+// layer batch (every sequence of every backend that uses the core kernel, in one launch).
 //
-// Work is split into units (query block, KV head). A unit's rows are the pairs (query, query
-// head of the KV head's group), so one K/V tile serves every query head sharing it (GQA). Rows
-// are processed in tiles of kRowTile against key tiles of up to kKeyTile keys taken from the
-// layout's KV blocks: S^T = K Q^T (keys read in place from their pages), masking, online
-// softmax, O += P V, both products through a register-blocked 4x16 micro-kernel. When there are
-// too few units to fill the threads (decode, short prompts), each unit's KV blocks are split into
-// ranges whose partial results (max, sum, output) are merged afterwards.
+// Work is split into units (sequence, query block, KV head). A unit's rows are the pairs (query,
+// query head of the KV head's group), so one K/V tile serves every query head sharing it (GQA).
+// Rows are processed in tiles of kRowTile against key tiles of up to kKeyTile keys taken from the
+// layout's KV blocks: S^T = K Q^T (keys read in place from their pool pages), masking, online
+// softmax, O += P V, both products through a register-blocked 4x16 micro-kernel. Decode units
+// with long rows are split into fixed ranges of KV blocks whose partial results (max, sum,
+// output) are merged afterwards.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -160,52 +161,90 @@ struct Scratch {
   float corr[kRowTile];
 };
 
+// One kernel launch over a whole layer batch. A unit is (sequence, query block, KV head); the
+// rows of a unit are the pairs (query, query head of the KV head's group), so one K/V tile
+// serves every query head sharing it (GQA). Decode units whose row lists more than
+// kSplitEntries KV blocks are split into fixed ranges of kSplitEntries blocks; the partial
+// results (max, sum, output) are merged in range order afterwards. The split points depend only
+// on the layout, never on the thread count, so results do not depend on it either.
+constexpr int64_t kSplitEntries = 8;
+
 class Kernel {
  public:
-  Kernel(const AttentionProblem& problem, const BlockSparseLayout& layout, float* out)
-      : p_(problem), layout_(layout), out_(out) {
-    group_ = p_.num_q_heads / p_.num_kv_heads;
-    d_ = p_.head_dim;
+  Kernel(const AttentionBatch& batch, const PlannedLayout& plan, AttentionWorkspace* ws)
+      : b_(batch), plan_(plan), ws_(ws) {
+    group_ = b_.num_q_heads / b_.num_kv_heads;
+    d_ = b_.head_dim;
     dp_ = RoundUp(d_, 16);
-    kv_length_ = layout_.kv_length;
+    q_ = b_.q.as<const float>();
+    out_ = b_.out.as<float>();
   }
 
   absl::Status Run() {
-    const int64_t q_blocks = layout_.num_q_blocks();
-    const int64_t units = q_blocks * p_.num_kv_heads;
-    const int threads = CpuAttentionThreads();
-    int64_t max_entries = 0;
-    for (int64_t r = 0; r < layout_.num_rows(); ++r) {
-      max_entries = std::max(max_entries, layout_.row_begin[r + 1] - layout_.row_begin[r]);
+    // Work items: (unit, split) in a fixed order; partial rows for split items.
+    const int hkv = b_.num_kv_heads;
+    int64_t partial_rows = 0;
+    for (size_t s = 0; s < b_.seqs.size(); ++s) {
+      const AttentionProblem& p = b_.seqs[s];
+      const BlockSparseLayout& layout = plan_.layouts[s];
+      if (p.num_queries == 0) continue;
+      const int64_t q_blocks = layout.num_q_blocks();
+      const bool may_split = p.phase == AttentionPhase::kDecode;
+      for (int64_t qb = 0; qb < q_blocks; ++qb) {
+        for (int h = 0; h < hkv; ++h) {
+          Unit u;
+          u.seq = static_cast<int32_t>(s);
+          u.kv_head = h;
+          u.r0 = qb * layout.q_block_tokens;
+          u.r1 = std::min(u.r0 + layout.q_block_tokens, p.num_queries);
+          const int64_t row = qb * layout.num_layout_heads + (layout.num_layout_heads == 1 ? 0 : h);
+          u.eb = layout.row_begin[row];
+          u.ee = layout.row_begin[row + 1];
+          const int64_t entries = u.ee - u.eb;
+          u.splits = may_split && entries > kSplitEntries
+                         ? (entries + kSplitEntries - 1) / kSplitEntries
+                         : 1;
+          u.first_item = static_cast<int64_t>(items_.size());
+          if (u.splits > 1) {
+            u.partial0 = partial_rows;
+            partial_rows += u.splits * (u.r1 - u.r0) * group_;
+          }
+          const int64_t unit_index = static_cast<int64_t>(units_.size());
+          for (int64_t sp = 0; sp < u.splits; ++sp) items_.push_back({unit_index, sp});
+          if (u.splits > 1) split_units_.push_back(unit_index);
+          units_.push_back(u);
+        }
+      }
     }
-    splits_ = 1;
-    if (units < 2 * threads && max_entries > 1) {
-      splits_ = std::min<int64_t>((4 * threads + units - 1) / units, max_entries);
-      splits_ = std::min<int64_t>(splits_, 64);
+    if (partial_rows > 0) {
+      ws_->partial_acc.resize(static_cast<size_t>(partial_rows) * dp_);
+      ws_->partial_m.resize(partial_rows);
+      ws_->partial_l.resize(partial_rows);
     }
-    max_unit_rows_ =
-        static_cast<int64_t>(std::min<int64_t>(layout_.q_block_tokens, p_.num_queries)) * group_;
-    if (splits_ > 1) {
-      const size_t parts = static_cast<size_t>(units * splits_);
-      partial_acc_.assign(parts * max_unit_rows_ * dp_, 0.0f);
-      partial_m_.assign(parts * max_unit_rows_, kNegInf);
-      partial_l_.assign(parts * max_unit_rows_, 0.0f);
-    }
-    ParallelFor(units * splits_, [this](int64_t item) { RunItem(item / splits_, item % splits_); });
+    ParallelFor(static_cast<int64_t>(items_.size()),
+                [this](int64_t i) { RunItem(items_[i].unit, items_[i].split); });
     if (failed_.load()) return error_;
-    if (splits_ > 1) ParallelFor(units, [this](int64_t unit) { Merge(unit); });
+    if (!split_units_.empty()) {
+      ParallelFor(static_cast<int64_t>(split_units_.size()),
+                  [this](int64_t i) { Merge(units_[split_units_[i]]); });
+    }
     return absl::OkStatus();
   }
 
  private:
-  // Rows [r0, r1) of the problem that query block `qb` covers.
-  void UnitRows(int64_t unit, int64_t* r0, int64_t* r1, int* kv_head, int64_t* layout_row) const {
-    const int64_t qb = unit / p_.num_kv_heads;
-    *kv_head = static_cast<int>(unit % p_.num_kv_heads);
-    *r0 = qb * layout_.q_block_tokens;
-    *r1 = std::min(*r0 + layout_.q_block_tokens, p_.num_queries);
-    *layout_row = qb * layout_.num_layout_heads + (layout_.num_layout_heads == 1 ? 0 : *kv_head);
-  }
+  struct Unit {
+    int32_t seq = 0;
+    int kv_head = 0;
+    int64_t r0 = 0, r1 = 0;  // query rows of the sequence
+    int64_t eb = 0, ee = 0;  // layout entries of the unit's row
+    int64_t splits = 1;
+    int64_t first_item = 0;
+    int64_t partial0 = 0;  // first partial row (split units)
+  };
+  struct Item {
+    int64_t unit;
+    int64_t split;
+  };
 
   void Fail(absl::Status status) {
     std::lock_guard<std::mutex> lock(error_mutex_);
@@ -215,16 +254,11 @@ class Kernel {
     }
   }
 
-  void RunItem(int64_t unit, int64_t split) {
+  void RunItem(int64_t unit_index, int64_t split) {
     if (failed_.load()) return;
-    int64_t r0, r1, layout_row;
-    int kv_head;
-    UnitRows(unit, &r0, &r1, &kv_head, &layout_row);
-    const int64_t eb = layout_.row_begin[layout_row];
-    const int64_t ee = layout_.row_begin[layout_row + 1];
-    const int64_t per_split = (ee - eb + splits_ - 1) / splits_;
-    const int64_t sb = std::min(ee, eb + split * per_split);
-    const int64_t se = std::min(ee, sb + per_split);
+    const Unit& u = units_[unit_index];
+    const int64_t sb = std::min(u.ee, u.eb + split * kSplitEntries);
+    const int64_t se = u.splits == 1 ? u.ee : std::min(u.ee, sb + kSplitEntries);
     thread_local std::vector<Scratch> scratch_by_thread;
     if (scratch_by_thread.empty() ||
         static_cast<int>(scratch_by_thread[0].acc.size()) != kRowTile * dp_) {
@@ -232,41 +266,51 @@ class Kernel {
       scratch_by_thread.emplace_back(dp_);
     }
     Scratch& sc = scratch_by_thread[0];
-    const int64_t unit_rows = (r1 - r0) * group_;
+    const int64_t unit_rows = (u.r1 - u.r0) * group_;
     for (int64_t t0 = 0; t0 < unit_rows; t0 += kRowTile) {
       const int rows = static_cast<int>(std::min<int64_t>(kRowTile, unit_rows - t0));
-      RunTile(sc, r0, kv_head, t0, rows, sb, se);
+      RunTile(sc, u, t0, rows, sb, se);
       if (failed_.load()) return;
-      if (splits_ == 1) {
-        WriteOutput(sc, r0, kv_head, t0, rows);
+      if (u.splits == 1) {
+        WriteOutput(sc, u, t0, rows);
       } else {
-        const int64_t part = (unit * splits_ + split) * max_unit_rows_;
+        const int64_t part = u.partial0 + split * unit_rows;
         for (int i = 0; i < rows; ++i) {
-          partial_m_[part + t0 + i] = sc.m[i];
-          partial_l_[part + t0 + i] = sc.l[i];
-          std::memcpy(&partial_acc_[(part + t0 + i) * dp_], &sc.acc[i * dp_], sizeof(float) * d_);
+          ws_->partial_m[part + t0 + i] = sc.m[i];
+          ws_->partial_l[part + t0 + i] = sc.l[i];
+          std::memcpy(&ws_->partial_acc[(part + t0 + i) * dp_], &sc.acc[i * dp_],
+                      sizeof(float) * d_);
         }
       }
     }
   }
 
-  // Rows t0 .. t0+rows of the unit starting at query row r0, against entries [eb, ee). Scores
-  // are computed transposed (keys x rows) so that K and V can be read in place from their
-  // pages: S^T = K Q^T, then O += P V with P^T as the left operand.
-  void RunTile(Scratch& sc, int64_t r0, int kv_head, int64_t t0, int rows, int64_t eb, int64_t ee) {
+  // Global query row and query head of unit row t.
+  void RowOf(const Unit& u, int64_t t, int64_t* r, int* hq) const {
+    *r = u.r0 + t / group_;
+    *hq = u.kv_head * group_ + static_cast<int>(t % group_);
+  }
+
+  // Rows t0 .. t0+rows of unit `u`, against entries [eb, ee). Scores are computed transposed
+  // (keys x rows) so that K and V can be read in place from their pages: S^T = K Q^T, then
+  // O += P V with P^T as the left operand.
+  void RunTile(Scratch& sc, const Unit& u, int64_t t0, int rows, int64_t eb, int64_t ee) {
+    const AttentionProblem& p = b_.seqs[u.seq];
+    const BlockSparseLayout& layout = plan_.layouts[u.seq];
+    const int kv_head = u.kv_head;
     const int rows4 = RoundUp(rows, 4);
     const int rows16 = RoundUp(rows, 16);
     int64_t pos[kRowTile];   // absolute query position per row
     int in_block[kRowTile];  // query row within the query block (for masks)
     std::fill(sc.qt.begin(), sc.qt.begin() + static_cast<int64_t>(d_) * rows16, 0.0f);
     for (int i = 0; i < rows; ++i) {
-      const int64_t t = t0 + i;
-      const int64_t r = r0 + t / group_;
-      const int hq = kv_head * group_ + static_cast<int>(t % group_);
-      pos[i] = p_.q_pos0 + r;
-      in_block[i] = static_cast<int>(r - r0);
-      const float* src = p_.q + (r * p_.num_q_heads + hq) * static_cast<int64_t>(d_);
-      for (int d = 0; d < d_; ++d) sc.qt[d * rows16 + i] = src[d] * p_.scale;
+      int64_t r;
+      int hq;
+      RowOf(u, t0 + i, &r, &hq);
+      pos[i] = p.q_pos0 + r;
+      in_block[i] = static_cast<int>(r - u.r0);
+      const float* src = q_ + ((p.q_row0 + r) * b_.num_q_heads + hq) * static_cast<int64_t>(d_);
+      for (int d = 0; d < d_; ++d) sc.qt[d * rows16 + i] = src[d] * b_.scale;
     }
     for (int i = 0; i < rows16; ++i) {
       sc.m[i] = kNegInf;
@@ -275,20 +319,20 @@ class Kernel {
     std::fill(sc.acc.begin(), sc.acc.begin() + static_cast<int64_t>(rows4) * dp_, 0.0f);
     const int64_t pmin = pos[0];
     const int64_t pmax = pos[rows - 1];
-    const int bk = layout_.kv_block_tokens;
-    const int64_t words = layout_.words_per_mask();
-    const int64_t page = p_.kv.page_tokens;
+    const int bk = layout.kv_block_tokens;
+    const int64_t words = layout.words_per_mask();
+    const int64_t page = p.kv.page_tokens;
+    const int64_t kv_length = layout.kv_length;
     // Reading in place needs whole 16-float rows (the micro-kernel's width) and pages large
     // enough that tiles split at page ends stay efficient.
     const bool in_place_ok = d_ == dp_ && page >= 16;
-    const int row_stride = p_.num_kv_heads * d_;
+    const int row_stride = p.num_kv_heads * d_;
 
     for (int64_t e = eb; e < ee; ++e) {
-      const int64_t block_start = static_cast<int64_t>(layout_.kv_block[e]) * bk;
-      const int64_t block_end = std::min({block_start + bk, kv_length_, pmax + 1});
-      const uint64_t* mask = layout_.mask_index[e] < 0
-                                 ? nullptr
-                                 : layout_.masks.data() + layout_.mask_index[e] * words;
+      const int64_t block_start = static_cast<int64_t>(layout.kv_block[e]) * bk;
+      const int64_t block_end = std::min({block_start + bk, kv_length, pmax + 1});
+      const uint64_t* mask =
+          layout.mask_index[e] < 0 ? nullptr : layout.masks.data() + layout.mask_index[e] * words;
       for (int64_t c0 = block_start; c0 < block_end;) {
         int64_t c1 = std::min(c0 + kKeyTile, block_end);
         if (in_place_ok) c1 = std::min(c1, (c0 / page + 1) * page);
@@ -297,12 +341,14 @@ class Kernel {
         const float* kbase = nullptr;
         const float* vbase = nullptr;
         int ld = dp_;
-        if (in_place_ok && n == n4 && p_.kv.resident(c0)) {
-          kbase = p_.kv.key(c0, kv_head);
-          vbase = p_.kv.value(c0, kv_head);
+        if (in_place_ok && n == n4 && p.kv.resident(c0)) {
+          kbase = p.kv.key(c0, kv_head);
+          vbase = p.kv.value(c0, kv_head);
           ld = row_stride;
         } else {
-          if (!GatherKv(sc, kv_head, c0, n, n4, block_start, mask, rows, pos, in_block)) return;
+          if (!GatherKv(sc, p, bk, kv_head, c0, n, n4, block_start, mask, rows, pos, in_block)) {
+            return;
+          }
           kbase = sc.k.data();
           vbase = sc.v.data();
         }
@@ -368,24 +414,25 @@ class Kernel {
 
   // Copies keys and values [c0, c0+n) of `kv_head` into rows of dp floats, zero rows up to n4.
   // A released page is an error only when some row of the tile would read it.
-  bool GatherKv(Scratch& sc, int kv_head, int64_t c0, int n, int n4, int64_t block_start,
-                const uint64_t* mask, int rows, const int64_t* pos, const int* in_block) {
+  bool GatherKv(Scratch& sc, const AttentionProblem& p, int bk, int kv_head, int64_t c0, int n,
+                int n4, int64_t block_start, const uint64_t* mask, int rows, const int64_t* pos,
+                const int* in_block) {
     for (int j = 0; j < n4; ++j) {
       float* kd = &sc.k[j * dp_];
       float* vd = &sc.v[j * dp_];
       const int64_t key = c0 + j;
-      const float* k = j < n ? p_.kv.key(key, kv_head) : nullptr;
-      const float* v = j < n ? p_.kv.value(key, kv_head) : nullptr;
+      const float* k = j < n ? p.kv.key(key, kv_head) : nullptr;
+      const float* v = j < n ? p.kv.value(key, kv_head) : nullptr;
       if (k == nullptr || v == nullptr) {
         bool needed = false;
         for (int i = 0; i < rows && !needed && j < n; ++i) {
           needed = key <= pos[i] &&
-                   (mask == nullptr || MaskAllows(mask, layout_.kv_block_tokens, in_block[i],
-                                                  static_cast<int>(key - block_start)));
+                   (mask == nullptr ||
+                    MaskAllows(mask, bk, in_block[i], static_cast<int>(key - block_start)));
         }
         if (needed) {
           Fail(absl::FailedPreconditionError(absl::StrCat(
-              "attention kernel: layer ", p_.layer, " request ", p_.request_id,
+              "attention kernel: layer ", p.layer, " request ", p.request_id,
               ": expected KV position ", key, " to be resident, found its page released")));
           return false;
         }
@@ -401,88 +448,87 @@ class Kernel {
     return true;
   }
 
-  void WriteOutput(const Scratch& sc, int64_t r0, int kv_head, int64_t t0, int rows) {
+  float* OutRow(const Unit& u, int64_t r, int hq) const {
+    const AttentionProblem& p = b_.seqs[u.seq];
+    return out_ + ((p.q_row0 + r) * b_.num_q_heads + hq) * static_cast<int64_t>(d_);
+  }
+
+  void WriteOutput(const Scratch& sc, const Unit& u, int64_t t0, int rows) {
     for (int i = 0; i < rows; ++i) {
-      const int64_t t = t0 + i;
-      const int64_t r = r0 + t / group_;
-      const int hq = kv_head * group_ + static_cast<int>(t % group_);
-      float* dst = out_ + (r * p_.num_q_heads + hq) * static_cast<int64_t>(d_);
+      int64_t r;
+      int hq;
+      RowOf(u, t0 + i, &r, &hq);
+      float* dst = OutRow(u, r, hq);
       const float inv = sc.l[i] > 0.0f ? 1.0f / sc.l[i] : 0.0f;
       const float* src = &sc.acc[i * dp_];
       for (int d = 0; d < d_; ++d) dst[d] = src[d] * inv;
     }
   }
 
-  // Combines the split partial results of one unit: o = sum_s e^(m_s - M) acc_s / sum_s e^(m_s -
-  // M) l_s with M the largest m_s.
-  void Merge(int64_t unit) {
-    int64_t r0, r1, layout_row;
-    int kv_head;
-    UnitRows(unit, &r0, &r1, &kv_head, &layout_row);
-    const int64_t unit_rows = (r1 - r0) * group_;
-    std::vector<float> o(d_);
+  // Combines the split partial results of one unit in split order: o = sum_s e^(m_s - M) acc_s /
+  // sum_s e^(m_s - M) l_s with M the largest m_s.
+  void Merge(const Unit& u) {
+    const int64_t unit_rows = (u.r1 - u.r0) * group_;
+    float o[1024];
+    FLUXATTN_CHECK(d_ <= 1024);
     for (int64_t t = 0; t < unit_rows; ++t) {
       float mx = kNegInf;
-      for (int64_t s = 0; s < splits_; ++s) {
-        mx = std::max(mx, partial_m_[(unit * splits_ + s) * max_unit_rows_ + t]);
+      for (int64_t s = 0; s < u.splits; ++s) {
+        mx = std::max(mx, ws_->partial_m[u.partial0 + s * unit_rows + t]);
       }
-      std::fill(o.begin(), o.end(), 0.0f);
+      std::fill(o, o + d_, 0.0f);
       float sum = 0.0f;
       if (mx != kNegInf) {
-        for (int64_t s = 0; s < splits_; ++s) {
-          const int64_t idx = (unit * splits_ + s) * max_unit_rows_ + t;
-          if (partial_m_[idx] == kNegInf) continue;
-          float w = partial_m_[idx] - mx;
+        for (int64_t s = 0; s < u.splits; ++s) {
+          const int64_t idx = u.partial0 + s * unit_rows + t;
+          if (ws_->partial_m[idx] == kNegInf) continue;
+          float w = ws_->partial_m[idx] - mx;
           ExpNonPositiveInPlace(&w, 1);
-          sum += w * partial_l_[idx];
-          const float* acc = &partial_acc_[idx * dp_];
+          sum += w * ws_->partial_l[idx];
+          const float* acc = &ws_->partial_acc[idx * dp_];
           for (int d = 0; d < d_; ++d) o[d] += w * acc[d];
         }
       }
-      const int64_t r = r0 + t / group_;
-      const int hq = kv_head * group_ + static_cast<int>(t % group_);
-      float* dst = out_ + (r * p_.num_q_heads + hq) * static_cast<int64_t>(d_);
+      int64_t r;
+      int hq;
+      RowOf(u, t, &r, &hq);
+      float* dst = OutRow(u, r, hq);
       const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
       for (int d = 0; d < d_; ++d) dst[d] = o[d] * inv;
     }
   }
 
-  const AttentionProblem& p_;
-  const BlockSparseLayout& layout_;
-  float* out_;
+  const AttentionBatch& b_;
+  const PlannedLayout& plan_;
+  AttentionWorkspace* ws_;
+  const float* q_ = nullptr;
+  float* out_ = nullptr;
   int group_ = 1;
   int d_ = 0;
   int dp_ = 0;
-  int64_t kv_length_ = 0;
-  int64_t splits_ = 1;
-  int64_t max_unit_rows_ = 0;
-  std::vector<float> partial_acc_;
-  std::vector<float> partial_m_;
-  std::vector<float> partial_l_;
+  std::vector<Unit> units_;
+  std::vector<Item> items_;
+  std::vector<int64_t> split_units_;
   std::atomic<bool> failed_{false};
   std::mutex error_mutex_;
   absl::Status error_;
 };
 
-absl::Status CheckProblem(const AttentionProblem& p, const BlockSparseLayout& layout,
-                          const float* out) {
-  const std::string where = absl::StrCat("attention kernel (layer ", p.layer, ")");
-  if (p.num_q_heads <= 0 || p.num_kv_heads <= 0 || p.num_q_heads % p.num_kv_heads != 0) {
-    return InvalidInput(where, "num_q_heads a positive multiple of num_kv_heads",
-                        absl::StrCat(p.num_q_heads, " and ", p.num_kv_heads));
-  }
-  if (p.head_dim <= 0) return InvalidInput(where, "head_dim > 0", absl::StrCat(p.head_dim));
-  if (!std::isfinite(p.scale)) return InvalidInput(where, "a finite scale", absl::StrCat(p.scale));
+absl::Status CheckSequence(const AttentionBatch& b, const AttentionProblem& p,
+                           const BlockSparseLayout& layout) {
+  const std::string where =
+      absl::StrCat("attention kernel (layer ", b.layer, ", request ", p.request_id, ")");
   if (p.num_queries < 0 || p.q_pos0 < 0) {
     return InvalidInput(where, "q_pos0 >= 0 and num_queries >= 0",
                         absl::StrCat(p.q_pos0, " and ", p.num_queries));
   }
-  if (p.num_queries > 0 && (p.q == nullptr || out == nullptr)) {
-    return InvalidInput(where, "query and output pointers", "null");
+  if (p.q_row0 < 0 || p.q_row0 + p.num_queries > b.q.shape[0]) {
+    return InvalidInput(where, absl::StrCat("query rows within the batch's ", b.q.shape[0]),
+                        absl::StrCat("rows [", p.q_row0, ", ", p.q_row0 + p.num_queries, ")"));
   }
-  if (p.kv.num_kv_heads != p.num_kv_heads || p.kv.head_dim != p.head_dim) {
+  if (p.kv.num_kv_heads != b.num_kv_heads || p.kv.head_dim != b.head_dim) {
     return InvalidInput(where,
-                        absl::StrCat("KV with ", p.num_kv_heads, " heads of dim ", p.head_dim),
+                        absl::StrCat("KV with ", b.num_kv_heads, " heads of dim ", b.head_dim),
                         absl::StrCat(p.kv.num_kv_heads, " heads of dim ", p.kv.head_dim));
   }
   if (p.kv.length < p.q_pos0 + p.num_queries) {
@@ -490,10 +536,15 @@ absl::Status CheckProblem(const AttentionProblem& p, const BlockSparseLayout& la
                         absl::StrCat(p.kv.length));
   }
   if (p.kv.length > 0 &&
-      (p.kv.page_tokens <= 0 || p.kv.k_pages == nullptr || p.kv.v_pages == nullptr ||
-       p.kv.num_pages * p.kv.page_tokens < p.kv.length)) {
+      (p.kv.page_tokens <= 0 || p.kv.k_pool == nullptr || p.kv.v_pool == nullptr ||
+       p.kv.pages == nullptr || p.kv.num_pages * p.kv.page_tokens < p.kv.length)) {
     return InvalidInput(where, absl::StrCat("KV pages covering ", p.kv.length, " positions"),
                         absl::StrCat(p.kv.num_pages, " pages of ", p.kv.page_tokens));
+  }
+  if (p.kv.dtype != DType::kF32 || p.kv.device != DeviceType::kCpu) {
+    return InvalidInput(
+        where, "f32 KV on the cpu",
+        absl::StrCat(DTypeName(p.kv.dtype), " KV on ", DeviceTypeName(p.kv.device)));
   }
   if (layout.q_pos0 != p.q_pos0 || layout.num_queries != p.num_queries ||
       layout.kv_length > p.kv.length) {
@@ -504,7 +555,37 @@ absl::Status CheckProblem(const AttentionProblem& p, const BlockSparseLayout& la
         absl::StrCat("queries [", layout.q_pos0, ", ", layout.q_pos0 + layout.num_queries,
                      ") and KV length ", layout.kv_length));
   }
-  return ValidateLayout(layout, p.num_kv_heads);
+  return ValidateLayout(layout, b.num_kv_heads);
+}
+
+absl::Status CheckBatch(const AttentionBatch& b, const PlannedLayout& plan) {
+  const std::string where = absl::StrCat("attention kernel (layer ", b.layer, ")");
+  if (b.num_q_heads <= 0 || b.num_kv_heads <= 0 || b.num_q_heads % b.num_kv_heads != 0) {
+    return InvalidInput(where, "num_q_heads a positive multiple of num_kv_heads",
+                        absl::StrCat(b.num_q_heads, " and ", b.num_kv_heads));
+  }
+  if (b.head_dim <= 0) return InvalidInput(where, "head_dim > 0", absl::StrCat(b.head_dim));
+  if (!std::isfinite(b.scale)) return InvalidInput(where, "a finite scale", absl::StrCat(b.scale));
+  if (plan.layouts.size() < b.seqs.size()) {
+    return InvalidInput(where, absl::StrCat("a layout for each of ", b.seqs.size(), " sequences"),
+                        absl::StrCat(plan.layouts.size()));
+  }
+  if (!b.seqs.empty() && (!b.q.is_host_f32() || !b.out.is_host_f32() || b.q.data == nullptr ||
+                          b.out.data == nullptr)) {
+    return InvalidInput(where, "host f32 query and output rows",
+                        absl::StrCat(DTypeName(b.q.dtype), " on ", DeviceTypeName(b.q.device)));
+  }
+  if (b.q.rank != 3 || b.q.shape[1] != b.num_q_heads || b.q.shape[2] != b.head_dim ||
+      b.q.stride[2] != 1 || b.q.stride[1] != b.head_dim ||
+      b.q.stride[0] != int64_t{b.num_q_heads} * b.head_dim) {
+    return InvalidInput(
+        where, absl::StrCat("contiguous queries [rows, ", b.num_q_heads, ", ", b.head_dim, "]"),
+        "another shape");
+  }
+  for (size_t s = 0; s < b.seqs.size(); ++s) {
+    FLUXATTN_RETURN_IF_ERROR(CheckSequence(b, b.seqs[s], plan.layouts[s]));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -530,11 +611,11 @@ void GemmF32(int m, int n, int k, const float* a, int lda, const float* b, int l
   edge(m4, m, 0, n);
 }
 
-absl::Status RunBlockSparseAttentionCpu(const AttentionProblem& problem,
-                                        const BlockSparseLayout& layout, float* out) {
-  FLUXATTN_RETURN_IF_ERROR(CheckProblem(problem, layout, out));
-  if (problem.num_queries == 0) return absl::OkStatus();
-  Kernel kernel(problem, layout, out);
+absl::Status RunBlockSparseAttentionCpu(const AttentionBatch& batch, const PlannedLayout& plan,
+                                        AttentionWorkspace* workspace) {
+  FLUXATTN_RETURN_IF_ERROR(CheckBatch(batch, plan));
+  AttentionWorkspace local;
+  Kernel kernel(batch, plan, workspace != nullptr ? workspace : &local);
   return kernel.Run();
 }
 

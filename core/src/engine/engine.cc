@@ -5,11 +5,13 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <unordered_map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "fluxattn/attention_backend.h"
 #include "fluxattn/kv_cache.h"
+#include "fluxattn/kv_pool.h"
 #include "fluxattn/status.h"
 
 namespace fluxattn {
@@ -25,27 +27,43 @@ class AllFullPolicy : public RoutingPolicy {
   }
 };
 
-// Empty when `caps` allow running (request, layer) problems of this model on the CPU in both
-// phases; else the reason.
-std::string CapabilityGap(const AttentionCapabilities& caps, int head_dim) {
-  if (std::find(caps.devices.begin(), caps.devices.end(), DeviceType::kCpu) ==
-      caps.devices.end()) {
-    return "it does not run on the cpu";
+double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// The reason `backend` cannot serve a (request, layer) of this model in both phases, or "".
+std::string SupportGap(const AttentionBackend& backend, const ModelInfo& info, DeviceType device,
+                       DType dtype) {
+  ProblemDesc desc;
+  desc.device = device;
+  desc.dtype = dtype;
+  desc.head_dim = info.head_dim;
+  desc.num_q_heads = info.num_q_heads;
+  desc.num_kv_heads = info.num_kv_heads;
+  for (AttentionPhase phase : {AttentionPhase::kPrefill, AttentionPhase::kDecode}) {
+    desc.phase = phase;
+    absl::Status st = backend.Supports(desc);
+    if (!st.ok()) return std::string(st.message());
   }
-  if (std::find(caps.dtypes.begin(), caps.dtypes.end(), DType::kF32) == caps.dtypes.end()) {
-    return "it does not support f32";
-  }
-  if (!caps.head_dims.empty() &&
-      std::find(caps.head_dims.begin(), caps.head_dims.end(), head_dim) == caps.head_dims.end()) {
-    return absl::StrCat("it does not support head_dim ", head_dim);
-  }
-  if (!caps.prefill) return "it does not support prefill";
-  if (!caps.decode) return "it does not support decode";
   return "";
 }
 
-double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
+absl::Status ValidateOptions(const GenerationOptions& options) {
+  if (options.max_new_tokens < 0) {
+    return InvalidInput("max_new_tokens", "a non-negative number",
+                        absl::StrCat(options.max_new_tokens));
+  }
+  if (options.sampling.temperature < 0 || !std::isfinite(options.sampling.temperature)) {
+    return InvalidInput("temperature", "a finite number >= 0",
+                        absl::StrCat(options.sampling.temperature));
+  }
+  if (!(options.sampling.top_p > 0 && options.sampling.top_p <= 1)) {
+    return InvalidInput("top_p", "a number in (0, 1]", absl::StrCat(options.sampling.top_p));
+  }
+  if (options.sampling.top_k < 0) {
+    return InvalidInput("top_k", "a number >= 0 (0: off)", absl::StrCat(options.sampling.top_k));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -58,10 +76,19 @@ struct Engine::Impl : public LayerAttention {
     std::optional<LayerKvCache> kv;
     LayerRouting routing;
   };
+  enum class Phase : uint8_t { kQueued, kRunning };
   struct Request {
     uint64_t id = 0;
-    int64_t prompt_tokens = 0;
+    RequestSpec spec;
+    std::string policy_name;
+    RoutingPolicy* policy = nullptr;
     std::vector<LayerState> layers;
+    std::mt19937_64 rng;
+    Phase phase = Phase::kQueued;
+    int64_t length = 0;  // positions whose K/V are in the cache
+    std::vector<int64_t> stops;
+    size_t kv_after_prefill = 0;
+    GenerationResult result;
   };
 
   LanguageModel* model = nullptr;
@@ -71,109 +98,327 @@ struct Engine::Impl : public LayerAttention {
   RoutingPolicy* router = nullptr;
   std::string full_name;
   AttentionBackend* full = nullptr;
+  std::unique_ptr<KvPagePool> pool;
   uint64_t next_request_id = 1;
+  std::map<uint64_t, std::unique_ptr<Request>> requests;  // by id = the order they were added
 
-  // The batch of the Forward call in progress: sequence index -> request.
+  // The step in progress: sequence index -> request, and whether it is prefilling.
   std::vector<Request*> active;
-  AttentionPhase phase = AttentionPhase::kPrefill;
+  std::vector<uint8_t> active_prefill;
 
-  absl::Status Decide(Request& req, LayerState& L, const LayerAttentionInput& in) {
-    const ModelInfo& info = model->info();
-    RoutingInput rin;
-    rin.request_id = req.id;
-    rin.layer = in.layer;
-    rin.num_layers = info.num_layers;
-    rin.prompt_tokens = in.num_tokens;
-    rin.num_q_heads = in.num_q_heads;
-    rin.head_dim = in.head_dim;
-    if (router->NeedsQueries()) rin.queries = in.q_pre_rope;
-    auto decision = router->Decide(rin);
-    if (!decision.ok()) {
-      return Annotate(decision.status(), absl::StrCat("router, layer ", in.layer));
+  // Per-layer scratch reused by every call.
+  std::vector<AttentionProblem> problems;
+  std::vector<int> order;
+  std::vector<PlannedLayout> group_plans;
+  PlannedLayout combined_plan;
+  AttentionWorkspace workspace;
+  std::vector<RoutingInput> routing_inputs;
+  std::vector<RoutingDecision> routing_decisions;
+
+  absl::StatusOr<RoutingPolicy*> PolicyFor(const std::string& name) {
+    if (name.empty()) return router;
+    auto it = composition.routers.find(name);
+    if (it == composition.routers.end()) {
+      std::vector<std::string> known = {"\"\" (the [router])"};
+      for (const auto& [n, p] : composition.routers) known.push_back(absl::StrCat("\"", n, "\""));
+      return InvalidInput("routing", absl::StrCat("one of ", absl::StrJoin(known, ", ")),
+                          absl::StrCat("\"", name, "\""));
     }
+    return it->second.get();
+  }
+
+  AttentionBackend* BackendNamed(const std::string& name) {
+    if (name == full_name) return full;
+    auto it = composition.backends.find(name);
+    return it == composition.backends.end() ? nullptr : it->second.get();
+  }
+
+  std::string PluginOf(const std::string& name) const {
+    auto it = composition.backend_plugins.find(name);
+    return it == composition.backend_plugins.end() ? name : it->second;
+  }
+
+  absl::Status ApplyDecision(Request& req, int layer, const RoutingDecision& decision) {
+    LayerState& L = req.layers[layer];
+    const ModelInfo& info = model->info();
     LayerRouting& r = L.routing;
-    r.layer = in.layer;
-    r.choice = decision->choice;
-    r.logits = decision->logits;
+    r.layer = layer;
+    r.choice = decision.choice;
+    r.logits = decision.logits;
     r.decided_by = "router";
     std::string name = r.choice == AttentionChoice::kFull ? full_name : composition.sparse_backend;
     if (r.choice == AttentionChoice::kSparse && name.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "router chose sparse attention for layer ", in.layer,
+          "router chose sparse attention for layer ", layer,
           " but the configuration names no sparse backend ([router] sparse = \"...\")"));
     }
-    auto override_it = composition.layer_backends.find(in.layer);
+    auto override_it = composition.layer_backends.find(layer);
     if (override_it != composition.layer_backends.end()) {
       name = override_it->second;
       r.decided_by = "override";
     }
-    AttentionBackend* backend = nullptr;
-    if (name == full_name) {
-      backend = full;
-    } else {
-      auto it = composition.backends.find(name);
-      if (it == composition.backends.end()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("layer ", in.layer, ": backend \"", name, "\" is not configured"));
-      }
-      backend = it->second.get();
+    AttentionBackend* backend = BackendNamed(name);
+    if (backend == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("layer ", layer, ": backend \"", name, "\" is not configured"));
     }
-    const std::string gap = CapabilityGap(backend->capabilities(), in.head_dim);
+    const std::string gap = SupportGap(*backend, info, DeviceType::kCpu, DType::kF32);
     if (!gap.empty()) {
-      r.fallback = absl::StrCat("backend \"", name, "\" skipped: ", gap, "; using \"", full_name,
-                                "\"");
+      r.fallback =
+          absl::StrCat("backend \"", name, "\" skipped: ", gap, "; using \"", full_name, "\"");
       backend = full;
       name = full_name;
-      const std::string full_gap = CapabilityGap(full->capabilities(), in.head_dim);
+      const std::string full_gap = SupportGap(*full, info, DeviceType::kCpu, DType::kF32);
       if (!full_gap.empty()) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "layer ", in.layer, ": full backend \"", full_name, "\" cannot run: ", full_gap));
+        return absl::FailedPreconditionError(absl::StrCat("layer ", layer, ": full backend \"",
+                                                          full_name, "\" cannot run: ", full_gap));
       }
     }
     r.backend = name;
+    r.decode_backend = name;
+    r.plugin = PluginOf(name);
     L.backend = backend;
-    L.state = backend->CreateState(in.num_q_heads, in.num_kv_heads, in.head_dim);
+    L.state = backend->CreateState(info.num_q_heads, info.num_kv_heads, info.head_dim);
     L.decided = true;
     return absl::OkStatus();
   }
 
-  absl::Status Attend(const LayerAttentionInput& in, float* out) override {
-    Request& req = *active[in.sequence];
-    LayerState& L = req.layers[in.layer];
-    if (!L.decided) {
-      if (phase != AttentionPhase::kPrefill) {
+  // Decisions for every prefilling sequence of this layer that has none yet, one DecideBatch
+  // per routing policy.
+  absl::Status RouteLayer(const LayerAttentionBatch& in) {
+    const ModelInfo& info = model->info();
+    std::vector<RoutingPolicy*> policies;
+    for (size_t s = 0; s < in.seqs.size(); ++s) {
+      Request& req = *active[s];
+      if (req.layers[in.layer].decided) continue;
+      if (!active_prefill[s]) {
         return absl::InternalError(
             absl::StrCat("layer ", in.layer, " reached decode without a prefill decision"));
       }
-      FLUXATTN_RETURN_IF_ERROR(Decide(req, L, in));
+      if (std::find(policies.begin(), policies.end(), req.policy) == policies.end()) {
+        policies.push_back(req.policy);
+      }
     }
-    if (!L.kv) L.kv.emplace(CpuDevice(), in.num_kv_heads, in.head_dim, options.kv_page_tokens);
-    if (L.kv->length() != in.pos0) {
-      return absl::InternalError(absl::StrCat("layer ", in.layer, ": KV cache holds ",
-                                              L.kv->length(), " positions, new tokens start at ",
-                                              in.pos0));
+    for (RoutingPolicy* policy : policies) {
+      routing_inputs.clear();
+      std::vector<Request*> asked;
+      for (size_t s = 0; s < in.seqs.size(); ++s) {
+        Request& req = *active[s];
+        if (req.layers[in.layer].decided || req.policy != policy) continue;
+        RoutingInput rin;
+        rin.request_id = req.id;
+        rin.request_seed = req.spec.options.sampling.seed;
+        rin.layer = in.layer;
+        rin.num_layers = info.num_layers;
+        rin.query_rows = in.seqs[s].num_tokens;
+        rin.prompt_tokens = static_cast<int64_t>(req.spec.prompt.size());
+        rin.num_q_heads = in.num_q_heads;
+        rin.head_dim = in.head_dim;
+        rin.hints = &req.spec.hints;
+        if (policy->NeedsQueries()) {
+          rin.queries = in.q_pre_rope.as<const float>() + in.q_pre_rope.offset(in.seqs[s].row0);
+        }
+        routing_inputs.push_back(rin);
+        asked.push_back(&req);
+      }
+      RoutingBatch batch;
+      batch.layer = in.layer;
+      batch.num_layers = info.num_layers;
+      batch.requests = routing_inputs;
+      absl::Status st = policy->DecideBatch(batch, &routing_decisions);
+      if (!st.ok()) {
+        return Annotate(
+            st, absl::StrCat("routing policy \"",
+                             asked[0]->policy_name.empty() ? "router" : asked[0]->policy_name,
+                             "\", layer ", in.layer));
+      }
+      if (routing_decisions.size() != asked.size()) {
+        return absl::InternalError(absl::StrCat("routing policy returned ",
+                                                routing_decisions.size(), " decisions for ",
+                                                asked.size(), " requests"));
+      }
+      for (size_t i = 0; i < asked.size(); ++i) {
+        FLUXATTN_RETURN_IF_ERROR(ApplyDecision(*asked[i], in.layer, routing_decisions[i]));
+      }
     }
-    FLUXATTN_RETURN_IF_ERROR(L.kv->Append(in.k, in.v, in.num_tokens));
-    AttentionProblem p;
-    p.num_q_heads = in.num_q_heads;
-    p.num_kv_heads = in.num_kv_heads;
-    p.head_dim = in.head_dim;
-    p.scale = 1.0f / std::sqrt(static_cast<float>(in.head_dim));
-    p.phase = phase;
-    p.q_pos0 = in.pos0;
-    p.num_queries = in.num_tokens;
-    p.q = in.q;
-    p.kv = L.kv->view();
-    p.device = DeviceType::kCpu;
-    p.layer = in.layer;
-    p.request_id = req.id;
-    p.state = L.state.get();
-    absl::Status st = L.backend->Forward(p, out);
-    if (!st.ok()) {
-      return Annotate(st, absl::StrCat("backend \"", L.routing.backend, "\", layer ", in.layer));
-    }
-    L.kv->Release(L.backend->RetainedKv(in.pos0 + in.num_tokens));
     return absl::OkStatus();
+  }
+
+  absl::Status Attend(const LayerAttentionBatch& in, const TensorView& out) override {
+    const int layer = in.layer;
+    if (in.seqs.size() != active.size()) {
+      return absl::InternalError(
+          absl::StrCat("attention: ", in.seqs.size(), " sequences, expected ", active.size()));
+    }
+    FLUXATTN_RETURN_IF_ERROR(RouteLayer(in));
+    const size_t k_row = static_cast<size_t>(in.num_kv_heads) * in.head_dim;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(in.head_dim));
+    // K/V of the new rows into every sequence's pages (reserved before the step).
+    for (size_t s = 0; s < in.seqs.size(); ++s) {
+      LayerState& L = active[s]->layers[layer];
+      const SequenceRows& rows = in.seqs[s];
+      if (L.kv->length() != rows.pos0) {
+        return absl::InternalError(absl::StrCat("layer ", layer, ": KV cache holds ",
+                                                L.kv->length(), " positions, new tokens start at ",
+                                                rows.pos0));
+      }
+      FLUXATTN_RETURN_IF_ERROR(L.kv->Append(in.k.as<const float>() + rows.row0 * k_row,
+                                            in.v.as<const float>() + rows.row0 * k_row,
+                                            rows.num_tokens));
+    }
+    // Sequences grouped by backend, groups in order of first appearance.
+    std::vector<AttentionBackend*> group_backend;
+    std::vector<int> group_of(in.seqs.size());
+    for (size_t s = 0; s < in.seqs.size(); ++s) {
+      AttentionBackend* b = active[s]->layers[layer].backend;
+      auto it = std::find(group_backend.begin(), group_backend.end(), b);
+      group_of[s] = static_cast<int>(it - group_backend.begin());
+      if (it == group_backend.end()) group_backend.push_back(b);
+    }
+    const size_t groups = group_backend.size();
+    order.clear();
+    std::vector<size_t> group_begin(groups + 1, 0);
+    for (size_t g = 0; g < groups; ++g) {
+      group_begin[g] = order.size();
+      for (size_t s = 0; s < in.seqs.size(); ++s) {
+        if (group_of[s] == static_cast<int>(g)) order.push_back(static_cast<int>(s));
+      }
+    }
+    group_begin[groups] = order.size();
+    problems.resize(order.size());
+    for (size_t i = 0; i < order.size(); ++i) {
+      const int s = order[i];
+      Request& req = *active[s];
+      LayerState& L = req.layers[layer];
+      const SequenceRows& rows = in.seqs[s];
+      AttentionProblem& p = problems[i];
+      p = AttentionProblem{};
+      p.num_q_heads = in.num_q_heads;
+      p.num_kv_heads = in.num_kv_heads;
+      p.head_dim = in.head_dim;
+      p.scale = scale;
+      p.phase = active_prefill[s] ? AttentionPhase::kPrefill : AttentionPhase::kDecode;
+      p.q_pos0 = rows.pos0;
+      p.num_queries = rows.num_tokens;
+      p.q_row0 = rows.row0;
+      p.q = in.q.Rows(rows.row0, rows.num_tokens);
+      p.kv = L.kv->view();
+      p.device = DeviceType::kCpu;
+      p.dtype = DType::kF32;
+      p.layer = layer;
+      p.request_id = req.id;
+      p.state = L.state.get();
+    }
+    AttentionBatch all;
+    all.layer = layer;
+    all.num_q_heads = in.num_q_heads;
+    all.num_kv_heads = in.num_kv_heads;
+    all.head_dim = in.head_dim;
+    all.scale = scale;
+    all.device = DeviceType::kCpu;
+    all.dtype = DType::kF32;
+    all.q = in.q;
+    all.out = out;
+    all.kv = pool->view();
+    if (group_plans.size() < groups) group_plans.resize(groups);
+    bool shared_launch = true;
+    for (size_t g = 0; g < groups; ++g) {
+      AttentionBatch sub = all;
+      sub.seqs = std::span<const AttentionProblem>(problems.data() + group_begin[g],
+                                                   group_begin[g + 1] - group_begin[g]);
+      absl::Status st = group_backend[g]->Plan(sub, &group_plans[g]);
+      if (st.ok() && group_plans[g].layouts.size() != sub.seqs.size()) {
+        st = absl::InternalError(absl::StrCat("Plan wrote ", group_plans[g].layouts.size(),
+                                              " layouts for ", sub.seqs.size(), " sequences"));
+      }
+      if (!st.ok()) {
+        const Request& req = *active[order[group_begin[g]]];
+        return Annotate(
+            st, absl::StrCat("backend \"", req.layers[layer].routing.backend, "\", layer ", layer));
+      }
+      shared_launch = shared_launch && !group_backend[g]->capabilities().custom_run;
+    }
+    if (shared_launch) {
+      // One launch of the core kernel for every sequence of the layer.
+      combined_plan.layouts.resize(order.size());
+      for (size_t g = 0; g < groups; ++g) {
+        for (size_t i = group_begin[g]; i < group_begin[g + 1]; ++i) {
+          std::swap(combined_plan.layouts[i], group_plans[g].layouts[i - group_begin[g]]);
+        }
+      }
+      all.seqs = problems;
+      absl::Status st = RunBlockSparseAttention(all, combined_plan, &workspace);
+      if (!st.ok()) return Annotate(st, absl::StrCat("attention, layer ", layer));
+    } else {
+      for (size_t g = 0; g < groups; ++g) {
+        AttentionBatch sub = all;
+        sub.seqs = std::span<const AttentionProblem>(problems.data() + group_begin[g],
+                                                     group_begin[g + 1] - group_begin[g]);
+        absl::Status st = group_backend[g]->Run(sub, group_plans[g], &workspace);
+        if (!st.ok()) {
+          const Request& req = *active[order[group_begin[g]]];
+          return Annotate(st, absl::StrCat("backend \"", req.layers[layer].routing.backend,
+                                           "\", layer ", layer));
+        }
+      }
+    }
+    // What the backends will no longer read goes back to the pool.
+    for (size_t s = 0; s < in.seqs.size(); ++s) {
+      LayerState& L = active[s]->layers[layer];
+      L.kv->Release(L.backend->RetainedKv(in.seqs[s].pos0 + in.seqs[s].num_tokens));
+    }
+    return absl::OkStatus();
+  }
+
+  // Pages for positions [0, length) in every layer of `req`, all or nothing per layer.
+  absl::Status Reserve(Request& req, int64_t length) {
+    for (LayerState& L : req.layers) {
+      if (!L.kv) L.kv.emplace(pool.get());
+      absl::Status st = L.kv->Reserve(length);
+      if (!st.ok()) {
+        return Annotate(st, absl::StrCat("request ", req.id, " (", length, " positions x ",
+                                         req.layers.size(), " layers)"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  void ReleaseAll(Request& req) {
+    for (LayerState& L : req.layers) {
+      if (L.kv) L.kv->ReleaseAll();
+    }
+  }
+
+  size_t KvBytes(const Request& req) const {
+    size_t held = 0;
+    for (const LayerState& L : req.layers) held += L.kv ? L.kv->bytes_held() : 0;
+    return held;
+  }
+
+  // Moves the result out of a finished request, with its trace.
+  GenerationResult Finish(Request& req) {
+    const ModelInfo& info = model->info();
+    GenerationResult result = std::move(req.result);
+    result.request_id = req.id;
+    RequestTrace& trace = result.trace;
+    trace.request_id = req.id;
+    trace.prompt_tokens = static_cast<int64_t>(req.spec.prompt.size());
+    trace.routing = req.policy_name.empty() ? "router" : req.policy_name;
+    trace.kv_bytes_after_prefill = req.kv_after_prefill;
+    int sparse = 0;
+    for (LayerState& L : req.layers) {
+      L.routing.kv_bytes = L.kv ? L.kv->bytes_held() : 0;
+      trace.kv_bytes += L.routing.kv_bytes;
+      if (L.kv) {
+        const int64_t pages = (L.kv->length() + L.kv->page_tokens() - 1) / L.kv->page_tokens();
+        trace.kv_bytes_full_cache += static_cast<size_t>(pages) * pool->page_bytes();
+      }
+      if (L.routing.backend != full_name) ++sparse;
+      trace.layers.push_back(L.routing);
+    }
+    trace.sa_ratio = info.num_layers > 0 ? static_cast<double>(sparse) / info.num_layers : 0.0;
+    ReleaseAll(req);
+    return result;
   }
 };
 
@@ -183,14 +428,17 @@ Engine::Engine(std::unique_ptr<Impl> impl, std::unique_ptr<LanguageModel> model)
   full_backend_ = impl_->full_name;
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+  // Requests hold pages of the pool: they go first.
+  if (impl_) impl_->requests.clear();
+}
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageModel> model,
                                                        Composition composition,
                                                        EngineOptions options) {
   if (model == nullptr) return absl::InvalidArgumentError("Engine::Create: no model");
-  if (options.kv_page_tokens <= 0) {
-    return InvalidInput("engine kv_page_tokens", "a positive number",
+  if (options.kv_page_tokens <= 0 || options.kv_page_tokens > 65536) {
+    return InvalidInput("kv page_tokens", "a number in [1, 65536]",
                         absl::StrCat(options.kv_page_tokens));
   }
   auto impl = std::make_unique<Impl>();
@@ -219,10 +467,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
   }
   impl->full_name = full_name;
   impl->full = full_it->second.get();
+  const ModelInfo& info = model->info();
   for (const auto& [layer, name] : c.layer_backends) {
-    if (layer < 0 || layer >= model->info().num_layers) {
+    if (layer < 0 || layer >= info.num_layers) {
       return InvalidInput(absl::StrCat("[layers.", layer, "]"),
-                          absl::StrCat("a layer in [0, ", model->info().num_layers, ")"),
+                          absl::StrCat("a layer in [0, ", info.num_layers, ")"),
                           absl::StrCat(layer));
     }
     if (!c.backends.count(name)) {
@@ -231,14 +480,40 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
     }
   }
 
+  // The KV page pool of the model's device (the CPU for now).
+  KvPoolOptions pool_options;
+  pool_options.dtype = DType::kF32;
+  pool_options.page_tokens = impl->options.kv_page_tokens;
+  pool_options.num_kv_heads = info.num_kv_heads;
+  pool_options.head_dim = info.head_dim;
+  if (impl->options.kv_pool_bytes > 0) {
+    pool_options.capacity_pages = KvPoolPagesForBytes(impl->options.kv_pool_bytes, pool_options);
+    if (pool_options.capacity_pages < 1) {
+      return InvalidInput("[kv] pool_mib",
+                          absl::StrCat("room for at least one page (",
+                                       2 * pool_options.page_tokens * info.num_kv_heads *
+                                           info.head_dim * DTypeSize(pool_options.dtype),
+                                       " bytes)"),
+                          absl::StrCat(impl->options.kv_pool_bytes, " bytes"));
+    }
+  } else {
+    const int64_t max_pos =
+        static_cast<int64_t>(info.ConfigNumber("max_position_embeddings").value_or(32768));
+    const int64_t per_sequence = (std::max<int64_t>(max_pos, 1) + pool_options.page_tokens - 1) /
+                                 pool_options.page_tokens * std::max(info.num_layers, 1);
+    const int64_t cap = KvPoolPagesForBytes(size_t{1} << 30, pool_options);
+    pool_options.capacity_pages = std::max<int64_t>(1, std::min(16 * per_sequence, cap));
+  }
+  FLUXATTN_ASSIGN_OR_RETURN(impl->pool, KvPagePool::Create(CpuDevice(), pool_options));
+
   RoutingSetup setup;
   setup.model = &model->info();
   setup.weights = &model->weights();
   if (impl->options.open_weights) {
     setup.open_weights = impl->options.open_weights;
   } else {
-    setup.open_weights = [](const std::string& path)
-        -> absl::StatusOr<std::unique_ptr<WeightSource>> {
+    setup.open_weights =
+        [](const std::string& path) -> absl::StatusOr<std::unique_ptr<WeightSource>> {
       return absl::UnimplementedError(
           absl::StrCat(path, ": opening separate weight files is not available here"));
     };
@@ -247,8 +522,8 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
   setup.policy = [raw](const std::string& name) -> absl::StatusOr<RoutingPolicy*> {
     auto it = raw->composition.routers.find(name);
     if (it == raw->composition.routers.end()) {
-      return absl::NotFoundError(absl::StrCat("routing policy \"", name,
-                                              "\" is not configured as [routers.", name, "]"));
+      return absl::NotFoundError(
+          absl::StrCat("routing policy \"", name, "\" is not configured as [routers.", name, "]"));
     }
     return it->second.get();
   };
@@ -266,235 +541,211 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
   return std::unique_ptr<Engine>(new Engine(std::move(impl), std::move(model)));
 }
 
+std::vector<std::string> Engine::routing_policies() const {
+  std::vector<std::string> names = {""};
+  for (const auto& [name, policy] : impl_->composition.routers) names.push_back(name);
+  return names;
+}
+
+absl::StatusOr<uint64_t> Engine::Add(RequestSpec spec) {
+  FLUXATTN_RETURN_IF_ERROR(ValidateOptions(spec.options));
+  const ModelInfo& info = model_->info();
+  if (spec.prompt.empty()) return InvalidInput("prompt", "at least one token", "an empty prompt");
+  for (size_t t = 0; t < spec.prompt.size(); ++t) {
+    if (spec.prompt[t] < 0 || spec.prompt[t] >= info.vocab_size) {
+      return InvalidInput(absl::StrCat("prompt token ", t),
+                          absl::StrCat("a token id in [0, ", info.vocab_size, ")"),
+                          absl::StrCat(spec.prompt[t]));
+    }
+  }
+  FLUXATTN_ASSIGN_OR_RETURN(RoutingPolicy * policy, impl_->PolicyFor(spec.routing));
+  auto req = std::make_unique<Impl::Request>();
+  req->id = impl_->next_request_id++;
+  req->policy = policy;
+  req->policy_name = spec.routing;
+  req->layers.resize(info.num_layers);
+  req->rng.seed(spec.options.sampling.seed);
+  req->stops = spec.options.stop_tokens;
+  if (!spec.options.ignore_eos) {
+    for (int64_t id : model_->stop_token_ids()) req->stops.push_back(id);
+  }
+  req->spec = std::move(spec);
+  const uint64_t id = req->id;
+  impl_->requests.emplace(id, std::move(req));
+  return id;
+}
+
+bool Engine::Cancel(uint64_t request_id) {
+  auto it = impl_->requests.find(request_id);
+  if (it == impl_->requests.end()) return false;
+  impl_->ReleaseAll(*it->second);
+  impl_->requests.erase(it);
+  return true;
+}
+
+int64_t Engine::num_queued() const {
+  int64_t n = 0;
+  for (const auto& [id, r] : impl_->requests) n += r->phase == Impl::Phase::kQueued;
+  return n;
+}
+
+int64_t Engine::num_running() const {
+  return static_cast<int64_t>(impl_->requests.size()) - num_queued();
+}
+
+int64_t Engine::kv_pages_used() const { return impl_->pool->pages_used(); }
+int64_t Engine::kv_pages_total() const { return impl_->pool->capacity_pages(); }
+size_t Engine::kv_page_bytes() const { return impl_->pool->page_bytes(); }
+
+absl::StatusOr<StepResult> Engine::Step() {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  Impl& I = *impl_;
+  StepResult out;
+  std::vector<uint64_t> dropped;
+  auto fail = [&](Impl::Request& req, absl::Status status) {
+    I.ReleaseAll(req);
+    out.failed.push_back({req.id, std::move(status)});
+    dropped.push_back(req.id);
+  };
+  // Admission: running requests need one more position, queued ones their prompt. Pages are
+  // reserved here so that the forward pass never allocates.
+  I.active.clear();
+  I.active_prefill.clear();
+  for (auto& [id, req] : I.requests) {
+    if (req->phase != Impl::Phase::kRunning) continue;
+    absl::Status st = I.Reserve(*req, req->length + 1);
+    if (!st.ok()) {
+      fail(*req, st);
+      continue;
+    }
+    I.active.push_back(req.get());
+    I.active_prefill.push_back(0);
+  }
+  for (auto& [id, req] : I.requests) {
+    if (req->phase != Impl::Phase::kQueued) continue;
+    const int64_t len = static_cast<int64_t>(req->spec.prompt.size());
+    absl::Status st = I.Reserve(*req, len);
+    if (!st.ok()) {
+      if (req->spec.wait_for_kv && absl::IsResourceExhausted(st)) {
+        I.ReleaseAll(*req);  // waits in the queue, in order
+        break;
+      }
+      fail(*req, st);
+      continue;
+    }
+    I.active.push_back(req.get());
+    I.active_prefill.push_back(1);
+  }
+  if (!I.active.empty()) {
+    std::vector<SequenceChunk> batch(I.active.size());
+    for (size_t s = 0; s < I.active.size(); ++s) {
+      Impl::Request& req = *I.active[s];
+      if (I.active_prefill[s]) {
+        batch[s].tokens = req.spec.prompt;
+        batch[s].pos0 = 0;
+      } else {
+        batch[s].tokens = std::span<const int64_t>(&req.result.tokens.back(), 1);
+        batch[s].pos0 = req.length;
+      }
+    }
+    std::vector<float> logits;
+    absl::Status st = model_->Forward(batch, I, false, &logits);
+    if (!st.ok()) {
+      // A failure inside the batch's forward pass: every request of the step is dropped.
+      for (Impl::Request* req : I.active) fail(*req, st);
+    } else {
+      const int64_t vocab = model_->info().vocab_size;
+      for (size_t s = 0; s < I.active.size(); ++s) {
+        Impl::Request& req = *I.active[s];
+        GenerationResult& r = req.result;
+        const GenerationOptions& o = req.spec.options;
+        if (I.active_prefill[s]) {
+          req.length = static_cast<int64_t>(req.spec.prompt.size());
+          req.phase = Impl::Phase::kRunning;
+          req.kv_after_prefill = I.KvBytes(req);
+          out.prefill_tokens += req.length;
+        } else {
+          ++req.length;
+          ++out.decode_tokens;
+        }
+        bool done = false;
+        if (o.max_new_tokens == 0) {
+          r.finish_reason = "length";
+          done = true;
+        } else {
+          std::span<const float> row(&logits[s * vocab], vocab);
+          if (o.record_logits) r.step_logits.emplace_back(row.begin(), row.end());
+          const int64_t token = SampleToken(row, o.sampling, req.rng);
+          r.tokens.push_back(token);
+          out.tokens.push_back({req.id, token});
+          if (std::find(req.stops.begin(), req.stops.end(), token) != req.stops.end()) {
+            r.finish_reason = "stop";
+            done = true;
+          } else if (static_cast<int>(r.tokens.size()) >= o.max_new_tokens) {
+            r.finish_reason = "length";
+            done = true;
+          }
+        }
+        if (done) {
+          out.finished.push_back(I.Finish(req));
+          dropped.push_back(req.id);
+        }
+      }
+    }
+  }
+  for (uint64_t id : dropped) I.requests.erase(id);
+  I.active.clear();
+  I.active_prefill.clear();
+  out.seconds = Seconds(t0, Clock::now());
+  return out;
+}
+
 absl::StatusOr<BatchResult> Engine::Generate(const std::vector<std::vector<int64_t>>& prompts,
                                              const GenerationOptions& options,
                                              const TokenCallback& on_token) {
-  using Clock = std::chrono::steady_clock;
-  if (options.max_new_tokens < 0) {
-    return InvalidInput("max_new_tokens", "a non-negative number",
-                        absl::StrCat(options.max_new_tokens));
-  }
-  if (options.sampling.temperature < 0 || !std::isfinite(options.sampling.temperature)) {
-    return InvalidInput("temperature", "a finite number >= 0",
-                        absl::StrCat(options.sampling.temperature));
-  }
-  if (!(options.sampling.top_p > 0 && options.sampling.top_p <= 1)) {
-    return InvalidInput("top_p", "a number in (0, 1]", absl::StrCat(options.sampling.top_p));
-  }
-  if (options.sampling.top_k < 0) {
-    return InvalidInput("top_k", "a number >= 0 (0: off)", absl::StrCat(options.sampling.top_k));
-  }
-  const ModelInfo& info = model_->info();
-  const int64_t vocab = info.vocab_size;
-  std::vector<int64_t> stops = options.stop_tokens;
-  if (!options.ignore_eos) {
-    for (int64_t id : model_->stop_token_ids()) stops.push_back(id);
-  }
-  auto is_stop = [&](int64_t t) { return std::find(stops.begin(), stops.end(), t) != stops.end(); };
-
-  const size_t n = prompts.size();
+  FLUXATTN_RETURN_IF_ERROR(ValidateOptions(options));
   BatchResult result;
+  const size_t n = prompts.size();
   result.requests.resize(n);
-  std::vector<Impl::Request> requests(n);
-  std::vector<std::mt19937_64> rngs;
+  std::unordered_map<uint64_t, int> index;
+  std::vector<uint64_t> ids;
   for (size_t i = 0; i < n; ++i) {
-    if (prompts[i].empty()) {
-      return InvalidInput(absl::StrCat("prompt ", i), "at least one token", "an empty prompt");
+    RequestSpec spec;
+    spec.prompt = prompts[i];
+    spec.options = options;
+    absl::StatusOr<uint64_t> id = Add(std::move(spec));
+    if (!id.ok()) {
+      for (uint64_t added : ids) Cancel(added);
+      return Annotate(id.status(), absl::StrCat("prompt ", i));
     }
-    for (size_t t = 0; t < prompts[i].size(); ++t) {
-      if (prompts[i][t] < 0 || prompts[i][t] >= vocab) {
-        return InvalidInput(absl::StrCat("prompt ", i, ", token ", t),
-                            absl::StrCat("a token id in [0, ", vocab, ")"),
-                            absl::StrCat(prompts[i][t]));
-      }
-    }
-    requests[i].id = impl_->next_request_id++;
-    requests[i].prompt_tokens = static_cast<int64_t>(prompts[i].size());
-    requests[i].layers.resize(info.num_layers);
-    rngs.emplace_back(options.sampling.seed + i);
+    index[*id] = static_cast<int>(i);
+    ids.push_back(*id);
   }
-  if (n == 0) return result;
-
-  std::vector<float> logits;
-  std::vector<int> live;  // indices of unfinished requests
-  std::vector<int64_t> length(n);
-  auto take_token = [&](int i, std::span<const float> row) {
-    GenerationResult& r = result.requests[i];
-    if (options.record_logits) r.step_logits.emplace_back(row.begin(), row.end());
-    const int64_t token = SampleToken(row, options.sampling, rngs[i]);
-    r.tokens.push_back(token);
-    if (on_token) on_token(i, token);
-    if (is_stop(token)) {
-      r.finish_reason = "stop";
-    } else if (static_cast<int>(r.tokens.size()) >= options.max_new_tokens) {
-      r.finish_reason = "length";
+  bool first = true;
+  while (!ids.empty() && !idle()) {
+    absl::StatusOr<StepResult> step = Step();
+    if (!step.ok() || !step->failed.empty()) {
+      for (uint64_t id : ids) Cancel(id);
+      return step.ok() ? step->failed[0].status : step.status();
+    }
+    if (first) {
+      result.timing.prefill_seconds = step->seconds;
+      result.timing.prefill_tokens = step->prefill_tokens;
+      first = false;
     } else {
-      live.push_back(i);
+      result.timing.decode_seconds += step->seconds;
+      result.timing.decode_tokens += step->decode_tokens;
+      ++result.timing.decode_steps;
     }
-  };
-
-  // Prefill: every prompt in one forward pass.
-  const auto t0 = Clock::now();
-  {
-    std::vector<SequenceChunk> batch(n);
-    impl_->active.resize(n);
-    for (size_t i = 0; i < n; ++i) {
-      batch[i].tokens = prompts[i];
-      batch[i].pos0 = 0;
-      impl_->active[i] = &requests[i];
-      length[i] = static_cast<int64_t>(prompts[i].size());
-      result.timing.prefill_tokens += length[i];
+    if (on_token) {
+      for (const StepToken& t : step->tokens) on_token(index[t.request_id], t.token);
     }
-    impl_->phase = AttentionPhase::kPrefill;
-    FLUXATTN_RETURN_IF_ERROR(model_->Forward(batch, *impl_, false, &logits));
-    for (size_t i = 0; i < n; ++i) {
-      size_t held = 0;
-      for (const auto& L : requests[i].layers) held += L.kv ? L.kv->bytes_held() : 0;
-      result.requests[i].trace.kv_bytes_after_prefill = held;
+    for (GenerationResult& r : step->finished) {
+      result.requests[index[r.request_id]] = std::move(r);
     }
-    if (options.max_new_tokens == 0) {
-      for (size_t i = 0; i < n; ++i) result.requests[i].finish_reason = "length";
-    } else {
-      for (size_t i = 0; i < n; ++i) {
-        take_token(static_cast<int>(i), std::span<const float>(&logits[i * vocab], vocab));
-      }
-    }
-  }
-  const auto t1 = Clock::now();
-  result.timing.prefill_seconds = Seconds(t0, t1);
-
-  // Decode: one token per unfinished request per step.
-  impl_->phase = AttentionPhase::kDecode;
-  while (!live.empty()) {
-    std::vector<int> step = std::move(live);
-    live.clear();
-    std::vector<SequenceChunk> batch(step.size());
-    impl_->active.resize(step.size());
-    for (size_t s = 0; s < step.size(); ++s) {
-      const int i = step[s];
-      batch[s].tokens = std::span<const int64_t>(&result.requests[i].tokens.back(), 1);
-      batch[s].pos0 = length[i];
-      impl_->active[s] = &requests[i];
-    }
-    FLUXATTN_RETURN_IF_ERROR(model_->Forward(batch, *impl_, false, &logits));
-    ++result.timing.decode_steps;
-    for (size_t s = 0; s < step.size(); ++s) {
-      const int i = step[s];
-      ++length[i];
-      ++result.timing.decode_tokens;
-      take_token(i, std::span<const float>(&logits[s * vocab], vocab));
-    }
-    std::sort(live.begin(), live.end());
-  }
-  result.timing.decode_seconds = Seconds(t1, Clock::now());
-  impl_->active.clear();
-
-  for (size_t i = 0; i < n; ++i) {
-    RequestTrace& trace = result.requests[i].trace;
-    trace.request_id = requests[i].id;
-    trace.prompt_tokens = requests[i].prompt_tokens;
-    int sparse = 0;
-    for (auto& L : requests[i].layers) {
-      L.routing.kv_bytes = L.kv ? L.kv->bytes_held() : 0;
-      trace.kv_bytes += L.routing.kv_bytes;
-      if (L.kv) {
-        const int64_t pages = (L.kv->length() + L.kv->page_tokens() - 1) / L.kv->page_tokens();
-        trace.kv_bytes_written += static_cast<size_t>(pages) * 2 * L.kv->page_tokens() *
-                                  info.num_kv_heads * info.head_dim * sizeof(float);
-      }
-      if (L.routing.backend != impl_->full_name) ++sparse;
-      trace.layers.push_back(L.routing);
-    }
-    trace.sa_ratio = info.num_layers > 0 ? static_cast<double>(sparse) / info.num_layers : 0.0;
   }
   return result;
-}
-
-EngineConfig DefaultEngineConfig(const ModelInfo& info) {
-  EngineConfig config;
-  config.model.path = info.path;
-  SourceLocation builtin{"<built-in defaults>", 0, 0};
-  PluginInstanceConfig full;
-  full.name = "full";
-  full.plugin = "full";
-  full.table = "backends.full";
-  full.where = builtin;
-  config.backends["full"] = full;
-  config.router_full = "full";
-  config.router_sparse = "full";
-  const bool flux = info.architecture.rfind("Paw", 0) == 0;
-  if (flux) {
-    PluginInstanceConfig sparse;
-    sparse.name = "sparse";
-    sparse.plugin = "streaming";
-    sparse.table = "backends.sparse";
-    sparse.where = builtin;
-    const int64_t sink = static_cast<int64_t>(info.ConfigNumber("sink_size").value_or(128));
-    const int64_t window =
-        static_cast<int64_t>(info.ConfigNumber("local_window_size").value_or(2048));
-    sparse.raw_params["sink_tokens"] = RawParam{ParamValue(sink), builtin};
-    sparse.raw_params["window_tokens"] = RawParam{ParamValue(window), builtin};
-    sparse.raw_params["block_size"] = RawParam{ParamValue(int64_t{128}), builtin};
-    config.backends["sparse"] = sparse;
-    config.router.name = "router";
-    config.router.plugin = "flux";
-    config.router.table = "router";
-    config.router.where = builtin;
-    config.router_sparse = "sparse";
-  }
-  return config;
-}
-
-int64_t SampleToken(std::span<const float> logits, const SamplingOptions& options,
-                    std::mt19937_64& rng) {
-  const int64_t v = static_cast<int64_t>(logits.size());
-  FLUXATTN_CHECK(v > 0);
-  if (options.temperature <= 0.0 || options.top_k == 1) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < v; ++i) {
-      if (logits[i] > logits[best]) best = i;
-    }
-    return best;
-  }
-  // Candidates in descending logit order (ties: lower id first), cut by top-k.
-  std::vector<int64_t> order(v);
-  for (int64_t i = 0; i < v; ++i) order[i] = i;
-  int64_t keep = options.top_k > 0 ? std::min<int64_t>(options.top_k, v) : v;
-  auto by_logit = [&](int64_t a, int64_t b) {
-    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-  };
-  std::partial_sort(order.begin(), order.begin() + keep, order.end(), by_logit);
-  order.resize(keep);
-  std::vector<double> probs(keep);
-  const double max_logit = logits[order[0]];
-  double total = 0.0;
-  for (int64_t j = 0; j < keep; ++j) {
-    probs[j] = std::exp((logits[order[j]] - max_logit) / options.temperature);
-    total += probs[j];
-  }
-  // Nucleus: the shortest prefix whose probability reaches top_p.
-  if (options.top_p < 1.0) {
-    double cumulative = 0.0;
-    int64_t cut = keep;
-    for (int64_t j = 0; j < keep; ++j) {
-      cumulative += probs[j] / total;
-      if (cumulative >= options.top_p) {
-        cut = j + 1;
-        break;
-      }
-    }
-    keep = cut;
-    total = 0.0;
-    for (int64_t j = 0; j < keep; ++j) total += probs[j];
-  }
-  // 53 random bits -> uniform in [0, 1); the same on every standard library.
-  const double u = static_cast<double>(rng() >> 11) * (1.0 / 9007199254740992.0) * total;
-  double acc = 0.0;
-  for (int64_t j = 0; j < keep; ++j) {
-    acc += probs[j];
-    if (u < acc) return order[j];
-  }
-  return order[keep - 1];
 }
 
 }  // namespace fluxattn

@@ -143,7 +143,8 @@ AttentionProblem SubProblem(const RandomAttention& all, int64_t q_pos0, int64_t 
   AttentionProblem p = all.problem;
   p.q_pos0 = q_pos0;
   p.num_queries = n;
-  p.q = all.q.data() + q_pos0 * p.num_q_heads * p.head_dim;
+  p.q =
+      HostQueries(all.q.data() + q_pos0 * p.num_q_heads * p.head_dim, n, p.num_q_heads, p.head_dim);
   p.kv = all.kv.view();
   p.kv.length = kv_length;
   p.phase = phase;
@@ -184,6 +185,15 @@ Run RunAndCompare(AttentionBackend& backend, const RandomAttention& all, const A
   const int64_t len = p.kv.length;
   for (int h = 0; h < layout.num_layout_heads; ++h) {
     run.masks.push_back(ExpandLayoutToDenseMask(layout, h));
+    // Invariant of every attention strategy: a query reads at least its own position (so no
+    // row is empty, and a backend that returns nothing cannot match a zero oracle).
+    for (int64_t r = 0; r < p.num_queries; ++r) {
+      if (run.masks.back()[r * len + p.q_pos0 + r] == 0) {
+        run.error = absl::StrCat("layout head ", h, ": the query at position ", p.q_pos0 + r,
+                                 " does not read its own position");
+        return run;
+      }
+    }
     for (int64_t r = 0; r < p.num_queries; ++r) {
       for (int64_t j = 0; j < len; ++j) {
         if (run.masks.back()[r * len + j] != 0 && !p.kv.resident(j)) {
@@ -195,15 +205,15 @@ Run RunAndCompare(AttentionBackend& backend, const RandomAttention& all, const A
     }
   }
   const int group = p.num_q_heads / p.num_kv_heads;
-  const std::vector<double> want =
-      ReferenceAttention(p, p.q, all.k.data(), all.v.data(), [&](int64_t r, int h, int64_t j) {
+  const std::vector<double> want = ReferenceAttention(
+      p, p.host_q(), all.k.data(), all.v.data(), [&](int64_t r, int h, int64_t j) {
         const auto& mask = run.masks[run.masks.size() == 1 ? 0 : h / group];
         return mask[r * len + j] != 0;
       });
   run.out.assign(p.num_queries * p.num_q_heads * p.head_dim, -3.0f);
-  status = backend.Forward(p, run.out.data());
+  status = RunSingleProblem(backend, p, run.out.data());
   if (!status.ok()) {
-    run.error = absl::StrCat("Forward failed: ", status.message());
+    run.error = absl::StrCat("Plan/Run failed: ", status.message());
     return run;
   }
   const double err = RelativeError(run.out, want);
@@ -373,8 +383,8 @@ std::vector<CheckResult> CheckAttentionBackend(const AttentionBackendMaker& make
               SubProblem(all, 0, s.length, s.length, AttentionPhase::kPrefill);
           prompt.state = state.get();
           std::vector<float> out(s.length * s.hq * s.dim);
-          absl::Status st = backend->Forward(prompt, out.data());
-          if (!st.ok()) return absl::StrCat("prefill Forward failed: ", st.message());
+          absl::Status st = RunSingleProblem(*backend, prompt, out.data());
+          if (!st.ok()) return absl::StrCat("prefill Plan/Run failed: ", st.message());
           all.kv.Release(backend->RetainedKv(s.length));
           for (int step = 0; step < kSteps; ++step) {
             const int64_t pos = s.length + step;
@@ -430,8 +440,8 @@ std::vector<CheckResult> CheckAttentionBackend(const AttentionBackendMaker& make
           std::unique_ptr<AttentionState> state;
           AttentionProblem q = with_state(*b, s, p, &state);
           outs.emplace_back(p.num_queries * s.hq * s.dim, 0.0f);
-          absl::Status st = b->Forward(q, outs.back().data());
-          if (!st.ok()) return absl::StrCat("Forward failed: ", st.message());
+          absl::Status st = RunSingleProblem(*b, q, outs.back().data());
+          if (!st.ok()) return absl::StrCat("Plan/Run failed: ", st.message());
         }
         if (outs[0] != outs[1]) return "two runs on the same instance differ";
         if (outs[0] != outs[2]) return "a fresh instance gives another result";

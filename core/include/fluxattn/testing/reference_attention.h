@@ -13,6 +13,7 @@
 
 #include "fluxattn/attention_backend.h"
 #include "fluxattn/kv_cache.h"
+#include "fluxattn/tensor_view.h"
 
 namespace fluxattn::testing {
 
@@ -24,26 +25,32 @@ inline std::vector<float> RandomVector(size_t n, std::mt19937_64& rng, float lo 
   return v;
 }
 
-// Keys and values [length][heads][dim] stored in pages of `page_tokens` positions, the way the
-// engine's cache stores them, with pages that can be released (their pointer becomes null).
+// Keys and values [length][heads][dim] stored the way the engine's pool stores them: one array
+// of pages [pages][page_tokens][heads][dim] for K and one for V, with the sequence's pages placed
+// in a shuffled order behind a page table (so a kernel that ignores the table reads the wrong
+// keys). Pages can be released: their table entry becomes -1 and their storage is overwritten
+// with NaN, so reading them would show.
 class PagedKv {
  public:
   PagedKv(const std::vector<float>& k, const std::vector<float>& v, int64_t length, int heads,
-          int dim, int page_tokens)
+          int dim, int page_tokens, uint64_t shuffle_seed = 7)
       : heads_(heads), dim_(dim), page_tokens_(page_tokens), length_(length) {
     const int64_t pages = (length + page_tokens - 1) / page_tokens;
     const int64_t row = static_cast<int64_t>(heads) * dim;
-    for (int64_t p = 0; p < pages; ++p) {
-      // Unused tail rows of the last page hold NaN so that reading them would show.
-      std::vector<float> kp(page_tokens * row, std::nanf("")), vp(page_tokens * row, std::nanf(""));
-      for (int64_t i = 0; i < page_tokens && p * page_tokens + i < length; ++i) {
-        std::copy_n(&k[(p * page_tokens + i) * row], row, &kp[i * row]);
-        std::copy_n(&v[(p * page_tokens + i) * row], row, &vp[i * row]);
-      }
-      k_store_.push_back(std::move(kp));
-      v_store_.push_back(std::move(vp));
-      k_ptrs_.push_back(k_store_.back().data());
-      v_ptrs_.push_back(v_store_.back().data());
+    // One spare page, so that physical indices differ from logical ones even for one page.
+    const int64_t slots = pages + 1;
+    k_pool_.assign(slots * page_tokens * row, std::nanf(""));
+    v_pool_.assign(slots * page_tokens * row, std::nanf(""));
+    std::vector<int32_t> physical(slots);
+    for (int64_t i = 0; i < slots; ++i) physical[i] = static_cast<int32_t>(i);
+    std::mt19937_64 rng(shuffle_seed);
+    std::shuffle(physical.begin(), physical.end(), rng);
+    table_.assign(physical.begin(), physical.begin() + pages);
+    // Unused tail rows of the last page stay NaN.
+    for (int64_t pos = 0; pos < length; ++pos) {
+      const int64_t dst = (table_[pos / page_tokens] * page_tokens + pos % page_tokens) * row;
+      std::copy_n(&k[pos * row], row, &k_pool_[dst]);
+      std::copy_n(&v[pos * row], row, &v_pool_[dst]);
     }
   }
 
@@ -51,12 +58,14 @@ class PagedKv {
   int64_t Release(const KvRetention& retention) {
     if (retention.keeps_all()) return 0;
     int64_t released = 0;
-    for (size_t p = 0; p < k_ptrs_.size(); ++p) {
+    const int64_t page_elems = static_cast<int64_t>(page_tokens_) * heads_ * dim_;
+    for (size_t p = 0; p < table_.size(); ++p) {
       const int64_t first = static_cast<int64_t>(p) * page_tokens_;
       const int64_t last = first + page_tokens_ - 1;
-      if (first >= retention.keep_prefix && last < retention.keep_from && k_ptrs_[p]) {
-        k_ptrs_[p] = nullptr;
-        v_ptrs_[p] = nullptr;
+      if (first >= retention.keep_prefix && last < retention.keep_from && table_[p] >= 0) {
+        std::fill_n(&k_pool_[table_[p] * page_elems], page_elems, std::nanf(""));
+        std::fill_n(&v_pool_[table_[p] * page_elems], page_elems, std::nanf(""));
+        table_[p] = -1;
         ++released;
       }
     }
@@ -69,18 +78,27 @@ class PagedKv {
     view.head_dim = dim_;
     view.page_tokens = page_tokens_;
     view.length = length_;
-    view.k_pages = k_ptrs_.data();
-    view.v_pages = v_ptrs_.data();
-    view.num_pages = static_cast<int64_t>(k_ptrs_.size());
+    view.dtype = DType::kF32;
+    view.device = DeviceType::kCpu;
+    view.k_pool = k_pool_.data();
+    view.v_pool = v_pool_.data();
+    view.pages = table_.data();
+    view.num_pages = static_cast<int64_t>(table_.size());
     return view;
   }
 
  private:
   int heads_, dim_, page_tokens_;
   int64_t length_;
-  std::vector<std::vector<float>> k_store_, v_store_;
-  std::vector<const float*> k_ptrs_, v_ptrs_;
+  std::vector<float> k_pool_, v_pool_;
+  std::vector<int32_t> table_;
 };
+
+// A host f32 query view [rows, heads, dim] over `data`.
+inline TensorView HostQueries(const float* data, int64_t rows, int heads, int dim) {
+  return TensorView::Contiguous(const_cast<float*>(data), DType::kF32, DeviceType::kCpu,
+                                {rows, heads, dim});
+}
 
 // One attention problem with random inputs: queries at positions [q_pos0, q_pos0 + num_queries)
 // against keys [0, kv_length).
@@ -91,7 +109,7 @@ struct RandomAttention {
         q(RandomVector(num_queries * hq * dim, rng)),
         k(RandomVector(kv_length * hkv * dim, rng)),
         v(RandomVector(kv_length * hkv * dim, rng)),
-        kv(k, v, kv_length, hkv, dim, page_tokens) {
+        kv(k, v, kv_length, hkv, dim, page_tokens, seed ^ 0x9e3779b97f4a7c15ULL) {
     problem.num_q_heads = hq;
     problem.num_kv_heads = hkv;
     problem.head_dim = dim;
@@ -99,7 +117,7 @@ struct RandomAttention {
     problem.scale = 2.0f / std::sqrt(static_cast<float>(dim));
     problem.q_pos0 = q_pos0;
     problem.num_queries = num_queries;
-    problem.q = q.data();
+    problem.q = HostQueries(q.data(), num_queries, hq, dim);
     problem.kv = kv.view();
     problem.phase = AttentionPhase::kPrefill;
   }
