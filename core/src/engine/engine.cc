@@ -383,10 +383,9 @@ struct Engine::Impl : public LayerAttention {
     return absl::OkStatus();
   }
 
+  // Returns every page of `req` to the pool and forgets its page tables.
   void ReleaseAll(Request& req) {
-    for (LayerState& L : req.layers) {
-      if (L.kv) L.kv->ReleaseAll();
-    }
+    for (LayerState& L : req.layers) L.kv.reset();
   }
 
   size_t KvBytes(const Request& req) const {

@@ -1,0 +1,366 @@
+// The engine's step API: requests joining and leaving between steps, one attention call per
+// (layer, backend) for a batch with mixed decisions, per-request routing policies and seeds, and
+// the KV page pool running out for one request while the others go on.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+#include "fluxattn/attention/layout_builder.h"
+#include "fluxattn/attention/sink_window.h"
+#include "fluxattn/engine.h"
+#include "fluxattn/models/decoder_model.h"
+#include "fluxattn/status.h"
+#include "test_support.h"
+
+namespace fluxattn {
+namespace {
+
+using testing::Own;
+
+std::unique_ptr<LanguageModel> Model(uint64_t seed = 9) {
+  models::ModelSpec spec;
+  spec.family = models::ModelFamily::kQwen3;
+  spec.info.architecture = "Qwen3ForCausalLM";
+  spec.info.num_layers = 4;
+  spec.info.hidden_size = 32;
+  spec.info.num_q_heads = 4;
+  spec.info.num_kv_heads = 2;
+  spec.info.head_dim = 16;
+  spec.info.vocab_size = 101;
+  spec.intermediate_size = 48;
+  spec.rms_norm_eps = 1e-6;
+  spec.qk_norm = true;
+  auto weights = models::RandomWeights(spec, seed);
+  FLUXATTN_CHECK(weights.ok());
+  auto model = models::CreateLanguageModel(spec, std::move(*weights), {.threads = 2});
+  FLUXATTN_CHECK(model.ok());
+  return std::move(*model);
+}
+
+// Records every Plan call: (layer, number of sequences); layouts from the core builders, so the
+// engine runs all of them in its shared launch.
+struct PlanLog {
+  std::map<std::pair<std::string, int>, int> plans_per_step_layer;  // (backend, layer) -> calls
+  std::vector<int> sequences;
+  void Clear() { plans_per_step_layer.clear(); }
+};
+
+class CountingDense : public AttentionBackend {
+ public:
+  CountingDense(std::string name, PlanLog* log) : name_(std::move(name)), log_(log) {}
+  AttentionCapabilities capabilities() const override { return {}; }
+  absl::Status BuildLayout(const AttentionProblem& p, BlockSparseLayout* layout) override {
+    *layout = DenseCausalLayout(p.q_pos0, p.num_queries, p.kv.length);
+    return absl::OkStatus();
+  }
+  absl::Status Plan(const AttentionBatch& batch, PlannedLayout* plan) override {
+    ++log_->plans_per_step_layer[{name_, batch.layer}];
+    log_->sequences.push_back(static_cast<int>(batch.seqs.size()));
+    return AttentionBackend::Plan(batch, plan);
+  }
+
+ protected:
+  std::string name_;
+  PlanLog* log_;
+};
+
+class CountingStreaming : public CountingDense {
+ public:
+  using CountingDense::CountingDense;
+  KvRetention RetainedKv(int64_t next) const override { return rule_.Retention(next); }
+  absl::Status BuildLayout(const AttentionProblem& p, BlockSparseLayout* layout) override {
+    *layout = BuildStreamingLayout(rule_, p.q_pos0, p.num_queries, p.kv.length);
+    return absl::OkStatus();
+  }
+
+ private:
+  StreamingRule rule_{/*sink_tokens=*/4, /*window_tokens=*/8, /*block_size=*/4};
+};
+
+// Sparse where (layer + first prompt token) is odd: requests of one batch differ per layer.
+class TokenParityPolicy : public RoutingPolicy {
+ public:
+  absl::Status Prepare(const RoutingSetup&) override { return absl::OkStatus(); }
+  absl::StatusOr<RoutingDecision> Decide(const RoutingInput& in) override {
+    const bool sparse = (in.layer + static_cast<int>(in.hints->count("odd"))) % 2 == 1;
+    return RoutingDecision{sparse ? AttentionChoice::kSparse : AttentionChoice::kFull, {}};
+  }
+};
+
+class AlwaysSparse : public RoutingPolicy {
+ public:
+  absl::Status Prepare(const RoutingSetup&) override { return absl::OkStatus(); }
+  absl::StatusOr<RoutingDecision> Decide(const RoutingInput&) override {
+    return RoutingDecision{AttentionChoice::kSparse, {}};
+  }
+};
+
+std::unique_ptr<Engine> MakeEngine(PlanLog* log, EngineOptions options = {}) {
+  Composition c;
+  c.backends["full"] = Own(new CountingDense("full", log));
+  c.backends["stream"] = Own(new CountingStreaming("stream", log));
+  c.backend_plugins = {{"full", "counting_dense"}, {"stream", "counting_streaming"}};
+  c.router = Own(new TokenParityPolicy());
+  c.routers["all_sparse"] = Own(new AlwaysSparse());
+  c.full_backend = "full";
+  c.sparse_backend = "stream";
+  if (options.kv_page_tokens == 64) options.kv_page_tokens = 4;
+  auto engine = Engine::Create(Model(), std::move(c), options);
+  FLUXATTN_CHECK(engine.ok());
+  return std::move(*engine);
+}
+
+std::vector<int64_t> Prompt(int n, int salt) {
+  std::vector<int64_t> ids;
+  for (int i = 0; i < n; ++i) ids.push_back(5 + (i * 13 + salt * 7) % 90);
+  return ids;
+}
+
+RequestSpec Spec(int n, int salt, int new_tokens, bool odd, std::string routing = "") {
+  RequestSpec spec;
+  spec.prompt = Prompt(n, salt);
+  spec.options.max_new_tokens = new_tokens;
+  spec.options.ignore_eos = true;
+  if (odd) spec.hints["odd"] = "1";
+  spec.routing = std::move(routing);
+  return spec;
+}
+
+// Runs `spec` alone on a fresh engine.
+GenerationResult Alone(const RequestSpec& spec) {
+  PlanLog log;
+  std::unique_ptr<Engine> engine = MakeEngine(&log);
+  auto id = engine->Add(spec);
+  FLUXATTN_CHECK(id.ok());
+  while (!engine->idle()) {
+    auto step = engine->Step();
+    FLUXATTN_CHECK(step.ok());
+    FLUXATTN_CHECK(step->failed.empty());
+    if (!step->finished.empty()) return std::move(step->finished[0]);
+  }
+  return {};
+}
+
+std::vector<std::string> Backends(const RequestTrace& trace) {
+  std::vector<std::string> names;
+  for (const LayerRouting& L : trace.layers) names.push_back(L.backend);
+  return names;
+}
+
+TEST(StepApi, MixedDecisionsRunOneCallPerLayerAndBackendAndMatchRunningAlone) {
+  PlanLog log;
+  std::unique_ptr<Engine> engine = MakeEngine(&log);
+  const std::vector<RequestSpec> specs = {Spec(23, 1, 6, false), Spec(9, 2, 4, true),
+                                          Spec(31, 3, 7, true, "all_sparse")};
+  std::map<uint64_t, size_t> index;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    auto id = engine->Add(specs[i]);
+    ASSERT_TRUE(id.ok()) << id.status();
+    index[*id] = i;
+  }
+  std::vector<GenerationResult> results(specs.size());
+  int steps = 0;
+  while (!engine->idle()) {
+    log.Clear();
+    auto step = engine->Step();
+    ASSERT_TRUE(step.ok()) << step.status();
+    ASSERT_TRUE(step->failed.empty());
+    ++steps;
+    // Every (backend, layer) was planned at most once in this step, whatever the mix.
+    for (const auto& [key, calls] : log.plans_per_step_layer) {
+      EXPECT_EQ(calls, 1) << key.first << " layer " << key.second << " step " << steps;
+    }
+    // With three live requests whose decisions differ, both backends run in every layer.
+    if (steps == 1) {
+      for (int layer = 0; layer < 4; ++layer) {
+        EXPECT_EQ(log.plans_per_step_layer.count({"full", layer}), 1u) << layer;
+        EXPECT_EQ(log.plans_per_step_layer.count({"stream", layer}), 1u) << layer;
+      }
+    }
+    for (GenerationResult& r : step->finished) results[index[r.request_id]] = std::move(r);
+  }
+  EXPECT_EQ(steps, 7);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    GenerationResult alone = Alone(specs[i]);
+    EXPECT_EQ(results[i].tokens, alone.tokens) << "request " << i;
+    EXPECT_EQ(Backends(results[i].trace), Backends(alone.trace)) << "request " << i;
+    EXPECT_EQ(results[i].tokens.size(), static_cast<size_t>(specs[i].options.max_new_tokens));
+  }
+  EXPECT_EQ(results[2].trace.routing, "all_sparse");
+  EXPECT_EQ(results[2].trace.sa_ratio, 1.0);
+  EXPECT_EQ(results[0].trace.routing, "router");
+  EXPECT_EQ(results[0].trace.layers[1].plugin, "counting_streaming");
+  EXPECT_EQ(engine->kv_pages_used(), 0);
+}
+
+TEST(StepApi, RequestsJoinAndLeaveBetweenSteps) {
+  PlanLog log;
+  std::unique_ptr<Engine> engine = MakeEngine(&log);
+  const RequestSpec a = Spec(17, 4, 8, false), b = Spec(12, 5, 3, true);
+  auto id_a = engine->Add(a);
+  ASSERT_TRUE(id_a.ok());
+  std::map<uint64_t, GenerationResult> done;
+  for (int s = 0; s < 3; ++s) {
+    auto step = engine->Step();
+    ASSERT_TRUE(step.ok());
+    EXPECT_EQ(step->tokens.size(), 1u);
+  }
+  auto id_b = engine->Add(b);
+  ASSERT_TRUE(id_b.ok());
+  auto mixed = engine->Step();  // a decodes while b is prefilled
+  ASSERT_TRUE(mixed.ok());
+  EXPECT_EQ(mixed->prefill_tokens, 12);
+  EXPECT_EQ(mixed->decode_tokens, 1);
+  EXPECT_EQ(mixed->tokens.size(), 2u);
+  while (!engine->idle()) {
+    auto step = engine->Step();
+    ASSERT_TRUE(step.ok());
+    for (GenerationResult& r : step->finished) done[r.request_id] = std::move(r);
+  }
+  EXPECT_EQ(done[*id_a].tokens, Alone(a).tokens);
+  EXPECT_EQ(done[*id_b].tokens, Alone(b).tokens);
+}
+
+TEST(StepApi, CancelReturnsPagesAndTheOthersGoOn) {
+  PlanLog log;
+  std::unique_ptr<Engine> engine = MakeEngine(&log);
+  const RequestSpec keep = Spec(20, 6, 5, false);
+  auto id_keep = engine->Add(keep);
+  auto id_drop = engine->Add(Spec(40, 7, 50, true));
+  ASSERT_TRUE(id_keep.ok() && id_drop.ok());
+  ASSERT_TRUE(engine->Step().ok());
+  const int64_t used = engine->kv_pages_used();
+  EXPECT_TRUE(engine->Cancel(*id_drop));
+  EXPECT_FALSE(engine->Cancel(*id_drop));
+  EXPECT_LT(engine->kv_pages_used(), used);
+  GenerationResult got;
+  while (!engine->idle()) {
+    auto step = engine->Step();
+    ASSERT_TRUE(step.ok());
+    for (GenerationResult& r : step->finished) {
+      EXPECT_EQ(r.request_id, *id_keep);
+      got = std::move(r);
+    }
+  }
+  EXPECT_EQ(got.tokens, Alone(keep).tokens);
+  EXPECT_EQ(engine->kv_pages_used(), 0);
+}
+
+TEST(StepApi, PoolExhaustionFailsOnlyTheRequestThatCannotGetPages) {
+  PlanLog log;
+  EngineOptions options;
+  options.kv_page_tokens = 4;
+  // 4 layers x (2 KV heads x 16 dims x 4 bytes x 2) = 256 bytes per page and layer position
+  // group; 60 pages in all: room for two short requests, not for a long one besides them.
+  options.kv_pool_bytes = 60 * size_t{2 * 4 * 2 * 16 * 4};
+  std::unique_ptr<Engine> engine = MakeEngine(&log, options);
+  EXPECT_EQ(engine->kv_pages_total(), 60);
+  const RequestSpec small1 = Spec(10, 8, 3, false), small2 = Spec(11, 9, 3, true);
+  const RequestSpec big = Spec(120, 10, 2, false);  // 30 pages per layer: 120 pages
+  auto a = engine->Add(small1);
+  auto b = engine->Add(big);
+  auto c = engine->Add(small2);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  std::map<uint64_t, GenerationResult> done;
+  std::vector<FailedRequest> failed;
+  while (!engine->idle()) {
+    auto step = engine->Step();
+    ASSERT_TRUE(step.ok()) << step.status();
+    for (GenerationResult& r : step->finished) done[r.request_id] = std::move(r);
+    for (FailedRequest& f : step->failed) failed.push_back(f);
+  }
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].request_id, *b);
+  EXPECT_TRUE(absl::IsResourceExhausted(failed[0].status)) << failed[0].status;
+  EXPECT_NE(failed[0].status.message().find("KV page pool on cpu exhausted: needed"),
+            std::string::npos)
+      << failed[0].status;
+  EXPECT_NE(failed[0].status.message().find(absl::StrCat("request ", *b)), std::string::npos)
+      << failed[0].status;
+  EXPECT_EQ(done[*a].tokens, Alone(small1).tokens);
+  EXPECT_EQ(done[*c].tokens, Alone(small2).tokens);
+  EXPECT_EQ(engine->kv_pages_used(), 0);
+}
+
+TEST(StepApi, ARequestThatAsksToWaitRunsOncePagesAreFree) {
+  PlanLog log;
+  EngineOptions options;
+  options.kv_page_tokens = 4;
+  options.kv_pool_bytes = 40 * size_t{2 * 4 * 2 * 16 * 4};  // 40 pages
+  std::unique_ptr<Engine> engine = MakeEngine(&log, options);
+  const RequestSpec first = Spec(60, 11, 4, false);  // 16 pages per layer... 64 > 40: too big
+  RequestSpec fits = Spec(30, 12, 4, true);          // 8 per layer: 32 pages (+4 while decoding)
+  RequestSpec waits = Spec(28, 13, 3, false);
+  waits.wait_for_kv = true;
+  auto too_big = engine->Add(first);
+  auto a = engine->Add(fits);
+  auto b = engine->Add(waits);
+  ASSERT_TRUE(too_big.ok() && a.ok() && b.ok());
+  std::map<uint64_t, GenerationResult> done;
+  int failures = 0;
+  bool b_waited = false;
+  while (!engine->idle()) {
+    auto step = engine->Step();
+    ASSERT_TRUE(step.ok());
+    failures += static_cast<int>(step->failed.size());
+    for (const FailedRequest& f : step->failed) EXPECT_EQ(f.request_id, *too_big);
+    if (done.count(*a) == 0 && engine->num_queued() == 1) b_waited = true;
+    for (GenerationResult& r : step->finished) done[r.request_id] = std::move(r);
+  }
+  EXPECT_EQ(failures, 1);
+  EXPECT_TRUE(b_waited);
+  EXPECT_EQ(done[*a].tokens, Alone(fits).tokens);
+  EXPECT_EQ(done[*b].tokens, Alone(waits).tokens);
+  EXPECT_EQ(engine->kv_pages_used(), 0);
+}
+
+TEST(StepApi, SamplingDependsOnTheRequestsOwnSeedOnly) {
+  PlanLog log;
+  std::unique_ptr<Engine> engine = MakeEngine(&log);
+  RequestSpec spec = Spec(15, 14, 8, false);
+  spec.options.sampling.temperature = 0.9;
+  spec.options.sampling.top_k = 40;
+  spec.options.sampling.seed = 1234;
+  RequestSpec other = Spec(25, 15, 8, true);
+  other.options.sampling = spec.options.sampling;
+  other.options.sampling.seed = 99;
+  // The same request in second and fourth place of one batch, after another one.
+  ASSERT_TRUE(engine->Add(other).ok());
+  auto x = engine->Add(spec);
+  ASSERT_TRUE(engine->Add(other).ok());
+  auto y = engine->Add(spec);
+  std::map<uint64_t, GenerationResult> done;
+  while (!engine->idle()) {
+    auto step = engine->Step();
+    ASSERT_TRUE(step.ok());
+    for (GenerationResult& r : step->finished) done[r.request_id] = std::move(r);
+  }
+  EXPECT_EQ(done[*x].tokens, done[*y].tokens);
+  EXPECT_EQ(done[*x].tokens, Alone(spec).tokens);
+}
+
+TEST(StepApi, BadRequestsAreRefusedNamingTheField) {
+  PlanLog log;
+  std::unique_ptr<Engine> engine = MakeEngine(&log);
+  RequestSpec unknown = Spec(5, 1, 2, false, "no_such_policy");
+  auto r = engine->Add(unknown);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("routing"), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("\"all_sparse\""), std::string::npos) << r.status();
+  EXPECT_NE(r.status().message().find("\"no_such_policy\""), std::string::npos) << r.status();
+  RequestSpec empty;
+  EXPECT_FALSE(engine->Add(empty).ok());
+  RequestSpec bad_token = Spec(5, 1, 2, false);
+  bad_token.prompt[2] = 101;
+  auto bt = engine->Add(bad_token);
+  ASSERT_FALSE(bt.ok());
+  EXPECT_NE(bt.status().message().find("prompt token 2"), std::string::npos) << bt.status();
+  RequestSpec bad_p = Spec(5, 1, 2, false);
+  bad_p.options.sampling.top_p = 0;
+  EXPECT_FALSE(engine->Add(bad_p).ok());
+  EXPECT_TRUE(engine->idle());
+}
+
+}  // namespace
+}  // namespace fluxattn
