@@ -267,7 +267,7 @@ int RunGenerate(const GenerateArgs& args) {
   if (!prepared.ok()) return fail(prepared);
   auto composition = Compose(config, registry);
   if (!composition.ok()) return fail(composition.status());
-  EngineOptions engine_options;
+  EngineOptions engine_options = EngineOptionsFor(config);
   engine_options.open_weights = [](const std::string& path) {
     return models::OpenSafetensorsWeights(path);
   };

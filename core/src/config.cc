@@ -228,6 +228,27 @@ class Parser {
     return absl::OkStatus();
   }
 
+  absl::Status ParseKv(const toml::table& table, EngineConfig& config) {
+    FLUXATTN_RETURN_IF_ERROR(CheckKeys(table, "kv", {"page_tokens", "pool_mib"}, "[kv]"));
+    auto integer = [&](const char* key, int64_t lo, int64_t hi, int64_t* out) -> absl::Status {
+      const toml::node* n = table.get(key);
+      if (n == nullptr) return absl::OkStatus();
+      const std::string full = absl::StrCat("kv.", key);
+      const std::string expected = absl::StrCat("an integer in [", lo, ", ", hi, "]");
+      if (!n->is_integer()) return KeyError(Where(*n), full, expected, Describe(*n));
+      const int64_t v = *n->value<int64_t>();
+      if (v < lo || v > hi) return KeyError(Where(*n), full, expected, Describe(*n));
+      *out = v;
+      config.locations[full] = Where(*n);
+      return absl::OkStatus();
+    };
+    int64_t page = config.kv.page_tokens;
+    FLUXATTN_RETURN_IF_ERROR(integer("page_tokens", 1, 65536, &page));
+    config.kv.page_tokens = static_cast<int>(page);
+    FLUXATTN_RETURN_IF_ERROR(integer("pool_mib", 0, int64_t{1} << 30, &config.kv.pool_mib));
+    return absl::OkStatus();
+  }
+
   absl::Status ParsePlugins(const toml::table& table, EngineConfig& config) {
     FLUXATTN_RETURN_IF_ERROR(CheckKeys(table, "plugins", {"paths"}, "[plugins]"));
     const toml::node* n = table.get("paths");
@@ -309,8 +330,13 @@ class Parser {
   }
 
   absl::Status Parse(const toml::table& root, EngineConfig& config) {
-    FLUXATTN_RETURN_IF_ERROR(CheckKeys(
-        root, "", {"model", "plugins", "backends", "router", "routers", "layers"}, "the config"));
+    FLUXATTN_RETURN_IF_ERROR(
+        CheckKeys(root, "", {"model", "kv", "plugins", "backends", "router", "routers", "layers"},
+                  "the config"));
+    if (const toml::node* n = root.get("kv")) {
+      FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "kv"));
+      FLUXATTN_RETURN_IF_ERROR(ParseKv(*t, config));
+    }
     if (const toml::node* n = root.get("model")) {
       FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "model"));
       FLUXATTN_RETURN_IF_ERROR(ParseModel(*t, config));

@@ -86,8 +86,7 @@ TEST_P(ConformanceTest, PrefillMatchesReference) {
   const auto& [c, s] = GetParam();
   BackendPtr backend = Make(c);
   ASSERT_NE(backend, nullptr);
-  RandomAttention in(s.hq, s.hkv, s.dim, 0, s.length, s.length, s.page_tokens,
-                     std::random_device{}());
+  RandomAttention in(s.hq, s.hkv, s.dim, 0, s.length, s.length, s.page_tokens, FreshSeed());
   std::unique_ptr<AttentionState> state = backend->CreateState(s.hq, s.hkv, s.dim);
   in.problem.state = state.get();
   CheckAgainstReference(*backend, in);
@@ -101,7 +100,7 @@ TEST_P(ConformanceTest, ChunkedPrefillMatchesReference) {
   // The last third of the prompt as one chunk starting at an unaligned position.
   const int64_t start = s.length - s.length / 3;
   RandomAttention in(s.hq, s.hkv, s.dim, start, s.length - start, s.length, s.page_tokens,
-                     std::random_device{}());
+                     FreshSeed());
   CheckAgainstReference(*backend, in);
 }
 
@@ -112,7 +111,7 @@ TEST_P(ConformanceTest, DecodeAfterReleaseMatchesReference) {
   BackendPtr backend = Make(c);
   ASSERT_NE(backend, nullptr);
   const int steps = 3;
-  const uint64_t seed = std::random_device{}();
+  const uint64_t seed = FreshSeed();
   RandomAttention all(s.hq, s.hkv, s.dim, 0, s.length + steps, s.length + steps, s.page_tokens,
                       seed);
   std::unique_ptr<AttentionState> state = backend->CreateState(s.hq, s.hkv, s.dim);
@@ -145,8 +144,7 @@ TEST_P(ConformanceTest, DecodeEqualsLastPrefillRow) {
   if (!c.decode_matches_prefill) GTEST_SKIP() << "decode uses another rule than prefill";
   BackendPtr backend = Make(c);
   ASSERT_NE(backend, nullptr);
-  RandomAttention in(s.hq, s.hkv, s.dim, 0, s.length, s.length, s.page_tokens,
-                     std::random_device{}());
+  RandomAttention in(s.hq, s.hkv, s.dim, 0, s.length, s.length, s.page_tokens, FreshSeed());
   std::vector<float> prefill(s.length * s.hq * s.dim);
   ASSERT_TRUE(RunSingleProblem(*backend, in.problem, prefill.data()).ok());
   AttentionProblem dec = in.problem;
@@ -171,7 +169,7 @@ TEST_P(ConformanceTest, MixedLengthRequestsMatchReference) {
   std::vector<std::unique_ptr<AttentionState>> states;
   for (int64_t len : lengths) {
     requests.push_back(std::make_unique<RandomAttention>(s.hq, s.hkv, s.dim, len - 1, 1, len,
-                                                         s.page_tokens, std::random_device{}()));
+                                                         s.page_tokens, FreshSeed()));
     states.push_back(backend->CreateState(s.hq, s.hkv, s.dim));
     requests.back()->problem.state = states.back().get();
     requests.back()->problem.phase = AttentionPhase::kDecode;

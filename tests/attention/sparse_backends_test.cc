@@ -40,7 +40,7 @@ TEST(XAttention, ThresholdOneKeepsEveryCausalBlock) {
   auto backend =
       Make("xattention", {{"block_size", int64_t{32}}, {"stride", int64_t{8}}, {"threshold", 1.0}});
   for (int64_t len : {1, 31, 32, 100, 333}) {
-    RandomAttention in(4, 2, 64, 0, len, len, 16, std::random_device{}());
+    RandomAttention in(4, 2, 64, 0, len, len, 16, FreshSeed());
     BlockSparseLayout layout;
     ASSERT_TRUE(backend->BuildLayout(in.problem, &layout).ok());
     for (int h = 0; h < 2; ++h) {
@@ -52,7 +52,7 @@ TEST(XAttention, ThresholdOneKeepsEveryCausalBlock) {
 }
 
 TEST(XAttention, KeepsSinkAndDiagonalAndGrowsWithThreshold) {
-  const uint64_t seed = std::random_device{}();
+  const uint64_t seed = FreshSeed();
   RandomAttention in(4, 2, 32, 0, 400, 400, 64, seed);
   std::vector<std::vector<std::set<int32_t>>> by_threshold;
   for (double tau : {0.0, 0.3, 0.7, 0.95}) {
@@ -90,7 +90,7 @@ TEST(XAttention, KeepsSinkAndDiagonalAndGrowsWithThreshold) {
 TEST(XAttention, BlockScoresMatchNaiveAntidiagonalScores) {
   const int bsz = 16, s = 4, hq = 4, hkv = 2, d = 32;
   const int64_t q_pos0 = 5, nq = 70, len = 75;
-  RandomAttention in(hq, hkv, d, q_pos0, nq, len, 16, std::random_device{}());
+  RandomAttention in(hq, hkv, d, q_pos0, nq, len, 16, FreshSeed());
   auto made = plugins::XAttentionBackend::Create(*ParamsWithDefaults(
       plugins::XAttentionBackend::Params(),
       {{"block_size", int64_t{bsz}}, {"stride", int64_t{s}}, {"threshold", 0.5}}));
@@ -167,7 +167,7 @@ TEST(Quest, BudgetCoveringTheContextEqualsFullExactly) {
   auto quest = Make("quest", {{"page_size", int64_t{16}}, {"budget_tokens", int64_t{4096}}});
   auto full = Make("full", {});
   for (int64_t len : {1, 17, 500, 4096}) {
-    RandomAttention in(8, 2, 64, len - 1, 1, len, 32, std::random_device{}());
+    RandomAttention in(8, 2, 64, len - 1, 1, len, 32, FreshSeed());
     in.problem.phase = AttentionPhase::kDecode;
     auto state = quest->CreateState(8, 2, 64);
     in.problem.state = state.get();
@@ -183,7 +183,7 @@ TEST(Quest, BudgetCoveringTheContextEqualsFullExactly) {
 TEST(Quest, SelectsTopPagesByUpperBound) {
   const int hq = 4, hkv = 2, d = 16, page = 8;
   const int64_t budget = 64, total = 300;
-  const uint64_t seed = std::random_device{}();
+  const uint64_t seed = FreshSeed();
   SCOPED_TRACE(absl::StrCat("seed ", seed));
   RandomAttention all(hq, hkv, d, 0, total, total, 24, seed);
   auto backend = Make("quest", {{"page_size", int64_t{page}},
@@ -245,7 +245,7 @@ TEST(Quest, RejectsABudgetBelowTheFixedPages) {
 // ---- triangle ----
 
 TEST(Triangle, PrefillLayoutEqualsBruteForce) {
-  std::mt19937_64 rng(std::random_device{}());
+  std::mt19937_64 rng(FreshSeed());
   for (int trial = 0; trial < 12; ++trial) {
     StreamingRule rule{static_cast<int64_t>(rng() % 40), 1 + static_cast<int64_t>(rng() % 90),
                        std::vector<int64_t>{1, 8, 16, 64}[trial % 4]};

@@ -21,7 +21,7 @@ bool RuleAllows(int64_t sink, int64_t window, int64_t b, int64_t p, int64_t j) {
 }
 
 TEST(StreamingLayout, EqualsBruteForceRule) {
-  const uint64_t seed = std::random_device{}();
+  const uint64_t seed = FreshSeed();
   SCOPED_TRACE(absl::StrCat("seed ", seed));
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<int64_t> len_dist(1, 700), small(0, 300);
@@ -54,7 +54,7 @@ TEST(StreamingLayout, EqualsBruteForceRule) {
 }
 
 TEST(StreamingRetention, KeepsEverythingLaterQueriesRead) {
-  std::mt19937_64 rng(std::random_device{}());
+  std::mt19937_64 rng(FreshSeed());
   std::uniform_int_distribution<int64_t> small(0, 300);
   for (int trial = 0; trial < 40; ++trial) {
     StreamingRule rule;
@@ -83,7 +83,7 @@ TEST(StreamingBackend, WindowCoveringEverythingEqualsFullExactly) {
   auto full = MakeBackend("full", {});
   ASSERT_TRUE(streaming.ok() && full.ok());
   for (int64_t len : {1, 100, 129, 777}) {
-    RandomAttention in(8, 2, 64, 0, len, len, 48, std::random_device{}());
+    RandomAttention in(8, 2, 64, 0, len, len, 48, FreshSeed());
     std::vector<float> a(len * 8 * 64), b(len * 8 * 64);
     ASSERT_TRUE(RunSingleProblem(**streaming, in.problem, a.data()).ok());
     ASSERT_TRUE(RunSingleProblem(**full, in.problem, b.data()).ok());

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 
+#include "fluxattn/engine.h"
 #include "gtest/gtest.h"
 #include "test_util.h"
 
@@ -159,7 +160,7 @@ TEST(ConfigTest, UnknownKeysInEverySection) {
   const std::string path = ConfigPath();
   EXPECT_EQ(LoadError("[modle]\npath = \"x\"\n", &path),
             path +
-                ":1:2: key 'modle': expected one of the keys of the config (model, plugins, "
+                ":1:2: key 'modle': expected one of the keys of the config (model, kv, plugins, "
                 "backends, router, routers, layers), found unknown key 'modle'");
   EXPECT_EQ(LoadError("[model]\npath = \"x\"\ndtpye = \"f32\"\n", &path),
             path +
@@ -228,6 +229,26 @@ TEST(ConfigTest, OutOfRangeValues) {
                 "float 10.5");
   EXPECT_EQ(LoadError("[backends.a]\nplugin = \"x\"\n[layers.x]\nbackend = \"a\"\n", &path),
             path + ":3:9: key 'layers.x': expected a layer index (0, 1, 2, ...), found 'x'");
+}
+
+TEST(ConfigTest, KvSection) {
+  const std::string path = ConfigPath();
+  EXPECT_EQ(
+      LoadError("[kv]\npage_tokens = 0\n", &path),
+      path + ":2:15: key 'kv.page_tokens': expected an integer in [1, 65536], found integer 0");
+  EXPECT_EQ(LoadError("[kv]\npool_mib = \"big\"\n", &path),
+            path +
+                ":2:12: key 'kv.pool_mib': expected an integer in [0, 1073741824], found string "
+                "\"big\"");
+  EXPECT_EQ(LoadError("[kv]\npages = 3\n", &path).find(path + ":2:1: key 'kv.pages'"), 0u)
+      << LoadError("[kv]\npages = 3\n", &path);
+  auto config = ParseEngineConfig("[kv]\npage_tokens = 16\npool_mib = 8\n", "x.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->kv.page_tokens, 16);
+  EXPECT_EQ(config->kv.pool_mib, 8);
+  EngineOptions options = EngineOptionsFor(*config);
+  EXPECT_EQ(options.kv_page_tokens, 16);
+  EXPECT_EQ(options.kv_pool_bytes, size_t{8} << 20);
 }
 
 TEST(ConfigTest, RouterNamingAMissingBackend) {

@@ -80,7 +80,7 @@ absl::StatusOr<std::unique_ptr<Session>> OpenSession(const std::string& config_p
   PluginRegistry registry;
   FLUXATTN_RETURN_IF_ERROR(PrepareRegistry(config, registry));
   FLUXATTN_ASSIGN_OR_RETURN(Composition composition, Compose(config, registry));
-  EngineOptions options;
+  EngineOptions options = EngineOptionsFor(config);
   options.open_weights = [](const std::string& path) {
     return models::OpenSafetensorsWeights(path);
   };

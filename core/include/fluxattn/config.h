@@ -3,6 +3,7 @@
 // was expected and what was found.
 //
 //   [model]            path, device ("cpu", "cuda", "cuda:N"), dtype ("f32", "bf16"), threads
+//   [kv]               page_tokens (tokens per KV page), pool_mib (KV pool size; 0 = automatic)
 //   [plugins]          paths = ["dir", ...]   extra plugin search directories (before defaults)
 //   [backends.<name>]  plugin = "<attention plugin>", then that plugin's parameters
 //   [router]           plugin = "<routing plugin>", full = "<backend>", sparse = "<backend>",
@@ -57,9 +58,15 @@ struct ModelConfig {
   int threads = 0;  // 0: hardware concurrency
 };
 
+struct KvConfig {
+  int page_tokens = 64;  // tokens per KV page
+  int64_t pool_mib = 0;  // size of the KV page pool (K and V); 0: automatic
+};
+
 struct EngineConfig {
   std::string source_path;  // the TOML file ("" when built in code)
   ModelConfig model;
+  KvConfig kv;
   std::vector<std::string> plugin_paths;
   std::map<std::string, PluginInstanceConfig> backends;
   PluginInstanceConfig router;

@@ -96,6 +96,9 @@ struct EngineOptions {
       open_weights;
 };
 
+// The engine options a configuration asks for ([kv] page_tokens, pool_mib).
+EngineOptions EngineOptionsFor(const EngineConfig& config);
+
 // One request for the step API.
 struct RequestSpec {
   std::vector<int64_t> prompt;  // token ids, used exactly as given

@@ -540,6 +540,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
   return std::unique_ptr<Engine>(new Engine(std::move(impl), std::move(model)));
 }
 
+EngineOptions EngineOptionsFor(const EngineConfig& config) {
+  EngineOptions options;
+  options.kv_page_tokens = config.kv.page_tokens;
+  options.kv_pool_bytes = static_cast<size_t>(config.kv.pool_mib) << 20;
+  return options;
+}
+
 std::vector<std::string> Engine::routing_policies() const {
   std::vector<std::string> names = {""};
   for (const auto& [name, policy] : impl_->composition.routers) names.push_back(name);
