@@ -396,6 +396,12 @@ TEST_F(CudaAttentionTest, DecodeHead64Gqa1AndGqa8) {
   CheckDecode(b, nullptr, nullptr, 3, "decode head_dim 64 GQA 8");
 }
 
+TEST_F(CudaAttentionTest, DecodeManyKvHeadsAcrossCtas) {
+  // 16 KV heads: a CTA streams 8 of them, two CTAs per split.
+  const Problem p = MakeProblem({{1, 700, 701}, {1, 63, 64}}, 16, 16, 128, 32, 25);
+  CheckDecode(p, nullptr, nullptr, 3, "decode 16 KV heads");
+}
+
 TEST_F(CudaAttentionTest, DecodeLayouts) {
   std::vector<SeqSpec> specs = {{1, 999, 1000}, {1, 129, 130}, {1, 4095, 4096}};
   const Problem p = MakeProblem(specs, 8, 2, 128, 64, 24);

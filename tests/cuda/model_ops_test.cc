@@ -304,8 +304,9 @@ TEST_F(CudaModelOpsTest, SamplingGreedyTopKTopPSeeded) {
   std::vector<float> logits(batch * vocab);
   std::normal_distribution<float> nd(0.f, 3.f);
   for (float& x : logits) x = nd(rng_);
-  // Row 0: a tie for the maximum at ids 4000 and 17 (greedy must give 17).
+  // Rows 0 and 1: a tie for the maximum at ids 4000 and 17 (greedy must give 17).
   logits[17] = logits[4000] = 50.f;
+  logits[vocab + 17] = logits[vocab + 4000] = 50.f;
   std::vector<SamplingParams> params(batch);
   params[0] = {0.f, 0, 1.f, 1, 0};
   params[1] = {0.7f, 1, 1.f, 2, 0};      // top-k 1 = greedy
@@ -327,6 +328,7 @@ TEST_F(CudaModelOpsTest, SamplingGreedyTopKTopPSeeded) {
       const std::vector<float> row(logits.begin() + b * vocab, logits.begin() + (b + 1) * vocab);
       const int32_t want = SampleRef(row, params[b], &kept);
       if (b <= 1) {
+        ASSERT_EQ(want, 17) << "row " << b;
         ASSERT_EQ(got[b], 17) << "row " << b;
         continue;
       }

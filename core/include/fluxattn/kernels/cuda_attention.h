@@ -32,7 +32,8 @@
 //               this is FlashInfer's "block-sparse as page lists per row" with the list in
 //               units of layout blocks, so the lists stay short and the engine's CPU layouts
 //               upload unchanged. For decode, the query is row 0 of query block 0 of its
-//               sequence (mask bits of row 0 apply).
+//               sequence (mask bits of row 0 apply) and sits at position kv_len - 1: it reads
+//               every listed key below kv_len.
 //
 // Plan / run: Plan* reads only host-side counts and writes a schedule into the caller's device
 // workspace; Run* reads device data only (no host round trip, no allocation), so a run is

@@ -1,10 +1,10 @@
 // Split-KV paged decode (bf16, f32 accumulation) and its combine step.
 //
-// Grid (split, kv head x head chunk, sequence). A CTA streams its split's keys once for all the
-// query heads of its GQA group (up to 8 per CTA): each group of D/8 lanes owns one key row per
-// step (one 16-byte load of K and of V per lane), several rows in flight per lane, an online
-// softmax per lane group; the groups are merged in shared memory and the split writes its
-// normalized partial output and log-sum-exp (base 2) to the workspace. The combine kernel
+// Grid (split, KV-head chunk x query-head chunk, sequence). A CTA streams its split's keys once
+// for every query head of the GQA groups it covers (up to 8 query heads per KV head per CTA),
+// through a three-stage cp.async pipeline of whole token rows; an online softmax per lane
+// group; the groups are merged in shared memory and the split writes its normalized partial
+// output and log-sum-exp (base 2) to the workspace. The combine kernel
 // merges the splits of each (sequence, head). The split sizes are derived on the device from
 // kv_len or the layout row, so a run depends only on (num_seqs, num_splits).
 #include <cuda_bf16.h>
@@ -43,7 +43,8 @@ struct DecodeParams {
   int32_t num_q_heads;
   int32_t num_kv_heads;
   int32_t group;
-  int32_t head_chunks;  // CTAs per KV head along y
+  int32_t head_chunks;    // CTAs per KV head's query group along y
+  int32_t heads_per_cta;  // KV heads a CTA streams together
   int32_t num_splits;
   int32_t page_shift;
   float scale_log2;
@@ -59,49 +60,117 @@ __device__ __forceinline__ void Bf16x8ToFloat(const uint4& raw, float* f) {
   }
 }
 
-// kG: query heads per CTA (1, 2, 4 or 8); kU: key rows in flight per lane group.
+__device__ __forceinline__ void CpAsync16(void* dst, const void* src, bool valid) {
+  const uint32_t d = static_cast<uint32_t>(__cvta_generic_to_shared(dst));
+  const int bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(bytes));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Shared-memory stages: each holds kStageBytes of K and as much of V (rows of D bf16).
+constexpr int kStages = 3;
+constexpr int kStageBytes = 16 * 1024;
+
+// A CTA streams the keys of its split for `heads_per_cta` KV heads at once (all of them when
+// the layout is shared or dense, so a stage is whole contiguous token rows of the pool): stages
+// of `stage_tokens` tokens x heads are copied with cp.async three deep, and each lane group
+// (D/8 lanes, one key row per token) handles one KV head and every tpar-th token of a stage,
+// for kG query heads of that KV head's GQA group.
 template <int D, int kG>
-__global__ void __launch_bounds__(kDecodeThreads) DecodeKernel(const __grid_constant__ DecodeParams p) {
-  constexpr int kLanes = D / 8;                   // lanes per key row
-  constexpr int kGroupsPerWarp = 32 / kLanes;
-  constexpr int kGroups = kGroupsPerWarp * kDecodeWarps;
-  constexpr int kU = D == 128 ? 4 : 2;            // rows per lane group per step
-  constexpr int kStep = kGroups * kU;             // 32 (D=128) or 32 (D=64)
-  static_assert(kKvTile % kStep == 0, "a tile must be whole steps");
+__global__ void __launch_bounds__(kDecodeThreads)
+    DecodeKernel(const __grid_constant__ DecodeParams p) {
+  constexpr int kLanes = D / 8;  // lanes per key row
+  constexpr int kGroups = kDecodeThreads / kLanes;
+  constexpr int kRowsPerStage = kStageBytes / (D * 2);
+  constexpr int kMaxU = 8;  // tokens per lane group per stage
+  static_assert(kGroups * kG * D * 4 <= kStages * 2 * kStageBytes, "merge buffer fits");
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  __nv_bfloat16* sk = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [stage][rows][D]
+  __nv_bfloat16* sv = sk + kStages * kRowsPerStage * D;
   __shared__ float s_m[kGroups][kG];
   __shared__ float s_l[kGroups][kG];
-  __shared__ float s_o[kGroups][kG][D];
+
+  const int hc_count = p.heads_per_cta;
+  const int tpar = kGroups / hc_count;
+  const int stage_tokens = min(kRowsPerStage / hc_count, kKvTile);
+  const int ku = stage_tokens / tpar;
+  const int stages_per_tile = kKvTile / stage_tokens;
 
   const int split = blockIdx.x;
-  const int kv_head = blockIdx.y / p.head_chunks;
-  const int head0 = kv_head * p.group + (blockIdx.y % p.head_chunks) * kG;
+  const int kv_chunk = blockIdx.y / p.head_chunks;
+  const int head_chunk = blockIdx.y % p.head_chunks;
+  const int kvh0 = kv_chunk * hc_count;
   const int seq = blockIdx.z;
   const int tid = threadIdx.x;
   const int group = tid / kLanes;
-  const int sub = tid % kLanes;  // which 8 dims
+  const int sub = tid % kLanes;
+  const int hc = group % hc_count;
+  const int tl = group / hc_count;
+  const int kv_head = kvh0 + hc;
+  const int head0 = kv_head * p.group + head_chunk * kG;
   const int32_t kv_len = p.kv_len[seq];
   const int32_t page_base = p.page_indptr[seq];
   const int32_t page_mask = (1 << p.page_shift) - 1;
   const int64_t row_stride = static_cast<int64_t>(p.num_kv_heads) * D;
 
-  // This split's range of 64-token tiles.
   const bool dense = p.row_indptr == nullptr;
   int32_t entry0 = 0, total_tiles, subs = 1;
-  int32_t mask_row = -1;
   if (dense) {
     total_tiles = (kv_len + kKvTile - 1) / kKvTile;
   } else {
-    const int32_t row =
-        p.seq_row_begin[seq] + (p.num_layout_heads == 1 ? 0 : kv_head);
+    const int32_t row = p.seq_row_begin[seq] + (p.num_layout_heads == 1 ? 0 : kvh0);
     entry0 = p.row_indptr[row];
     subs = p.kv_block_tokens / kKvTile;
     total_tiles = (p.row_indptr[row + 1] - entry0) * subs;
-    mask_row = row;
   }
-  (void)mask_row;
   const int32_t per = (total_tiles + p.num_splits - 1) / p.num_splits;
   const int32_t t_begin = min(total_tiles, split * per);
   const int32_t t_end = min(total_tiles, t_begin + per);
+  const int32_t num_stages = (t_end - t_begin) * stages_per_tile;
+
+  // First position, element mask and block of stage i.
+  auto stage_info = [&](int32_t i, int32_t* block, int32_t* mask) -> int32_t {
+    const int32_t t = t_begin + i / stages_per_tile;
+    const int32_t off = (i % stages_per_tile) * stage_tokens;
+    if (dense) {
+      *block = 0;
+      *mask = -1;
+      return t * kKvTile + off;
+    }
+    const int32_t e = entry0 + t / subs;
+    *block = p.kv_block[e];
+    *mask = p.mask_index != nullptr ? p.mask_index[e] : -1;
+    return *block * p.kv_block_tokens + (t % subs) * kKvTile + off;
+  };
+  auto issue = [&](int32_t i) {
+    if (i < num_stages) {
+      int32_t block, mask;
+      const int32_t pos0 = stage_info(i, &block, &mask);
+      const int buf = i % kStages;
+      const int chunks = stage_tokens * hc_count * (D / 8);
+      for (int idx = tid; idx < chunks; idx += kDecodeThreads) {
+        const int tt = idx / (hc_count * (D / 8));
+        const int rem = idx % (hc_count * (D / 8));
+        const int h = rem / (D / 8), c = rem % (D / 8);
+        const int32_t pos = pos0 + tt;
+        const bool valid = pos < kv_len;
+        int64_t off = 0;
+        if (valid) {
+          const int32_t page = p.page_indices[page_base + (pos >> p.page_shift)];
+          off = ((static_cast<int64_t>(page) << p.page_shift) + (pos & page_mask)) * row_stride +
+                static_cast<int64_t>(kvh0 + h) * D + c * 8;
+        }
+        const int s = (buf * kRowsPerStage + tt * hc_count + h) * D + c * 8;
+        CpAsync16(sk + s, p.k + off, valid);
+        CpAsync16(sv + s, p.v + off, valid);
+      }
+    }
+    CpAsyncCommit();
+  };
 
   float q[kG][8];
 #pragma unroll
@@ -121,81 +190,76 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeKernel(const __grid_cons
     for (int i = 0; i < 8; ++i) acc[g][i] = 0.f;
   }
 
-  for (int32_t t = t_begin; t < t_end; ++t) {
-    int32_t tile_start, block = 0, mask = -1;
-    if (dense) {
-      tile_start = t * kKvTile;
-    } else {
-      const int32_t e = entry0 + t / subs;
-      block = p.kv_block[e];
-      tile_start = block * p.kv_block_tokens + (t % subs) * kKvTile;
-      if (p.mask_index != nullptr) mask = p.mask_index[e];
-    }
-    if (tile_start >= kv_len) continue;
-#pragma unroll 1
-    for (int step = 0; step < kKvTile; step += kStep) {
-      uint4 kr[kU], vr[kU];
-      bool ok[kU];
+  issue(0);
+  issue(1);
+  for (int32_t i = 0; i < num_stages; ++i) {
+    CpAsyncWait<1>();
+    __syncthreads();
+    issue(i + 2);
+    int32_t block, mask;
+    const int32_t pos0 = stage_info(i, &block, &mask);
+    const int buf = i % kStages;
 #pragma unroll
-      for (int u = 0; u < kU; ++u) {
-        const int32_t pos = tile_start + step + u * kGroups + group;
+    for (int u0 = 0; u0 < kMaxU; u0 += 4) {
+      if (u0 >= ku) break;
+      uint4 kr[4], vr[4];
+      bool ok[4];
+#pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const int tt = tl + (u0 + u) * tpar;
+        const int32_t pos = pos0 + tt;
         ok[u] = pos < kv_len;
         if (ok[u] && mask >= 0) {
           const int64_t bit = pos - static_cast<int64_t>(block) * p.kv_block_tokens;
           ok[u] = (p.masks[mask * p.words_per_mask + (bit >> 6)] >> (bit & 63)) & 1;
         }
-        if (ok[u]) {
-          const int32_t page = p.page_indices[page_base + (pos >> p.page_shift)];
-          const int64_t off =
-              ((static_cast<int64_t>(page) << p.page_shift) + (pos & page_mask)) * row_stride +
-              static_cast<int64_t>(kv_head) * D + sub * 8;
-          kr[u] = __ldg(reinterpret_cast<const uint4*>(p.k + off));
-          vr[u] = __ldg(reinterpret_cast<const uint4*>(p.v + off));
-        } else {
-          kr[u] = make_uint4(0, 0, 0, 0);
-          vr[u] = make_uint4(0, 0, 0, 0);
-        }
+        const int s = (buf * kRowsPerStage + tt * hc_count + hc) * D + sub * 8;
+        kr[u] = *reinterpret_cast<const uint4*>(sk + s);
+        vr[u] = *reinterpret_cast<const uint4*>(sv + s);
       }
-      float s[kU][kG];
+      float sc[4][kG];
 #pragma unroll
-      for (int u = 0; u < kU; ++u) {
+      for (int u = 0; u < 4; ++u) {
         float kf[8];
         Bf16x8ToFloat(kr[u], kf);
 #pragma unroll
         for (int g = 0; g < kG; ++g) {
           float d = 0.f;
 #pragma unroll
-          for (int i = 0; i < 8; ++i) d = fmaf(q[g][i], kf[i], d);
+          for (int j = 0; j < 8; ++j) d = fmaf(q[g][j], kf[j], d);
 #pragma unroll
           for (int off = kLanes / 2; off > 0; off /= 2) d += __shfl_xor_sync(0xffffffff, d, off);
-          s[u][g] = ok[u] ? d : -INFINITY;
+          sc[u][g] = ok[u] ? d : -INFINITY;
         }
       }
 #pragma unroll
       for (int g = 0; g < kG; ++g) {
         float mx = m[g];
 #pragma unroll
-        for (int u = 0; u < kU; ++u) mx = fmaxf(mx, s[u][g]);
+        for (int u = 0; u < 4; ++u) mx = fmaxf(mx, sc[u][g]);
         if (mx == -INFINITY) continue;  // nothing valid yet for this lane group
         const float alpha = exp2f(m[g] - mx);
         m[g] = mx;
         l[g] *= alpha;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) acc[g][i] *= alpha;
+        for (int j = 0; j < 8; ++j) acc[g][j] *= alpha;
 #pragma unroll
-        for (int u = 0; u < kU; ++u) {
-          const float pu = exp2f(s[u][g] - mx);
+        for (int u = 0; u < 4; ++u) {
+          const float pu = exp2f(sc[u][g] - mx);
           l[g] += pu;
           float vf[8];
           Bf16x8ToFloat(vr[u], vf);
 #pragma unroll
-          for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(pu, vf[i], acc[g][i]);
+          for (int j = 0; j < 8; ++j) acc[g][j] = fmaf(pu, vf[j], acc[g][j]);
         }
       }
     }
   }
+  CpAsyncWait<0>();
+  __syncthreads();
 
-  // Merge the lane groups.
+  // Merge the lane groups of each KV head (tpar of them), reusing the stage memory.
+  float* s_o = reinterpret_cast<float*>(smem_raw);  // [group][g][D]
 #pragma unroll
   for (int g = 0; g < kG; ++g) {
     if (sub == 0) {
@@ -203,23 +267,26 @@ __global__ void __launch_bounds__(kDecodeThreads) DecodeKernel(const __grid_cons
       s_l[group][g] = l[g];
     }
 #pragma unroll
-    for (int i = 0; i < 8; ++i) s_o[group][g][sub * 8 + i] = acc[g][i];
+    for (int j = 0; j < 8; ++j) s_o[(group * kG + g) * D + sub * 8 + j] = acc[g][j];
   }
   __syncthreads();
-  for (int idx = tid; idx < kG * D; idx += kDecodeThreads) {
-    const int g = idx / D, d = idx % D;
+  for (int idx = tid; idx < hc_count * kG * D; idx += kDecodeThreads) {
+    const int h = idx / (kG * D);
+    const int g = (idx / D) % kG;
+    const int d = idx % D;
     float mx = -INFINITY;
-    for (int r = 0; r < kGroups; ++r) mx = fmaxf(mx, s_m[r][g]);
+    for (int r = h; r < kGroups; r += hc_count) mx = fmaxf(mx, s_m[r][g]);
     float lsum = 0.f, o = 0.f;
     if (mx != -INFINITY) {
-      for (int r = 0; r < kGroups; ++r) {
+      for (int r = h; r < kGroups; r += hc_count) {
         const float w = exp2f(s_m[r][g] - mx);
         lsum += s_l[r][g] * w;
-        o += s_o[r][g][d] * w;
+        o += s_o[(r * kG + g) * D + d] * w;
       }
     }
-    const int64_t ph = static_cast<int64_t>(seq) * p.num_q_heads + head0 + g;
-    const int64_t slot = ph * p.num_splits + split;
+    const int head = (kvh0 + h) * p.group + head_chunk * kG + g;
+    const int64_t slot =
+        (static_cast<int64_t>(seq) * p.num_q_heads + head) * p.num_splits + split;
     p.partial_o[slot * D + d] = lsum > 0.f ? o / lsum : 0.f;
     if (d == 0) p.partial_lse[slot] = lsum > 0.f ? mx + log2f(lsum) : -INFINITY;
   }
@@ -247,14 +314,18 @@ __global__ void DecodeCombineKernel(const float* __restrict__ partial_o,
 
 template <int D, int kG>
 void LaunchDecodeKernel(const DecodeParams& p, dim3 grid, cudaStream_t stream) {
-  DecodeKernel<D, kG><<<grid, kDecodeThreads, 0, stream>>>(p);
+  constexpr size_t kSmem = static_cast<size_t>(kStages) * 2 * kStageBytes;
+  static const cudaError_t attr = cudaFuncSetAttribute(
+      DecodeKernel<D, kG>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  (void)attr;  // a failure shows as the launch error
+  DecodeKernel<D, kG><<<grid, kDecodeThreads, kSmem, stream>>>(p);
 }
 
 template <int D>
-absl::Status LaunchDecode(const DecodeParams& p, int32_t num_seqs, int heads_per_cta, void* out,
+absl::Status LaunchDecode(const DecodeParams& p, int32_t num_seqs, int q_heads_per_cta, void* out,
                           cudaStream_t stream) {
-  const dim3 grid(p.num_splits, p.num_kv_heads * p.head_chunks, num_seqs);
-  switch (heads_per_cta) {
+  const dim3 grid(p.num_splits, p.num_kv_heads / p.heads_per_cta * p.head_chunks, num_seqs);
+  switch (q_heads_per_cta) {
     case 1: LaunchDecodeKernel<D, 1>(p, grid, stream); break;
     case 2: LaunchDecodeKernel<D, 2>(p, grid, stream); break;
     case 4: LaunchDecodeKernel<D, 4>(p, grid, stream); break;
@@ -270,9 +341,11 @@ absl::Status LaunchDecode(const DecodeParams& p, int32_t num_seqs, int heads_per
 
 int32_t ChooseDecodeSplits(int32_t num_seqs, int32_t num_kv_heads, int64_t max_kv_tokens,
                            int32_t max_splits) {
-  // About 16 CTAs per SM of an H200 (132 SMs), at least two tiles per split.
-  constexpr int64_t kTargetCtas = 132 * 16;
-  const int64_t ctas = std::max<int64_t>(1, static_cast<int64_t>(num_seqs) * num_kv_heads);
+  // One wave of two CTAs per SM of an H200 (132 SMs), a CTA streaming every KV head of its
+  // keys (num_kv_heads / 8 CTAs per split beyond 8 heads), at least two tiles per split.
+  constexpr int64_t kTargetCtas = 132 * 2;
+  const int64_t ctas = std::max<int64_t>(
+      1, static_cast<int64_t>(num_seqs) * std::max<int64_t>(1, (num_kv_heads + 7) / 8));
   const int64_t tiles = std::max<int64_t>(1, (max_kv_tokens + kKvTile - 1) / kKvTile);
   int64_t splits = (kTargetCtas + ctas - 1) / ctas;
   splits = std::min<int64_t>(splits, (tiles + 1) / 2);
@@ -320,8 +393,8 @@ absl::Status RunDecode(const DecodeArgs& args, const DecodePlan& plan, void* str
                                                    args.seqs.num_seqs));
   }
   const int32_t group = shape.num_q_heads / shape.num_kv_heads;
-  int heads_per_cta = group >= 8 ? 8 : group >= 4 ? 4 : group >= 2 ? 2 : 1;
-  if (group % heads_per_cta != 0) heads_per_cta = group % 2 == 0 ? 2 : 1;
+  int q_heads_per_cta = group >= 8 ? 8 : group >= 4 ? 4 : group >= 2 ? 2 : 1;
+  if (group % q_heads_per_cta != 0) q_heads_per_cta = group % 2 == 0 ? 2 : 1;
   DecodeParams p{};
   p.q = static_cast<const __nv_bfloat16*>(args.q);
   p.k = static_cast<const __nv_bfloat16*>(args.kv.k);
@@ -332,7 +405,18 @@ absl::Status RunDecode(const DecodeArgs& args, const DecodePlan& plan, void* str
   p.num_q_heads = shape.num_q_heads;
   p.num_kv_heads = shape.num_kv_heads;
   p.group = group;
-  p.head_chunks = group / heads_per_cta;
+  p.head_chunks = group / q_heads_per_cta;
+  // KV heads per CTA: all of them (up to one lane group each) unless the layout differs per head.
+  const int lane_groups = kDecodeThreads / (shape.head_dim / 8);
+  p.heads_per_cta = 1;
+  if (args.maybe_layout == nullptr || args.maybe_layout->num_layout_heads == 1) {
+    for (int h = std::min(lane_groups, static_cast<int>(shape.num_kv_heads)); h > 1; --h) {
+      if (shape.num_kv_heads % h == 0 && lane_groups % h == 0) {
+        p.heads_per_cta = h;
+        break;
+      }
+    }
+  }
   p.num_splits = plan.num_splits;
   p.page_shift = Log2(args.kv.page_tokens);
   p.scale_log2 = shape.scale * kLog2e;
@@ -370,8 +454,8 @@ absl::Status RunDecode(const DecodeArgs& args, const DecodePlan& plan, void* str
   }
   if (plan.num_seqs == 0) return absl::OkStatus();
   cudaStream_t s = AsStream(stream);
-  if (shape.head_dim == 128) return LaunchDecode<128>(p, plan.num_seqs, heads_per_cta, args.out, s);
-  return LaunchDecode<64>(p, plan.num_seqs, heads_per_cta, args.out, s);
+  if (shape.head_dim == 128) return LaunchDecode<128>(p, plan.num_seqs, q_heads_per_cta, args.out, s);
+  return LaunchDecode<64>(p, plan.num_seqs, q_heads_per_cta, args.out, s);
 }
 
 }  // namespace fluxattn::kernels::cuda

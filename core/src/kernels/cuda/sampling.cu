@@ -1,7 +1,7 @@
 // Sampling on the device: one CTA of 1024 threads per request. Greedy is an argmax (lowest id
 // among equal maxima; NaN counts as -inf). Otherwise the top-k and top-p edges are found by
 // radix selection over the order-preserving integer keys of the logits (4 passes of 8 bits,
-// counts for top-k, probability mass for top-p), and the token is the first one, in id order,
+// counts for top-k, f32 probability mass for top-p), and the token is the first one, in id order,
 // whose running sum of kept weights exceeds u times the kept total: each thread owns one
 // contiguous slice of ids, so the sums (in double) do not depend on timing.
 #include <cuda_runtime.h>
@@ -71,10 +71,10 @@ __global__ void __launch_bounds__(kSampleThreads)
                  int32_t* tokens) {
   __shared__ float s_best[32];
   __shared__ int32_t s_idx[32];
-  __shared__ double s_dhist[256];
+  __shared__ float s_fhist[256];
   __shared__ int32_t s_ihist[256];
   __shared__ uint32_t s_prefix;
-  __shared__ double s_dabove;
+  __shared__ float s_fabove;
   __shared__ int32_t s_iabove;
   __shared__ double s_scan[kSampleThreads];
   __shared__ int32_t s_token;
@@ -156,10 +156,13 @@ __global__ void __launch_bounds__(kSampleThreads)
       if (tid < stride) s_scan[tid] += s_scan[tid + stride];
       __syncthreads();
     }
-    const double target = static_cast<double>(sp.top_p) * s_scan[0];
+    // Mass histograms in f32 (native shared-memory atomics); the edge is exact up to f32
+    // rounding of the bin masses, the draw below sums in double.
+    const float target = static_cast<float>(static_cast<double>(sp.top_p) * s_scan[0]);
     __syncthreads();
-    const uint32_t edge =
-        SelectEdge<double>(row, vocab, floor_key, target, weight, s_dhist, &s_prefix, &s_dabove);
+    const uint32_t edge = SelectEdge<float>(
+        row, vocab, floor_key, target, [&](int32_t i) { return static_cast<float>(weight(i)); },
+        s_fhist, &s_prefix, &s_fabove);
     floor_key = max(floor_key, edge);
   }
 
