@@ -86,27 +86,29 @@ __global__ void RmsNormKernel(bf16* residual, const bf16* x, const int32_t* q_in
   }
 }
 
+// One thread per (row, frequency): the angle's sine and cosine are computed once and applied
+// to that pair of every q and k head of the row.
 __global__ void RopeKernel(bf16* q, bf16* k, int64_t rows, int32_t hq, int32_t hkv, int32_t d,
                            int32_t half, const int32_t* positions, const float* inv_freq,
                            float factor) {
-  const int64_t heads = hq + (k != nullptr ? hkv : 0);
-  const int64_t total = rows * heads * half;
+  const int64_t total = rows * half;
+  const int32_t heads = hq + (k != nullptr ? hkv : 0);
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int32_t i = static_cast<int32_t>(idx % half);
-    const int64_t rh = idx / half;
-    const int64_t r = rh / heads;
-    const int32_t h = static_cast<int32_t>(rh % heads);
-    bf16* base = h < hq ? q + (r * hq + h) * d : k + (r * hkv + (h - hq)) * d;
+    const int64_t r = idx / half;
     const float angle = static_cast<float>(positions[r]) * inv_freq[i];
     float s, c;
     sincosf(angle, &s, &c);
     c *= factor;
     s *= factor;
-    const float x1 = __bfloat162float(base[i]);
-    const float x2 = __bfloat162float(base[i + half]);
-    base[i] = __float2bfloat16(x1 * c - x2 * s);
-    base[i + half] = __float2bfloat16(x2 * c + x1 * s);
+    for (int32_t h = 0; h < heads; ++h) {
+      bf16* base = h < hq ? q + (r * hq + h) * d : k + (r * hkv + (h - hq)) * d;
+      const float x1 = __bfloat162float(base[i]);
+      const float x2 = __bfloat162float(base[i + half]);
+      base[i] = __float2bfloat16(x1 * c - x2 * s);
+      base[i + half] = __float2bfloat16(x2 * c + x1 * s);
+    }
   }
 }
 
@@ -254,7 +256,7 @@ absl::Status RopeInPlace(void* q, void* k, int64_t rows, int32_t num_q_heads,
         num_q_heads, " / ", num_kv_heads));
   }
   if (rows == 0) return absl::OkStatus();
-  const int64_t total = rows * (num_q_heads + (k != nullptr ? num_kv_heads : 0)) * (rotary_dim / 2);
+  const int64_t total = rows * (rotary_dim / 2);
   RopeKernel<<<BlocksFor(total), kThreads, 0, AsStream(stream)>>>(
       static_cast<bf16*>(q), static_cast<bf16*>(k), rows, num_q_heads, num_kv_heads, head_dim,
       rotary_dim / 2, positions, inv_freq, attention_factor);
