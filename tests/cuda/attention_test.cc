@@ -396,10 +396,14 @@ TEST_F(CudaAttentionTest, DecodeHead64Gqa1AndGqa8) {
   CheckDecode(b, nullptr, nullptr, 3, "decode head_dim 64 GQA 8");
 }
 
-TEST_F(CudaAttentionTest, DecodeManyKvHeadsAcrossCtas) {
-  // 16 KV heads: a CTA streams 8 of them, two CTAs per split.
+TEST_F(CudaAttentionTest, DecodeManyKvHeadsAndWideGroups) {
   const Problem p = MakeProblem({{1, 700, 701}, {1, 63, 64}}, 16, 16, 128, 32, 25);
   CheckDecode(p, nullptr, nullptr, 3, "decode 16 KV heads");
+  // A GQA group of 32 query heads takes the lane-group kernel (more than one m16 tile).
+  const Problem wide = MakeProblem({{1, 999, 1000}, {1, 4, 5}}, 32, 1, 128, 64, 26);
+  CheckDecode(wide, nullptr, nullptr, 4, "decode GQA 32");
+  const Problem wide64 = MakeProblem({{1, 299, 300}}, 64, 2, 64, 16, 27);
+  CheckDecode(wide64, nullptr, nullptr, 2, "decode GQA 32 head_dim 64");
 }
 
 TEST_F(CudaAttentionTest, DecodeLayouts) {
