@@ -105,7 +105,7 @@ TEST_F(CudaModelOpsTest, RmsNormPlainAddedAndLastRows) {
 
 TEST_F(CudaModelOpsTest, RopeRotateHalfFromInvFreq) {
   const int rows = 19, hq = 4, hkv = 2;
-  for (auto [d, rot, factor] : {std::tuple{128, 128, 1.f}, {64, 32, 1.25f}}) {
+  for (auto [d, rot, factor] : {std::tuple{128, 128, 1.f}, {64, 32, 1.25f}, {64, 36, 1.f}}) {
     std::vector<float> q, k;
     auto qb = RandomBf16(rows * hq * d, rng_, 2.f, &q);
     auto kb = RandomBf16(rows * hkv * d, rng_, 2.f, &k);

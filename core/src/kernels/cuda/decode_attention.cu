@@ -566,13 +566,14 @@ absl::Status LaunchDecode(const DecodeParams& p, int32_t num_seqs, int q_heads_p
 
 int32_t ChooseDecodeSplits(int32_t num_seqs, int32_t num_kv_heads, int64_t max_kv_tokens,
                            int32_t max_splits) {
-  // Two waves of two CTAs per SM of an H200 (132 SMs), a CTA per (sequence, KV head, split),
-  // at least two tiles per split.
-  constexpr int64_t kTargetCtas = 132 * 2 * 2;
+  // One wave of two CTAs per SM of an H200 (132 SMs), a CTA per (sequence, KV head, split),
+  // rounded down so that no second, partial wave forms; at least two tiles per split.
+  // Measured (B=1 / 8, KV 128K, Hkv 8): 33 / 4 splits beat 66 / 9 by 8% / 27%.
+  constexpr int64_t kTargetCtas = 132 * 2;
   const int64_t ctas =
       std::max<int64_t>(1, static_cast<int64_t>(num_seqs) * std::max(1, num_kv_heads));
   const int64_t tiles = std::max<int64_t>(1, (max_kv_tokens + kKvTile - 1) / kKvTile);
-  int64_t splits = (kTargetCtas + ctas - 1) / ctas;
+  int64_t splits = std::max<int64_t>(1, kTargetCtas / ctas);
   splits = std::min<int64_t>(splits, (tiles + 1) / 2);
   splits = std::clamp<int64_t>(splits, 1, std::max(1, max_splits));
   return static_cast<int32_t>(splits);

@@ -86,28 +86,51 @@ __global__ void RmsNormKernel(bf16* residual, const bf16* x, const int32_t* q_in
   }
 }
 
-// One thread per (row, frequency): the angle's sine and cosine are computed once and applied
-// to that pair of every q and k head of the row.
+// One thread per (row, 8 consecutive frequencies) when half % 8 == 0 (16-byte accesses), else
+// per (row, frequency): the sines and cosines are computed once and applied to that part of
+// every q and k head of the row.
+template <int kVec>
 __global__ void RopeKernel(bf16* q, bf16* k, int64_t rows, int32_t hq, int32_t hkv, int32_t d,
                            int32_t half, const int32_t* positions, const float* inv_freq,
                            float factor) {
-  const int64_t total = rows * half;
+  const int32_t groups = half / kVec;
+  const int64_t total = rows * groups;
   const int32_t heads = hq + (k != nullptr ? hkv : 0);
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int32_t i = static_cast<int32_t>(idx % half);
-    const int64_t r = idx / half;
-    const float angle = static_cast<float>(positions[r]) * inv_freq[i];
-    float s, c;
-    sincosf(angle, &s, &c);
-    c *= factor;
-    s *= factor;
+    const int32_t i0 = static_cast<int32_t>(idx % groups) * kVec;
+    const int64_t r = idx / groups;
+    const float pos = static_cast<float>(positions[r]);
+    float c[kVec], s[kVec];
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      sincosf(pos * inv_freq[i0 + j], &s[j], &c[j]);
+      c[j] *= factor;
+      s[j] *= factor;
+    }
     for (int32_t h = 0; h < heads; ++h) {
       bf16* base = h < hq ? q + (r * hq + h) * d : k + (r * hkv + (h - hq)) * d;
-      const float x1 = __bfloat162float(base[i]);
-      const float x2 = __bfloat162float(base[i + half]);
-      base[i] = __float2bfloat16(x1 * c - x2 * s);
-      base[i + half] = __float2bfloat16(x2 * c + x1 * s);
+      float x1[kVec], x2[kVec];
+      if constexpr (kVec == 8) {
+        Load8(base + i0, x1);
+        Load8(base + i0 + half, x2);
+      } else {
+        x1[0] = __bfloat162float(base[i0]);
+        x2[0] = __bfloat162float(base[i0 + half]);
+      }
+      float y1[kVec], y2[kVec];
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) {
+        y1[j] = x1[j] * c[j] - x2[j] * s[j];
+        y2[j] = x2[j] * c[j] + x1[j] * s[j];
+      }
+      if constexpr (kVec == 8) {
+        Store8(base + i0, y1);
+        Store8(base + i0 + half, y2);
+      } else {
+        base[i0] = __float2bfloat16(y1[0]);
+        base[i0 + half] = __float2bfloat16(y2[0]);
+      }
     }
   }
 }
@@ -256,10 +279,16 @@ absl::Status RopeInPlace(void* q, void* k, int64_t rows, int32_t num_q_heads,
         num_q_heads, " / ", num_kv_heads));
   }
   if (rows == 0) return absl::OkStatus();
-  const int64_t total = rows * (rotary_dim / 2);
-  RopeKernel<<<BlocksFor(total), kThreads, 0, AsStream(stream)>>>(
-      static_cast<bf16*>(q), static_cast<bf16*>(k), rows, num_q_heads, num_kv_heads, head_dim,
-      rotary_dim / 2, positions, inv_freq, attention_factor);
+  const int32_t half = rotary_dim / 2;
+  if (half % 8 == 0 && head_dim % 8 == 0) {
+    RopeKernel<8><<<BlocksFor(rows * (half / 8)), kThreads, 0, AsStream(stream)>>>(
+        static_cast<bf16*>(q), static_cast<bf16*>(k), rows, num_q_heads, num_kv_heads, head_dim,
+        half, positions, inv_freq, attention_factor);
+  } else {
+    RopeKernel<1><<<BlocksFor(rows * half), kThreads, 0, AsStream(stream)>>>(
+        static_cast<bf16*>(q), static_cast<bf16*>(k), rows, num_q_heads, num_kv_heads, head_dim,
+        half, positions, inv_freq, attention_factor);
+  }
   return LaunchStatus("RopeInPlace");
 }
 
