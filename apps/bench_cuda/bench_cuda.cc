@@ -25,22 +25,22 @@
 namespace fluxattn::kernels::cuda::bench {
 namespace {
 
-#define BENCH_CHECK_CUDA(expr)                                                        \
-  do {                                                                                \
-    const cudaError_t _e = (expr);                                                    \
-    if (_e != cudaSuccess) {                                                          \
-      std::fprintf(stderr, "bench_cuda: %s: %s\n", #expr, cudaGetErrorString(_e));    \
-      std::exit(1);                                                                   \
-    }                                                                                 \
+#define BENCH_CHECK_CUDA(expr)                                                     \
+  do {                                                                             \
+    const cudaError_t _e = (expr);                                                 \
+    if (_e != cudaSuccess) {                                                       \
+      std::fprintf(stderr, "bench_cuda: %s: %s\n", #expr, cudaGetErrorString(_e)); \
+      std::exit(1);                                                                \
+    }                                                                              \
   } while (false)
 
-#define BENCH_CHECK_OK(expr)                                                           \
-  do {                                                                                 \
-    const absl::Status _s = (expr);                                                    \
-    if (!_s.ok()) {                                                                    \
-      std::fprintf(stderr, "bench_cuda: %s\n", std::string(_s.message()).c_str());     \
-      std::exit(1);                                                                    \
-    }                                                                                  \
+#define BENCH_CHECK_OK(expr)                                                       \
+  do {                                                                             \
+    const absl::Status _s = (expr);                                                \
+    if (!_s.ok()) {                                                                \
+      std::fprintf(stderr, "bench_cuda: %s\n", std::string(_s.message()).c_str()); \
+      std::exit(1);                                                                \
+    }                                                                              \
   } while (false)
 
 struct Options {
@@ -86,7 +86,8 @@ void FillRandomBf16(void* dst, size_t count, uint64_t seed) {
     std::vector<uint16_t> p(8 << 20);
     std::mt19937_64 rng(7);
     for (uint16_t& x : p) {
-      const float f = static_cast<float>(static_cast<double>(rng() >> 11) / 9007199254740992.0 * 2 - 1);
+      const float f =
+          static_cast<float>(static_cast<double>(rng() >> 11) / 9007199254740992.0 * 2 - 1);
       uint32_t u;
       std::memcpy(&u, &f, 4);
       x = static_cast<uint16_t>((u + 0x7fff + ((u >> 16) & 1)) >> 16);
@@ -97,8 +98,8 @@ void FillRandomBf16(void* dst, size_t count, uint64_t seed) {
   const size_t offset = seed % 4096;
   while (done < count) {
     const size_t n = std::min(count - done, pattern.size() - offset);
-    BENCH_CHECK_CUDA(cudaMemcpy(static_cast<uint16_t*>(dst) + done, pattern.data() + offset,
-                                n * 2, cudaMemcpyHostToDevice));
+    BENCH_CHECK_CUDA(cudaMemcpy(static_cast<uint16_t*>(dst) + done, pattern.data() + offset, n * 2,
+                                cudaMemcpyHostToDevice));
     done += n;
   }
 }
@@ -239,9 +240,12 @@ void BenchPrefill(const Options& o, std::vector<Row>& rows) {
       args.maybe_layout = nullptr;
       const double ms = TimeMs([&] { BENCH_CHECK_OK(RunPrefill(args, *plan, nullptr)); },
                                t >= 32768 ? std::max(3, o.repeats / 3) : o.repeats);
-      rows.push_back({"prefill dense causal T=" + std::to_string(t) + " tile " +
-                          std::to_string(tile),
-                      ms, causal_flops, bytes, {{"T", t}, {"tile_rows", tile}}});
+      rows.push_back(
+          {"prefill dense causal T=" + std::to_string(t) + " tile " + std::to_string(tile),
+           ms,
+           causal_flops,
+           bytes,
+           {{"T", t}, {"tile_rows", tile}}});
       if (t == 32768) {
         StreamingLayout s = MakeStreaming(t, 128, 16);
         args.maybe_layout = &s.view;
@@ -249,7 +253,10 @@ void BenchPrefill(const Options& o, std::vector<Row>& rows) {
             TimeMs([&] { BENCH_CHECK_OK(RunPrefill(args, *plan, nullptr)); }, o.repeats);
         const double sflops = 4.0 * o.q_heads * o.head_dim * s.allowed_pairs;
         rows.push_back({"prefill streaming sink128+win2048 T=32768 tile " + std::to_string(tile),
-                        sms, sflops, bytes, {{"T", t}, {"tile_rows", tile}}});
+                        sms,
+                        sflops,
+                        bytes,
+                        {{"T", t}, {"tile_rows", tile}}});
       }
     }
   }
@@ -262,7 +269,8 @@ void BenchDecode(const Options& o, std::vector<Row>& rows) {
       const size_t q_elems = static_cast<size_t>(b) * o.q_heads * o.head_dim;
       DeviceMemory q(q_elems * 2), out(q_elems * 2);
       FillRandomBf16(q.get(), q_elems, 4);
-      const double bytes = 2.0 * 2.0 * b * static_cast<double>(kv) * o.kv_heads * o.head_dim + 4.0 * q_elems;
+      const double bytes =
+          2.0 * 2.0 * b * static_cast<double>(kv) * o.kv_heads * o.head_dim + 4.0 * q_elems;
       const double flops = 4.0 * b * static_cast<double>(kv) * o.q_heads * o.head_dim;
       const int chosen = ChooseDecodeSplits(b, o.kv_heads, kv);
       std::vector<int> splits = {chosen};
@@ -281,9 +289,12 @@ void BenchDecode(const Options& o, std::vector<Row>& rows) {
         args.seqs = pool.seqs;
         const double ms =
             TimeMs([&] { BENCH_CHECK_OK(RunDecode(args, *plan, nullptr)); }, o.repeats * 5);
-        rows.push_back({"decode B=" + std::to_string(b) + " KV=" + std::to_string(kv) +
-                            " splits " + std::to_string(sp) + (sp == chosen ? " (chosen)" : ""),
-                        ms, flops, bytes, {{"B", b}, {"KV", kv}, {"splits", sp}}});
+        rows.push_back({"decode B=" + std::to_string(b) + " KV=" + std::to_string(kv) + " splits " +
+                            std::to_string(sp) + (sp == chosen ? " (chosen)" : ""),
+                        ms,
+                        flops,
+                        bytes,
+                        {{"B", b}, {"KV", kv}, {"splits", sp}}});
       }
     }
   }
@@ -298,16 +309,37 @@ void BenchModelOps(const Options& o, std::vector<Row>& rows) {
   FillRandomBf16(w.get(), hidden, 7);
   const double nb = t * hidden * 2.0;
   rows.push_back({"rmsnorm [32768, 2560]",
-                  TimeMs([&] { BENCH_CHECK_OK(RmsNorm(x.get(), w.get(), y.get(), t, hidden, 1e-6f, 0.f, nullptr)); }, o.repeats),
-                  0, 2 * nb, {}});
+                  TimeMs(
+                      [&] {
+                        BENCH_CHECK_OK(
+                            RmsNorm(x.get(), w.get(), y.get(), t, hidden, 1e-6f, 0.f, nullptr));
+                      },
+                      o.repeats),
+                  0,
+                  2 * nb,
+                  {}});
   rows.push_back({"add+rmsnorm [32768, 2560]",
-                  TimeMs([&] { BENCH_CHECK_OK(AddRmsNorm(res.get(), x.get(), w.get(), y.get(), t, hidden, 1e-6f, 0.f, nullptr)); }, o.repeats),
-                  0, 4 * nb, {}});
+                  TimeMs(
+                      [&] {
+                        BENCH_CHECK_OK(AddRmsNorm(res.get(), x.get(), w.get(), y.get(), t, hidden,
+                                                  1e-6f, 0.f, nullptr));
+                      },
+                      o.repeats),
+                  0,
+                  4 * nb,
+                  {}});
   DeviceMemory gu(t * 2 * inter * 2), act(t * inter * 2);
   FillRandomBf16(gu.get(), t * 2 * inter, 8);
   rows.push_back({"swiglu [32768, 9728]",
-                  TimeMs([&] { BENCH_CHECK_OK(SwiGlu(gu.get(), gu.as<uint16_t>() + inter, 2 * inter, act.get(), t, inter, nullptr)); }, o.repeats),
-                  0, 3.0 * t * inter * 2, {}});
+                  TimeMs(
+                      [&] {
+                        BENCH_CHECK_OK(SwiGlu(gu.get(), gu.as<uint16_t>() + inter, 2 * inter,
+                                              act.get(), t, inter, nullptr));
+                      },
+                      o.repeats),
+                  0,
+                  3.0 * t * inter * 2,
+                  {}});
   DeviceMemory qk(t * 40 * 128 * 2), pos(t * 4), inv(64 * 4);
   FillRandomBf16(qk.get(), t * 40 * 128, 9);
   std::vector<int32_t> positions(t);
@@ -318,8 +350,16 @@ void BenchModelOps(const Options& o, std::vector<Row>& rows) {
   BENCH_CHECK_CUDA(cudaMemcpy(inv.get(), inv_freq.data(), 256, cudaMemcpyHostToDevice));
   uint16_t* qp = qk.as<uint16_t>();
   rows.push_back({"rope q+k [32768, 32+8, 128]",
-                  TimeMs([&] { BENCH_CHECK_OK(RopeInPlace(qp, qp + t * 32 * 128, t, 32, 8, 128, 128, pos.as<int32_t>(), inv.as<float>(), 1.f, nullptr)); }, o.repeats),
-                  0, 2.0 * t * 40 * 128 * 2, {}});
+                  TimeMs(
+                      [&] {
+                        BENCH_CHECK_OK(RopeInPlace(qp, qp + t * 32 * 128, t, 32, 8, 128, 128,
+                                                   pos.as<int32_t>(), inv.as<float>(), 1.f,
+                                                   nullptr));
+                      },
+                      o.repeats),
+                  0,
+                  2.0 * t * 40 * 128 * 2,
+                  {}});
   // Sampling over a Qwen-sized vocabulary, batch 8, top-k 50 + top-p 0.9.
   const int vocab = 151936, batch = 8;
   std::vector<float> logits(static_cast<size_t>(vocab) * batch);
@@ -331,24 +371,42 @@ void BenchModelOps(const Options& o, std::vector<Row>& rows) {
   for (auto [label, sp] : {std::pair{"greedy", SamplingParams{0.f, 0, 1.f, 1, 0}},
                            std::pair{"top-k 50 top-p 0.9", SamplingParams{0.8f, 50, 0.9f, 1, 0}}}) {
     std::vector<SamplingParams> params(batch, sp);
-    BENCH_CHECK_CUDA(cudaMemcpy(pd.get(), params.data(), batch * sizeof(SamplingParams), cudaMemcpyHostToDevice));
+    BENCH_CHECK_CUDA(cudaMemcpy(pd.get(), params.data(), batch * sizeof(SamplingParams),
+                                cudaMemcpyHostToDevice));
     rows.push_back({std::string("sample ") + label + " [8, 151936]",
-                    TimeMs([&] { BENCH_CHECK_OK(Sample(ld.as<float>(), batch, vocab, pd.as<SamplingParams>(), tok.as<int32_t>(), nullptr)); }, o.repeats),
-                    0, 4.0 * vocab * batch, {}});
+                    TimeMs(
+                        [&] {
+                          BENCH_CHECK_OK(Sample(ld.as<float>(), batch, vocab,
+                                                pd.as<SamplingParams>(), tok.as<int32_t>(),
+                                                nullptr));
+                        },
+                        o.repeats),
+                    0,
+                    4.0 * vocab * batch,
+                    {}});
   }
 }
 
 void BenchGemm(const Options& o, std::vector<Row>& rows, double* measured_tflops) {
   absl::StatusOr<std::unique_ptr<Gemm>> gemm = Gemm::Create();
   BENCH_CHECK_OK(gemm.status());
-  struct Case { const char* name; int64_t m, n, k; };
-  for (const Case& c : {Case{"gemm 8192^3", 8192, 8192, 8192},
-                        Case{"gemm qwen3-4b up+gate [32768 x 2560] x [19456 x 2560]^T", 32768, 19456, 2560},
-                        Case{"gemv qwen3-4b down [1 x 9728] x [2560 x 9728]^T", 1, 2560, 9728}}) {
+  struct Case {
+    const char* name;
+    int64_t m, n, k;
+  };
+  for (const Case& c :
+       {Case{"gemm 8192^3", 8192, 8192, 8192},
+        Case{"gemm qwen3-4b up+gate [32768 x 2560] x [19456 x 2560]^T", 32768, 19456, 2560},
+        Case{"gemv qwen3-4b down [1 x 9728] x [2560 x 9728]^T", 1, 2560, 9728}}) {
     DeviceMemory a(c.m * c.k * 2), b(c.n * c.k * 2), y(c.m * c.n * 2);
     FillRandomBf16(a.get(), c.m * c.k, 10);
     FillRandomBf16(b.get(), c.n * c.k, 11);
-    const double ms = TimeMs([&] { BENCH_CHECK_OK((*gemm)->Linear(a.get(), b.get(), y.get(), c.m, c.n, c.k, Gemm::OutputType::kBf16, nullptr)); }, o.repeats);
+    const double ms = TimeMs(
+        [&] {
+          BENCH_CHECK_OK((*gemm)->Linear(a.get(), b.get(), y.get(), c.m, c.n, c.k,
+                                         Gemm::OutputType::kBf16, nullptr));
+        },
+        o.repeats);
     const double flops = 2.0 * c.m * c.n * c.k;
     rows.push_back({c.name, ms, flops, 2.0 * (c.m * c.k + c.n * c.k + c.m * c.n), {}});
     if (c.m == 8192 && measured_tflops) *measured_tflops = flops / ms / 1e9;
@@ -359,7 +417,9 @@ double MeasureCopyTbps() {
   const size_t bytes = size_t{2} << 30;
   DeviceMemory a(bytes), b(bytes);
   BENCH_CHECK_CUDA(cudaMemset(a.get(), 1, bytes));
-  const double ms = TimeMs([&] { BENCH_CHECK_CUDA(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice)); }, 10);
+  const double ms = TimeMs(
+      [&] { BENCH_CHECK_CUDA(cudaMemcpyAsync(b.get(), a.get(), bytes, cudaMemcpyDeviceToDevice)); },
+      10);
   return 2.0 * bytes / ms / 1e9;
 }
 
@@ -376,7 +436,9 @@ int Main(int argc, char** argv) {
   std::vector<std::string> only;
   app.add_option("--only", only, "Sections: prefill,decode,ops,gemm")->delimiter(',');
   CLI11_PARSE(app, argc, argv);
-  auto want = [&](const char* s) { return only.empty() || std::find(only.begin(), only.end(), s) != only.end(); };
+  auto want = [&](const char* s) {
+    return only.empty() || std::find(only.begin(), only.end(), s) != only.end();
+  };
 
   cudaDeviceProp prop{};
   BENCH_CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
@@ -386,29 +448,44 @@ int Main(int argc, char** argv) {
   double copy_tbps = 0;
   if (o.measure_peaks) {
     copy_tbps = MeasureCopyTbps();
-    rows.push_back({"device copy 2 GiB (read + write)", 2.0 * (size_t{2} << 30) / copy_tbps / 1e9, 0, 2.0 * (size_t{2} << 30), {}});
+    rows.push_back({"device copy 2 GiB (read + write)",
+                    2.0 * (size_t{2} << 30) / copy_tbps / 1e9,
+                    0,
+                    2.0 * (size_t{2} << 30),
+                    {}});
   }
   if (want("prefill")) BenchPrefill(o, rows);
   if (want("decode")) BenchDecode(o, rows);
   if (want("ops")) BenchModelOps(o, rows);
 
-  std::printf("device: %s, %d SMs; limits: %.0f TFLOP/s bf16, %.2f TB/s copy (measured here: %.0f, %.2f)\n",
-              prop.name, prop.multiProcessorCount, o.peak_tflops, o.peak_tbps, gemm_tflops, copy_tbps);
+  std::printf(
+      "device: %s, %d SMs; limits: %.0f TFLOP/s bf16, %.2f TB/s copy (measured here: %.0f, %.2f)\n",
+      prop.name, prop.multiProcessorCount, o.peak_tflops, o.peak_tbps, gemm_tflops, copy_tbps);
   std::printf("%-62s %10s %10s %8s %10s %8s\n", "case", "ms", "TFLOP/s", "%peak", "TB/s", "%copy");
   nlohmann::json out = nlohmann::json::array();
   for (const Row& r : rows) {
     const double tflops = r.flops / r.ms / 1e9, tbps = r.bytes / r.ms / 1e9;
     std::printf("%-62s %10.4f %10.1f %7.1f%% %10.3f %7.1f%%\n", r.name.c_str(), r.ms, tflops,
                 100 * tflops / o.peak_tflops, tbps, 100 * tbps / o.peak_tbps);
-    nlohmann::json j = {{"case", r.name}, {"ms", r.ms}, {"flops", r.flops}, {"bytes", r.bytes},
-                        {"tflops", tflops}, {"tbps", tbps}, {"frac_peak_flops", tflops / o.peak_tflops},
+    nlohmann::json j = {{"case", r.name},
+                        {"ms", r.ms},
+                        {"flops", r.flops},
+                        {"bytes", r.bytes},
+                        {"tflops", tflops},
+                        {"tbps", tbps},
+                        {"frac_peak_flops", tflops / o.peak_tflops},
                         {"frac_copy", tbps / o.peak_tbps}};
     if (!r.extra.is_null()) j["params"] = r.extra;
     out.push_back(j);
   }
   if (!o.json_path.empty()) {
     std::ofstream f(o.json_path);
-    f << nlohmann::json{{"device", prop.name}, {"gemm_8192_tflops", gemm_tflops}, {"copy_tbps", copy_tbps}, {"rows", out}}.dump(2) << "\n";
+    f << nlohmann::json{{"device", prop.name},
+                        {"gemm_8192_tflops", gemm_tflops},
+                        {"copy_tbps", copy_tbps},
+                        {"rows", out}}
+             .dump(2)
+      << "\n";
   }
   return 0;
 }

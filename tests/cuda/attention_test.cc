@@ -248,8 +248,7 @@ void ExpectClose(const std::vector<uint16_t>& got_bits, const std::vector<double
     const double tol = 2e-2 * std::max(1.0, max_ref) + 2e-2 * std::abs(ref[i]);
     if (!std::isfinite(got[i]) || std::abs(got[i] - ref[i]) > tol) {
       if (++bad <= 5) {
-        ADD_FAILURE() << what << ": element " << i << " got " << got[i] << " expected "
-                      << ref[i];
+        ADD_FAILURE() << what << ": element " << i << " got " << got[i] << " expected " << ref[i];
       }
     }
   }
@@ -344,9 +343,9 @@ class CudaAttentionTest : public ::testing::Test {
 };
 
 TEST_F(CudaAttentionTest, PrefillDenseMixedBatchHead128Gqa4) {
-  const Problem p = MakeProblem(
-      {{1, 0, 1}, {77, 0, 77}, {200, 130, 330}, {129, 1000, 1129}, {64, 64, 100}}, 8, 2, 128,
-      16, 11);
+  const Problem p =
+      MakeProblem({{1, 0, 1}, {77, 0, 77}, {200, 130, 330}, {129, 1000, 1129}, {64, 64, 100}}, 8, 2,
+                  128, 16, 11);
   CheckPrefill(p, nullptr, nullptr, 0, "dense, 128-row tiles");
   CheckPrefill(p, nullptr, nullptr, 64, "dense, 64-row tiles");
 }
@@ -425,8 +424,8 @@ TEST_F(CudaAttentionTest, AppendKvWritesThroughThePageTable) {
   std::vector<uint16_t> k_rows = testing::RandomBf16(p.total_rows() * row, rng, 1.f, nullptr);
   std::vector<uint16_t> v_rows = testing::RandomBf16(p.total_rows() * row, rng, 1.f, nullptr);
   DeviceBuffer kd(k_rows), vd(v_rows);
-  absl::Status st = AppendKv(kd.get(), vd.get(), p.total_rows(), p.hkv, p.d, dp.k.get(),
-                             dp.v.get(), p.page_tokens, dp.seqs, nullptr);
+  absl::Status st = AppendKv(kd.get(), vd.get(), p.total_rows(), p.hkv, p.d, dp.k.get(), dp.v.get(),
+                             p.page_tokens, dp.seqs, nullptr);
   ASSERT_TRUE(st.ok()) << st;
   std::vector<uint16_t> kp = dp.k.Download<uint16_t>(), vp = dp.v.Download<uint16_t>();
   for (size_t b = 0; b < p.seqs.size(); ++b) {
@@ -448,7 +447,8 @@ TEST_F(CudaAttentionTest, BadShapesAreNamed) {
   AttentionShape shape{8, 2, 96, 0.1f};
   std::vector<int32_t> indptr = {0, 4}, pos0 = {0};
   DeviceBuffer ws(1024);
-  absl::StatusOr<PrefillPlan> plan = PlanPrefill(shape, indptr, pos0, ws.get(), ws.bytes(), nullptr);
+  absl::StatusOr<PrefillPlan> plan =
+      PlanPrefill(shape, indptr, pos0, ws.get(), ws.bytes(), nullptr);
   ASSERT_FALSE(plan.ok());
   EXPECT_NE(plan.status().message().find("head_dim: expected 64 or 128, found 96"),
             std::string::npos)
@@ -472,8 +472,7 @@ TEST_F(CudaAttentionTest, BadShapesAreNamed) {
   EXPECT_NE(st.message().find("kv_block_tokens a multiple of 64"), std::string::npos) << st;
   args.kv.page_tokens = 24;
   st = RunPrefill(args, *plan, nullptr);
-  EXPECT_NE(st.message().find("page_tokens: expected a power of two, found 24"),
-            std::string::npos)
+  EXPECT_NE(st.message().find("page_tokens: expected a power of two, found 24"), std::string::npos)
       << st;
 }
 

@@ -18,12 +18,12 @@ inline bool GpuVisible() {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
-#define FLUXATTN_SKIP_WITHOUT_GPU()                                   \
-  do {                                                                \
-    if (!::fluxattn::kernels::cuda::testing::GpuVisible()) {          \
-      (void)cudaGetLastError();                                       \
-      GTEST_SKIP() << "no CUDA GPU visible";                          \
-    }                                                                 \
+#define FLUXATTN_SKIP_WITHOUT_GPU()                          \
+  do {                                                       \
+    if (!::fluxattn::kernels::cuda::testing::GpuVisible()) { \
+      (void)cudaGetLastError();                              \
+      GTEST_SKIP() << "no CUDA GPU visible";                 \
+    }                                                        \
   } while (false)
 
 #define CUDA_ASSERT(expr) ASSERT_EQ((expr), cudaSuccess) << cudaGetErrorString(cudaGetLastError())

@@ -67,8 +67,8 @@ TEST_F(CudaModelOpsTest, RmsNormPlainAddedAndLastRows) {
     DeviceBuffer xd(xb), wd(wb), yd(xb.size() * 2), rd(rb);
     yd.Poison();
     ASSERT_TRUE(RmsNorm(xd.get(), wd.get(), yd.get(), rows, dim, 1e-6f, offset, nullptr).ok());
-    ExpectNear(Floats(yd.Download<uint16_t>()), RmsRef(x, w, rows, dim, 1e-6, offset), 1e-2,
-               1e-2, 5e-3, "RmsNorm");
+    ExpectNear(Floats(yd.Download<uint16_t>()), RmsRef(x, w, rows, dim, 1e-6, offset), 1e-2, 1e-2,
+               5e-3, "RmsNorm");
     // residual += x, then the norm of the (bf16) sum.
     std::vector<float> sum(x.size());
     std::vector<double> sum_d(x.size());
@@ -78,11 +78,10 @@ TEST_F(CudaModelOpsTest, RmsNormPlainAddedAndLastRows) {
     }
     yd.Poison();
     ASSERT_TRUE(
-        AddRmsNorm(rd.get(), xd.get(), wd.get(), yd.get(), rows, dim, 1e-5f, offset, nullptr)
-            .ok());
+        AddRmsNorm(rd.get(), xd.get(), wd.get(), yd.get(), rows, dim, 1e-5f, offset, nullptr).ok());
     ExpectNear(Floats(rd.Download<uint16_t>()), sum_d, 1e-2, 1e-2, 5e-3, "residual sum");
-    ExpectNear(Floats(yd.Download<uint16_t>()), RmsRef(sum, w, rows, dim, 1e-5, offset), 1e-2,
-               1e-2, 5e-3, "AddRmsNorm");
+    ExpectNear(Floats(yd.Download<uint16_t>()), RmsRef(sum, w, rows, dim, 1e-5, offset), 1e-2, 1e-2,
+               5e-3, "AddRmsNorm");
   }
   // Last rows of a varlen batch.
   const int dim = 64;
@@ -91,15 +90,15 @@ TEST_F(CudaModelOpsTest, RmsNormPlainAddedAndLastRows) {
   auto xb = RandomBf16(10 * dim, rng_, 2.f, &x);
   auto wb = RandomBf16(dim, rng_, 1.f, &w);
   DeviceBuffer xd(xb), wd(wb), yd(3 * dim * 2), id(indptr);
-  ASSERT_TRUE(RmsNormLastRows(xd.get(), id.as<int32_t>(), 3, wd.get(), yd.get(), dim, 1e-6f, 0.f,
-                              nullptr)
-                  .ok());
+  ASSERT_TRUE(
+      RmsNormLastRows(xd.get(), id.as<int32_t>(), 3, wd.get(), yd.get(), dim, 1e-6f, 0.f, nullptr)
+          .ok());
   std::vector<float> last;
   for (int b = 0; b < 3; ++b) {
     last.insert(last.end(), x.begin() + (indptr[b + 1] - 1) * dim, x.begin() + indptr[b + 1] * dim);
   }
-  ExpectNear(Floats(yd.Download<uint16_t>()), RmsRef(last, w, 3, dim, 1e-6, 0.0), 1e-2, 1e-2,
-             5e-3, "RmsNormLastRows");
+  ExpectNear(Floats(yd.Download<uint16_t>()), RmsRef(last, w, 3, dim, 1e-6, 0.0), 1e-2, 1e-2, 5e-3,
+             "RmsNormLastRows");
   EXPECT_FALSE(RmsNorm(xd.get(), wd.get(), yd.get(), 1, 12, 1e-6f, 0.f, nullptr).ok());
 }
 
@@ -149,9 +148,9 @@ TEST_F(CudaModelOpsTest, SwiGluFusedAndScalar) {
     auto gub = RandomBf16(rows * 2 * cols, rng_, 4.f, &gu);
     DeviceBuffer gd(gub), od(rows * cols * 2);
     od.Poison();
-    ASSERT_TRUE(SwiGlu(gd.as<uint16_t>(), gd.as<uint16_t>() + cols, 2 * cols, od.get(), rows,
-                       cols, nullptr)
-                    .ok());
+    ASSERT_TRUE(
+        SwiGlu(gd.as<uint16_t>(), gd.as<uint16_t>() + cols, 2 * cols, od.get(), rows, cols, nullptr)
+            .ok());
     std::vector<double> ref(rows * cols);
     for (int r = 0; r < rows; ++r) {
       for (int c = 0; c < cols; ++c) {
@@ -203,8 +202,8 @@ TEST_F(CudaModelOpsTest, RouterPoolMatchesTheFluxDefinition) {
   auto qb = RandomBf16(321 * heads * d, rng_, 2.f, &q);
   DeviceBuffer qd(qb), id(indptr), pd(3 * d * 4);
   pd.Poison();
-  ASSERT_TRUE(RouterPool(qd.get(), id.as<int32_t>(), 3, heads, d, pool, pd.as<float>(), nullptr)
-                  .ok());
+  ASSERT_TRUE(
+      RouterPool(qd.get(), id.as<int32_t>(), 3, heads, d, pool, pd.as<float>(), nullptr).ok());
   std::vector<double> ref(3 * d, 0.0);
   for (int b = 0; b < 3; ++b) {
     const int t = indptr[b + 1] - indptr[b], n = std::min(pool, t);
@@ -239,11 +238,12 @@ TEST_F(CudaModelOpsTest, GemmLinearBf16AndF32) {
     DeviceBuffer xd(xb), wd(wb), yb(m * n * 2), yf(m * n * 4);
     yb.Poison();
     yf.Poison();
-    ASSERT_TRUE((*gemm)->Linear(xd.get(), wd.get(), yb.get(), m, n, k, Gemm::OutputType::kBf16,
-                                nullptr)
-                    .ok());
-    ASSERT_TRUE((*gemm)->Linear(xd.get(), wd.get(), yf.get(), m, n, k, Gemm::OutputType::kF32,
-                                nullptr)
+    ASSERT_TRUE(
+        (*gemm)
+            ->Linear(xd.get(), wd.get(), yb.get(), m, n, k, Gemm::OutputType::kBf16, nullptr)
+            .ok());
+    ASSERT_TRUE((*gemm)
+                    ->Linear(xd.get(), wd.get(), yf.get(), m, n, k, Gemm::OutputType::kF32, nullptr)
                     .ok());
     ExpectNear(Floats(yb.Download<uint16_t>()), ref, 5e-2, 1e-2, 5e-3, "gemm bf16");
     ExpectNear(yf.Download<float>(), ref, 1e-3, 1e-4, 1e-5, "gemm f32");
@@ -319,9 +319,9 @@ TEST_F(CudaModelOpsTest, SamplingGreedyTopKTopPSeeded) {
   for (int round = 0; round < 40; ++round) {
     for (auto& sp : params) sp.step = round;
     DeviceBuffer pd{params};
-    ASSERT_TRUE(Sample(ld.as<float>(), batch, vocab, pd.as<SamplingParams>(), tok.as<int32_t>(),
-                       nullptr)
-                    .ok());
+    ASSERT_TRUE(
+        Sample(ld.as<float>(), batch, vocab, pd.as<SamplingParams>(), tok.as<int32_t>(), nullptr)
+            .ok());
     const std::vector<int32_t> got = tok.Download<int32_t>();
     for (int b = 0; b < batch; ++b) {
       std::set<int> kept;
@@ -332,8 +332,8 @@ TEST_F(CudaModelOpsTest, SamplingGreedyTopKTopPSeeded) {
         ASSERT_EQ(got[b], 17) << "row " << b;
         continue;
       }
-      ASSERT_TRUE(kept.count(got[b])) << "row " << b << " sampled " << got[b] << " outside "
-                                      << kept.size() << " kept tokens";
+      ASSERT_TRUE(kept.count(got[b]))
+          << "row " << b << " sampled " << got[b] << " outside " << kept.size() << " kept tokens";
       if (b == 3) EXPECT_EQ(kept.size(), 50u);
       ++checked;
       mismatches += got[b] != want;
@@ -345,7 +345,8 @@ TEST_F(CudaModelOpsTest, SamplingGreedyTopKTopPSeeded) {
   // Same (seed, step), same token.
   DeviceBuffer pd(params), tok2(batch * 4);
   ASSERT_TRUE(
-      Sample(ld.as<float>(), batch, vocab, pd.as<SamplingParams>(), tok.as<int32_t>(), nullptr).ok());
+      Sample(ld.as<float>(), batch, vocab, pd.as<SamplingParams>(), tok.as<int32_t>(), nullptr)
+          .ok());
   ASSERT_TRUE(
       Sample(ld.as<float>(), batch, vocab, pd.as<SamplingParams>(), tok2.as<int32_t>(), nullptr)
           .ok());

@@ -35,6 +35,12 @@
 //               sequence (mask bits of row 0 apply) and sits at position kv_len - 1: it reads
 //               every listed key below kv_len.
 //
+// Kernels: prefill is a flash-attention kernel on mma.sync (16 query rows per warp, 64-key
+// tiles through a cp.async double buffer); decode puts a GQA group (up to 16 query heads) in
+// the rows of one m16 tile so that it too runs on the tensor cores, one CTA per (sequence, KV
+// head, split) with a three-deep cp.async pipeline, and a combine kernel merges the splits
+// (groups over 16 query heads take a CUDA-core kernel).
+//
 // Plan / run: Plan* reads only host-side counts and writes a schedule into the caller's device
 // workspace; Run* reads device data only (no host round trip, no allocation), so a run is
 // capturable in a CUDA graph and a plan can be reused for every layer of a step.
@@ -120,7 +126,7 @@ struct DecodeArgs {
   const void* q = nullptr;  // [num_seqs, num_q_heads, head_dim] bf16
   void* out = nullptr;      // same shape, bf16
   PagedKvPool kv;
-  SequenceBatch seqs;       // q_indptr unused
+  SequenceBatch seqs;  // q_indptr unused
   const BlockSparseLayoutView* maybe_layout = nullptr;
 };
 
@@ -131,8 +137,10 @@ struct DecodePlan {
   void* partials = nullptr;  // in the workspace
 };
 
-// Splits so that num_seqs * num_kv_heads * splits fills the GPU a few times over; at most
-// `max_splits`. max_kv_tokens is the longest row's key count (kv_len, or the listed blocks).
+// Splits so that the num_seqs * num_kv_heads * splits CTAs make one wave at two CTAs per SM,
+// rounded down (measured best at B = 1 and 8, KV 32K-128K); at least two 64-key tiles per
+// split and at most `max_splits`. max_kv_tokens is the longest row's key count (kv_len, or the
+// listed blocks). Any count is correct; this one is fast.
 int32_t ChooseDecodeSplits(int32_t num_seqs, int32_t num_kv_heads, int64_t max_kv_tokens,
                            int32_t max_splits = 256);
 size_t DecodeWorkspaceBytes(int32_t num_seqs, const AttentionShape& shape, int32_t num_splits);

@@ -42,10 +42,9 @@ absl::Status RmsNormLastRows(const void* x, const int32_t* q_indptr, int32_t num
 // and x_{i+r/2}' = (x_{i+r/2} cos + x_i sin) * attention_factor; dims >= rotary_dim are kept.
 // inv_freq [rotary_dim / 2] f32 on the device carries every variant's frequencies (llama3,
 // linear, YaRN ...); attention_factor is 1 except for YaRN-style scaling.
-absl::Status RopeInPlace(void* q, void* k, int64_t rows, int32_t num_q_heads,
-                         int32_t num_kv_heads, int32_t head_dim, int32_t rotary_dim,
-                         const int32_t* positions, const float* inv_freq, float attention_factor,
-                         void* stream);
+absl::Status RopeInPlace(void* q, void* k, int64_t rows, int32_t num_q_heads, int32_t num_kv_heads,
+                         int32_t head_dim, int32_t rotary_dim, const int32_t* positions,
+                         const float* inv_freq, float attention_factor, void* stream);
 
 // out[r, c] = silu(gate[r, c]) * up[r, c]; gate and up rows are `in_row_stride` elements apart
 // (2 * cols when they are the halves of one fused projection), out is [rows, cols].
@@ -55,9 +54,8 @@ absl::Status SwiGlu(const void* gate, const void* up, int64_t in_row_stride, voi
 // out[t] = table[ids[t]] (table [vocab, hidden] bf16). An id outside [0, vocab) gives a zero row
 // and sets *maybe_error_flag (device int32, if given) to 1, so the engine can report it after
 // the step without a check in the hot path.
-absl::Status EmbeddingGather(const int32_t* ids, int64_t num_ids, const void* table,
-                             int64_t vocab, int32_t hidden, void* out, int32_t* maybe_error_flag,
-                             void* stream);
+absl::Status EmbeddingGather(const int32_t* ids, int64_t num_ids, const void* table, int64_t vocab,
+                             int32_t hidden, void* out, int32_t* maybe_error_flag, void* stream);
 
 // y = a + b, element-wise over n bf16 values (y may alias a or b).
 absl::Status Add(const void* a, const void* b, void* y, int64_t n, void* stream);
@@ -66,9 +64,8 @@ absl::Status Add(const void* a, const void* b, void* y, int64_t n, void* stream)
 // n = min(pool_size, T_b), pooled[b] = mean over heads of (sum of rows [0, n) + sum of rows
 // [T_b - n, T_b)) / (2 n) (a row in both halves counts twice). q [sum_T, num_heads, head_dim]
 // bf16, q_indptr device [num_seqs + 1], pooled [num_seqs, head_dim] f32.
-absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs,
-                        int32_t num_heads, int32_t head_dim, int32_t pool_size, float* pooled,
-                        void* stream);
+absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs, int32_t num_heads,
+                        int32_t head_dim, int32_t pool_size, float* pooled, void* stream);
 
 // y = x W^T through cuBLASLt: x [m, k] bf16, W [n, k] bf16 (row-major, as stored in the
 // checkpoint), y [m, n] bf16 or f32 (logits), f32 accumulation.

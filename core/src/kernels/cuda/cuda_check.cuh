@@ -17,17 +17,17 @@ inline absl::Status CudaStatus(cudaError_t error, const char* where, const char*
   if (error == cudaSuccess) return absl::OkStatus();
   (void)cudaGetLastError();  // reset, so the next call starts clean
   return absl::InternalError(absl::StrCat(where, ": ", what, ": expected success, found ",
-                                          cudaGetErrorString(error), " (",
-                                          cudaGetErrorName(error), ")"));
+                                          cudaGetErrorString(error), " (", cudaGetErrorName(error),
+                                          ")"));
 }
 
 // Returns early with a CudaStatus error when `expr` is not cudaSuccess.
-#define FLUXATTN_RETURN_IF_CUDA(expr, where, what)                                   \
-  do {                                                                             \
-    const cudaError_t _fa_cuda_err = (expr);                                       \
-    if (_fa_cuda_err != cudaSuccess) {                                             \
-      return ::fluxattn::kernels::cuda::CudaStatus(_fa_cuda_err, where, what);     \
-    }                                                                              \
+#define FLUXATTN_RETURN_IF_CUDA(expr, where, what)                             \
+  do {                                                                         \
+    const cudaError_t _fa_cuda_err = (expr);                                   \
+    if (_fa_cuda_err != cudaSuccess) {                                         \
+      return ::fluxattn::kernels::cuda::CudaStatus(_fa_cuda_err, where, what); \
+    }                                                                          \
   } while (false)
 
 inline absl::Status LaunchStatus(const char* where) {

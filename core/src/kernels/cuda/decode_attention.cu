@@ -14,8 +14,8 @@
 #include <cmath>
 
 #include "cuda_check.cuh"
-#include "mma_util.cuh"
 #include "fluxattn/kernels/cuda_attention.h"
+#include "mma_util.cuh"
 
 namespace fluxattn::kernels::cuda {
 namespace {
@@ -60,7 +60,6 @@ __device__ __forceinline__ void Bf16x8ToFloat(const uint4& raw, float* f) {
     f[2 * i + 1] = x.y;
   }
 }
-
 
 // Shared-memory stages: each holds kStageBytes of K and as much of V (rows of D bf16).
 constexpr int kStages = 3;
@@ -276,8 +275,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
       }
     }
     const int head = (kvh0 + h) * p.group + head_chunk * kG + g;
-    const int64_t slot =
-        (static_cast<int64_t>(seq) * p.num_q_heads + head) * p.num_splits + split;
+    const int64_t slot = (static_cast<int64_t>(seq) * p.num_q_heads + head) * p.num_splits + split;
     p.partial_o[slot * D + d] = lsum > 0.f ? o / lsum : 0.f;
     if (d == 0) p.partial_lse[slot] = lsum > 0.f ? mx + log2f(lsum) : -INFINITY;
   }
@@ -296,7 +294,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
     DecodeMmaKernel(const __grid_constant__ DecodeParams p) {
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [16][D]
-  __nv_bfloat16* sk = sq + 16 * D;                                   // [stage][64][D]
+  __nv_bfloat16* sk = sq + 16 * D;                                 // [stage][64][D]
   __nv_bfloat16* sv = sk + kMmaStages * kKvTile * D;
   constexpr int kChunks = D / 8;
 
@@ -364,7 +362,8 @@ __global__ void __launch_bounds__(kDecodeThreads)
     const int r = idx / kChunks, c = idx % kChunks;
     const bool valid = r < p.group;
     const __nv_bfloat16* src =
-        p.q + (static_cast<int64_t>(seq) * p.num_q_heads + kv_head * p.group + (valid ? r : 0)) * D +
+        p.q +
+        (static_cast<int64_t>(seq) * p.num_q_heads + kv_head * p.group + (valid ? r : 0)) * D +
         c * 8;
     CpAsync16(SmemAddr(sq + Swizzle<D>(r, c)), src, valid);
   }
@@ -423,7 +422,8 @@ __global__ void __launch_bounds__(kDecodeThreads)
     }
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      float mx = fmaxf(fmaxf(sc[0][2 * h], sc[0][2 * h + 1]), fmaxf(sc[1][2 * h], sc[1][2 * h + 1]));
+      float mx =
+          fmaxf(fmaxf(sc[0][2 * h], sc[0][2 * h + 1]), fmaxf(sc[1][2 * h], sc[1][2 * h + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, 2));
       const float m_new = fmaxf(m[h], mx * p.scale_log2);
@@ -467,7 +467,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
 
   // Merge the four warps (each saw a quarter of every tile), reusing the stage memory.
   float* s_o = reinterpret_cast<float*>(smem_raw);  // [warp][16][D]
-  float* s_ml = s_o + 4 * 16 * D;                     // [warp][16][2]
+  float* s_ml = s_o + 4 * 16 * D;                   // [warp][16][2]
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int row = lane / 4 + 8 * h;
@@ -499,8 +499,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
       }
     }
     const int head = kv_head * p.group + row;
-    const int64_t slot =
-        (static_cast<int64_t>(seq) * p.num_q_heads + head) * p.num_splits + split;
+    const int64_t slot = (static_cast<int64_t>(seq) * p.num_q_heads + head) * p.num_splits + split;
     p.partial_o[slot * D + d] = lsum > 0.f ? acc / lsum : 0.f;
     if (d == 0) p.partial_lse[slot] = lsum > 0.f ? mx + log2f(lsum) : -INFINITY;
   }
@@ -529,8 +528,8 @@ __global__ void DecodeCombineKernel(const float* __restrict__ partial_o,
 template <int D, int kG>
 void LaunchDecodeKernel(const DecodeParams& p, dim3 grid, cudaStream_t stream) {
   constexpr size_t kSmem = static_cast<size_t>(kStages) * 2 * kStageBytes;
-  static const cudaError_t attr = cudaFuncSetAttribute(
-      DecodeKernel<D, kG>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(DecodeKernel<D, kG>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   (void)attr;  // a failure shows as the launch error
   DecodeKernel<D, kG><<<grid, kDecodeThreads, kSmem, stream>>>(p);
 }
@@ -545,15 +544,23 @@ absl::Status LaunchDecode(const DecodeParams& p, int32_t num_seqs, int q_heads_p
     static const cudaError_t attr = cudaFuncSetAttribute(
         DecodeMmaKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
     FLUXATTN_RETURN_IF_CUDA(attr, "RunDecode", "cudaFuncSetAttribute");
-    DecodeMmaKernel<D><<<dim3(p.num_splits, p.num_kv_heads, num_seqs), kDecodeThreads, kSmem,
-                         stream>>>(p);
+    DecodeMmaKernel<D>
+        <<<dim3(p.num_splits, p.num_kv_heads, num_seqs), kDecodeThreads, kSmem, stream>>>(p);
   } else {
     const dim3 grid(p.num_splits, p.num_kv_heads / p.heads_per_cta * p.head_chunks, num_seqs);
     switch (q_heads_per_cta) {
-    case 1: LaunchDecodeKernel<D, 1>(p, grid, stream); break;
-    case 2: LaunchDecodeKernel<D, 2>(p, grid, stream); break;
-    case 4: LaunchDecodeKernel<D, 4>(p, grid, stream); break;
-    default: LaunchDecodeKernel<D, 8>(p, grid, stream); break;
+      case 1:
+        LaunchDecodeKernel<D, 1>(p, grid, stream);
+        break;
+      case 2:
+        LaunchDecodeKernel<D, 2>(p, grid, stream);
+        break;
+      case 4:
+        LaunchDecodeKernel<D, 4>(p, grid, stream);
+        break;
+      default:
+        LaunchDecodeKernel<D, 8>(p, grid, stream);
+        break;
     }
   }
   FLUXATTN_RETURN_IF_ERROR(LaunchStatus("RunDecode"));
@@ -580,24 +587,23 @@ int32_t ChooseDecodeSplits(int32_t num_seqs, int32_t num_kv_heads, int64_t max_k
 }
 
 size_t DecodeWorkspaceBytes(int32_t num_seqs, const AttentionShape& shape, int32_t num_splits) {
-  const size_t slots = static_cast<size_t>(std::max(num_seqs, 0)) *
-                       std::max(shape.num_q_heads, 0) * std::max(num_splits, 0);
+  const size_t slots = static_cast<size_t>(std::max(num_seqs, 0)) * std::max(shape.num_q_heads, 0) *
+                       std::max(num_splits, 0);
   return slots * (static_cast<size_t>(std::max(shape.head_dim, 0)) + 1) * sizeof(float);
 }
 
 absl::StatusOr<DecodePlan> PlanDecode(const AttentionShape& shape, int32_t num_seqs,
-                                      int32_t num_splits, void* workspace,
-                                      size_t workspace_bytes) {
+                                      int32_t num_splits, void* workspace, size_t workspace_bytes) {
   FLUXATTN_RETURN_IF_ERROR(ValidateAttentionShape(shape, "PlanDecode"));
   if (num_splits < 1 || num_splits > 65535 || num_seqs < 0 || num_seqs > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "PlanDecode: num_splits / num_seqs: expected 1..65535 and 0..65535, found ", num_splits,
-        " / ", num_seqs));
+    return absl::InvalidArgumentError(
+        absl::StrCat("PlanDecode: num_splits / num_seqs: expected 1..65535 and 0..65535, found ",
+                     num_splits, " / ", num_seqs));
   }
   const size_t need = DecodeWorkspaceBytes(num_seqs, shape, num_splits);
   if (need > workspace_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "PlanDecode: workspace: expected at least ", need, " bytes, found ", workspace_bytes));
+    return absl::InvalidArgumentError(absl::StrCat("PlanDecode: workspace: expected at least ",
+                                                   need, " bytes, found ", workspace_bytes));
   }
   DecodePlan plan;
   plan.num_seqs = num_seqs;
@@ -615,8 +621,7 @@ absl::Status RunDecode(const DecodeArgs& args, const DecodePlan& plan, void* str
   }
   if (args.seqs.num_seqs != plan.num_seqs) {
     return absl::InvalidArgumentError(absl::StrCat("RunDecode: num_seqs: expected the plan's ",
-                                                   plan.num_seqs, ", found ",
-                                                   args.seqs.num_seqs));
+                                                   plan.num_seqs, ", found ", args.seqs.num_seqs));
   }
   const int32_t group = shape.num_q_heads / shape.num_kv_heads;
   int q_heads_per_cta = group >= 8 ? 8 : group >= 4 ? 4 : group >= 2 ? 2 : 1;
@@ -646,20 +651,19 @@ absl::Status RunDecode(const DecodeArgs& args, const DecodePlan& plan, void* str
   p.num_splits = plan.num_splits;
   p.page_shift = Log2(args.kv.page_tokens);
   p.scale_log2 = shape.scale * kLog2e;
-  const size_t slots =
-      static_cast<size_t>(plan.num_seqs) * shape.num_q_heads * plan.num_splits;
+  const size_t slots = static_cast<size_t>(plan.num_seqs) * shape.num_q_heads * plan.num_splits;
   p.partial_o = static_cast<float*>(plan.partials);
   p.partial_lse = p.partial_o + slots * shape.head_dim;
   if (const BlockSparseLayoutView* layout = args.maybe_layout) {
     if (layout->kv_block_tokens <= 0 || layout->kv_block_tokens % kKvTile != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "RunDecode: kv_block_tokens: expected a multiple of ", kKvTile, ", found ",
-          layout->kv_block_tokens));
+      return absl::InvalidArgumentError(
+          absl::StrCat("RunDecode: kv_block_tokens: expected a multiple of ", kKvTile, ", found ",
+                       layout->kv_block_tokens));
     }
     if (layout->num_layout_heads != 1 && layout->num_layout_heads != shape.num_kv_heads) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("RunDecode: num_layout_heads: expected 1 or ", shape.num_kv_heads,
-                       ", found ", layout->num_layout_heads));
+      return absl::InvalidArgumentError(absl::StrCat("RunDecode: num_layout_heads: expected 1 or ",
+                                                     shape.num_kv_heads, ", found ",
+                                                     layout->num_layout_heads));
     }
     if (layout->row_indptr == nullptr || layout->kv_block == nullptr ||
         layout->seq_row_begin == nullptr ||
@@ -680,7 +684,8 @@ absl::Status RunDecode(const DecodeArgs& args, const DecodePlan& plan, void* str
   }
   if (plan.num_seqs == 0) return absl::OkStatus();
   cudaStream_t s = AsStream(stream);
-  if (shape.head_dim == 128) return LaunchDecode<128>(p, plan.num_seqs, q_heads_per_cta, args.out, s);
+  if (shape.head_dim == 128)
+    return LaunchDecode<128>(p, plan.num_seqs, q_heads_per_cta, args.out, s);
   return LaunchDecode<64>(p, plan.num_seqs, q_heads_per_cta, args.out, s);
 }
 

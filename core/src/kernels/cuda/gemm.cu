@@ -17,13 +17,13 @@ namespace {
 
 absl::Status LtStatus(cublasStatus_t status, const char* what) {
   if (status == CUBLAS_STATUS_SUCCESS) return absl::OkStatus();
-  return absl::InternalError(absl::StrCat("Gemm: ", what, ": expected success, found cuBLAS status ",
-                                          static_cast<int>(status)));
+  return absl::InternalError(absl::StrCat(
+      "Gemm: ", what, ": expected success, found cuBLAS status ", static_cast<int>(status)));
 }
 
-#define FLUXATTN_RETURN_IF_LT(expr, what)                \
-  do {                                                   \
-    const cublasStatus_t _fa_lt = (expr);                \
+#define FLUXATTN_RETURN_IF_LT(expr, what)                               \
+  do {                                                                  \
+    const cublasStatus_t _fa_lt = (expr);                               \
     if (_fa_lt != CUBLAS_STATUS_SUCCESS) return LtStatus(_fa_lt, what); \
   } while (false)
 
@@ -79,12 +79,12 @@ class LtGemm final : public Gemm {
     FLUXATTN_RETURN_IF_LT(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
                           "cublasLtMatmulDescCreate");
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-    FLUXATTN_RETURN_IF_LT(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA,
-                                                         &ta, sizeof(ta)),
-                          "set TRANSA");
-    FLUXATTN_RETURN_IF_LT(cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB,
-                                                         &tb, sizeof(tb)),
-                          "set TRANSB");
+    FLUXATTN_RETURN_IF_LT(
+        cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)),
+        "set TRANSA");
+    FLUXATTN_RETURN_IF_LT(
+        cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)),
+        "set TRANSB");
     FLUXATTN_RETURN_IF_LT(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_16BF, k, n, k), "layout W");
     FLUXATTN_RETURN_IF_LT(cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_16BF, k, m, k), "layout x");
     FLUXATTN_RETURN_IF_LT(cublasLtMatrixLayoutCreate(&plan.c, yt, n, m, n), "layout y");
@@ -96,9 +96,8 @@ class LtGemm final : public Gemm {
         "preference workspace");
     cublasLtMatmulHeuristicResult_t result{};
     int found = 0;
-    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(handle_, plan.op, plan.a, plan.b,
-                                                             plan.c, plan.c, pref, 1, &result,
-                                                             &found);
+    const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(
+        handle_, plan.op, plan.a, plan.b, plan.c, plan.c, pref, 1, &result, &found);
     cublasLtMatmulPreferenceDestroy(pref);
     if (hs != CUBLAS_STATUS_SUCCESS || found == 0) {
       cublasLtMatrixLayoutDestroy(plan.a);

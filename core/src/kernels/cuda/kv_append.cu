@@ -23,11 +23,15 @@ __global__ void AppendKvKernel(const uint4* k_rows, const uint4* v_rows, int64_t
     int lo = 0, hi = num_seqs - 1;  // last sequence with q_indptr[b] <= r
     while (lo < hi) {
       const int mid = (lo + hi + 1) / 2;
-      if (q_indptr[mid] <= r) lo = mid; else hi = mid - 1;
+      if (q_indptr[mid] <= r)
+        lo = mid;
+      else
+        hi = mid - 1;
     }
     const int32_t pos = q_pos0[lo] + static_cast<int32_t>(r - q_indptr[lo]);
     const int32_t page = page_indices[page_indptr[lo] + (pos >> page_shift)];
-    const int64_t slot = (static_cast<int64_t>(page) << page_shift) + (pos & ((1 << page_shift) - 1));
+    const int64_t slot =
+        (static_cast<int64_t>(page) << page_shift) + (pos & ((1 << page_shift) - 1));
     const int64_t dst = (slot * hkv + h) * chunks;
     const int64_t src = (r * hkv + h) * chunks;
     for (int c = lane; c < chunks; c += 32) {

@@ -198,8 +198,8 @@ __global__ void AddKernel(const bf16* a, const bf16* b, bf16* y, int64_t n) {
 
 // Block (head_dim, kPoolSlices): slice s sums rows s, s + kPoolSlices, ... of both ends.
 constexpr int kPoolSlices = 8;
-__global__ void RouterPoolKernel(const bf16* q, const int32_t* q_indptr, int32_t heads,
-                                 int32_t d, int32_t pool_size, float* pooled) {
+__global__ void RouterPoolKernel(const bf16* q, const int32_t* q_indptr, int32_t heads, int32_t d,
+                                 int32_t pool_size, float* pooled) {
   extern __shared__ float partial[];  // [kPoolSlices][d]
   const int b = blockIdx.x;
   const int32_t begin = q_indptr[b];
@@ -264,19 +264,18 @@ absl::Status RmsNormLastRows(const void* x, const int32_t* q_indptr, int32_t num
   return LaunchStatus("RmsNormLastRows");
 }
 
-absl::Status RopeInPlace(void* q, void* k, int64_t rows, int32_t num_q_heads,
-                         int32_t num_kv_heads, int32_t head_dim, int32_t rotary_dim,
-                         const int32_t* positions, const float* inv_freq, float attention_factor,
-                         void* stream) {
+absl::Status RopeInPlace(void* q, void* k, int64_t rows, int32_t num_q_heads, int32_t num_kv_heads,
+                         int32_t head_dim, int32_t rotary_dim, const int32_t* positions,
+                         const float* inv_freq, float attention_factor, void* stream) {
   if (rotary_dim <= 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim) {
     return absl::InvalidArgumentError(absl::StrCat(
         "RopeInPlace: rotary_dim: expected an even number in [2, head_dim = ", head_dim,
         "], found ", rotary_dim));
   }
   if (rows < 0 || num_q_heads <= 0 || (k != nullptr && num_kv_heads <= 0)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "RopeInPlace: rows / heads: expected rows >= 0 and positive heads, found ", rows, " / ",
-        num_q_heads, " / ", num_kv_heads));
+    return absl::InvalidArgumentError(
+        absl::StrCat("RopeInPlace: rows / heads: expected rows >= 0 and positive heads, found ",
+                     rows, " / ", num_q_heads, " / ", num_kv_heads));
   }
   if (rows == 0) return absl::OkStatus();
   const int32_t half = rotary_dim / 2;
@@ -311,13 +310,12 @@ absl::Status SwiGlu(const void* gate, const void* up, int64_t in_row_stride, voi
   return LaunchStatus("SwiGlu");
 }
 
-absl::Status EmbeddingGather(const int32_t* ids, int64_t num_ids, const void* table,
-                             int64_t vocab, int32_t hidden, void* out, int32_t* maybe_error_flag,
-                             void* stream) {
+absl::Status EmbeddingGather(const int32_t* ids, int64_t num_ids, const void* table, int64_t vocab,
+                             int32_t hidden, void* out, int32_t* maybe_error_flag, void* stream) {
   if (num_ids < 0 || vocab <= 0 || hidden <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "EmbeddingGather: num_ids / vocab / hidden: expected >= 0 / > 0 / > 0, found ", num_ids,
-        " / ", vocab, " / ", hidden));
+    return absl::InvalidArgumentError(
+        absl::StrCat("EmbeddingGather: num_ids / vocab / hidden: expected >= 0 / > 0 / > 0, found ",
+                     num_ids, " / ", vocab, " / ", hidden));
   }
   if (num_ids == 0) return absl::OkStatus();
   EmbeddingKernel<<<static_cast<unsigned>(std::min<int64_t>(num_ids, 65535)), 128, 0,
@@ -336,9 +334,8 @@ absl::Status Add(const void* a, const void* b, void* y, int64_t n, void* stream)
   return LaunchStatus("Add");
 }
 
-absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs,
-                        int32_t num_heads, int32_t head_dim, int32_t pool_size, float* pooled,
-                        void* stream) {
+absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs, int32_t num_heads,
+                        int32_t head_dim, int32_t pool_size, float* pooled, void* stream) {
   if (num_seqs < 0 || num_heads <= 0 || head_dim <= 0 || head_dim > 1024 / kPoolSlices ||
       pool_size < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -348,9 +345,8 @@ absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs
   }
   if (num_seqs == 0) return absl::OkStatus();
   const dim3 block(head_dim, kPoolSlices);
-  RouterPoolKernel<<<num_seqs, block, kPoolSlices * head_dim * sizeof(float),
-                     AsStream(stream)>>>(static_cast<const bf16*>(q), q_indptr, num_heads,
-                                         head_dim, pool_size, pooled);
+  RouterPoolKernel<<<num_seqs, block, kPoolSlices * head_dim * sizeof(float), AsStream(stream)>>>(
+      static_cast<const bf16*>(q), q_indptr, num_heads, head_dim, pool_size, pooled);
   return LaunchStatus("RouterPool");
 }
 

@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "cuda_check.cuh"
-#include "mma_util.cuh"
 #include "fluxattn/kernels/cuda_attention.h"
+#include "mma_util.cuh"
 
 namespace fluxattn::kernels::cuda {
 namespace {
@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);
-  __nv_bfloat16* sk = sq + kRows * D;      // [2][64][D]
+  __nv_bfloat16* sk = sq + kRows * D;        // [2][64][D]
   __nv_bfloat16* sv = sk + 2 * kKvTile * D;  // [2][64][D]
 
   const int tid = threadIdx.x;
@@ -121,8 +121,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   int32_t qb = 0;
   if (!cur.dense) {
     qb = tile.row0 / p.q_block_tokens;
-    const int32_t row = p.seq_row_begin[seq] + qb * p.num_layout_heads +
-                        (p.num_layout_heads == 1 ? 0 : kv_head);
+    const int32_t row =
+        p.seq_row_begin[seq] + qb * p.num_layout_heads + (p.num_layout_heads == 1 ? 0 : kv_head);
     cur.entry = p.row_indptr[row];
     cur.entry_end = p.row_indptr[row + 1];
   }
@@ -132,8 +132,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int r = idx / kChunks, c = idx % kChunks;
     const bool valid = r < rows_here;
     const __nv_bfloat16* src =
-        p.q + (static_cast<int64_t>(q_begin + tile.row0 + (valid ? r : 0)) * p.num_q_heads + head) *
-                  D +
+        p.q +
+        (static_cast<int64_t>(q_begin + tile.row0 + (valid ? r : 0)) * p.num_q_heads + head) * D +
         c * 8;
     CpAsync16(SmemAddr(sq + Swizzle<D>(r, c)), src, valid);
   }
@@ -151,9 +151,9 @@ __global__ void __launch_bounds__(kWarps * 32)
       const int32_t pos = start + r;
       if (pos < kv_len) {
         const int32_t page = p.page_indices[page_base + (pos >> p.page_shift)];
-        offs[i] = ((static_cast<int64_t>(page) << p.page_shift) + (pos & page_mask)) *
-                      kv_row_stride +
-                  static_cast<int64_t>(kv_head) * D;
+        offs[i] =
+            ((static_cast<int64_t>(page) << p.page_shift) + (pos & page_mask)) * kv_row_stride +
+            static_cast<int64_t>(kv_head) * D;
       } else {
         offs[i] = -1;
       }
@@ -197,7 +197,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   float m[2] = {-INFINITY, -INFINITY};
   float l[2] = {0.f, 0.f};
   // Rows (within the sequence) and positions of this thread's two rows.
-  const int32_t my_row[2] = {tile.row0 + warp * 16 + lane / 4, tile.row0 + warp * 16 + lane / 4 + 8};
+  const int32_t my_row[2] = {tile.row0 + warp * 16 + lane / 4,
+                             tile.row0 + warp * 16 + lane / 4 + 8};
   const int32_t my_pos[2] = {q_pos0 + my_row[0], q_pos0 + my_row[1]};
   const int32_t cta_first_pos = q_pos0 + tile.row0;
 
@@ -233,8 +234,8 @@ __global__ void __launch_bounds__(kWarps * 32)
     CpAsyncCommit();
 
     // Masks: causality, kv_len and the entry's element mask, only where a tile needs them.
-    const bool full = mask < 0 && start + kKvTile - 1 <= cta_first_pos &&
-                      start + kKvTile - 1 < kv_len;
+    const bool full =
+        mask < 0 && start + kKvTile - 1 <= cta_first_pos && start + kKvTile - 1 < kv_len;
     if (!full) {
 #pragma unroll
       for (int j = 0; j < kKvTile / 8; ++j) {
@@ -352,14 +353,15 @@ size_t PrefillWorkspaceBytes(int64_t total_q_rows, int32_t num_seqs) {
 
 absl::Status ValidateAttentionShape(const AttentionShape& shape, const char* where) {
   if (shape.head_dim != 64 && shape.head_dim != 128) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        where, ": head_dim: expected 64 or 128, found ", shape.head_dim));
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": head_dim: expected 64 or 128, found ", shape.head_dim));
   }
   if (shape.num_kv_heads <= 0 || shape.num_q_heads <= 0 ||
       shape.num_q_heads % shape.num_kv_heads != 0) {
     return absl::InvalidArgumentError(absl::StrCat(
-        where, ": num_q_heads / num_kv_heads: expected positive heads, q heads a multiple of kv "
-               "heads, found ",
+        where,
+        ": num_q_heads / num_kv_heads: expected positive heads, q heads a multiple of kv "
+        "heads, found ",
         shape.num_q_heads, " / ", shape.num_kv_heads));
   }
   if (!(shape.scale > 0.f) || !std::isfinite(shape.scale)) {
@@ -390,9 +392,9 @@ absl::StatusOr<PrefillPlan> PlanPrefill(const AttentionShape& shape,
   for (int32_t b = 0; b < num_seqs; ++b) {
     const int32_t rows = host_q_indptr[b + 1] - host_q_indptr[b];
     if (rows < 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "PlanPrefill: q_indptr: expected non-decreasing entries, found ", host_q_indptr[b],
-          " then ", host_q_indptr[b + 1], " at sequence ", b));
+      return absl::InvalidArgumentError(
+          absl::StrCat("PlanPrefill: q_indptr: expected non-decreasing entries, found ",
+                       host_q_indptr[b], " then ", host_q_indptr[b + 1], " at sequence ", b));
     }
     for (int32_t r = 0; r < rows; r += tile_rows) {
       tiles.push_back({b, r});
@@ -408,14 +410,13 @@ absl::StatusOr<PrefillPlan> PlanPrefill(const AttentionShape& shape,
   for (size_t i = 0; i < order.size(); ++i) sorted[i] = tiles[order[i]];
   const size_t bytes = sorted.size() * sizeof(PrefillTile);
   if (bytes > workspace_bytes) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("PlanPrefill: workspace: expected at least ", bytes, " bytes, found ",
-                     workspace_bytes));
+    return absl::InvalidArgumentError(absl::StrCat("PlanPrefill: workspace: expected at least ",
+                                                   bytes, " bytes, found ", workspace_bytes));
   }
   if (bytes > 0) {
-    FLUXATTN_RETURN_IF_CUDA(cudaMemcpyAsync(workspace, sorted.data(), bytes,
-                                            cudaMemcpyHostToDevice, AsStream(stream)),
-                            "PlanPrefill", "cudaMemcpyAsync");
+    FLUXATTN_RETURN_IF_CUDA(
+        cudaMemcpyAsync(workspace, sorted.data(), bytes, cudaMemcpyHostToDevice, AsStream(stream)),
+        "PlanPrefill", "cudaMemcpyAsync");
   }
   PrefillPlan plan;
   plan.num_tiles = static_cast<int32_t>(sorted.size());
@@ -450,15 +451,15 @@ absl::Status RunPrefill(const PrefillArgs& args, const PrefillPlan& plan, void* 
   if (const BlockSparseLayoutView* layout = args.maybe_layout) {
     if (layout->q_block_tokens <= 0 || layout->q_block_tokens % plan.tile_rows != 0 ||
         layout->kv_block_tokens <= 0 || layout->kv_block_tokens % kKvTile != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "RunPrefill: layout block sizes: expected q_block_tokens a multiple of ", plan.tile_rows,
-          " and kv_block_tokens a multiple of ", kKvTile, ", found ", layout->q_block_tokens,
-          " and ", layout->kv_block_tokens));
+      return absl::InvalidArgumentError(
+          absl::StrCat("RunPrefill: layout block sizes: expected q_block_tokens a multiple of ",
+                       plan.tile_rows, " and kv_block_tokens a multiple of ", kKvTile, ", found ",
+                       layout->q_block_tokens, " and ", layout->kv_block_tokens));
     }
     if (layout->num_layout_heads != 1 && layout->num_layout_heads != shape.num_kv_heads) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("RunPrefill: num_layout_heads: expected 1 or ", shape.num_kv_heads,
-                       ", found ", layout->num_layout_heads));
+      return absl::InvalidArgumentError(absl::StrCat("RunPrefill: num_layout_heads: expected 1 or ",
+                                                     shape.num_kv_heads, ", found ",
+                                                     layout->num_layout_heads));
     }
     if (layout->row_indptr == nullptr || layout->kv_block == nullptr ||
         layout->seq_row_begin == nullptr ||
