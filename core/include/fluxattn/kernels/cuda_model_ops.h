@@ -1,0 +1,107 @@
+// The model's device kernels on CUDA: bf16 tensors in and out, f32 arithmetic inside. Host-
+// callable; device memory as pointers, the stream as `void*` (a cudaStream_t). Every function
+// checks its sizes and returns InvalidArgument naming the argument; launch failures come back
+// as Internal. Tensors are dense row-major unless a stride is given.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+#if defined(__CUDACC__)
+#define FLUXATTN_HOST_DEVICE __host__ __device__
+#else
+#define FLUXATTN_HOST_DEVICE
+#endif
+
+namespace fluxattn::kernels::cuda {
+
+// y[r] = x[r] * rsqrt(mean(x[r]^2) + eps) * (weight_offset + weight), rows of `dim`; weight is
+// bf16 [dim]. weight_offset is 0 (Llama, Qwen) or 1 (checkpoints that store w - 1). Per-head q/k
+// norm is this with rows = tokens * heads and dim = head_dim. y may equal x.
+absl::Status RmsNorm(const void* x, const void* weight, void* y, int64_t rows, int32_t dim,
+                     float eps, float weight_offset, void* stream);
+
+// residual[r] += x[r] (rounded to bf16, as the model's residual stream is), then
+// y[r] = RmsNorm(residual[r]).
+absl::Status AddRmsNorm(void* residual, const void* x, const void* weight, void* y, int64_t rows,
+                        int32_t dim, float eps, float weight_offset, void* stream);
+
+// The final norm of the last row of each sequence: y[b] = RmsNorm(x[q_indptr[b + 1] - 1]),
+// y [num_seqs, dim]; q_indptr is a device array [num_seqs + 1] (sequences must be non-empty).
+absl::Status RmsNormLastRows(const void* x, const int32_t* q_indptr, int32_t num_seqs,
+                             const void* weight, void* y, int32_t dim, float eps,
+                             float weight_offset, void* stream);
+
+// Rotary embedding in place on q [rows, num_q_heads, head_dim] and k [rows, num_kv_heads,
+// head_dim] (k may be null), rotate-half convention (Hugging Face): for i < rotary_dim / 2,
+// angle = positions[r] * inv_freq[i] (f32), x_i' = (x_i cos - x_{i+r/2} sin) * attention_factor
+// and x_{i+r/2}' = (x_{i+r/2} cos + x_i sin) * attention_factor; dims >= rotary_dim are kept.
+// inv_freq [rotary_dim / 2] f32 on the device carries every variant's frequencies (llama3,
+// linear, YaRN ...); attention_factor is 1 except for YaRN-style scaling.
+absl::Status RopeInPlace(void* q, void* k, int64_t rows, int32_t num_q_heads, int32_t num_kv_heads,
+                         int32_t head_dim, int32_t rotary_dim, const int32_t* positions,
+                         const float* inv_freq, float attention_factor, void* stream);
+
+// out[r, c] = silu(gate[r, c]) * up[r, c]; gate and up rows are `in_row_stride` elements apart
+// (2 * cols when they are the halves of one fused projection), out is [rows, cols].
+absl::Status SwiGlu(const void* gate, const void* up, int64_t in_row_stride, void* out,
+                    int64_t rows, int32_t cols, void* stream);
+
+// out[t] = table[ids[t]] (table [vocab, hidden] bf16). An id outside [0, vocab) gives a zero row
+// and sets *maybe_error_flag (device int32, if given) to 1, so the engine can report it after
+// the step without a check in the hot path.
+absl::Status EmbeddingGather(const int32_t* ids, int64_t num_ids, const void* table, int64_t vocab,
+                             int32_t hidden, void* out, int32_t* maybe_error_flag, void* stream);
+
+// y = a + b, element-wise over n bf16 values (y may alias a or b).
+absl::Status Add(const void* a, const void* b, void* y, int64_t n, void* stream);
+
+// The flux router's pooling (pooling_mode ctx_q) for every sequence of a varlen batch: with
+// n = min(pool_size, T_b), pooled[b] = mean over heads of (sum of rows [0, n) + sum of rows
+// [T_b - n, T_b)) / (2 n) (a row in both halves counts twice). q [sum_T, num_heads, head_dim]
+// bf16, q_indptr device [num_seqs + 1], pooled [num_seqs, head_dim] f32.
+absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs, int32_t num_heads,
+                        int32_t head_dim, int32_t pool_size, float* pooled, void* stream);
+
+// y = x W^T through cuBLASLt: x [m, k] bf16, W [n, k] bf16 (row-major, as stored in the
+// checkpoint), y [m, n] bf16 or f32 (logits), f32 accumulation.
+class Gemm {
+ public:
+  enum class OutputType { kBf16, kF32 };
+  // Creates a cuBLASLt handle and a device workspace of `workspace_bytes`.
+  static absl::StatusOr<std::unique_ptr<Gemm>> Create(size_t workspace_bytes = 32 << 20);
+  virtual ~Gemm() = default;
+  virtual absl::Status Linear(const void* x, const void* w, void* y, int64_t m, int64_t n,
+                              int64_t k, OutputType out_type, void* stream) = 0;
+};
+
+// Sampling on the device, one request per row of logits [num_seqs, vocab] f32.
+struct SamplingParams {
+  float temperature = 0.f;  // <= 0: greedy (argmax, lowest id among equal maxima)
+  int32_t top_k = 0;        // <= 0: off; keeps every token whose logit ties the k-th largest
+  float top_p = 1.f;        // >= 1: off; keeps the smallest set of most likely tokens with mass
+                            // >= top_p of the (top-k) kept mass, ties at the edge included
+  uint64_t seed = 0;        // the request's seed
+  uint64_t step = 0;        // the request's decode step: one uniform draw per (seed, step)
+};
+
+// params: device array [num_seqs]; tokens: device int32 [num_seqs]. The draw u in [0, 1) picks
+// the first token, in id order, whose running sum of kept probabilities reaches u * kept mass.
+absl::Status Sample(const float* logits, int32_t num_seqs, int32_t vocab,
+                    const SamplingParams* params, int32_t* tokens, void* stream);
+
+// The per-(seed, step) uniform draw in [0, 1) that Sample uses (a counter-based hash, the same
+// on host and device), exposed so that tests and the CPU path can reproduce a choice.
+FLUXATTN_HOST_DEVICE inline double SamplingUniform(uint64_t seed, uint64_t step) {
+  uint64_t z = seed * 0x9E3779B97F4A7C15ull + step * 0xD1B54A32D192ED03ull + 0x632BE59BD9B4E019ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  z ^= z >> 31;
+  return static_cast<double>(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+}  // namespace fluxattn::kernels::cuda

@@ -1,0 +1,353 @@
+// The model's element-wise and row kernels on CUDA: RMSNorm (plain, fused with the residual
+// add, last rows only), RoPE from an inv_freq table, SwiGLU, embedding gather, add, and the
+// flux router's pooling. bf16 storage, f32 arithmetic; 16-byte accesses where rows allow.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "cuda_check.cuh"
+#include "fluxattn/kernels/cuda_model_ops.h"
+
+namespace fluxattn::kernels::cuda {
+namespace {
+
+using bf16 = __nv_bfloat16;
+
+constexpr int kThreads = 256;
+constexpr int64_t kMaxBlocks = 132 * 32;
+
+unsigned BlocksFor(int64_t work, int per_block = kThreads) {
+  return static_cast<unsigned>(
+      std::clamp<int64_t>((work + per_block - 1) / per_block, 1, kMaxBlocks));
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffff, v, off);
+  return v;
+}
+
+__device__ __forceinline__ void Load8(const bf16* p, float* f) {
+  const uint4 raw = *reinterpret_cast<const uint4*>(p);
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 x = __bfloat1622float2(h[i]);
+    f[2 * i] = x.x;
+    f[2 * i + 1] = x.y;
+  }
+}
+
+__device__ __forceinline__ void Store8(bf16* p, const float* f) {
+  uint4 raw;
+  __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+  *reinterpret_cast<uint4*>(p) = raw;
+}
+
+// One warp per row; dim % 8 == 0. kAdd: residual += x first (rounded to bf16).
+template <bool kAdd>
+__global__ void RmsNormKernel(bf16* residual, const bf16* x, const int32_t* q_indptr,
+                              const bf16* weight, bf16* y, int64_t rows, int32_t dim, float eps,
+                              float weight_offset) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; r < rows;
+       r += warps) {
+    const int64_t src_row = q_indptr != nullptr ? q_indptr[r + 1] - 1 : r;
+    const bf16* in = (kAdd ? residual : x) + src_row * dim;
+    float ss = 0.f;
+    for (int c = lane * 8; c < dim; c += 256) {
+      float f[8];
+      Load8(in + c, f);
+      if constexpr (kAdd) {
+        float g[8];
+        Load8(x + r * dim + c, g);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) f[i] = __bfloat162float(__float2bfloat16(f[i] + g[i]));
+        Store8(residual + r * dim + c, f);
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) ss = fmaf(f[i], f[i], ss);
+    }
+    ss = WarpSum(ss);
+    const float inv = rsqrtf(ss / static_cast<float>(dim) + eps);
+    for (int c = lane * 8; c < dim; c += 256) {
+      float f[8], w[8];
+      Load8(in + c, f);
+      Load8(weight + c, w);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) f[i] = f[i] * inv * (weight_offset + w[i]);
+      Store8(y + r * dim + c, f);
+    }
+  }
+}
+
+// One thread per (row, 8 consecutive frequencies) when half % 8 == 0 (16-byte accesses), else
+// per (row, frequency): the sines and cosines are computed once and applied to that part of
+// every q and k head of the row.
+template <int kVec>
+__global__ void RopeKernel(bf16* q, bf16* k, int64_t rows, int32_t hq, int32_t hkv, int32_t d,
+                           int32_t half, const int32_t* positions, const float* inv_freq,
+                           float factor) {
+  const int32_t groups = half / kVec;
+  const int64_t total = rows * groups;
+  const int32_t heads = hq + (k != nullptr ? hkv : 0);
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int32_t i0 = static_cast<int32_t>(idx % groups) * kVec;
+    const int64_t r = idx / groups;
+    const float pos = static_cast<float>(positions[r]);
+    float c[kVec], s[kVec];
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+      sincosf(pos * inv_freq[i0 + j], &s[j], &c[j]);
+      c[j] *= factor;
+      s[j] *= factor;
+    }
+    for (int32_t h = 0; h < heads; ++h) {
+      bf16* base = h < hq ? q + (r * hq + h) * d : k + (r * hkv + (h - hq)) * d;
+      float x1[kVec], x2[kVec];
+      if constexpr (kVec == 8) {
+        Load8(base + i0, x1);
+        Load8(base + i0 + half, x2);
+      } else {
+        x1[0] = __bfloat162float(base[i0]);
+        x2[0] = __bfloat162float(base[i0 + half]);
+      }
+      float y1[kVec], y2[kVec];
+#pragma unroll
+      for (int j = 0; j < kVec; ++j) {
+        y1[j] = x1[j] * c[j] - x2[j] * s[j];
+        y2[j] = x2[j] * c[j] + x1[j] * s[j];
+      }
+      if constexpr (kVec == 8) {
+        Store8(base + i0, y1);
+        Store8(base + i0 + half, y2);
+      } else {
+        base[i0] = __float2bfloat16(y1[0]);
+        base[i0 + half] = __float2bfloat16(y2[0]);
+      }
+    }
+  }
+}
+
+__global__ void SwiGluKernel(const bf16* gate, const bf16* up, int64_t stride, bf16* out,
+                             int64_t rows, int32_t cols, bool vec) {
+  const int64_t per_row = vec ? cols / 8 : cols;
+  const int64_t total = rows * per_row;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = idx / per_row;
+    const int64_t c = idx % per_row;
+    if (vec) {
+      float g[8], u[8];
+      Load8(gate + r * stride + c * 8, g);
+      Load8(up + r * stride + c * 8, u);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) g[i] = g[i] / (1.f + __expf(-g[i])) * u[i];
+      Store8(out + r * cols + c * 8, g);
+    } else {
+      const float g = __bfloat162float(gate[r * stride + c]);
+      const float u = __bfloat162float(up[r * stride + c]);
+      out[r * cols + c] = __float2bfloat16(g / (1.f + __expf(-g)) * u);
+    }
+  }
+}
+
+__global__ void EmbeddingKernel(const int32_t* ids, int64_t n, const bf16* table, int64_t vocab,
+                                int32_t hidden, bf16* out, int32_t* error_flag) {
+  for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
+    const int32_t id = ids[t];
+    const bool ok = id >= 0 && id < vocab;
+    if (!ok && threadIdx.x == 0 && error_flag != nullptr) *error_flag = 1;
+    bf16* dst = out + t * hidden;
+    const bf16* src = table + static_cast<int64_t>(ok ? id : 0) * hidden;
+    if (hidden % 8 == 0) {
+      for (int c = threadIdx.x * 8; c < hidden; c += blockDim.x * 8) {
+        uint4 v = ok ? *reinterpret_cast<const uint4*>(src + c) : make_uint4(0, 0, 0, 0);
+        *reinterpret_cast<uint4*>(dst + c) = v;
+      }
+    } else {
+      for (int c = threadIdx.x; c < hidden; c += blockDim.x) {
+        dst[c] = ok ? src[c] : __float2bfloat16(0.f);
+      }
+    }
+  }
+}
+
+__global__ void AddKernel(const bf16* a, const bf16* b, bf16* y, int64_t n) {
+  const int64_t n8 = n / 8;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  for (int64_t i = first; i < n8; i += stride) {
+    float f[8], g[8];
+    Load8(a + i * 8, f);
+    Load8(b + i * 8, g);
+#pragma unroll
+    for (int j = 0; j < 8; ++j) f[j] += g[j];
+    Store8(y + i * 8, f);
+  }
+  for (int64_t i = n8 * 8 + first; i < n; i += stride) {
+    y[i] = __float2bfloat16(__bfloat162float(a[i]) + __bfloat162float(b[i]));
+  }
+}
+
+// Block (head_dim, kPoolSlices): slice s sums rows s, s + kPoolSlices, ... of both ends.
+constexpr int kPoolSlices = 8;
+__global__ void RouterPoolKernel(const bf16* q, const int32_t* q_indptr, int32_t heads, int32_t d,
+                                 int32_t pool_size, float* pooled) {
+  extern __shared__ float partial[];  // [kPoolSlices][d]
+  const int b = blockIdx.x;
+  const int32_t begin = q_indptr[b];
+  const int32_t t = q_indptr[b + 1] - begin;
+  const int32_t n = min(pool_size, t);
+  const int col = threadIdx.x;
+  float sum = 0.f;
+  for (int32_t j = threadIdx.y; j < 2 * n; j += kPoolSlices) {
+    const int32_t row = begin + (j < n ? j : t - n + (j - n));
+    const bf16* src = q + static_cast<int64_t>(row) * heads * d + col;
+    for (int h = 0; h < heads; ++h) sum += __bfloat162float(src[h * d]);
+  }
+  partial[threadIdx.y * d + col] = sum;
+  __syncthreads();
+  if (threadIdx.y == 0) {
+    float total = 0.f;
+    for (int s = 0; s < kPoolSlices; ++s) total += partial[s * d + col];
+    pooled[static_cast<int64_t>(b) * d + col] =
+        n > 0 ? total / (2.f * static_cast<float>(n) * heads) : 0.f;
+  }
+}
+
+absl::Status CheckRows(const char* where, int64_t rows, int32_t dim) {
+  if (rows < 0 || dim <= 0 || dim % 8 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": rows / dim: expected rows >= 0 and dim a positive multiple of 8, found ", rows,
+        " / ", dim));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status RmsNorm(const void* x, const void* weight, void* y, int64_t rows, int32_t dim,
+                     float eps, float weight_offset, void* stream) {
+  FLUXATTN_RETURN_IF_ERROR(CheckRows("RmsNorm", rows, dim));
+  if (rows == 0) return absl::OkStatus();
+  RmsNormKernel<false><<<BlocksFor(rows, kThreads / 32), kThreads, 0, AsStream(stream)>>>(
+      nullptr, static_cast<const bf16*>(x), nullptr, static_cast<const bf16*>(weight),
+      static_cast<bf16*>(y), rows, dim, eps, weight_offset);
+  return LaunchStatus("RmsNorm");
+}
+
+absl::Status AddRmsNorm(void* residual, const void* x, const void* weight, void* y, int64_t rows,
+                        int32_t dim, float eps, float weight_offset, void* stream) {
+  FLUXATTN_RETURN_IF_ERROR(CheckRows("AddRmsNorm", rows, dim));
+  if (rows == 0) return absl::OkStatus();
+  RmsNormKernel<true><<<BlocksFor(rows, kThreads / 32), kThreads, 0, AsStream(stream)>>>(
+      static_cast<bf16*>(residual), static_cast<const bf16*>(x), nullptr,
+      static_cast<const bf16*>(weight), static_cast<bf16*>(y), rows, dim, eps, weight_offset);
+  return LaunchStatus("AddRmsNorm");
+}
+
+absl::Status RmsNormLastRows(const void* x, const int32_t* q_indptr, int32_t num_seqs,
+                             const void* weight, void* y, int32_t dim, float eps,
+                             float weight_offset, void* stream) {
+  FLUXATTN_RETURN_IF_ERROR(CheckRows("RmsNormLastRows", num_seqs, dim));
+  if (num_seqs == 0) return absl::OkStatus();
+  RmsNormKernel<false><<<BlocksFor(num_seqs, kThreads / 32), kThreads, 0, AsStream(stream)>>>(
+      nullptr, static_cast<const bf16*>(x), q_indptr, static_cast<const bf16*>(weight),
+      static_cast<bf16*>(y), num_seqs, dim, eps, weight_offset);
+  return LaunchStatus("RmsNormLastRows");
+}
+
+absl::Status RopeInPlace(void* q, void* k, int64_t rows, int32_t num_q_heads, int32_t num_kv_heads,
+                         int32_t head_dim, int32_t rotary_dim, const int32_t* positions,
+                         const float* inv_freq, float attention_factor, void* stream) {
+  if (rotary_dim <= 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RopeInPlace: rotary_dim: expected an even number in [2, head_dim = ", head_dim,
+        "], found ", rotary_dim));
+  }
+  if (rows < 0 || num_q_heads <= 0 || (k != nullptr && num_kv_heads <= 0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("RopeInPlace: rows / heads: expected rows >= 0 and positive heads, found ",
+                     rows, " / ", num_q_heads, " / ", num_kv_heads));
+  }
+  if (rows == 0) return absl::OkStatus();
+  const int32_t half = rotary_dim / 2;
+  if (half % 8 == 0 && head_dim % 8 == 0) {
+    RopeKernel<8><<<BlocksFor(rows * (half / 8)), kThreads, 0, AsStream(stream)>>>(
+        static_cast<bf16*>(q), static_cast<bf16*>(k), rows, num_q_heads, num_kv_heads, head_dim,
+        half, positions, inv_freq, attention_factor);
+  } else {
+    RopeKernel<1><<<BlocksFor(rows * half), kThreads, 0, AsStream(stream)>>>(
+        static_cast<bf16*>(q), static_cast<bf16*>(k), rows, num_q_heads, num_kv_heads, head_dim,
+        half, positions, inv_freq, attention_factor);
+  }
+  return LaunchStatus("RopeInPlace");
+}
+
+absl::Status SwiGlu(const void* gate, const void* up, int64_t in_row_stride, void* out,
+                    int64_t rows, int32_t cols, void* stream) {
+  if (rows < 0 || cols <= 0 || in_row_stride < cols) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "SwiGlu: rows / cols / in_row_stride: expected rows >= 0, cols > 0, stride >= cols, "
+        "found ",
+        rows, " / ", cols, " / ", in_row_stride));
+  }
+  if (rows == 0) return absl::OkStatus();
+  const bool vec = cols % 8 == 0 && in_row_stride % 8 == 0 &&
+                   reinterpret_cast<uintptr_t>(gate) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(up) % 16 == 0;
+  const int64_t work = rows * (vec ? cols / 8 : cols);
+  SwiGluKernel<<<BlocksFor(work), kThreads, 0, AsStream(stream)>>>(
+      static_cast<const bf16*>(gate), static_cast<const bf16*>(up), in_row_stride,
+      static_cast<bf16*>(out), rows, cols, vec);
+  return LaunchStatus("SwiGlu");
+}
+
+absl::Status EmbeddingGather(const int32_t* ids, int64_t num_ids, const void* table, int64_t vocab,
+                             int32_t hidden, void* out, int32_t* maybe_error_flag, void* stream) {
+  if (num_ids < 0 || vocab <= 0 || hidden <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("EmbeddingGather: num_ids / vocab / hidden: expected >= 0 / > 0 / > 0, found ",
+                     num_ids, " / ", vocab, " / ", hidden));
+  }
+  if (num_ids == 0) return absl::OkStatus();
+  EmbeddingKernel<<<static_cast<unsigned>(std::min<int64_t>(num_ids, 65535)), 128, 0,
+                    AsStream(stream)>>>(ids, num_ids, static_cast<const bf16*>(table), vocab,
+                                        hidden, static_cast<bf16*>(out), maybe_error_flag);
+  return LaunchStatus("EmbeddingGather");
+}
+
+absl::Status Add(const void* a, const void* b, void* y, int64_t n, void* stream) {
+  if (n < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("Add: n: expected >= 0, found ", n));
+  }
+  if (n == 0) return absl::OkStatus();
+  AddKernel<<<BlocksFor(std::max<int64_t>(n / 8, 1)), kThreads, 0, AsStream(stream)>>>(
+      static_cast<const bf16*>(a), static_cast<const bf16*>(b), static_cast<bf16*>(y), n);
+  return LaunchStatus("Add");
+}
+
+absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs, int32_t num_heads,
+                        int32_t head_dim, int32_t pool_size, float* pooled, void* stream) {
+  if (num_seqs < 0 || num_heads <= 0 || head_dim <= 0 || head_dim > 1024 / kPoolSlices ||
+      pool_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RouterPool: num_seqs / num_heads / head_dim / pool_size: expected >= 0 / > 0 / 1..",
+        1024 / kPoolSlices, " / >= 1, found ", num_seqs, " / ", num_heads, " / ", head_dim, " / ",
+        pool_size));
+  }
+  if (num_seqs == 0) return absl::OkStatus();
+  const dim3 block(head_dim, kPoolSlices);
+  RouterPoolKernel<<<num_seqs, block, kPoolSlices * head_dim * sizeof(float), AsStream(stream)>>>(
+      static_cast<const bf16*>(q), q_indptr, num_heads, head_dim, pool_size, pooled);
+  return LaunchStatus("RouterPool");
+}
+
+}  // namespace fluxattn::kernels::cuda

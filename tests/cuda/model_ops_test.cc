@@ -1,0 +1,378 @@
+// The model's CUDA kernels (norms, RoPE, SwiGLU, embedding, add, router pooling, GEMM,
+// sampling) against double-precision host references on random inputs of awkward sizes.
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <numeric>
+#include <random>
+#include <set>
+#include <vector>
+
+#include "cuda_test_util.h"
+#include "fluxattn/kernels/cuda_model_ops.h"
+#include "gtest/gtest.h"
+
+namespace fluxattn::kernels::cuda {
+namespace {
+
+using testing::DeviceBuffer;
+using testing::FromBf16;
+using testing::RandomBf16;
+using testing::RelativeL2;
+
+class CudaModelOpsTest : public ::testing::Test {
+ protected:
+  void SetUp() override { FLUXATTN_SKIP_WITHOUT_GPU(); }
+  std::mt19937 rng_{1234};
+};
+
+std::vector<float> Floats(const std::vector<uint16_t>& bits) {
+  std::vector<float> f(bits.size());
+  for (size_t i = 0; i < bits.size(); ++i) f[i] = FromBf16(bits[i]);
+  return f;
+}
+
+// Every element within atol + rtol |ref| and finite, and the relative L2 error below `l2`.
+void ExpectNear(const std::vector<float>& got, const std::vector<double>& ref, double atol,
+                double rtol, double l2, const char* what) {
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  int bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (!std::isfinite(got[i]) || std::abs(got[i] - ref[i]) > atol + rtol * std::abs(ref[i])) {
+      if (++bad <= 5) ADD_FAILURE() << what << "[" << i << "]: " << got[i] << " vs " << ref[i];
+    }
+  }
+  EXPECT_EQ(bad, 0) << what;
+  EXPECT_LT(RelativeL2(got, ref), l2) << what;
+}
+
+std::vector<double> RmsRef(const std::vector<float>& x, const std::vector<float>& w, int64_t rows,
+                           int dim, double eps, double offset) {
+  std::vector<double> y(x.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (int i = 0; i < dim; ++i) ss += double{x[r * dim + i]} * x[r * dim + i];
+    const double inv = 1.0 / std::sqrt(ss / dim + eps);
+    for (int i = 0; i < dim; ++i) y[r * dim + i] = x[r * dim + i] * inv * (offset + w[i]);
+  }
+  return y;
+}
+
+TEST_F(CudaModelOpsTest, RmsNormPlainAddedAndLastRows) {
+  for (auto [rows, dim, offset] : {std::tuple{37, 136, 0.f}, {1, 2560, 1.f}, {1000, 128, 0.f}}) {
+    std::vector<float> x, w, res;
+    auto xb = RandomBf16(rows * dim, rng_, 3.f, &x);
+    auto wb = RandomBf16(dim, rng_, 1.f, &w);
+    auto rb = RandomBf16(rows * dim, rng_, 3.f, &res);
+    DeviceBuffer xd(xb), wd(wb), yd(xb.size() * 2), rd(rb);
+    yd.Poison();
+    ASSERT_TRUE(RmsNorm(xd.get(), wd.get(), yd.get(), rows, dim, 1e-6f, offset, nullptr).ok());
+    ExpectNear(Floats(yd.Download<uint16_t>()), RmsRef(x, w, rows, dim, 1e-6, offset), 1e-2, 1e-2,
+               5e-3, "RmsNorm");
+    // residual += x, then the norm of the (bf16) sum.
+    std::vector<float> sum(x.size());
+    std::vector<double> sum_d(x.size());
+    for (size_t i = 0; i < x.size(); ++i) {
+      sum[i] = testing::RoundBf16(res[i] + x[i]);
+      sum_d[i] = double{res[i]} + x[i];
+    }
+    yd.Poison();
+    ASSERT_TRUE(
+        AddRmsNorm(rd.get(), xd.get(), wd.get(), yd.get(), rows, dim, 1e-5f, offset, nullptr).ok());
+    ExpectNear(Floats(rd.Download<uint16_t>()), sum_d, 1e-2, 1e-2, 5e-3, "residual sum");
+    ExpectNear(Floats(yd.Download<uint16_t>()), RmsRef(sum, w, rows, dim, 1e-5, offset), 1e-2, 1e-2,
+               5e-3, "AddRmsNorm");
+  }
+  // Last rows of a varlen batch.
+  const int dim = 64;
+  std::vector<int32_t> indptr = {0, 3, 4, 10};
+  std::vector<float> x, w;
+  auto xb = RandomBf16(10 * dim, rng_, 2.f, &x);
+  auto wb = RandomBf16(dim, rng_, 1.f, &w);
+  DeviceBuffer xd(xb), wd(wb), yd(3 * dim * 2), id(indptr);
+  ASSERT_TRUE(
+      RmsNormLastRows(xd.get(), id.as<int32_t>(), 3, wd.get(), yd.get(), dim, 1e-6f, 0.f, nullptr)
+          .ok());
+  std::vector<float> last;
+  for (int b = 0; b < 3; ++b) {
+    last.insert(last.end(), x.begin() + (indptr[b + 1] - 1) * dim, x.begin() + indptr[b + 1] * dim);
+  }
+  ExpectNear(Floats(yd.Download<uint16_t>()), RmsRef(last, w, 3, dim, 1e-6, 0.0), 1e-2, 1e-2, 5e-3,
+             "RmsNormLastRows");
+  EXPECT_FALSE(RmsNorm(xd.get(), wd.get(), yd.get(), 1, 12, 1e-6f, 0.f, nullptr).ok());
+}
+
+TEST_F(CudaModelOpsTest, RopeRotateHalfFromInvFreq) {
+  const int rows = 19, hq = 4, hkv = 2;
+  for (auto [d, rot, factor] : {std::tuple{128, 128, 1.f}, {64, 32, 1.25f}, {64, 36, 1.f}}) {
+    std::vector<float> q, k;
+    auto qb = RandomBf16(rows * hq * d, rng_, 2.f, &q);
+    auto kb = RandomBf16(rows * hkv * d, rng_, 2.f, &k);
+    std::vector<int32_t> pos(rows);
+    std::uniform_int_distribution<int32_t> pd(0, 131071);
+    for (int32_t& p : pos) p = pd(rng_);
+    // Llama-3-style frequencies (any table works: the kernel only reads it).
+    std::vector<float> inv(rot / 2);
+    for (int i = 0; i < rot / 2; ++i) {
+      inv[i] = static_cast<float>(std::pow(500000.0, -2.0 * i / rot) / (i > rot / 4 ? 8.0 : 1.0));
+    }
+    DeviceBuffer qd(qb), kd(kb), posd(pos), invd(inv);
+    ASSERT_TRUE(RopeInPlace(qd.get(), kd.get(), rows, hq, hkv, d, rot, posd.as<int32_t>(),
+                            invd.as<float>(), factor, nullptr)
+                    .ok());
+    auto ref = [&](const std::vector<float>& x, int heads) {
+      std::vector<double> y(x.begin(), x.end());
+      for (int r = 0; r < rows; ++r) {
+        for (int h = 0; h < heads; ++h) {
+          const size_t base = (static_cast<size_t>(r) * heads + h) * d;
+          for (int i = 0; i < rot / 2; ++i) {
+            const double a = static_cast<double>(static_cast<float>(pos[r]) * inv[i]);
+            const double c = std::cos(a) * factor, s = std::sin(a) * factor;
+            const double x1 = x[base + i], x2 = x[base + i + rot / 2];
+            y[base + i] = x1 * c - x2 * s;
+            y[base + i + rot / 2] = x2 * c + x1 * s;
+          }
+        }
+      }
+      return y;
+    };
+    ExpectNear(Floats(qd.Download<uint16_t>()), ref(q, hq), 2e-2, 1e-2, 5e-3, "rope q");
+    ExpectNear(Floats(kd.Download<uint16_t>()), ref(k, hkv), 2e-2, 1e-2, 5e-3, "rope k");
+  }
+}
+
+TEST_F(CudaModelOpsTest, SwiGluFusedAndScalar) {
+  for (int cols : {136, 13}) {
+    const int rows = 21;
+    std::vector<float> gu;
+    auto gub = RandomBf16(rows * 2 * cols, rng_, 4.f, &gu);
+    DeviceBuffer gd(gub), od(rows * cols * 2);
+    od.Poison();
+    ASSERT_TRUE(
+        SwiGlu(gd.as<uint16_t>(), gd.as<uint16_t>() + cols, 2 * cols, od.get(), rows, cols, nullptr)
+            .ok());
+    std::vector<double> ref(rows * cols);
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < cols; ++c) {
+        const double g = gu[r * 2 * cols + c], u = gu[r * 2 * cols + cols + c];
+        ref[r * cols + c] = g / (1 + std::exp(-g)) * u;
+      }
+    }
+    ExpectNear(Floats(od.Download<uint16_t>()), ref, 1e-2, 1e-2, 5e-3, "SwiGlu");
+  }
+}
+
+TEST_F(CudaModelOpsTest, EmbeddingAddAndErrorFlag) {
+  const int vocab = 301, hidden = 72;
+  auto table = RandomBf16(vocab * hidden, rng_, 1.f, nullptr);
+  std::vector<int32_t> ids = {0, 300, 17, 17, 5};
+  DeviceBuffer td(table), idd(ids), od(ids.size() * hidden * 2), flag(std::vector<int32_t>{0});
+  ASSERT_TRUE(EmbeddingGather(idd.as<int32_t>(), ids.size(), td.get(), vocab, hidden, od.get(),
+                              flag.as<int32_t>(), nullptr)
+                  .ok());
+  auto out = od.Download<uint16_t>();
+  for (size_t t = 0; t < ids.size(); ++t) {
+    for (int c = 0; c < hidden; ++c) ASSERT_EQ(out[t * hidden + c], table[ids[t] * hidden + c]);
+  }
+  EXPECT_EQ(flag.Download<int32_t>()[0], 0);
+  std::vector<int32_t> bad = {3, 301};
+  DeviceBuffer badd(bad);
+  ASSERT_TRUE(EmbeddingGather(badd.as<int32_t>(), 2, td.get(), vocab, hidden, od.get(),
+                              flag.as<int32_t>(), nullptr)
+                  .ok());
+  EXPECT_EQ(flag.Download<int32_t>()[0], 1);
+  out = od.Download<uint16_t>();
+  for (int c = 0; c < hidden; ++c) EXPECT_EQ(FromBf16(out[hidden + c]), 0.f);
+
+  const int n = 1003;
+  std::vector<float> a, b;
+  auto ab = RandomBf16(n, rng_, 5.f, &a);
+  auto bb = RandomBf16(n, rng_, 5.f, &b);
+  DeviceBuffer ad(ab), bd(bb);
+  ASSERT_TRUE(Add(ad.get(), bd.get(), ad.get(), n, nullptr).ok());
+  std::vector<double> ref(n);
+  for (int i = 0; i < n; ++i) ref[i] = double{a[i]} + b[i];
+  ExpectNear(Floats(ad.Download<uint16_t>()), ref, 1e-2, 8e-3, 5e-3, "Add in place");
+}
+
+TEST_F(CudaModelOpsTest, RouterPoolMatchesTheFluxDefinition) {
+  const int heads = 4, d = 128, pool = 100;
+  std::vector<int32_t> indptr = {0, 250, 320, 321};  // 250 rows, 70 (< 2 pool), 1
+  std::vector<float> q;
+  auto qb = RandomBf16(321 * heads * d, rng_, 2.f, &q);
+  DeviceBuffer qd(qb), id(indptr), pd(3 * d * 4);
+  pd.Poison();
+  ASSERT_TRUE(
+      RouterPool(qd.get(), id.as<int32_t>(), 3, heads, d, pool, pd.as<float>(), nullptr).ok());
+  std::vector<double> ref(3 * d, 0.0);
+  for (int b = 0; b < 3; ++b) {
+    const int t = indptr[b + 1] - indptr[b], n = std::min(pool, t);
+    std::vector<int> rows;
+    for (int r = 0; r < n; ++r) rows.push_back(r);
+    for (int r = t - n; r < t; ++r) rows.push_back(r);
+    for (int r : rows) {
+      for (int h = 0; h < heads; ++h) {
+        for (int j = 0; j < d; ++j) ref[b * d + j] += q[((indptr[b] + r) * heads + h) * d + j];
+      }
+    }
+    for (int j = 0; j < d; ++j) ref[b * d + j] /= 2.0 * n * heads;
+  }
+  ExpectNear(pd.Download<float>(), ref, 1e-5, 1e-4, 1e-4, "RouterPool");
+}
+
+TEST_F(CudaModelOpsTest, GemmLinearBf16AndF32) {
+  absl::StatusOr<std::unique_ptr<Gemm>> gemm = Gemm::Create();
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  for (auto [m, n, k] : {std::tuple{37, 200, 136}, {1, 4096, 512}}) {
+    std::vector<float> x, w;
+    auto xb = RandomBf16(m * k, rng_, 1.f, &x);
+    auto wb = RandomBf16(n * k, rng_, 1.f, &w);
+    std::vector<double> ref(m * n);
+    for (int i = 0; i < m; ++i) {
+      for (int j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int t = 0; t < k; ++t) acc += double{x[i * k + t]} * w[j * k + t];
+        ref[i * n + j] = acc;
+      }
+    }
+    DeviceBuffer xd(xb), wd(wb), yb(m * n * 2), yf(m * n * 4);
+    yb.Poison();
+    yf.Poison();
+    ASSERT_TRUE(
+        (*gemm)
+            ->Linear(xd.get(), wd.get(), yb.get(), m, n, k, Gemm::OutputType::kBf16, nullptr)
+            .ok());
+    ASSERT_TRUE((*gemm)
+                    ->Linear(xd.get(), wd.get(), yf.get(), m, n, k, Gemm::OutputType::kF32, nullptr)
+                    .ok());
+    ExpectNear(Floats(yb.Download<uint16_t>()), ref, 5e-2, 1e-2, 5e-3, "gemm bf16");
+    ExpectNear(yf.Download<float>(), ref, 1e-3, 1e-4, 1e-5, "gemm f32");
+  }
+}
+
+// The kept set and the chosen token of Sample, in double, from the definition in the header.
+int32_t SampleRef(const std::vector<float>& row, const SamplingParams& sp, std::set<int>* kept) {
+  const int v = static_cast<int>(row.size());
+  int32_t arg = 0;
+  for (int i = 1; i < v; ++i) {
+    if (row[i] > row[arg]) arg = i;
+  }
+  if (sp.temperature <= 0 || sp.top_k == 1) return arg;
+  std::vector<int> order(v);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return row[a] > row[b]; });
+  float edge = -INFINITY;
+  if (sp.top_k > 0 && sp.top_k < v) edge = row[order[sp.top_k - 1]];
+  std::vector<double> w(v, 0.0);
+  double mass = 0;
+  for (int i = 0; i < v; ++i) {
+    if (row[i] >= edge) {
+      w[i] = std::exp((double{row[i]} - row[arg]) / sp.temperature);
+      mass += w[i];
+    }
+  }
+  if (sp.top_p < 1) {
+    double cum = 0;
+    for (int i : order) {
+      if (w[i] == 0) continue;
+      cum += w[i];
+      if (cum >= sp.top_p * mass) {
+        edge = std::max(edge, row[i]);
+        break;
+      }
+    }
+  }
+  double total = 0;
+  for (int i = 0; i < v; ++i) {
+    if (row[i] >= edge && w[i] > 0) {
+      kept->insert(i);
+      total += w[i];
+    }
+  }
+  const double target = SamplingUniform(sp.seed, sp.step) * total;
+  double run = 0;
+  for (int i = 0; i < v; ++i) {
+    if (!kept->count(i)) continue;
+    run += w[i];
+    if (run > target) return i;
+  }
+  return *kept->rbegin();
+}
+
+TEST_F(CudaModelOpsTest, SamplingGreedyTopKTopPSeeded) {
+  const int vocab = 5003, batch = 6;
+  std::vector<float> logits(batch * vocab);
+  std::normal_distribution<float> nd(0.f, 3.f);
+  for (float& x : logits) x = nd(rng_);
+  // Rows 0 and 1: a tie for the maximum at ids 4000 and 17 (greedy must give 17).
+  logits[17] = logits[4000] = 50.f;
+  logits[vocab + 17] = logits[vocab + 4000] = 50.f;
+  std::vector<SamplingParams> params(batch);
+  params[0] = {0.f, 0, 1.f, 1, 0};
+  params[1] = {0.7f, 1, 1.f, 2, 0};      // top-k 1 = greedy
+  params[2] = {1.0f, 0, 1.f, 3, 5};      // plain temperature
+  params[3] = {0.8f, 50, 1.f, 4, 9};     // top-k
+  params[4] = {1.3f, 0, 0.6f, 5, 11};    // top-p
+  params[5] = {1.0f, 200, 0.9f, 6, 13};  // both
+  DeviceBuffer ld(logits), tok(batch * 4);
+  int mismatches = 0, checked = 0;
+  for (int round = 0; round < 40; ++round) {
+    for (auto& sp : params) sp.step = round;
+    DeviceBuffer pd{params};
+    ASSERT_TRUE(
+        Sample(ld.as<float>(), batch, vocab, pd.as<SamplingParams>(), tok.as<int32_t>(), nullptr)
+            .ok());
+    const std::vector<int32_t> got = tok.Download<int32_t>();
+    for (int b = 0; b < batch; ++b) {
+      std::set<int> kept;
+      const std::vector<float> row(logits.begin() + b * vocab, logits.begin() + (b + 1) * vocab);
+      const int32_t want = SampleRef(row, params[b], &kept);
+      if (b <= 1) {
+        ASSERT_EQ(want, 17) << "row " << b;
+        ASSERT_EQ(got[b], 17) << "row " << b;
+        continue;
+      }
+      ASSERT_TRUE(kept.count(got[b]))
+          << "row " << b << " sampled " << got[b] << " outside " << kept.size() << " kept tokens";
+      if (b == 3) EXPECT_EQ(kept.size(), 50u);
+      ++checked;
+      mismatches += got[b] != want;
+    }
+  }
+  // Summation order differs from the reference only in rounding, which can move a draw that
+  // lands within ~1e-12 of a boundary.
+  EXPECT_LE(mismatches, 1) << "of " << checked;
+  // Same (seed, step), same token.
+  DeviceBuffer pd(params), tok2(batch * 4);
+  ASSERT_TRUE(
+      Sample(ld.as<float>(), batch, vocab, pd.as<SamplingParams>(), tok.as<int32_t>(), nullptr)
+          .ok());
+  ASSERT_TRUE(
+      Sample(ld.as<float>(), batch, vocab, pd.as<SamplingParams>(), tok2.as<int32_t>(), nullptr)
+          .ok());
+  EXPECT_EQ(tok.Download<int32_t>(), tok2.Download<int32_t>());
+}
+
+TEST_F(CudaModelOpsTest, SamplingFrequenciesFollowTheDistribution) {
+  // Four tokens with probabilities 0.1 0.2 0.3 0.4 at temperature 1; 4000 draws.
+  std::vector<float> row = {std::log(0.1f), std::log(0.2f), std::log(0.3f), std::log(0.4f)};
+  const int draws = 4000;
+  std::vector<float> logits;
+  std::vector<SamplingParams> params;
+  for (int i = 0; i < draws; ++i) {
+    logits.insert(logits.end(), row.begin(), row.end());
+    params.push_back({1.f, 0, 1.f, 99, static_cast<uint64_t>(i)});
+  }
+  DeviceBuffer ld(logits), pd(params), tok(draws * 4);
+  ASSERT_TRUE(
+      Sample(ld.as<float>(), draws, 4, pd.as<SamplingParams>(), tok.as<int32_t>(), nullptr).ok());
+  std::map<int, int> count;
+  for (int32_t t : tok.Download<int32_t>()) ++count[t];
+  for (int i = 0; i < 4; ++i) {
+    const double expected = draws * 0.1 * (i + 1);
+    EXPECT_NEAR(count[i], expected, 5 * std::sqrt(expected)) << "token " << i;
+  }
+}
+
+}  // namespace
+}  // namespace fluxattn::kernels::cuda
