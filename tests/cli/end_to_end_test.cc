@@ -1,8 +1,7 @@
 // The bench, eval and compare commands run as a user runs them, on the bundled demo configs
-// (a tiny random-weight Flux checkpoint), at lengths small enough to take seconds. What the
-// model answers is meaningless with random weights; what is checked is what the commands must
-// get right whatever the model: exit codes, exact prompt lengths, KV sizes, SA ratios of fixed
-// routers, and files that read back.
+// (the small trained Flux checkpoint models/demo/flux-tiny), at lengths small enough to take
+// seconds. What is checked is what the commands must get right whatever the model answers: exit
+// codes, exact prompt lengths, KV sizes, SA ratios of fixed routers, and files that read back.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -68,11 +67,11 @@ std::string Fresh(const std::string& name) {
   return dir;
 }
 
-// Bytes of a full KV cache of the demo model: 4 layers, 2 KV heads of 16 floats, K and V,
+// Bytes of a full KV cache of the demo model: 8 layers, 2 KV heads of 32 floats, K and V,
 // pages of 64 positions.
 size_t FullKvBytes(int64_t positions) {
   const int64_t pages = (positions + 63) / 64;
-  return static_cast<size_t>(4 * pages * 64 * 2 * 2 * 16 * 4);
+  return static_cast<size_t>(8 * pages * 64 * 2 * 2 * 32 * 4);
 }
 
 TEST(Bench, ExactLengthsKvAndFixedRoutersSaRatios) {
@@ -98,7 +97,7 @@ TEST(Bench, ExactLengthsKvAndFixedRoutersSaRatios) {
     const auto& fa = by[{"fa_only", ctx}];
     const auto& hybrid = by[{"static_hybrid", ctx}];
     EXPECT_EQ(fa["sa_ratio"].get<double>(), 0.0);
-    EXPECT_EQ(hybrid["sa_ratio"].get<double>(), 0.5);  // pattern "FS" on 4 layers
+    EXPECT_EQ(hybrid["sa_ratio"].get<double>(), 0.5);  // pattern "FS" on 8 layers
     EXPECT_EQ(fa["kv_bytes"].get<size_t>(), fa["kv_bytes_full_cache"].get<size_t>());
     // Streaming layers (sink 64, window 256, block 128) drop the middle of the prompt.
     EXPECT_LT(hybrid["kv_bytes"].get<size_t>(), fa["kv_bytes"].get<size_t>());
