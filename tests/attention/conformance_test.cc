@@ -5,8 +5,10 @@
 // requests of mixed lengths served by one instance.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -19,13 +21,40 @@
 namespace fluxattn::testing {
 namespace {
 
+// The pairs a strategy must read, written from its published rule and parameters alone (never
+// from the plugin's layout code): whether the query at absolute position p reads key j, in a call
+// whose queries end at chunk_end; nullopt where the strategy is data-dependent (XAttention's
+// prefill, Quest's decode), for which only the invariants and the oracle on the layout are checked.
+using ExpectedRule = std::function<std::optional<bool>(AttentionPhase phase, int64_t chunk_end,
+                                                       int64_t p, int64_t j)>;
+
 struct BackendCase {
   std::string label;
   std::string plugin;
   std::map<std::string, ParamValue> params;
+  ExpectedRule expected;
   // Whether decoding at position p reads what the prefill row of p reads.
   bool decode_matches_prefill = true;
 };
+
+// Causal attention: every earlier or equal position.
+bool Causal(int64_t p, int64_t j) { return j <= p; }
+
+// Sink + window with blocks of b tokens (DESIGN.md): j <= p and (j/b < ceil(sink/b) or
+// p/b - j/b < ceil(window/b)).
+bool SinkWindow(int64_t sink, int64_t window, int64_t b, int64_t p, int64_t j) {
+  const int64_t sink_blocks = (sink + b - 1) / b, window_blocks = (window + b - 1) / b;
+  return j <= p && (j / b < sink_blocks || p / b - j / b < window_blocks);
+}
+
+ExpectedRule FullRule() {
+  return [](AttentionPhase, int64_t, int64_t p, int64_t j) { return Causal(p, j); };
+}
+ExpectedRule StreamingRuleOf(int64_t sink, int64_t window, int64_t b) {
+  return [=](AttentionPhase, int64_t, int64_t p, int64_t j) {
+    return SinkWindow(sink, window, b, p, j);
+  };
+}
 
 void PrintTo(const BackendCase& c, std::ostream* os) { *os << c.label; }
 
@@ -54,8 +83,11 @@ BackendPtr Make(const BackendCase& c) {
   return made.ok() ? std::move(*made) : nullptr;
 }
 
-// Runs `backend` on `in` and compares with the oracle applied to the backend's own layout.
-void CheckAgainstReference(AttentionBackend& backend, RandomAttention& in,
+// Runs `backend` on `in`. Where the case states its rule, the layout must read exactly the pairs
+// the rule names, and the output is compared with the oracle applied to THE RULE; elsewhere
+// (data-dependent layouts) with the oracle on the layout. Always: every query reads its own
+// position.
+void CheckAgainstReference(const BackendCase& c, AttentionBackend& backend, RandomAttention& in,
                            std::vector<float>* out_copy = nullptr) {
   const AttentionProblem& p = in.problem;
   BlockSparseLayout layout;
@@ -69,7 +101,28 @@ void CheckAgainstReference(AttentionBackend& backend, RandomAttention& in,
   }
   const int group = p.num_q_heads / p.num_kv_heads;
   const int64_t len = layout.kv_length;
+  ASSERT_EQ(len, p.kv.length);
+  const int64_t chunk_end = p.q_pos0 + p.num_queries;
+  bool rule_known = c.expected != nullptr;
+  for (size_t h = 0; h < masks.size(); ++h) {
+    for (int64_t r = 0; r < p.num_queries; ++r) {
+      const int64_t pos = p.q_pos0 + r;
+      ASSERT_NE(masks[h][r * len + pos], 0)
+          << "layout head " << h << ": the query at " << pos << " does not read its own position";
+      for (int64_t j = 0; j < len && rule_known; ++j) {
+        const std::optional<bool> want = c.expected(p.phase, chunk_end, pos, j);
+        if (!want.has_value()) {
+          rule_known = false;
+          break;
+        }
+        ASSERT_EQ(masks[h][r * len + j] != 0, *want)
+            << "layout head " << h << ", query at " << pos << ", key " << j << " ("
+            << AttentionPhaseName(p.phase) << "): the layout disagrees with the rule";
+      }
+    }
+  }
   std::vector<double> want = ReferenceAttention(in, [&](int64_t r, int h, int64_t j) {
+    if (rule_known) return *c.expected(p.phase, chunk_end, p.q_pos0 + r, j);
     const auto& mask = masks[masks.size() == 1 ? 0 : h / group];
     return j < len && mask[r * len + j] != 0;
   });
@@ -89,7 +142,7 @@ TEST_P(ConformanceTest, PrefillMatchesReference) {
   RandomAttention in(s.hq, s.hkv, s.dim, 0, s.length, s.length, s.page_tokens, FreshSeed());
   std::unique_ptr<AttentionState> state = backend->CreateState(s.hq, s.hkv, s.dim);
   in.problem.state = state.get();
-  CheckAgainstReference(*backend, in);
+  CheckAgainstReference(c, *backend, in);
 }
 
 TEST_P(ConformanceTest, ChunkedPrefillMatchesReference) {
@@ -101,7 +154,7 @@ TEST_P(ConformanceTest, ChunkedPrefillMatchesReference) {
   const int64_t start = s.length - s.length / 3;
   RandomAttention in(s.hq, s.hkv, s.dim, start, s.length - start, s.length, s.page_tokens,
                      FreshSeed());
-  CheckAgainstReference(*backend, in);
+  CheckAgainstReference(c, *backend, in);
 }
 
 // Prefill of the prompt, release of what RetainedKv says is no longer needed, then decode steps
@@ -134,7 +187,7 @@ TEST_P(ConformanceTest, DecodeAfterReleaseMatchesReference) {
     dec.problem.kv.length = pos + 1;
     dec.problem.phase = AttentionPhase::kDecode;
     dec.problem.state = state.get();
-    CheckAgainstReference(*backend, dec);
+    CheckAgainstReference(c, *backend, dec);
     all.kv.Release(backend->RetainedKv(pos + 1));
   }
 }
@@ -176,27 +229,42 @@ TEST_P(ConformanceTest, MixedLengthRequestsMatchReference) {
     requests.back()->problem.request_id = requests.size();
   }
   for (int round = 0; round < 2; ++round) {
-    for (auto& request : requests) CheckAgainstReference(*backend, *request);
+    for (auto& request : requests) CheckAgainstReference(c, *backend, *request);
   }
 }
 
+// A rule that holds in one phase only; the other phase is data-dependent.
+ExpectedRule InPhase(AttentionPhase phase, ExpectedRule rule) {
+  return [=](AttentionPhase ph, int64_t end, int64_t p, int64_t j) -> std::optional<bool> {
+    if (ph != phase) return std::nullopt;
+    return rule(ph, end, p, j);
+  };
+}
+
 const BackendCase kBackends[] = {
-    {"full", "full", {}},
+    {"full", "full", {}, FullRule()},
     {"streaming_b128",
      "streaming",
-     {{"sink_tokens", int64_t{100}},
-      {"window_tokens", int64_t{200}},
-      {"block_size", int64_t{128}}}},
+     {{"sink_tokens", int64_t{100}}, {"window_tokens", int64_t{200}}, {"block_size", int64_t{128}}},
+     StreamingRuleOf(100, 200, 128)},
     {"streaming_b16",
      "streaming",
-     {{"sink_tokens", int64_t{20}}, {"window_tokens", int64_t{70}}, {"block_size", int64_t{16}}}},
+     {{"sink_tokens", int64_t{20}}, {"window_tokens", int64_t{70}}, {"block_size", int64_t{16}}},
+     StreamingRuleOf(20, 70, 16)},
     {"streaming_token",
      "streaming",
-     {{"sink_tokens", int64_t{4}}, {"window_tokens", int64_t{50}}, {"block_size", int64_t{1}}}},
+     {{"sink_tokens", int64_t{4}}, {"window_tokens", int64_t{50}}, {"block_size", int64_t{1}}},
+     StreamingRuleOf(4, 50, 1)},
+    // XAttention's prefill selection reads the data; its decode is dense causal by default.
     {"xattention",
      "xattention",
      {{"block_size", int64_t{32}}, {"stride", int64_t{4}}, {"threshold", 0.8}},
+     InPhase(AttentionPhase::kDecode, FullRule()),
      /*decode_matches_prefill=*/false},
+    {"xattention_keep_all",
+     "xattention",
+     {{"block_size", int64_t{32}}, {"stride", int64_t{4}}, {"threshold", 1.0}},
+     FullRule()},
     {"xattention_streaming_decode",
      "xattention",
      {{"block_size", int64_t{16}},
@@ -207,10 +275,13 @@ const BackendCase kBackends[] = {
       {"decode_sink_tokens", int64_t{16}},
       {"decode_window_tokens", int64_t{100}},
       {"decode_block_size", int64_t{16}}},
+     InPhase(AttentionPhase::kDecode, StreamingRuleOf(16, 100, 16)),
      /*decode_matches_prefill=*/false},
+    // Quest prefills densely (or by sink + window); its decode page choice reads the keys.
     {"quest",
      "quest",
      {{"page_size", int64_t{16}}, {"budget_tokens", int64_t{96}}, {"recent_pages", int64_t{2}}},
+     InPhase(AttentionPhase::kPrefill, FullRule()),
      /*decode_matches_prefill=*/false},
     {"quest_streaming_prefill",
      "quest",
@@ -221,13 +292,20 @@ const BackendCase kBackends[] = {
       {"prefill_sink_tokens", int64_t{8}},
       {"prefill_window_tokens", int64_t{40}},
       {"prefill_block_size", int64_t{8}}},
+     InPhase(AttentionPhase::kPrefill, StreamingRuleOf(8, 40, 8)),
      /*decode_matches_prefill=*/false},
+    // Triangle: sink + window, except the last last_n queries of a prefill call read densely;
+    // decode is dense.
     {"triangle",
      "triangle",
      {{"sink_tokens", int64_t{16}},
       {"window_tokens", int64_t{48}},
       {"block_size", int64_t{16}},
-      {"last_n", int64_t{40}}}},
+      {"last_n", int64_t{40}}},
+     [](AttentionPhase phase, int64_t end, int64_t p, int64_t j) -> std::optional<bool> {
+       if (phase == AttentionPhase::kDecode || p >= end - 40) return Causal(p, j);
+       return SinkWindow(16, 48, 16, p, j);
+     }},
 };
 
 const Shape kShapes[] = {

@@ -148,6 +148,27 @@ TEST(KernelThreads, SameResultWithOneThreadAndMany) {
   EXPECT_EQ(a, b);
 }
 
+// Decode rows long enough to be split into several KV ranges (and merged): the split points
+// depend on the layout only, so 1, 2, 3 and 8 threads give the same bits.
+TEST(KernelThreads, SplitDecodeIsIndependentOfTheThreadCount) {
+  const int64_t len = 3000;  // 47 blocks of 64: 6 ranges of at most 8 blocks
+  RandomAttention in(8, 2, 64, len - 1, 1, len, 64, FreshSeed());
+  in.problem.phase = AttentionPhase::kDecode;
+  BlockSparseLayout layout = DenseCausalLayout(len - 1, 1, len);
+  ASSERT_GT(layout.row_begin[1] - layout.row_begin[0], 16);
+  std::vector<std::vector<float>> outs;
+  for (int threads : {1, 2, 3, 8}) {
+    SetCpuAttentionThreads(threads);
+    outs.emplace_back(8 * 64);
+    ASSERT_TRUE(RunLayoutCpu(in.problem, layout, outs.back().data()).ok());
+  }
+  SetCpuAttentionThreads(0);
+  for (size_t i = 1; i < outs.size(); ++i) EXPECT_EQ(outs[0], outs[i]) << i;
+  std::vector<double> want =
+      ReferenceAttention(in, [&](int64_t r, int, int64_t j) { return j <= in.problem.q_pos0 + r; });
+  EXPECT_LT(RelativeError(outs[0], want), 1e-5);
+}
+
 TEST(KernelErrors, ReadingAReleasedPageIsAnError) {
   RandomAttention in(2, 1, 64, 0, 1, 1, 1, 3);
   RandomAttention big(2, 1, 64, 199, 1, 200, 16, 3);
