@@ -67,8 +67,8 @@ absl::StatusOr<std::unique_ptr<RandomPolicy>> RandomPolicy::Create(const ParamVa
   return policy;
 }
 
-double RandomPolicy::UnitDraw(uint64_t seed, uint64_t request_id, int layer) {
-  const uint64_t h = Mix(Mix(Mix(seed) ^ request_id) ^ static_cast<uint64_t>(layer));
+double RandomPolicy::UnitDraw(uint64_t seed, uint64_t request_seed, int layer) {
+  const uint64_t h = Mix(Mix(Mix(seed) ^ request_seed) ^ static_cast<uint64_t>(layer));
   return static_cast<double>(h >> 11) * 0x1.0p-53;
 }
 
@@ -91,7 +91,7 @@ absl::StatusOr<RoutingDecision> RandomPolicy::Decide(const RoutingInput& input) 
                         absl::StrCat("a layer index in [0, ", num_layers_ - 1, "]"),
                         absl::StrCat(input.layer));
   }
-  const double draw = UnitDraw(seed_, input.request_id, input.layer);
+  const double draw = UnitDraw(seed_, input.request_seed, input.layer);
   bool full = false;
   if (!exact_) {
     full = draw < full_ratio_;
@@ -101,7 +101,7 @@ absl::StatusOr<RoutingDecision> RandomPolicy::Decide(const RoutingInput& input) 
     const int count = static_cast<int>(std::lround(full_ratio_ * num_layers_));
     int rank = 0;
     for (int other = 0; other < num_layers_; ++other) {
-      const double other_draw = UnitDraw(seed_, input.request_id, other);
+      const double other_draw = UnitDraw(seed_, input.request_seed, other);
       if (other_draw < draw || (other_draw == draw && other < input.layer)) ++rank;
     }
     full = rank < count;

@@ -1,6 +1,6 @@
 // `random`: the baseline a learned router is compared against. Each (request, layer) is FA with
-// probability `full_ratio`, drawn from a hash of (seed, request_id, layer): the same seed gives
-// the same decisions for the same request ids in any order, batch or process. With
+// probability `full_ratio`, drawn from a hash of (seed, the request's own seed, layer): the same
+// seeds give the same decisions in any order, batch position or process. With
 // `exact = true` every request gets exactly round(full_ratio * num_layers) FA layers (the layers
 // with the smallest hashes), so the realized ratio carries no sampling noise.
 #pragma once
@@ -25,7 +25,7 @@ class RandomPolicy final : public RoutingPolicy {
   absl::StatusOr<RoutingDecision> Decide(const RoutingInput& input) override;
 
   // Uniform in [0, 1), a pure function of its arguments.
-  static double UnitDraw(uint64_t seed, uint64_t request_id, int layer);
+  static double UnitDraw(uint64_t seed, uint64_t request_seed, int layer);
 
  private:
   RandomPolicy() = default;

@@ -32,7 +32,7 @@ class RandomPolicyTest : public ::testing::Test {
   }
   static bool Full(RandomPolicy& policy, uint64_t request, int layer) {
     RoutingInput input;
-    input.request_id = request;
+    input.request_seed = request;
     input.layer = layer;
     input.prompt_tokens = 10;
     absl::StatusOr<RoutingDecision> decision = policy.Decide(input);
