@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "fluxattn/config.h"
+#include "fluxattn/default_composition.h"
 #include "fluxattn/language_model.h"
 #include "fluxattn/routing_policy.h"
 
@@ -114,11 +115,6 @@ class Engine {
   std::unique_ptr<LanguageModel> model_;
   std::string full_backend_;
 };
-
-// The configuration used when only a checkpoint is given: every layer on the `full` plugin;
-// for Flux checkpoints (Paw* architectures) the `flux` router choosing between `full` and
-// `streaming` with the checkpoint's sink_size / local_window_size and 128-token blocks.
-EngineConfig DefaultEngineConfig(const ModelInfo& info);
 
 // One token from `logits` under `options` (greedy when temperature is 0).
 int64_t SampleToken(std::span<const float> logits, const SamplingOptions& options,
