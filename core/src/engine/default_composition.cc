@@ -21,10 +21,7 @@ constexpr int64_t kDefaultTriangleNLast = 128;
 constexpr int64_t kDefaultPoolSize = 100;
 constexpr bool kDefaultUseSoftmax = false;
 
-const SourceLocation& Builtin() {
-  static const SourceLocation* const where = new SourceLocation{"<built-in defaults>", 0, 0};
-  return *where;
-}
+SourceLocation Builtin() { return SourceLocation{"<built-in defaults>", 0, 0}; }
 
 PluginInstanceConfig Instance(const std::string& name, const std::string& plugin,
                               const std::string& table) {
