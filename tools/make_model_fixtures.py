@@ -222,7 +222,7 @@ def build(fx, out_root, index):
     written["torch_dtype"] = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}[fx["dtype"]]
     if fx.get("paw"):
         written["architectures"] = ["PawQwen3ForCausalLM"]
-        written.update(pooling_mode="ctx_q", pool_size=4, use_softmax=True, toggle_type="head",
+        written.update(pooling_mode="ctx_q", pool_size=4, use_softmax=True, toggle_type="streaming",
                        sink_size=16, local_window_size=32)
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(written, f, indent=2, sort_keys=True)

@@ -1,20 +1,25 @@
 // `fluxattn generate`: loads a checkpoint (and optionally a TOML composition), prefills the
 // prompts and decodes, streaming tokens to stdout; --json prints tokens, text, routing and
 // timing; --trace writes the per-request routing trace.
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "command.h"
 #include "fluxattn/config.h"
+#include "fluxattn/default_composition.h"
 #include "fluxattn/engine.h"
 #include "fluxattn/models/decoder_model.h"
 #include "fluxattn/models/model_config.h"
@@ -47,7 +52,102 @@ struct GenerateArgs {
   bool json = false;
   std::string trace;
   std::vector<std::string> plugin_paths;
+  bool explain = false;
 };
+
+// A TOML basic string.
+std::string TomlString(const std::string& s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+          char buffer[8];
+          std::snprintf(buffer, sizeof(buffer), "\\u%04x", static_cast<unsigned char>(c));
+          out += buffer;
+        } else {
+          out += c;
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string TomlValue(const ParamValue& value) {
+  if (const auto* s = std::get_if<std::string>(&value)) return TomlString(*s);
+  if (const auto* list = std::get_if<std::vector<std::string>>(&value)) {
+    std::vector<std::string> items;
+    for (const std::string& item : *list) items.push_back(TomlString(item));
+    return absl::StrCat("[", absl::StrJoin(items, ", "), "]");
+  }
+  return ParamValueToString(value);
+}
+
+std::string AbsolutePath(const std::string& path) {
+  return path.empty() ? path : std::filesystem::absolute(path).lexically_normal().string();
+}
+
+// One [table] of a validated instance: its plugin, then every parameter; those left at their
+// defaults are written commented out, since a plugin may read something else (config.json) when
+// a parameter is not given.
+void AppendInstanceToml(const PluginInstanceConfig& instance,
+                        const std::vector<std::pair<std::string, std::string>>& leading,
+                        std::string* out) {
+  absl::StrAppend(out, "\n[", instance.table, "]\n");
+  absl::StrAppend(out, "plugin = ",
+                  TomlString(instance.plugin_file.empty() ? instance.plugin
+                                                          : AbsolutePath(instance.plugin_file)),
+                  "\n");
+  for (const auto& [key, value] : leading) absl::StrAppend(out, key, " = ", value, "\n");
+  for (const auto& [key, value] : instance.params.values()) {
+    absl::StrAppend(out, instance.params.is_explicit(key) ? "" : "# ", key, " = ", TomlValue(value),
+                    instance.params.is_explicit(key) ? "" : "  # default", "\n");
+  }
+}
+
+// The composition as a TOML file `fluxattn generate --config` reads back unchanged.
+std::string ExplainToml(const EngineConfig& config, const std::string& model_dir) {
+  std::string out =
+      absl::StrCat("# The composition fluxattn generate runs for this checkpoint",
+                   config.source_path.empty() ? " (built in for its config.json)"
+                                              : absl::StrCat(" (from ", config.source_path, ")"),
+                   ".\n# Save it, change what you need, and pass it with --config.\n");
+  absl::StrAppend(&out, "\n[model]\npath = ", TomlString(AbsolutePath(model_dir)), "\n",
+                  "device = ", TomlString(config.model.device), "\n",
+                  "dtype = ", TomlString(config.model.dtype), "\n");
+  if (config.model.threads != 0) absl::StrAppend(&out, "threads = ", config.model.threads, "\n");
+  if (!config.plugin_paths.empty()) {
+    std::vector<std::string> paths;
+    for (const std::string& path : config.plugin_paths) {
+      paths.push_back(TomlString(AbsolutePath(path)));
+    }
+    absl::StrAppend(&out, "\n[plugins]\npaths = [", absl::StrJoin(paths, ", "), "]\n");
+  }
+  for (const auto& [name, backend] : config.backends) AppendInstanceToml(backend, {}, &out);
+  if (!config.router.plugin.empty()) {
+    AppendInstanceToml(
+        config.router,
+        {{"full", TomlString(config.router_full)}, {"sparse", TomlString(config.router_sparse)}},
+        &out);
+  }
+  for (const auto& [name, router] : config.routers) AppendInstanceToml(router, {}, &out);
+  for (const auto& [layer, backend] : config.layer_backends) {
+    absl::StrAppend(&out, "\n[layers.", layer, "]\nbackend = ", TomlString(backend), "\n");
+  }
+  return out;
+}
 
 // Thin wrapper so the command works (ids only) when the tokenizer is not built in.
 class TextCodec {
@@ -192,7 +292,7 @@ int RunGenerate(const GenerateArgs& args) {
   }
   const size_t prompt_count =
       args.prompts.size() + args.prompt_files.size() + args.prompt_ids.size();
-  if (prompt_count == 0) {
+  if (prompt_count == 0 && !args.explain) {
     PrintError("generate: give --prompt, --prompt-file or --prompt-ids");
     return kExitUsage;
   }
@@ -237,6 +337,17 @@ int RunGenerate(const GenerateArgs& args) {
                                "\"f32\" (weights are converted to f32 on load)",
                                absl::StrCat("\"", config.model.dtype, "\"")));
     }
+  }
+  if (args.explain) {
+    // The composition only: plugins found and parameters validated, no weights loaded.
+    PluginRegistry registry;
+    for (const std::string& dir : args.plugin_paths) config.plugin_paths.push_back(dir);
+    absl::Status prepared = PrepareRegistry(config, registry);
+    if (!prepared.ok()) return fail(prepared);
+    auto composition = Compose(config, registry);
+    if (!composition.ok()) return fail(composition.status());
+    std::cout << ExplainToml(config, model_dir);
+    return kExitOk;
   }
   const int threads = args.threads >= 0 ? args.threads : config.model.threads;
 
@@ -365,6 +476,8 @@ std::function<int()> SetupGenerate(CLI::App& app) {
   app.add_flag("--json", args->json, "Print one JSON object with tokens, text, routing, timing");
   app.add_option("--trace", args->trace, "Write the routing trace (JSON) to this file");
   app.add_option("--plugin-path", args->plugin_paths, "Extra plugin directories");
+  app.add_flag("--explain", args->explain,
+               "Print the composed configuration as TOML (for --config) and exit");
   return [args] { return RunGenerate(*args); };
 }
 

@@ -58,9 +58,8 @@ class ConfigReader {
     }
     int64_t value = v.get<int64_t>();
     if (value < min_value || value > kMaxSize) {
-      return InvalidInput(Where(path),
-                          absl::StrCat("an integer in [", min_value, ", ", kMaxSize, "]"),
-                          v.dump());
+      return InvalidInput(
+          Where(path), absl::StrCat("an integer in [", min_value, ", ", kMaxSize, "]"), v.dump());
     }
     return value;
   }
@@ -142,29 +141,27 @@ absl::Status ParseRope(const ConfigReader& r, ModelSpec* spec) {
     }
     if (type != "default" && type != "linear" && type != "llama3") {
       return InvalidInput(r.Where(absl::StrCat(key, ".rope_type")),
-                          "one of \"default\", \"linear\", \"llama3\"", absl::StrCat("\"", type, "\""));
+                          "one of \"default\", \"linear\", \"llama3\"",
+                          absl::StrCat("\"", type, "\""));
     }
     rope.type = type;
-    FLUXATTN_ASSIGN_OR_RETURN(rope.theta, r.Number(*params, "rope_theta",
-                                                    absl::StrCat(key, ".rope_theta"), rope.theta));
+    FLUXATTN_ASSIGN_OR_RETURN(
+        rope.theta, r.Number(*params, "rope_theta", absl::StrCat(key, ".rope_theta"), rope.theta));
     if (type != "default") {
-      FLUXATTN_ASSIGN_OR_RETURN(rope.factor,
-                                r.Number(*params, "factor", absl::StrCat(key, ".factor"),
-                                         std::nullopt));
+      FLUXATTN_ASSIGN_OR_RETURN(
+          rope.factor, r.Number(*params, "factor", absl::StrCat(key, ".factor"), std::nullopt));
       if (!(rope.factor > 0)) {
         return InvalidInput(r.Where(absl::StrCat(key, ".factor")), "a positive number",
                             absl::StrCat(rope.factor));
       }
     }
     if (type == "llama3") {
-      FLUXATTN_ASSIGN_OR_RETURN(
-          rope.low_freq_factor,
-          r.Number(*params, "low_freq_factor", absl::StrCat(key, ".low_freq_factor"),
-                   std::nullopt));
-      FLUXATTN_ASSIGN_OR_RETURN(
-          rope.high_freq_factor,
-          r.Number(*params, "high_freq_factor", absl::StrCat(key, ".high_freq_factor"),
-                   std::nullopt));
+      FLUXATTN_ASSIGN_OR_RETURN(rope.low_freq_factor,
+                                r.Number(*params, "low_freq_factor",
+                                         absl::StrCat(key, ".low_freq_factor"), std::nullopt));
+      FLUXATTN_ASSIGN_OR_RETURN(rope.high_freq_factor,
+                                r.Number(*params, "high_freq_factor",
+                                         absl::StrCat(key, ".high_freq_factor"), std::nullopt));
       FLUXATTN_ASSIGN_OR_RETURN(
           rope.original_max_position_embeddings,
           r.Number(*params, "original_max_position_embeddings",
@@ -185,6 +182,76 @@ absl::Status ParseRope(const ConfigReader& r, ModelSpec* spec) {
     return InvalidInput(r.Where("rope_theta"), "a positive number", absl::StrCat(rope.theta));
   }
   spec->rope = rope;
+  return absl::OkStatus();
+}
+
+// A string key of a Paw* config.json that must be one of `supported`; `known` lists values the
+// original modeling code defines that FluxAttn does not run.
+absl::StatusOr<std::string> FluxChoice(const ConfigReader& r, const std::string& key,
+                                       const std::string& fallback,
+                                       const std::vector<std::string>& supported,
+                                       const std::vector<std::string>& known,
+                                       const std::string& what) {
+  std::vector<std::string> quoted;
+  for (const std::string& v : supported) quoted.push_back(absl::StrCat("\"", v, "\""));
+  const std::string expected = absl::StrCat(quoted.size() == 1 ? "" : "one of ",
+                                            absl::StrJoin(quoted, ", "), " (", what, ")");
+  if (!r.Present(r.root(), key)) {
+    for (const std::string& v : supported) {
+      if (v == fallback) return fallback;
+    }
+    return InvalidInput(
+        r.Where(key), expected,
+        absl::StrCat("nothing (key missing: the original then uses \"", fallback, "\")"));
+  }
+  const json& v = r.root().at(key);
+  if (!v.is_string()) return InvalidInput(r.Where(key), expected, v.dump());
+  const std::string value = v.get<std::string>();
+  for (const std::string& s : supported) {
+    if (value == s) return value;
+  }
+  for (const std::string& s : known) {
+    if (value == s) {
+      return InvalidInput(r.Where(key), expected,
+                          absl::StrCat(v.dump(), " (defined by the original code, not supported)"));
+    }
+  }
+  return InvalidInput(r.Where(key), expected, absl::StrCat(v.dump(), " (unknown value)"));
+}
+
+// The Flux Attention keys of PawQwen3Config / PawLlamaConfig (docs/models.md lists each one).
+absl::Status ParseFluxSettings(const ConfigReader& r, FluxSettings* flux) {
+  const FluxSettings defaults;
+  FLUXATTN_ASSIGN_OR_RETURN(
+      flux->toggle_type,
+      FluxChoice(r, "toggle_type", defaults.toggle_type, {"streaming", "triangle", "xattn"},
+                 {"local", "topk", "none", "full"}, "the sparse attention of SA layers"));
+  FLUXATTN_ASSIGN_OR_RETURN(
+      flux->retrieval_mode,
+      FluxChoice(r, "retrieval_mode", defaults.retrieval_mode, {"full", "xattn"}, {"triangle"},
+                 "the attention of FA layers"));
+  // PawQwen3Config's default is "first_token", a training-time pooling the evaluation code
+  // refuses; a checkpoint without the key could not run there either.
+  FLUXATTN_ASSIGN_OR_RETURN(
+      flux->pooling_mode, FluxChoice(r, "pooling_mode", "first_token", {"ctx_q"},
+                                     {"first_token", "q"}, "the only router pooling implemented"));
+  const json& root = r.root();
+  FLUXATTN_ASSIGN_OR_RETURN(flux->sink_size,
+                            r.Int(root, "sink_size", "sink_size", defaults.sink_size, 0));
+  FLUXATTN_ASSIGN_OR_RETURN(
+      flux->local_window_size,
+      r.Int(root, "local_window_size", "local_window_size", defaults.local_window_size, 1));
+  FLUXATTN_ASSIGN_OR_RETURN(flux->triangle_n_last, r.Int(root, "triangle_n_last", "triangle_n_last",
+                                                         defaults.triangle_n_last, 0));
+  FLUXATTN_ASSIGN_OR_RETURN(flux->pool_size,
+                            r.Int(root, "pool_size", "pool_size", defaults.pool_size, 1));
+  FLUXATTN_ASSIGN_OR_RETURN(flux->use_softmax, r.Bool(root, "use_softmax", defaults.use_softmax));
+  // Keys that only shape training (losses, schedules, task embeddings the evaluation forward
+  // never reads): accepted when well-typed, otherwise ignored.
+  for (const char* key : {"use_task_emb_for_mask", "enable_ada_sparsity", "enable_lambda_task",
+                          "disable_linear_regularization_term", "pooling_seq"}) {
+    FLUXATTN_RETURN_IF_ERROR(r.Bool(root, key, false).status());
+  }
   return absl::OkStatus();
 }
 
@@ -255,11 +322,11 @@ absl::StatusOr<ModelSpec> ParseModelConfig(const std::string& config_json,
     if (info.architecture == a.name) arch = &a;
   }
   if (arch == nullptr) {
-    return InvalidInput(r.Where("architectures"),
-                        absl::StrCat("a supported architecture (",
-                                     absl::StrJoin(SupportedArchitectures(), ", "), ")"),
-                        absl::StrCat("\"", OneLine(info.architecture),
-                                     "\" (unsupported architecture)"));
+    return InvalidInput(
+        r.Where("architectures"),
+        absl::StrCat("a supported architecture (", absl::StrJoin(SupportedArchitectures(), ", "),
+                     ")"),
+        absl::StrCat("\"", OneLine(info.architecture), "\" (unsupported architecture)"));
   }
   spec.family = arch->family;
   spec.flux = arch->flux;
@@ -275,8 +342,8 @@ absl::StatusOr<ModelSpec> ParseModelConfig(const std::string& config_json,
                             r.Int(root, "num_hidden_layers", "num_hidden_layers", {}, 1));
   FLUXATTN_ASSIGN_OR_RETURN(int64_t heads,
                             r.Int(root, "num_attention_heads", "num_attention_heads", {}, 1));
-  FLUXATTN_ASSIGN_OR_RETURN(
-      int64_t kv_heads, r.Int(root, "num_key_value_heads", "num_key_value_heads", heads, 1));
+  FLUXATTN_ASSIGN_OR_RETURN(int64_t kv_heads,
+                            r.Int(root, "num_key_value_heads", "num_key_value_heads", heads, 1));
   if (heads % kv_heads != 0) {
     return InvalidInput(r.Where("num_key_value_heads"),
                         absl::StrCat("a divisor of num_attention_heads (", heads, ")"),
@@ -293,13 +360,12 @@ absl::StatusOr<ModelSpec> ParseModelConfig(const std::string& config_json,
   FLUXATTN_ASSIGN_OR_RETURN(spec.intermediate_size,
                             r.Int(root, "intermediate_size", "intermediate_size", {}, 1));
   FLUXATTN_ASSIGN_OR_RETURN(info.vocab_size, r.Int(root, "vocab_size", "vocab_size", {}, 1));
-  FLUXATTN_ASSIGN_OR_RETURN(spec.max_position_embeddings,
-                            r.Int(root, "max_position_embeddings", "max_position_embeddings",
-                                  int64_t{0}, 0));
+  FLUXATTN_ASSIGN_OR_RETURN(
+      spec.max_position_embeddings,
+      r.Int(root, "max_position_embeddings", "max_position_embeddings", int64_t{0}, 0));
   FLUXATTN_ASSIGN_OR_RETURN(spec.rms_norm_eps,
                             r.Number(root, "rms_norm_eps", "rms_norm_eps", 1e-6));
-  FLUXATTN_ASSIGN_OR_RETURN(spec.tie_word_embeddings,
-                            r.Bool(root, "tie_word_embeddings", false));
+  FLUXATTN_ASSIGN_OR_RETURN(spec.tie_word_embeddings, r.Bool(root, "tie_word_embeddings", false));
   info.num_layers = static_cast<int>(layers);
   info.hidden_size = static_cast<int>(hidden);
   info.num_q_heads = static_cast<int>(heads);
@@ -325,8 +391,10 @@ absl::StatusOr<ModelSpec> ParseModelConfig(const std::string& config_json,
   }
   FLUXATTN_ASSIGN_OR_RETURN(bool sliding, r.Bool(root, "use_sliding_window", false));
   if (sliding) {
-    return InvalidInput(r.Where("use_sliding_window"), "false (sliding-window layers are not "
-                        "supported)", "true");
+    return InvalidInput(r.Where("use_sliding_window"),
+                        "false (sliding-window layers are not "
+                        "supported)",
+                        "true");
   }
   if (r.Present(root, "layer_types")) {
     const json& types = root["layer_types"];
@@ -339,6 +407,7 @@ absl::StatusOr<ModelSpec> ParseModelConfig(const std::string& config_json,
     }
   }
   FLUXATTN_RETURN_IF_ERROR(ParseRope(r, &spec));
+  if (spec.flux) FLUXATTN_RETURN_IF_ERROR(ParseFluxSettings(r, &spec.flux_settings));
 
   FLUXATTN_RETURN_IF_ERROR(AppendTokenIds(root, "eos_token_id", source, &spec.eos_token_ids));
   if (r.Present(root, "bos_token_id") && root["bos_token_id"].is_number_integer()) {
@@ -351,19 +420,17 @@ absl::StatusOr<ModelSpec> ParseModelConfig(const std::string& config_json,
     try {
       gen = json::parse(generation_config_json);
     } catch (const json::exception& e) {
-      return InvalidInput(gen_source, "valid JSON",
-                          absl::StrCat("a parse error (", e.what(), ")"));
+      return InvalidInput(gen_source, "valid JSON", absl::StrCat("a parse error (", e.what(), ")"));
     }
     if (gen.is_object()) {
-      FLUXATTN_RETURN_IF_ERROR(AppendTokenIds(gen, "eos_token_id", gen_source,
-                                              &spec.eos_token_ids));
+      FLUXATTN_RETURN_IF_ERROR(
+          AppendTokenIds(gen, "eos_token_id", gen_source, &spec.eos_token_ids));
     }
   }
   for (int64_t id : spec.eos_token_ids) {
     if (id >= info.vocab_size) {
       return InvalidInput(r.Where("eos_token_id"),
-                          absl::StrCat("ids below vocab_size ", info.vocab_size),
-                          absl::StrCat(id));
+                          absl::StrCat("ids below vocab_size ", info.vocab_size), absl::StrCat(id));
     }
   }
 

@@ -18,6 +18,15 @@ std::vector<ParamSpec> TriangleBackend::Params() {
   last_n.min_value = 0;
   last_n.max_value = 1e9;
   specs.push_back(last_n);
+  ParamSpec decode;
+  decode.name = "decode";
+  decode.type = ParamType::kString;
+  decode.default_value = std::string("full");
+  decode.choices = {"full", "streaming"};
+  decode.description =
+      "Decode strategy: \"full\" (dense causal) or \"streaming\" (the prefill's sink + window "
+      "rule).";
+  specs.push_back(decode);
   return specs;
 }
 
@@ -31,7 +40,13 @@ absl::StatusOr<std::unique_ptr<TriangleBackend>> TriangleBackend::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("last_n: expected an integer >= 0, found ", *last_n));
   }
-  return std::make_unique<TriangleBackend>(*rule, *last_n);
+  absl::StatusOr<std::string> decode = ReadParam<std::string>(params, "decode");
+  if (!decode.ok()) return decode.status();
+  if (*decode != "full" && *decode != "streaming") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode: expected \"full\" or \"streaming\", found \"", *decode, "\""));
+  }
+  return std::make_unique<TriangleBackend>(*rule, *last_n, *decode == "streaming");
 }
 
 AttentionCapabilities TriangleBackend::capabilities() const { return AttentionCapabilities{}; }
@@ -39,7 +54,10 @@ AttentionCapabilities TriangleBackend::capabilities() const { return AttentionCa
 absl::Status TriangleBackend::BuildLayout(const AttentionProblem& problem,
                                           BlockSparseLayout* layout) {
   if (problem.phase == AttentionPhase::kDecode) {
-    *layout = DenseCausalLayout(problem.q_pos0, problem.num_queries, problem.kv.length);
+    *layout =
+        decode_streaming_
+            ? BuildStreamingLayout(rule_, problem.q_pos0, problem.num_queries, problem.kv.length)
+            : DenseCausalLayout(problem.q_pos0, problem.num_queries, problem.kv.length);
     return absl::OkStatus();
   }
   const int64_t dense_from = problem.q_pos0 + problem.num_queries - last_n_;

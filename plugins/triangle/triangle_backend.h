@@ -1,6 +1,7 @@
 // `triangle`: streaming (sinks + local window) for every prompt query except the last `last_n`,
-// which attend densely; decode is dense. The dense tail lets the prompt's final tokens see the
-// whole context at a cost linear in its length.
+// which attend densely. The dense tail lets the prompt's final tokens see the whole context at a
+// cost linear in its length. Decode is dense (`decode = "full"`) or follows the same sink +
+// window rule (`decode = "streaming"`, what the Flux Attention triangle checkpoints run).
 #pragma once
 
 #include <memory>
@@ -17,15 +18,17 @@ class TriangleBackend : public AttentionBackend {
  public:
   static std::vector<ParamSpec> Params();
   static absl::StatusOr<std::unique_ptr<TriangleBackend>> Create(const ParamValues& params);
-  TriangleBackend(const StreamingRule& rule, int64_t last_n) : rule_(rule), last_n_(last_n) {}
+  TriangleBackend(const StreamingRule& rule, int64_t last_n, bool decode_streaming)
+      : rule_(rule), last_n_(last_n), decode_streaming_(decode_streaming) {}
 
   AttentionCapabilities capabilities() const override;
-  // Decode reads everything, so nothing is released.
+  // Nothing is released: a later prefill call's dense tail may read any position.
   absl::Status BuildLayout(const AttentionProblem& problem, BlockSparseLayout* layout) override;
 
  private:
   StreamingRule rule_;
   int64_t last_n_;
+  bool decode_streaming_;
 };
 
 }  // namespace fluxattn::plugins

@@ -64,6 +64,7 @@ TEST(ModelConfig, Qwen3HeadDimIndependentOfHidden) {
 TEST(ModelConfig, FluxArchitecturesKeepRouterSettings) {
   json j = BaseLlama();
   j["architectures"] = {"PawQwen3ForCausalLM"};
+  j["pooling_mode"] = "ctx_q";  // the only pooling implemented; required for Paw* configs
   j["sink_size"] = 128;
   j["local_window_size"] = 2048;
   auto spec = Parse(j);

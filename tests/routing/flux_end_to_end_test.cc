@@ -125,6 +125,7 @@ TEST_F(FluxEndToEndTest, AllFullAttentionDiffersFromRoutedResult) {
   // differs from the routed one: proof that the SA layers of the routed run were really sparse.
   std::unique_ptr<Engine> engine = MakeEngine([](EngineConfig& config) {
     config.router.plugin = "static";
+    config.router.raw_params.clear();  // the built-in flux parameters
     config.router.raw_params["pattern"] = RawParam{ParamValue(std::string("F")), {}};
   });
   ASSERT_NE(engine, nullptr);

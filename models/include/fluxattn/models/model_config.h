@@ -29,10 +29,25 @@ std::vector<float> RopeInverseFrequencies(const RopeConfig& rope, int head_dim);
 
 enum class ModelFamily : uint8_t { kLlama, kQwen2, kQwen3 };
 
+// The Flux Attention keys of a Paw* config.json, as PawQwen3Config / PawLlamaConfig define them
+// (a key left out takes that class's default). ParseModelConfig refuses values FluxAttn does
+// not run; keys that only matter for training are accepted and ignored (docs/models.md).
+struct FluxSettings {
+  std::string toggle_type = "streaming";  // SA side: "streaming", "triangle" or "xattn"
+  std::string retrieval_mode = "full";    // FA side: "full" or "xattn"
+  int64_t sink_size = 128;                // tokens, rounded up to 128-token blocks
+  int64_t local_window_size = 1024;       // tokens, rounded up to 128-token blocks
+  int64_t triangle_n_last = 128;          // dense tail of the triangle pattern
+  std::string pooling_mode = "ctx_q";     // router pooling; the only one implemented
+  int64_t pool_size = 100;                // router: rows pooled from each end of the prompt
+  bool use_softmax = false;               // router: two logits (argmax) or one (sign)
+};
+
 struct ModelSpec {
   ModelInfo info;
   ModelFamily family = ModelFamily::kLlama;
   bool flux = false;  // Paw* architecture: the checkpoint also carries layer-router weights
+  FluxSettings flux_settings;  // with `flux`: the validated Flux Attention keys
   int64_t intermediate_size = 0;
   double rms_norm_eps = 1e-6;
   bool tie_word_embeddings = false;
@@ -51,7 +66,8 @@ std::vector<std::string> SupportedArchitectures();
 
 // Parses config.json text; `source` names the file in errors. generation_config.json text, when
 // non-empty, adds its eos ids.
-absl::StatusOr<ModelSpec> ParseModelConfig(const std::string& config_json, const std::string& source,
+absl::StatusOr<ModelSpec> ParseModelConfig(const std::string& config_json,
+                                           const std::string& source,
                                            const std::string& generation_config_json = "",
                                            const std::string& generation_source = "");
 
