@@ -5,7 +5,7 @@ packages=(
   build-essential cmake ninja-build pkg-config ccache git python3
   libabsl-dev libtomlplusplus-dev libboost-dev libboost-filesystem-dev libeigen3-dev
   libpcre2-dev libicu-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
-  clang libclang-rt-dev
+  clang libclang-rt-dev clang-format
 )
 missing=()
 for p in "${packages[@]}"; do

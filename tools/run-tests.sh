@@ -10,6 +10,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${BUILD_DIR:-$root/build}"
 jobs="${JOBS:-$(nproc)}"
 "$root/tools/install-deps.sh"
+# Formatting first: it takes seconds and says exactly which files to fix.
+"$root/tools/check-format.sh"
 BUILD_DIR="$build" JOBS="$jobs" "$root/tools/build.sh"
 ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 600
 # Install, build the out-of-tree examples against the install, check and load them.

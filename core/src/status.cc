@@ -4,7 +4,8 @@ namespace fluxattn {
 
 absl::Status InvalidInput(absl::string_view where, absl::string_view expected,
                           absl::string_view found) {
-  return absl::InvalidArgumentError(absl::StrCat(where, ": expected ", expected, ", found ", found));
+  return absl::InvalidArgumentError(
+      absl::StrCat(where, ": expected ", expected, ", found ", found));
 }
 
 absl::Status Annotate(const absl::Status& status, absl::string_view where) {

@@ -473,11 +473,10 @@ absl::Status Tokenizer::Impl::ParsePostProcessor(const JsonReader& r, const json
         const std::string id_key = absl::StrCat(def_key, ".ids[", k, "]");
         FLUXATTN_ASSIGN_OR_RETURN(int32_t id, r.Id((*ids)[k], id_key));
         // Encode would otherwise return ids that Decode refuses.
-        const bool known =
-            std::any_of(added_tokens.begin(), added_tokens.end(),
-                        [id](const AddedToken& t) { return t.id == id; }) ||
-            std::any_of(model->vocab().begin(), model->vocab().end(),
-                        [id](const auto& entry) { return entry.second == id; });
+        const bool known = std::any_of(added_tokens.begin(), added_tokens.end(),
+                                       [id](const AddedToken& t) { return t.id == id; }) ||
+                           std::any_of(model->vocab().begin(), model->vocab().end(),
+                                       [id](const auto& entry) { return entry.second == id; });
         if (!known) {
           return r.Error(id_key, "an id of model.vocab or added_tokens", &(*ids)[k]);
         }

@@ -20,8 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string generation = split == std::string::npos ? "" : input.substr(0, split);
   const std::string config = split == std::string::npos ? input : input.substr(split + 1);
   const std::string source = "fuzz/config.json";
-  auto spec = fluxattn::models::ParseModelConfig(config, source, generation,
-                                                 "fuzz/generation_config.json");
+  auto spec =
+      fluxattn::models::ParseModelConfig(config, source, generation, "fuzz/generation_config.json");
   if (!spec.ok()) {
     fluxattn::fuzz::CheckUserError(spec.status(), "fuzz/");
     return 0;

@@ -22,8 +22,7 @@ using fluxattn::fuzz::Fail;
 const std::string& TempPath() {
   static const std::string path = [] {
     const char* dir = std::getenv("TMPDIR");
-    return absl::StrCat(dir != nullptr ? dir : "/tmp", "/fluxattn_fuzz_", getpid(),
-                        ".safetensors");
+    return absl::StrCat(dir != nullptr ? dir : "/tmp", "/fluxattn_fuzz_", getpid(), ".safetensors");
   }();
   return path;
 }

@@ -17,7 +17,7 @@ namespace fluxattn {
 namespace {
 
 constexpr int kPageTokens = 16;
-constexpr int64_t kSinkTokens = 4;    // rounds up to one 16-token block
+constexpr int64_t kSinkTokens = 4;     // rounds up to one 16-token block
 constexpr int64_t kWindowTokens = 40;  // rounds up to three 16-token blocks
 constexpr int64_t kBlockSize = 16;
 

@@ -101,8 +101,8 @@ TEST_P(MalformedInputTest, GivesOneClearErrorLine) {
   ASSERT_FALSE(status.ok()) << c.file << " was accepted";
   const std::string message(status.message());
   EXPECT_EQ(message.find('\n'), std::string::npos) << message;
-  EXPECT_NE(message.find(source), std::string::npos) << "does not name " << source << ": "
-                                                     << message;
+  EXPECT_NE(message.find(source), std::string::npos)
+      << "does not name " << source << ": " << message;
   EXPECT_NE(message.find("expected"), std::string::npos) << message;
   for (const std::string& fragment : c.must_contain) {
     EXPECT_NE(message.find(fragment), std::string::npos)
@@ -137,33 +137,37 @@ const MalformedCase kCases[] = {
     // safetensors.
     {"safetensors/too_short.safetensors", Reader::kSafetensors, {"at least 8 bytes", "3 bytes"}},
     {"safetensors/truncated_header.safetensors", Reader::kSafetensors, {"truncated"}},
-    {"safetensors/huge_header_size.safetensors", Reader::kSafetensors,
+    {"safetensors/huge_header_size.safetensors",
+     Reader::kSafetensors,
      {"4611686018427387904 bytes"}},
     {"safetensors/header_not_json.safetensors", Reader::kSafetensors, {"header", "valid JSON"}},
-    {"safetensors/offsets_past_end.safetensors", Reader::kSafetensors,
+    {"safetensors/offsets_past_end.safetensors",
+     Reader::kSafetensors,
      {"tensor 'w'", "data_offsets", "[0,1600]"}},
     {"safetensors/overlapping.safetensors", Reader::kSafetensors, {"'a'", "'b'", "overlapping"}},
-    {"safetensors/size_mismatch.safetensors", Reader::kSafetensors,
+    {"safetensors/size_mismatch.safetensors",
+     Reader::kSafetensors,
      {"tensor 'w'", "[2, 3] F32 = 24 bytes", "16 bytes"}},
-    {"safetensors/shape_overflow.safetensors", Reader::kSafetensors,
+    {"safetensors/shape_overflow.safetensors",
+     Reader::kSafetensors,
      {"tensor 'w'", "dimensions", "1099511627776"}},
     {"safetensors/negative_dim.safetensors", Reader::kSafetensors, {"tensor 'w'", "[-4]"}},
     {"safetensors/unknown_dtype.safetensors", Reader::kSafetensors, {"tensor 'w'", "Q4"}},
-    {"safetensors/reversed_offsets.safetensors", Reader::kSafetensors,
+    {"safetensors/reversed_offsets.safetensors",
+     Reader::kSafetensors,
      {"tensor 'w'", "begin <= end"}},
     {"safetensors/non_utf8_name.safetensors", Reader::kSafetensors, {"header", "valid JSON"}},
     // config.json.
     {"model_config/hidden_size_string.json", Reader::kModelConfig, {"hidden_size", "\"64\""}},
     {"model_config/hidden_size_negative.json", Reader::kModelConfig, {"hidden_size", "-64"}},
-    {"model_config/hidden_size_absurd.json", Reader::kModelConfig,
+    {"model_config/hidden_size_absurd.json",
+     Reader::kModelConfig,
      {"hidden_size", "1099511627776"}},
     {"model_config/layers_absurd.json", Reader::kModelConfig, {"num_hidden_layers", "2147483648"}},
-    {"model_config/vocab_size_absurd.json", Reader::kModelConfig,
-     {"vocab_size", "1099511627776"}},
+    {"model_config/vocab_size_absurd.json", Reader::kModelConfig, {"vocab_size", "1099511627776"}},
     {"model_config/heads_zero.json", Reader::kModelConfig, {"num_attention_heads", "0"}},
     {"model_config/heads_not_dividing.json", Reader::kModelConfig, {"num_key_value_heads"}},
-    {"model_config/kv_heads_not_dividing.json", Reader::kModelConfig,
-     {"num_key_value_heads", "3"}},
+    {"model_config/kv_heads_not_dividing.json", Reader::kModelConfig, {"num_key_value_heads", "3"}},
     {"model_config/eps_float_string.json", Reader::kModelConfig, {"rms_norm_eps", "tiny"}},
     {"model_config/non_utf8.json", Reader::kModelConfig, {"valid JSON"}},
     {"model_config/truncated.json", Reader::kModelConfig, {"valid JSON"}},
@@ -203,10 +207,9 @@ TEST(MalformedCorpus, EveryInputHasACase) {
 // refuses any non-finite value in a tensor it uses, naming the tensor and the element.
 TEST(MalformedWeights, NonFiniteWeightIsRefusedAtLoad) {
   const fs::path fixture = fs::path(FLUXATTN_MODEL_FIXTURES) / "qwen2_f32";
-  for (float bad : {std::numeric_limits<float>::quiet_NaN(),
-                    std::numeric_limits<float>::infinity()}) {
-    const fs::path dir =
-        fs::path(::testing::TempDir()) / absl::StrCat("malformed_nan_", getpid());
+  for (float bad :
+       {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    const fs::path dir = fs::path(::testing::TempDir()) / absl::StrCat("malformed_nan_", getpid());
     fs::remove_all(dir);
     fs::create_directories(dir);
     for (const auto& entry : fs::directory_iterator(fixture)) {
@@ -278,8 +281,8 @@ TEST(MalformedCli, TokenizerJsonNamesFileAndKey) {
 TEST(MalformedCli, NonUtf8PromptNamesTheByte) {
   const std::string prompt = ReadBytes(MalformedPath("prompts/lone_continuation.txt"));
   ExpectOneErrorLine(
-      RunCli({"tokenize", "--model", std::string(FLUXATTN_TOKENIZER_FIXTURES) + "/qwen2",
-              "--text", prompt}),
+      RunCli({"tokenize", "--model", std::string(FLUXATTN_TOKENIZER_FIXTURES) + "/qwen2", "--text",
+              prompt}),
       {"valid UTF-8"});
 }
 

@@ -47,9 +47,9 @@ TEST(Cli, GenerateJsonMatchesFixture) {
   const auto ref = ReadJson(dir + "/reference.json");
   const auto prompt = ref["prompts"][2].get<std::vector<int64_t>>();
   const std::string trace = testing::TempDir("cli_trace") + "/trace.json";
-  CliRun r = Cli(absl::StrCat("generate --model ", dir, " --prompt-ids ", absl::StrJoin(prompt, ","),
-                           " --max-new-tokens 10 --ignore-eos --threads 2 --json --trace ",
-                           trace));
+  CliRun r =
+      Cli(absl::StrCat("generate --model ", dir, " --prompt-ids ", absl::StrJoin(prompt, ","),
+                       " --max-new-tokens 10 --ignore-eos --threads 2 --json --trace ", trace));
   ASSERT_EQ(r.code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["tokens"], ref["greedy"][2]);
@@ -67,21 +67,21 @@ TEST(Cli, StreamsTokenIdsWithoutTokenizer) {
   const auto ref = ReadJson(dir + "/reference.json");
   const auto prompt = ref["prompts"][0].get<std::vector<int64_t>>();
   CliRun r = Cli(absl::StrCat("generate --model ", dir, " --prompt-ids ",
-                           absl::StrJoin(prompt, ","), " --max-new-tokens 10 --ignore-eos"));
+                              absl::StrJoin(prompt, ","), " --max-new-tokens 10 --ignore-eos"));
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(r.out, absl::StrCat(absl::StrJoin(ref["greedy"][0].get<std::vector<int64_t>>(), " "),
-                                " \n"));
+  EXPECT_EQ(r.out,
+            absl::StrCat(absl::StrJoin(ref["greedy"][0].get<std::vector<int64_t>>(), " "), " \n"));
 }
 
 TEST(Cli, ErrorsAreOneLineWithExitCodes) {
   CliRun usage = Cli("generate --prompt-ids 1,2");
   EXPECT_EQ(usage.code, 2);
   EXPECT_NE(usage.err.find("--model"), std::string::npos) << usage.err;
-  CliRun bad_ids = Cli(absl::StrCat("generate --model ", FixturePath("qwen3_f32"),
-                                 " --prompt-ids 1,x"));
+  CliRun bad_ids =
+      Cli(absl::StrCat("generate --model ", FixturePath("qwen3_f32"), " --prompt-ids 1,x"));
   EXPECT_EQ(bad_ids.code, 2) << bad_ids.err;
-  CliRun range = Cli(absl::StrCat("generate --model ", FixturePath("qwen3_f32"),
-                               " --prompt-ids 1,100000"));
+  CliRun range =
+      Cli(absl::StrCat("generate --model ", FixturePath("qwen3_f32"), " --prompt-ids 1,100000"));
   EXPECT_EQ(range.code, 1);
   EXPECT_NE(range.err.find("100000"), std::string::npos) << range.err;
   EXPECT_EQ(std::count(range.err.begin(), range.err.end(), '\n'), 1) << range.err;
@@ -133,8 +133,8 @@ TEST(Cli, PromptTextUsesTheTokenizer) {
     if (ids.empty() || checked == 3) continue;
     ++checked;
     testing::WriteFile(dir + "/prompt.txt", c["text"].get<std::string>());
-    const std::string common = absl::StrCat("generate --model ", dir,
-                                            " --max-new-tokens 4 --ignore-eos --json ");
+    const std::string common =
+        absl::StrCat("generate --model ", dir, " --max-new-tokens 4 --ignore-eos --json ");
     CliRun text = Cli(common + "--prompt-file " + dir + "/prompt.txt");
     CliRun given = Cli(common + "--prompt-ids " + absl::StrJoin(ids, ","));
     ASSERT_EQ(text.code, 0) << text.err;

@@ -14,11 +14,16 @@ namespace {
 using nlohmann::json;
 
 json BaseLlama() {
-  return json{{"architectures", {"LlamaForCausalLM"}}, {"hidden_size", 64},
-              {"num_hidden_layers", 2},  {"num_attention_heads", 4},
-              {"num_key_value_heads", 2}, {"intermediate_size", 96},
-              {"vocab_size", 300},        {"rms_norm_eps", 1e-5},
-              {"eos_token_id", 2},        {"tie_word_embeddings", false}};
+  return json{{"architectures", {"LlamaForCausalLM"}},
+              {"hidden_size", 64},
+              {"num_hidden_layers", 2},
+              {"num_attention_heads", 4},
+              {"num_key_value_heads", 2},
+              {"intermediate_size", 96},
+              {"vocab_size", 300},
+              {"rms_norm_eps", 1e-5},
+              {"eos_token_id", 2},
+              {"tie_word_embeddings", false}};
 }
 
 absl::StatusOr<ModelSpec> Parse(const json& j, const std::string& gen = "") {

@@ -62,11 +62,12 @@ TEST(Safetensors, ReadsEveryFloatDtype) {
     data += Bytes(&h, 2);
   }
   data += Bytes(f64.data(), 24);
-  const std::string json = absl::StrCat(
-      R"({"__metadata__":{"format":"pt"},)", R"("a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)",
-      R"("b":{"dtype":"BF16","shape":[5],"data_offsets":[24,34]},)",
-      R"("c":{"dtype":"F16","shape":[2,2],"data_offsets":[34,42]},)",
-      R"("d":{"dtype":"F64","shape":[3],"data_offsets":[42,66]}})");
+  const std::string json =
+      absl::StrCat(R"({"__metadata__":{"format":"pt"},)",
+                   R"("a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)",
+                   R"("b":{"dtype":"BF16","shape":[5],"data_offsets":[24,34]},)",
+                   R"("c":{"dtype":"F16","shape":[2,2],"data_offsets":[34,42]},)",
+                   R"("d":{"dtype":"F64","shape":[3],"data_offsets":[42,66]}})");
   const std::string path = dir + "/m.safetensors";
   WriteFile(path, Header(json) + data);
   auto file = SafetensorsFile::Open(path);
@@ -106,8 +107,8 @@ std::string OpenError(const std::string& name, const std::string& bytes) {
 
 TEST(Safetensors, RejectsTruncatedFiles) {
   EXPECT_NE(OpenError("short", "abc").find("truncated"), std::string::npos);
-  std::string full = Header(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})") +
-                     std::string(16, '\0');
+  std::string full =
+      Header(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})") + std::string(16, '\0');
   EXPECT_NE(OpenError("header_cut", full.substr(0, 20)).find("truncated"), std::string::npos);
   const std::string message = OpenError("data_cut", full.substr(0, full.size() - 4));
   EXPECT_NE(message.find("'w'"), std::string::npos) << message;
@@ -115,27 +116,27 @@ TEST(Safetensors, RejectsTruncatedFiles) {
 }
 
 TEST(Safetensors, RejectsOffsetsPastTheEnd) {
-  const std::string m = OpenError(
-      "past", Header(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[100,116]}})") +
-                  std::string(16, '\0'));
+  const std::string m =
+      OpenError("past", Header(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[100,116]}})") +
+                            std::string(16, '\0'));
   EXPECT_NE(m.find("tensor 'w'"), std::string::npos) << m;
   EXPECT_NE(m.find("past the end"), std::string::npos) << m;
 }
 
 TEST(Safetensors, RejectsOverlappingTensors) {
-  const std::string m = OpenError(
-      "overlap", Header(R"({"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
-                        R"("y":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})") +
-                     std::string(16, '\0'));
+  const std::string m =
+      OpenError("overlap", Header(R"({"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                                  R"("y":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})") +
+                               std::string(16, '\0'));
   EXPECT_NE(m.find("'x'"), std::string::npos) << m;
   EXPECT_NE(m.find("'y'"), std::string::npos) << m;
   EXPECT_NE(m.find("overlap"), std::string::npos) << m;
 }
 
 TEST(Safetensors, RejectsUnknownDtypeSizeMismatchAndBadJson) {
-  std::string m = OpenError(
-      "dtype", Header(R"({"w":{"dtype":"Q4_K","shape":[4],"data_offsets":[0,16]}})") +
-                   std::string(16, '\0'));
+  std::string m =
+      OpenError("dtype", Header(R"({"w":{"dtype":"Q4_K","shape":[4],"data_offsets":[0,16]}})") +
+                             std::string(16, '\0'));
   EXPECT_NE(m.find("unknown dtype 'Q4_K'"), std::string::npos) << m;
   EXPECT_NE(m.find("'w'"), std::string::npos) << m;
   m = OpenError("size", Header(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})") +

@@ -35,9 +35,7 @@ struct BlockSparseLayout {
   // block], packed into 64-bit words; bit set = pair allowed (still subject to causality).
   std::vector<uint64_t> masks;
 
-  int64_t num_q_blocks() const {
-    return (num_queries + q_block_tokens - 1) / q_block_tokens;
-  }
+  int64_t num_q_blocks() const { return (num_queries + q_block_tokens - 1) / q_block_tokens; }
   int64_t num_rows() const { return num_q_blocks() * num_layout_heads; }
   int64_t words_per_mask() const {
     return (static_cast<int64_t>(q_block_tokens) * kv_block_tokens + 63) / 64;

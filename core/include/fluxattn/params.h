@@ -19,8 +19,8 @@ enum class ParamType : uint8_t { kBool, kInt, kFloat, kString, kIntList, kString
 
 const char* ParamTypeName(ParamType type);  // "bool", "integer", "float", "string", ...
 
-using ParamValue =
-    std::variant<bool, int64_t, double, std::string, std::vector<int64_t>, std::vector<std::string>>;
+using ParamValue = std::variant<bool, int64_t, double, std::string, std::vector<int64_t>,
+                                std::vector<std::string>>;
 
 std::string ParamValueToString(const ParamValue& value);
 

@@ -73,7 +73,9 @@ class Tensor {
 
   void* raw_data() const { return static_cast<char*>(buffer_->data()) + offset_; }
   template <typename T>
-  T* data() const { return static_cast<T*>(raw_data()); }
+  T* data() const {
+    return static_cast<T*>(raw_data());
+  }
 
   // Same storage, new shape with the same element count.
   absl::StatusOr<Tensor> Reshape(std::vector<int64_t> shape) const;

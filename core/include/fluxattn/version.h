@@ -34,9 +34,10 @@
 
 // Build id compiled into whatever includes this header: "core-0;gcc-12;cxx11abi-1;absl-20220623".
 // Fields are ';'-separated key-value tokens; the loader compares them field by field.
-#define FLUXATTN_BUILD_ID                                                                \
-  "core-" FLUXATTN_STRINGIFY_(FLUXATTN_CORE_VERSION_MAJOR) ";" FLUXATTN_COMPILER_ID_ ";" \
-      FLUXATTN_CXXABI_ID_ ";" FLUXATTN_ABSL_ID_
+#define FLUXATTN_BUILD_ID                                                            \
+  "core-" FLUXATTN_STRINGIFY_(FLUXATTN_CORE_VERSION_MAJOR) ";" FLUXATTN_COMPILER_ID_ \
+                                                           ";" FLUXATTN_CXXABI_ID_   \
+                                                           ";" FLUXATTN_ABSL_ID_
 
 namespace fluxattn {
 
