@@ -53,6 +53,7 @@ struct GenerateArgs {
   std::string trace;
   std::vector<std::string> plugin_paths;
   bool explain = false;
+  bool logits = false;
 };
 
 // A TOML basic string.
@@ -384,6 +385,18 @@ int RunGenerate(const GenerateArgs& args) {
   };
   auto engine = Engine::Create(std::move(*model), std::move(*composition), engine_options);
   if (!engine.ok()) return fail(engine.status());
+  // Positions past the checkpoint's trained range are allowed, but never silently.
+  if (auto max_pos = (*engine)->model().info().ConfigNumber("max_position_embeddings")) {
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const int64_t last = static_cast<int64_t>(prompts[i].size()) + args.max_new_tokens;
+      if (last > static_cast<int64_t>(*max_pos)) {
+        std::cerr << "warning: prompt " << i << ": " << prompts[i].size() << " tokens + "
+                  << args.max_new_tokens << " new reach position " << last
+                  << ", past max_position_embeddings " << static_cast<int64_t>(*max_pos) << " of "
+                  << model_dir << "/config.json; RoPE extrapolates beyond it\n";
+      }
+    }
+  }
 
   GenerationOptions options;
   options.max_new_tokens = args.max_new_tokens;
@@ -392,6 +405,7 @@ int RunGenerate(const GenerateArgs& args) {
   options.sampling.top_k = args.top_k;
   options.sampling.top_p = args.top_p;
   options.sampling.seed = args.seed;
+  options.record_logits = args.logits;
   // Tokens are streamed when one prompt is generated without --json.
   const bool stream = !args.json && prompts.size() == 1;
   TextCodec::Stream streamer(**codec);
@@ -410,6 +424,8 @@ int RunGenerate(const GenerateArgs& args) {
               {"routing", RoutingJson(r.trace)},
               {"sa_ratio", r.trace.sa_ratio},
               {"kv_bytes", r.trace.kv_bytes}};
+    // --logits: the logits of the last position (the row the last token was sampled from).
+    if (args.logits && !r.step_logits.empty()) j["logits"] = r.step_logits.back();
     // Without a tokenizer.json there is no text to show.
     j["text"] = nullptr;
     if ((*codec)->has_text()) {
@@ -469,7 +485,9 @@ std::function<int()> SetupGenerate(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   app.add_option("--top-p", args->top_p, "Nucleus sampling mass (1 = off)")
       ->check(CLI::Range(0.0, 1.0));
-  app.add_option("--seed", args->seed, "Sampling seed (request i of a batch uses seed + i)");
+  app.add_option("--seed", args->seed, "Sampling seed (every request of the batch uses it)");
+  app.add_flag("--logits", args->logits,
+               "With --json: include the logits of the last position of each request");
   app.add_flag("--ignore-eos", args->ignore_eos, "Do not stop at the model's eos tokens");
   app.add_option("--threads", args->threads, "Worker threads (0 = all cores)")
       ->check(CLI::NonNegativeNumber);

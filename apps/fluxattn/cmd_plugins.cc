@@ -90,8 +90,16 @@ json ParamsJson(const std::vector<ParamSpec>& specs) {
     p["type"] = ParamTypeName(spec.type);
     p["default"] = spec.default_value ? ParamValueToJson(*spec.default_value) : json();
     p["required"] = !spec.default_value.has_value();
-    p["min"] = spec.min_value ? json(*spec.min_value) : json();
-    p["max"] = spec.max_value ? json(*spec.max_value) : json();
+    // Bounds of integer parameters are integers in the listing too.
+    auto bound = [&](const std::optional<double>& v) {
+      if (!v) return json();
+      if (spec.type == ParamType::kInt || spec.type == ParamType::kIntList) {
+        return json(static_cast<int64_t>(*v));
+      }
+      return json(*v);
+    };
+    p["min"] = bound(spec.min_value);
+    p["max"] = bound(spec.max_value);
     p["choices"] = spec.choices;
     p["description"] = spec.description;
     params.push_back(p);

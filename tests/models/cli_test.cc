@@ -62,6 +62,33 @@ TEST(Cli, GenerateJsonMatchesFixture) {
   EXPECT_EQ(t["requests"][0]["layers"].size(), 3u);
 }
 
+TEST(Cli, LogitsOfTheLastPositionMatchTransformers) {
+  const std::string dir = FixturePath("llama3_bf16_tied_sharded");
+  const auto ref = ReadJson(dir + "/reference.json");
+  const auto prompt = ref["prompts"][1].get<std::vector<int64_t>>();
+  CliRun r =
+      Cli(absl::StrCat("generate --model ", dir, " --prompt-ids ", absl::StrJoin(prompt, ","),
+                       " --max-new-tokens 1 --threads 2 --json --logits"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto j = nlohmann::json::parse(r.out);
+  const auto got = j["logits"].get<std::vector<float>>();
+  const auto want = ref["last_logits"][1].get<std::vector<double>>();
+  ASSERT_EQ(got.size(), want.size());
+  EXPECT_LT(testing::RelativeError(got, want), 1e-4);
+  EXPECT_TRUE(r.err.empty()) << r.err;
+}
+
+TEST(Cli, PositionsPastTheTrainedRangeAreAWarning) {
+  const std::string dir = FixturePath("llama3_bf16_tied_sharded");  // max_position_embeddings 256
+  CliRun r = Cli(absl::StrCat("generate --model ", dir,
+                              " --prompt-ids 5,6,7 --max-new-tokens 260 --ignore-eos --json"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.err.find("warning: prompt 0: 3 tokens + 260 new reach position 263, past "
+                       "max_position_embeddings 256"),
+            std::string::npos)
+      << r.err;
+}
+
 TEST(Cli, StreamsTokenIdsWithoutTokenizer) {
   const std::string dir = FixturePath("qwen3_f32");
   const auto ref = ReadJson(dir + "/reference.json");
