@@ -3,6 +3,9 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/cpu/attention_micro_avx512.h"
+#include "kernels/cpu/isa.h"
+
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
 // Compiled for baseline x86-64, AVX2+FMA and AVX-512; the loader picks the best the CPU runs.
 #define FLUXATTN_MULTIVERSION \
@@ -13,9 +16,12 @@
 
 namespace fluxattn::cpu_kernels {
 
+namespace {
+
 FLUXATTN_MULTIVERSION
-void Gemm(int m, int n, int k, const float* __restrict a, int lda, const float* __restrict b,
-          int ldb, float* __restrict c, int ldc, bool accumulate) {
+void GemmPortable(int m, int n, int k, const float* __restrict a, int lda,
+                  const float* __restrict b, int ldb, float* __restrict c, int ldc,
+                  bool accumulate) {
   for (int i = 0; i < m; i += 4) {
     const float* a0 = a + static_cast<int64_t>(i) * lda;
     const float* a1 = a0 + lda;
@@ -51,8 +57,9 @@ void Gemm(int m, int n, int k, const float* __restrict a, int lda, const float* 
 }
 
 FLUXATTN_MULTIVERSION
-void GemmAT(int m, int n, int k, const float* __restrict at, int ldat, const float* __restrict b,
-            int ldb, float* __restrict c, int ldc, bool accumulate) {
+void GemmATPortable(int m, int n, int k, const float* __restrict at, int ldat,
+                    const float* __restrict b, int ldb, float* __restrict c, int ldc,
+                    bool accumulate) {
   for (int i = 0; i < m; i += 4) {
     for (int j = 0; j < n; j += 16) {
       float c0[16], c1[16], c2[16], c3[16];
@@ -82,6 +89,33 @@ void GemmAT(int m, int n, int k, const float* __restrict at, int ldat, const flo
       }
     }
   }
+}
+
+bool UseAvx512() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  static const bool avx512 = cpu::internal::CurrentIsa() == cpu::internal::Isa::kAvx512;
+  return avx512;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+void Gemm(int m, int n, int k, const float* __restrict a, int lda, const float* __restrict b,
+          int ldb, float* __restrict c, int ldc, bool accumulate) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (UseAvx512()) return GemmAvx512(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+#endif
+  GemmPortable(m, n, k, a, lda, b, ldb, c, ldc, accumulate);
+}
+
+void GemmAT(int m, int n, int k, const float* __restrict at, int ldat, const float* __restrict b,
+            int ldb, float* __restrict c, int ldc, bool accumulate) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (UseAvx512()) return GemmATAvx512(m, n, k, at, ldat, b, ldb, c, ldc, accumulate);
+#endif
+  GemmATPortable(m, n, k, at, ldat, b, ldb, c, ldc, accumulate);
 }
 
 // x[i] = exp(x[i]) for x[i] <= 0 (including -inf, which gives exactly 0). Branch-free so it

@@ -7,6 +7,7 @@
 
 #include "fluxattn/kernels/cpu_dense.h"
 #include "fluxattn/thread_pool.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/linear_block.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
@@ -20,7 +21,8 @@
 namespace fluxattn::cpu {
 namespace {
 
-enum class Isa { kBaseline, kAvx2, kAvx512 };
+using internal::CurrentIsa;
+using internal::Isa;
 
 Isa DetectIsa() {
   Isa isa = Isa::kBaseline;
@@ -34,11 +36,6 @@ Isa DetectIsa() {
     if (c == "baseline") isa = Isa::kBaseline;
     if (c == "avx2" && isa == Isa::kAvx512) isa = Isa::kAvx2;
   }
-  return isa;
-}
-
-Isa CurrentIsa() {
-  static const Isa isa = DetectIsa();
   return isa;
 }
 
@@ -159,6 +156,15 @@ void ForRows(int64_t rows, int64_t row_elems, const Fn& fn) {
 }
 
 }  // namespace
+
+namespace internal {
+
+Isa CurrentIsa() {
+  static const Isa isa = DetectIsa();
+  return isa;
+}
+
+}  // namespace internal
 
 const char* DenseIsa() {
   switch (CurrentIsa()) {
