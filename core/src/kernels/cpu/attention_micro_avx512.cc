@@ -51,8 +51,8 @@ inline void Tile(int k, const float* __restrict a, int64_t ars, int64_t acs,
   }
 }
 
-void Run(int m, int n, int k, const float* a, int64_t ars, int64_t acs, const float* b, int ldb,
-         float* c, int ldc, bool accumulate) {
+void RunTiles(int m, int n, int k, const float* a, int64_t ars, int64_t acs, const float* b,
+              int ldb, float* c, int ldc, bool accumulate) {
   for (int i = 0; i < m;) {
     const int mr = m - i >= 8 ? 8 : 4;
     const float* ai = a + i * ars;
@@ -66,6 +66,33 @@ void Run(int m, int n, int k, const float* a, int64_t ars, int64_t acs, const fl
       for (; j < n; j += 16) Tile<4, 1>(k, ai, ars, acs, b + j, ldb, ci + j, ldc, accumulate);
     }
     i += mr;
+  }
+}
+
+// B rows far apart (keys and values read in place from KV pages, a few KiB apart) fall into the
+// same L1 sets; such a B is copied in chunks of kKc x kNc into a contiguous buffer first. Splitting
+// k into chunks stores and reloads C between them, which changes no result.
+constexpr int kKc = 64;
+constexpr int kNc = 256;
+
+void Run(int m, int n, int k, const float* a, int64_t ars, int64_t acs, const float* b, int ldb,
+         float* c, int ldc, bool accumulate) {
+  if (ldb <= n + 16 || m < 8) {
+    RunTiles(m, n, k, a, ars, acs, b, ldb, c, ldc, accumulate);
+    return;
+  }
+  alignas(64) static thread_local float packed[kKc * kNc];
+  for (int p0 = 0; p0 < k; p0 += kKc) {
+    const int kc = k - p0 < kKc ? k - p0 : kKc;
+    for (int j0 = 0; j0 < n; j0 += kNc) {
+      const int nc = n - j0 < kNc ? n - j0 : kNc;  // a multiple of 16, as n is
+      for (int p = 0; p < kc; ++p) {
+        const float* src = b + static_cast<int64_t>(p0 + p) * ldb + j0;
+        float* dst = packed + p * nc;
+        for (int j = 0; j < nc; j += 16) _mm512_store_ps(dst + j, _mm512_loadu_ps(src + j));
+      }
+      RunTiles(m, nc, kc, a + p0 * acs, ars, acs, packed, nc, c + j0, ldc, accumulate || p0 > 0);
+    }
   }
 }
 
