@@ -62,11 +62,12 @@ TEST(Safetensors, ReadsEveryFloatDtype) {
     data += Bytes(&h, 2);
   }
   data += Bytes(f64.data(), 24);
-  const std::string json = absl::StrCat(
-      R"({"__metadata__":{"format":"pt"},)", R"("a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)",
-      R"("b":{"dtype":"BF16","shape":[5],"data_offsets":[24,34]},)",
-      R"("c":{"dtype":"F16","shape":[2,2],"data_offsets":[34,42]},)",
-      R"("d":{"dtype":"F64","shape":[3],"data_offsets":[42,66]}})");
+  const std::string json =
+      absl::StrCat(R"({"__metadata__":{"format":"pt"},)",
+                   R"("a":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)",
+                   R"("b":{"dtype":"BF16","shape":[5],"data_offsets":[24,34]},)",
+                   R"("c":{"dtype":"F16","shape":[2,2],"data_offsets":[34,42]},)",
+                   R"("d":{"dtype":"F64","shape":[3],"data_offsets":[42,66]}})");
   const std::string path = dir + "/m.safetensors";
   WriteFile(path, Header(json) + data);
   auto file = SafetensorsFile::Open(path);
@@ -89,6 +90,27 @@ TEST(Safetensors, ReadsEveryFloatDtype) {
   ASSERT_TRUE(source.ok()) << source.status();
   EXPECT_TRUE((*source)->Has("c"));
   EXPECT_EQ((*source)->Names().size(), 4u);
+  // As stored: BF16 and F16 keep their dtype and bits, F64 becomes F32.
+  auto raw_b = (*source)->GetRaw("b", {5});
+  ASSERT_TRUE(raw_b.ok()) << raw_b.status();
+  EXPECT_EQ(raw_b->dtype(), DType::kBF16);
+  for (size_t i = 0; i < bf.size(); ++i) {
+    EXPECT_EQ(raw_b->data<uint16_t>()[i], Bf16Bits(bf[i])) << i;
+  }
+  auto raw_c = (*source)->GetRaw("c", {2, 2});
+  ASSERT_TRUE(raw_c.ok()) << raw_c.status();
+  EXPECT_EQ(raw_c->dtype(), DType::kF16);
+  EXPECT_EQ(raw_c->shape(), (std::vector<int64_t>{2, 2}));
+  for (size_t i = 0; i < f16v.size(); ++i) {
+    EXPECT_EQ(F16ToFloat(raw_c->data<uint16_t>()[i]), f16v[i]) << i;
+  }
+  auto raw_d = (*source)->GetRaw("d", {3});
+  ASSERT_TRUE(raw_d.ok()) << raw_d.status();
+  EXPECT_EQ(raw_d->dtype(), DType::kF32);
+  EXPECT_EQ(raw_d->data<float>()[2], static_cast<float>(f64[2]));
+  auto raw_wrong = (*source)->GetRaw("b", {4});
+  ASSERT_FALSE(raw_wrong.ok());
+  EXPECT_NE(raw_wrong.status().message().find("[5]"), std::string::npos);
 }
 
 // Writes one file and returns the error message of opening it.
@@ -106,8 +128,8 @@ std::string OpenError(const std::string& name, const std::string& bytes) {
 
 TEST(Safetensors, RejectsTruncatedFiles) {
   EXPECT_NE(OpenError("short", "abc").find("truncated"), std::string::npos);
-  std::string full = Header(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})") +
-                     std::string(16, '\0');
+  std::string full =
+      Header(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}})") + std::string(16, '\0');
   EXPECT_NE(OpenError("header_cut", full.substr(0, 20)).find("truncated"), std::string::npos);
   const std::string message = OpenError("data_cut", full.substr(0, full.size() - 4));
   EXPECT_NE(message.find("'w'"), std::string::npos) << message;
@@ -115,27 +137,27 @@ TEST(Safetensors, RejectsTruncatedFiles) {
 }
 
 TEST(Safetensors, RejectsOffsetsPastTheEnd) {
-  const std::string m = OpenError(
-      "past", Header(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[100,116]}})") +
-                  std::string(16, '\0'));
+  const std::string m =
+      OpenError("past", Header(R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[100,116]}})") +
+                            std::string(16, '\0'));
   EXPECT_NE(m.find("tensor 'w'"), std::string::npos) << m;
   EXPECT_NE(m.find("past the end"), std::string::npos) << m;
 }
 
 TEST(Safetensors, RejectsOverlappingTensors) {
-  const std::string m = OpenError(
-      "overlap", Header(R"({"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
-                        R"("y":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})") +
-                     std::string(16, '\0'));
+  const std::string m =
+      OpenError("overlap", Header(R"({"x":{"dtype":"F32","shape":[4],"data_offsets":[0,16]},)"
+                                  R"("y":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})") +
+                               std::string(16, '\0'));
   EXPECT_NE(m.find("'x'"), std::string::npos) << m;
   EXPECT_NE(m.find("'y'"), std::string::npos) << m;
   EXPECT_NE(m.find("overlap"), std::string::npos) << m;
 }
 
 TEST(Safetensors, RejectsUnknownDtypeSizeMismatchAndBadJson) {
-  std::string m = OpenError(
-      "dtype", Header(R"({"w":{"dtype":"Q4_K","shape":[4],"data_offsets":[0,16]}})") +
-                   std::string(16, '\0'));
+  std::string m =
+      OpenError("dtype", Header(R"({"w":{"dtype":"Q4_K","shape":[4],"data_offsets":[0,16]}})") +
+                             std::string(16, '\0'));
   EXPECT_NE(m.find("unknown dtype 'Q4_K'"), std::string::npos) << m;
   EXPECT_NE(m.find("'w'"), std::string::npos) << m;
   m = OpenError("size", Header(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,16]}})") +
