@@ -1,7 +1,13 @@
 // Prefill and decode tokens/s of the CPU engine on a checkpoint or on a random model of a given
 // shape built in memory, for several context lengths and thread counts. Attention goes through
-// the `full` plugin found on the plugin search path, as in `fluxattn generate`.
+// the `full` plugin found on the plugin search path, as in `fluxattn generate`. Every point is
+// run --repeats times; the table shows medians, the JSON each run, the median and the spread.
+// --gemm M,N,K instead times the dense kernel y[M, N] = x[M, K] W[N, K]^T with float32 and
+// bfloat16 weights.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -11,10 +17,12 @@
 #include "absl/strings/str_format.h"
 #include "fluxattn/config.h"
 #include "fluxattn/engine.h"
+#include "fluxattn/kernels/cpu_dense.h"
 #include "fluxattn/models/decoder_model.h"
 #include "fluxattn/models/model_config.h"
 #include "fluxattn/plugin_registry.h"
 #include "fluxattn/status.h"
+#include "fluxattn/thread_pool.h"
 #include "nlohmann/json.hpp"
 
 namespace fluxattn {
@@ -27,8 +35,102 @@ struct Args {
   std::vector<int> contexts = {128, 512, 2048};
   std::vector<int> threads = {1, 2};
   int decode_tokens = 16;
+  int repeats = 1;
+  std::vector<int64_t> gemm;  // M, N, K
   std::string json_path;
 };
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 == 1 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// {"median", "min", "max", "spread" ((max - min) / median), "runs"}.
+nlohmann::json Summary(const std::vector<double>& runs) {
+  const double med = Median(runs);
+  const double lo = *std::min_element(runs.begin(), runs.end());
+  const double hi = *std::max_element(runs.begin(), runs.end());
+  return {{"median", med},
+          {"min", lo},
+          {"max", hi},
+          {"spread", med > 0 ? (hi - lo) / med : 0.0},
+          {"runs", runs}};
+}
+
+// What ran: the checkpoint's shape and the storage type of its matrices.
+nlohmann::json Describe(const Args& a, const LanguageModel& model) {
+  const ModelInfo& m = model.info();
+  nlohmann::json shape = {{"architecture", m.architecture}, {"hidden", m.hidden_size},
+                          {"layers", m.num_layers},         {"heads", m.num_q_heads},
+                          {"kv_heads", m.num_kv_heads},     {"head_dim", m.head_dim},
+                          {"vocab", m.vocab_size}};
+  int64_t intermediate = a.intermediate;
+  if (!a.model.empty()) {
+    auto spec = models::LoadModelConfig(a.model);
+    if (spec.ok()) intermediate = spec->intermediate_size;
+  }
+  shape["intermediate"] = intermediate;
+  std::string dtype = DTypeName(DType::kF32);
+  auto w = model.weights().GetRaw("model.layers.0.mlp.up_proj.weight", {});
+  if (w.ok()) dtype = DTypeName(w->dtype());
+  return {{"model", a.model.empty() ? "random" : a.model},
+          {"shape", shape},
+          {"weights_dtype", dtype},
+          {"cpu_isa", cpu::DenseIsa()}};
+}
+
+// Times cpu::Linear at one shape with float32 and bfloat16 weights: one JSON line per thread
+// count and dtype with GFLOP/s (median over the repeats).
+int RunGemm(const Args& a) {
+  if (a.gemm.size() != 3 || a.gemm[0] <= 0 || a.gemm[1] <= 0 || a.gemm[2] <= 0) {
+    std::cerr << "bench_model: error: --gemm: expected M,N,K (three positive integers)\n";
+    return 1;
+  }
+  const int64_t m = a.gemm[0], n = a.gemm[1], k = a.gemm[2];
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(m * k), w(n * k), y(m * n);
+  for (float& v : x) v = normal(rng);
+  for (float& v : w) v = normal(rng);
+  std::vector<uint16_t> w16(n * k);
+  for (int64_t i = 0; i < n * k; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &w[i], 4);
+    w16[i] = static_cast<uint16_t>(bits >> 16);
+  }
+  for (int threads : a.threads) {
+    SetCpuThreads(threads);
+    for (DType type : {DType::kF32, DType::kBF16}) {
+      const cpu::LinearPart part{type == DType::kF32 ? static_cast<const void*>(w.data())
+                                                     : static_cast<const void*>(w16.data()),
+                                 type,
+                                 n,
+                                 nullptr,
+                                 y.data(),
+                                 n};
+      cpu::Linear(x.data(), k, m, k, &part, 1);  // warm-up
+      std::vector<double> gflops;
+      for (int r = 0; r < std::max(1, a.repeats); ++r) {
+        const auto t0 = std::chrono::steady_clock::now();
+        cpu::Linear(x.data(), k, m, k, &part, 1);
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        gflops.push_back(2.0 * m * n * k / s / 1e9);
+      }
+      nlohmann::json line = {{"m", m},
+                             {"n", n},
+                             {"k", k},
+                             {"threads", threads},
+                             {"dtype", type == DType::kF32 ? "f32" : "bf16"},
+                             {"cpu_isa", cpu::DenseIsa()},
+                             {"gflops", Median(gflops)},
+                             {"gflops_runs", gflops}};
+      std::cout << line.dump() << "\n";
+    }
+  }
+  return 0;
+}
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> MakeModel(const Args& a, int threads) {
   if (!a.model.empty()) return models::LoadLanguageModel(a.model, {.threads = threads});
@@ -49,10 +151,12 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> MakeModel(const Args& a, int thre
 }
 
 int Run(const Args& a) {
+  if (!a.gemm.empty()) return RunGemm(a);
   PluginRegistry registry;
   nlohmann::json rows = nlohmann::json::array();
-  std::printf("%-8s %-8s %-10s %-14s %-14s %-12s\n", "threads", "context", "decode", "prefill tok/s",
-              "decode tok/s", "KV MiB");
+  nlohmann::json described;
+  std::printf("%-8s %-8s %-10s %-14s %-14s %-12s\n", "threads", "context", "decode",
+              "prefill tok/s", "decode tok/s", "KV MiB");
   for (int threads : a.threads) {
     auto model = MakeModel(a, threads);
     if (!model.ok()) {
@@ -80,43 +184,42 @@ int Run(const Args& a) {
     }
     std::mt19937 rng(7);
     std::uniform_int_distribution<int64_t> token(0, info.vocab_size - 1);
+    if (described.is_null()) described = Describe(a, (*engine)->model());
     for (int context : a.contexts) {
       std::vector<int64_t> prompt(context);
       for (auto& t : prompt) t = token(rng);
       GenerationOptions options;
       options.max_new_tokens = a.decode_tokens + 1;  // the first token comes from prefill
       options.ignore_eos = true;
-      auto r = (*engine)->Generate({prompt}, options);
-      if (!r.ok()) {
-        std::cerr << "bench_model: error: " << r.status().message() << "\n";
-        return 1;
+      std::vector<double> prefill, decode;
+      int64_t decode_tokens = 0, kv_bytes = 0;
+      for (int rep = 0; rep < std::max(1, a.repeats); ++rep) {
+        auto r = (*engine)->Generate({prompt}, options);
+        if (!r.ok()) {
+          std::cerr << "bench_model: error: " << r.status().message() << "\n";
+          return 1;
+        }
+        const auto& t = r->timing;
+        prefill.push_back(t.prefill_tokens / t.prefill_seconds);
+        decode.push_back(t.decode_tokens / t.decode_seconds);
+        decode_tokens = t.decode_tokens;
+        kv_bytes = r->requests[0].trace.kv_bytes;
       }
-      const auto& t = r->timing;
-      const double prefill = t.prefill_tokens / t.prefill_seconds;
-      const double decode = t.decode_tokens / t.decode_seconds;
-      const double kv_mib = r->requests[0].trace.kv_bytes / 1048576.0;
+      const nlohmann::json p = Summary(prefill), d = Summary(decode);
       std::printf("%-8d %-8d %-10lld %-14.1f %-14.2f %-12.2f\n", threads, context,
-                  static_cast<long long>(t.decode_tokens), prefill, decode, kv_mib);
+                  static_cast<long long>(decode_tokens), p["median"].get<double>(),
+                  d["median"].get<double>(), kv_bytes / 1048576.0);
       rows.push_back({{"threads", threads},
                       {"context", context},
-                      {"decode_tokens", t.decode_tokens},
-                      {"prefill_seconds", t.prefill_seconds},
-                      {"decode_seconds", t.decode_seconds},
-                      {"prefill_tokens_per_second", prefill},
-                      {"decode_tokens_per_second", decode},
-                      {"kv_bytes", r->requests[0].trace.kv_bytes}});
+                      {"decode_tokens", decode_tokens},
+                      {"repeats", prefill.size()},
+                      {"prefill_tokens_per_second", p},
+                      {"decode_tokens_per_second", d},
+                      {"kv_bytes", kv_bytes}});
     }
   }
-  nlohmann::json out = {{"model", a.model.empty() ? "random" : a.model},
-                        {"shape",
-                         {{"hidden", a.hidden},
-                          {"layers", a.layers},
-                          {"heads", a.heads},
-                          {"kv_heads", a.kv_heads},
-                          {"head_dim", a.head_dim},
-                          {"intermediate", a.intermediate},
-                          {"vocab", a.vocab}}},
-                        {"results", rows}};
+  nlohmann::json out = described;
+  out["results"] = rows;
   std::cout << out.dump() << "\n";
   if (!a.json_path.empty()) std::ofstream(a.json_path) << out.dump(2) << "\n";
   return 0;
@@ -139,6 +242,9 @@ int main(int argc, char** argv) {
   app.add_option("--contexts", a.contexts, "Prompt lengths")->delimiter(',');
   app.add_option("--threads", a.threads, "Thread counts")->delimiter(',');
   app.add_option("--decode-tokens", a.decode_tokens);
+  app.add_option("--repeats", a.repeats, "Runs per point (median and spread reported)")
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--gemm", a.gemm, "Time the dense kernel at M,N,K instead")->delimiter(',');
   app.add_option("--json", a.json_path, "Also write the JSON here");
   CLI11_PARSE(app, argc, argv);
   return fluxattn::Run(a);

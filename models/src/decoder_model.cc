@@ -1,33 +1,29 @@
 #include "fluxattn/models/decoder_model.h"
 
-#include <Eigen/Core>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "fluxattn/kernels/cpu_dense.h"
 #include "fluxattn/models/safetensors.h"
 #include "fluxattn/status.h"
-#include "thread_pool.h"
+#include "fluxattn/thread_pool.h"
 
 namespace fluxattn::models {
 namespace {
-
-using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-using ConstMatrixMap = Eigen::Map<const RowMatrix>;
-using StridedMatrixMap = Eigen::Map<RowMatrix, 0, Eigen::OuterStride<>>;
 
 std::string LayerName(int layer, const std::string& suffix) {
   return absl::StrCat("model.layers.", layer, ".", suffix);
 }
 
-// A dense linear map y = x W^T + b with W [out, in] row-major (the checkpoint layout).
-struct Linear {
-  std::vector<float> weight;
-  std::vector<float> bias;  // empty: none
-  int64_t in = 0;
-  int64_t out = 0;
+// A weight matrix [out, in] as stored in the checkpoint (float32, bfloat16 or float16; `tensor`
+// keeps its memory alive, for a memory-mapped checkpoint a view into the mapping).
+struct Weight {
+  Tensor tensor;
+  const void* data = nullptr;
+  DType type = DType::kF32;
 };
 
 struct Layer {
@@ -35,15 +31,50 @@ struct Layer {
   std::vector<float> post_norm;
   std::vector<float> q_norm;  // empty without per-head norms
   std::vector<float> k_norm;
-  Linear qkv;  // q, k and v projections stacked along the output axis
-  Linear o;
-  Linear gate_up;  // gate and up projections stacked along the output axis
-  Linear down;
+  Weight q, k, v, o, gate, up, down;
+  std::vector<float> q_bias, k_bias, v_bias, o_bias;  // empty: none
+  std::vector<float> gate_bias, up_bias, down_bias;
 };
 
-std::vector<float> ToVector(const Tensor& t) {
-  const float* p = t.data<float>();
-  return std::vector<float>(p, p + t.numel());
+const float* BiasOrNull(const std::vector<float>& b) { return b.empty() ? nullptr : b.data(); }
+
+// The first non-finite element of `t` (float32, bfloat16 or float16), by its bits: -1 if none;
+// *nan tells NaN from infinity.
+int64_t FirstNonFinite(const Tensor& t, bool* nan) {
+  const int64_t n = t.numel();
+  if (t.dtype() == DType::kF32) {
+    const uint32_t* p = static_cast<const uint32_t*>(t.raw_data());
+    for (int64_t i = 0; i < n; ++i) {
+      if ((p[i] & 0x7f800000u) == 0x7f800000u) {
+        *nan = (p[i] & 0x007fffffu) != 0;
+        return i;
+      }
+    }
+    return -1;
+  }
+  const uint16_t* p = static_cast<const uint16_t*>(t.raw_data());
+  const uint16_t exp_mask = t.dtype() == DType::kBF16 ? 0x7f80 : 0x7c00;
+  for (int64_t i = 0; i < n; ++i) {
+    if ((p[i] & exp_mask) == exp_mask) {
+      *nan = (p[i] & static_cast<uint16_t>(~exp_mask & 0x7fff)) != 0;
+      return i;
+    }
+  }
+  return -1;
+}
+
+// Buffers of one Forward call, kept between calls (grown, never shrunk) so that no layer
+// allocates.
+struct Scratch {
+  std::vector<float> x, xn, tmp, act;
+  std::vector<float> q_pre, q, k, v, attn;
+  std::vector<float> selected;
+  std::vector<const float*> rope_rows;
+  std::vector<SequenceRows> seq_rows;
+};
+
+void Grow(std::vector<float>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(n);
 }
 
 class DecoderModel : public LanguageModel {
@@ -59,82 +90,80 @@ class DecoderModel : public LanguageModel {
   const ModelInfo& info() const override { return spec_.info; }
   const WeightSource& weights() const override { return *weights_; }
   const std::vector<int64_t>& stop_token_ids() const override { return spec_.eos_token_ids; }
-  void SetThreads(int threads) override {
-    pool_ = std::make_unique<ThreadPool>(threads);
-    threads_ = pool_->size();
-  }
-  int threads() const override { return threads_; }
+  // One pool for the model and attention: the process-wide one.
+  void SetThreads(int threads) override { SetCpuThreads(threads); }
+  int threads() const override { return CpuThreads(); }
 
   absl::Status Forward(std::span<const SequenceChunk> batch, LayerAttention& attention,
                        bool all_positions, std::vector<float>* logits) override;
 
  private:
+  absl::Status CheckFinite(const std::string& name, const Tensor& t) const {
+    // One NaN or infinite weight turns every logit into NaN and greedy decoding then silently
+    // returns token 0; a corrupt checkpoint is refused at load instead.
+    bool nan = false;
+    const int64_t i = FirstNonFinite(t, &nan);
+    if (i < 0) return absl::OkStatus();
+    return InvalidInput(absl::StrCat(spec_.info.path.empty() ? "weights" : spec_.info.path,
+                                     ": tensor '", name, "'"),
+                        "finite weights",
+                        absl::StrCat(nan ? "NaN" : "an infinite value", " at element ", i));
+  }
+  // A small tensor (norm weights, biases) converted to float32.
   absl::StatusOr<std::vector<float>> Get(const std::string& name,
                                          const std::vector<int64_t>& shape) {
     FLUXATTN_ASSIGN_OR_RETURN(Tensor t, weights_->GetF32(name, shape));
-    std::vector<float> values = ToVector(t);
-    // One NaN or infinite weight turns every logit into NaN and greedy decoding then silently
-    // returns token 0; a corrupt checkpoint is refused at load instead.
-    for (size_t i = 0; i < values.size(); ++i) {
-      if (!std::isfinite(values[i])) {
-        return InvalidInput(
-            absl::StrCat(spec_.info.path.empty() ? "weights" : spec_.info.path, ": tensor '", name,
-                         "'"),
-            "finite weights",
-            absl::StrCat(std::isnan(values[i]) ? "NaN" : "an infinite value", " at element ", i));
-      }
-    }
-    return values;
+    FLUXATTN_RETURN_IF_ERROR(CheckFinite(name, t));
+    const float* p = t.data<float>();
+    return std::vector<float>(p, p + t.numel());
   }
-  // Loads and stacks the given [rows_i, in] matrices (and their biases when `bias`).
-  absl::StatusOr<Linear> LoadLinear(const std::vector<std::pair<std::string, int64_t>>& parts,
-                                    int64_t in, bool bias);
-
-  // y[n, out] = x[n, in] W^T + b, split over output features.
-  void Apply(const Linear& lin, const float* x, int64_t n, float* y);
-  void RmsNorm(const float* x, int64_t rows, int64_t dim, const std::vector<float>& w, float* y);
-  void Rope(float* x, int64_t n, int heads, const std::vector<int64_t>& positions);
+  // A weight matrix as stored; float32 only where the dtype is not one the kernels read.
+  absl::StatusOr<Weight> GetWeight(const std::string& name, const std::vector<int64_t>& shape) {
+    FLUXATTN_ASSIGN_OR_RETURN(Tensor t, weights_->GetRaw(name, shape));
+    if (t.dtype() != DType::kF32 && t.dtype() != DType::kBF16 && t.dtype() != DType::kF16) {
+      FLUXATTN_ASSIGN_OR_RETURN(t, weights_->GetF32(name, shape));
+    }
+    FLUXATTN_RETURN_IF_ERROR(CheckFinite(name, t));
+    Weight w;
+    w.data = t.raw_data();
+    w.type = t.dtype();
+    w.tensor = std::move(t);
+    return w;
+  }
+  absl::Status LoadProjection(int layer, const std::string& name, int64_t rows, int64_t in,
+                              bool bias, Weight* w, std::vector<float>* b) {
+    FLUXATTN_ASSIGN_OR_RETURN(*w, GetWeight(LayerName(layer, name + ".weight"), {rows, in}));
+    if (bias) {
+      FLUXATTN_ASSIGN_OR_RETURN(*b, Get(LayerName(layer, name + ".bias"), {rows}));
+    }
+    return absl::OkStatus();
+  }
+  // Rows of the RoPE table up to `positions` (cos then sin of every frequency per position).
+  void EnsureRopeTable(int64_t positions);
 
   ModelSpec spec_;
   std::unique_ptr<WeightSource> weights_;
-  std::unique_ptr<ThreadPool> pool_;
-  int threads_ = 1;
   std::vector<float> inv_freq_;
-  std::vector<float> embed_;  // [vocab, hidden]
+  Weight embed_;  // [vocab, hidden]
   std::vector<float> final_norm_;
-  Linear lm_head_;  // shares nothing with embed_ (tied weights are copied once)
+  Weight lm_head_;  // the embedding itself when tied (no copy)
   std::vector<Layer> layers_;
+  std::vector<float> rope_table_;  // [positions][head_dim]: cos[half], sin[half]
+  int64_t rope_positions_ = 0;
+  Scratch scratch_;
 };
-
-absl::StatusOr<Linear> DecoderModel::LoadLinear(
-    const std::vector<std::pair<std::string, int64_t>>& parts, int64_t in, bool bias) {
-  Linear lin;
-  lin.in = in;
-  for (const auto& [prefix, rows] : parts) {
-    FLUXATTN_ASSIGN_OR_RETURN(auto w, Get(prefix + ".weight", {rows, in}));
-    lin.weight.insert(lin.weight.end(), w.begin(), w.end());
-    if (bias) {
-      FLUXATTN_ASSIGN_OR_RETURN(auto b, Get(prefix + ".bias", {rows}));
-      lin.bias.insert(lin.bias.end(), b.begin(), b.end());
-    }
-    lin.out += rows;
-  }
-  return lin;
-}
 
 absl::Status DecoderModel::Load() {
   const ModelInfo& m = spec_.info;
   const int64_t h = m.hidden_size, d = m.head_dim, v = m.vocab_size;
   const int64_t inter = spec_.intermediate_size;
   const int64_t q_dim = int64_t{m.num_q_heads} * d, kv_dim = int64_t{m.num_kv_heads} * d;
-  FLUXATTN_ASSIGN_OR_RETURN(embed_, Get("model.embed_tokens.weight", {v, h}));
+  FLUXATTN_ASSIGN_OR_RETURN(embed_, GetWeight("model.embed_tokens.weight", {v, h}));
   FLUXATTN_ASSIGN_OR_RETURN(final_norm_, Get("model.norm.weight", {h}));
-  lm_head_.in = h;
-  lm_head_.out = v;
   if (spec_.tie_word_embeddings) {
-    lm_head_.weight = embed_;
+    lm_head_ = embed_;
   } else {
-    FLUXATTN_ASSIGN_OR_RETURN(lm_head_.weight, Get("lm_head.weight", {v, h}));
+    FLUXATTN_ASSIGN_OR_RETURN(lm_head_, GetWeight("lm_head.weight", {v, h}));
   }
   layers_.resize(m.num_layers);
   for (int i = 0; i < m.num_layers; ++i) {
@@ -146,71 +175,41 @@ absl::Status DecoderModel::Load() {
       FLUXATTN_ASSIGN_OR_RETURN(L.q_norm, Get(LayerName(i, "self_attn.q_norm.weight"), {d}));
       FLUXATTN_ASSIGN_OR_RETURN(L.k_norm, Get(LayerName(i, "self_attn.k_norm.weight"), {d}));
     }
-    FLUXATTN_ASSIGN_OR_RETURN(L.qkv, LoadLinear({{LayerName(i, "self_attn.q_proj"), q_dim},
-                                                 {LayerName(i, "self_attn.k_proj"), kv_dim},
-                                                 {LayerName(i, "self_attn.v_proj"), kv_dim}},
-                                                h, spec_.qkv_bias));
-    FLUXATTN_ASSIGN_OR_RETURN(
-        L.o, LoadLinear({{LayerName(i, "self_attn.o_proj"), h}}, q_dim, spec_.o_bias));
-    FLUXATTN_ASSIGN_OR_RETURN(L.gate_up, LoadLinear({{LayerName(i, "mlp.gate_proj"), inter},
-                                                     {LayerName(i, "mlp.up_proj"), inter}},
-                                                    h, spec_.mlp_bias));
-    FLUXATTN_ASSIGN_OR_RETURN(
-        L.down, LoadLinear({{LayerName(i, "mlp.down_proj"), h}}, inter, spec_.mlp_bias));
+    FLUXATTN_RETURN_IF_ERROR(
+        LoadProjection(i, "self_attn.q_proj", q_dim, h, spec_.qkv_bias, &L.q, &L.q_bias));
+    FLUXATTN_RETURN_IF_ERROR(
+        LoadProjection(i, "self_attn.k_proj", kv_dim, h, spec_.qkv_bias, &L.k, &L.k_bias));
+    FLUXATTN_RETURN_IF_ERROR(
+        LoadProjection(i, "self_attn.v_proj", kv_dim, h, spec_.qkv_bias, &L.v, &L.v_bias));
+    FLUXATTN_RETURN_IF_ERROR(
+        LoadProjection(i, "self_attn.o_proj", h, q_dim, spec_.o_bias, &L.o, &L.o_bias));
+    FLUXATTN_RETURN_IF_ERROR(
+        LoadProjection(i, "mlp.gate_proj", inter, h, spec_.mlp_bias, &L.gate, &L.gate_bias));
+    FLUXATTN_RETURN_IF_ERROR(
+        LoadProjection(i, "mlp.up_proj", inter, h, spec_.mlp_bias, &L.up, &L.up_bias));
+    FLUXATTN_RETURN_IF_ERROR(
+        LoadProjection(i, "mlp.down_proj", h, inter, spec_.mlp_bias, &L.down, &L.down_bias));
   }
   return absl::OkStatus();
 }
 
-void DecoderModel::Apply(const Linear& lin, const float* x, int64_t n, float* y) {
-  ConstMatrixMap X(x, n, lin.in);
-  pool_->ParallelFor(lin.out, 16, [&](int64_t begin, int64_t end) {
-    const int64_t cols = end - begin;
-    ConstMatrixMap W(lin.weight.data() + begin * lin.in, cols, lin.in);
-    StridedMatrixMap Y(y + begin, n, cols, Eigen::OuterStride<>(lin.out));
-    Y.noalias() = X * W.transpose();
-    if (!lin.bias.empty()) {
-      for (int64_t r = 0; r < n; ++r) {
-        float* row = y + r * lin.out;
-        for (int64_t c = begin; c < end; ++c) row[c] += lin.bias[c];
-      }
-    }
-  });
-}
-
-void DecoderModel::RmsNorm(const float* x, int64_t rows, int64_t dim, const std::vector<float>& w,
-                           float* y) {
-  const float eps = static_cast<float>(spec_.rms_norm_eps);
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * dim;
-    float* yr = y + r * dim;
-    double sum = 0;
-    for (int64_t i = 0; i < dim; ++i) sum += static_cast<double>(xr[i]) * xr[i];
-    const float variance = static_cast<float>(sum / dim);
-    const float inv = 1.0f / std::sqrt(variance + eps);
-    for (int64_t i = 0; i < dim; ++i) yr[i] = w[i] * (xr[i] * inv);
-  }
-}
-
-void DecoderModel::Rope(float* x, int64_t n, int heads, const std::vector<int64_t>& positions) {
+void DecoderModel::EnsureRopeTable(int64_t positions) {
+  if (positions <= rope_positions_) return;
   const int d = spec_.info.head_dim, half = d / 2;
-  std::vector<float> cos_v(half), sin_v(half);
-  for (int64_t t = 0; t < n; ++t) {
+  // Grown in steps of 4096 positions (or doubled), so long generations extend it rarely.
+  const int64_t target = std::max({positions, rope_positions_ * 2, int64_t{4096}});
+  rope_table_.resize(target * d);
+  for (int64_t p = rope_positions_; p < target; ++p) {
     // The angle is a float32 product as in the reference, so small positions match exactly.
-    const float pos = static_cast<float>(positions[t]);
+    const float pos = static_cast<float>(p);
+    float* row = &rope_table_[p * d];
     for (int i = 0; i < half; ++i) {
       const float angle = pos * inv_freq_[i];
-      cos_v[i] = std::cos(angle);
-      sin_v[i] = std::sin(angle);
-    }
-    for (int hh = 0; hh < heads; ++hh) {
-      float* v = x + (t * heads + hh) * d;
-      for (int i = 0; i < half; ++i) {
-        const float a = v[i], b = v[i + half];
-        v[i] = a * cos_v[i] - b * sin_v[i];
-        v[i + half] = b * cos_v[i] + a * sin_v[i];
-      }
+      row[i] = std::cos(angle);
+      row[half + i] = std::sin(angle);
     }
   }
+  rope_positions_ = target;
 }
 
 absl::Status DecoderModel::Forward(std::span<const SequenceChunk> batch, LayerAttention& attention,
@@ -219,24 +218,35 @@ absl::Status DecoderModel::Forward(std::span<const SequenceChunk> batch, LayerAt
   const int64_t h = m.hidden_size, d = m.head_dim, vocab = m.vocab_size;
   const int hq = m.num_q_heads, hkv = m.num_kv_heads;
   const int64_t q_dim = hq * d, kv_dim = hkv * d, inter = spec_.intermediate_size;
+  const float eps = static_cast<float>(spec_.rms_norm_eps);
   int64_t n = 0;
   std::vector<int64_t> row0(batch.size());
-  std::vector<int64_t> positions;
+  int64_t max_pos = 0;
   for (size_t s = 0; s < batch.size(); ++s) {
     row0[s] = n;
     n += static_cast<int64_t>(batch[s].tokens.size());
-    for (size_t t = 0; t < batch[s].tokens.size(); ++t) {
-      positions.push_back(batch[s].pos0 + static_cast<int64_t>(t));
-    }
+    max_pos = std::max(max_pos, batch[s].pos0 + static_cast<int64_t>(batch[s].tokens.size()));
   }
   if (n == 0) return absl::InvalidArgumentError("Forward: the batch has no tokens");
-  std::vector<SequenceRows> seq_rows(batch.size());
+  Scratch& sc = scratch_;
+  sc.seq_rows.resize(batch.size());
   for (size_t s = 0; s < batch.size(); ++s) {
-    seq_rows[s].row0 = row0[s];
-    seq_rows[s].num_tokens = static_cast<int64_t>(batch[s].tokens.size());
-    seq_rows[s].pos0 = batch[s].pos0;
+    sc.seq_rows[s].row0 = row0[s];
+    sc.seq_rows[s].num_tokens = static_cast<int64_t>(batch[s].tokens.size());
+    sc.seq_rows[s].pos0 = batch[s].pos0;
   }
-  std::vector<float> x(n * h), xn(n * h), tmp(n * std::max(h, 2 * inter));
+  Grow(sc.x, n * h);
+  Grow(sc.xn, n * h);
+  Grow(sc.tmp, n * std::max(h, 2 * inter));
+  Grow(sc.act, n * inter);
+  Grow(sc.q_pre, n * q_dim);
+  Grow(sc.q, n * q_dim);
+  Grow(sc.k, n * kv_dim);
+  Grow(sc.v, n * kv_dim);
+  Grow(sc.attn, n * q_dim);
+  float* x = sc.x.data();
+  float* xn = sc.xn.data();
+  float* tmp = sc.tmp.data();
   for (size_t s = 0; s < batch.size(); ++s) {
     for (size_t t = 0; t < batch[s].tokens.size(); ++t) {
       const int64_t id = batch[s].tokens[t];
@@ -245,37 +255,43 @@ absl::Status DecoderModel::Forward(std::span<const SequenceChunk> batch, LayerAt
             absl::StrCat("token id at position ", batch[s].pos0 + t, " of sequence ", s),
             absl::StrCat("an id in [0, ", vocab, ")"), absl::StrCat(id));
       }
-      std::memcpy(&x[(row0[s] + t) * h], &embed_[id * h], h * sizeof(float));
+      cpu::ConvertRow(embed_.data, embed_.type, id, h, &x[(row0[s] + t) * h]);
     }
   }
-  std::vector<float> qkv(n * (q_dim + 2 * kv_dim));
-  std::vector<float> q_pre(n * q_dim), q(n * q_dim), k(n * kv_dim), v(n * kv_dim);
-  std::vector<float> attn(n * q_dim);
+  EnsureRopeTable(max_pos);
+  sc.rope_rows.resize(n);
+  for (size_t s = 0; s < batch.size(); ++s) {
+    for (size_t t = 0; t < batch[s].tokens.size(); ++t) {
+      sc.rope_rows[row0[s] + t] = &rope_table_[(batch[s].pos0 + t) * d];
+    }
+  }
+  std::vector<float>& q_pre = sc.q_pre;
+  std::vector<float>& q = sc.q;
+  std::vector<float>& k = sc.k;
+  std::vector<float>& v = sc.v;
+  std::vector<float>& attn = sc.attn;
   for (int li = 0; li < m.num_layers; ++li) {
     const Layer& L = layers_[li];
-    RmsNorm(x.data(), n, h, L.input_norm, xn.data());
-    Apply(L.qkv, xn.data(), n, qkv.data());
-    const int64_t stride = q_dim + 2 * kv_dim;
-    for (int64_t r = 0; r < n; ++r) {
-      const float* row = &qkv[r * stride];
-      std::memcpy(&q_pre[r * q_dim], row, q_dim * sizeof(float));
-      std::memcpy(&k[r * kv_dim], row + q_dim, kv_dim * sizeof(float));
-      std::memcpy(&v[r * kv_dim], row + q_dim + kv_dim, kv_dim * sizeof(float));
-    }
+    cpu::RmsNorm(x, n, h, L.input_norm.data(), eps, xn);
+    const cpu::LinearPart qkv[3] = {
+        {L.q.data, L.q.type, q_dim, BiasOrNull(L.q_bias), q_pre.data(), q_dim},
+        {L.k.data, L.k.type, kv_dim, BiasOrNull(L.k_bias), k.data(), kv_dim},
+        {L.v.data, L.v.type, kv_dim, BiasOrNull(L.v_bias), v.data(), kv_dim}};
+    cpu::Linear(xn, h, n, h, qkv, 3);
     if (spec_.qk_norm) {
-      RmsNorm(q_pre.data(), n * hq, d, L.q_norm, q_pre.data());
-      RmsNorm(k.data(), n * hkv, d, L.k_norm, k.data());
+      cpu::RmsNorm(q_pre.data(), n * hq, d, L.q_norm.data(), eps, q_pre.data());
+      cpu::RmsNorm(k.data(), n * hkv, d, L.k_norm.data(), eps, k.data());
     }
-    q = q_pre;
-    Rope(q.data(), n, hq, positions);
-    Rope(k.data(), n, hkv, positions);
+    std::memcpy(q.data(), q_pre.data(), n * q_dim * sizeof(float));
+    cpu::Rope(q.data(), n, hq, static_cast<int>(d), sc.rope_rows.data());
+    cpu::Rope(k.data(), n, hkv, static_cast<int>(d), sc.rope_rows.data());
     {
       LayerAttentionBatch in;
       in.layer = li;
       in.num_q_heads = hq;
       in.num_kv_heads = hkv;
       in.head_dim = static_cast<int>(d);
-      in.seqs = seq_rows;
+      in.seqs = sc.seq_rows;
       in.q_pre_rope =
           TensorView::Contiguous(q_pre.data(), DType::kF32, DeviceType::kCpu, {n, hq, d});
       in.q = TensorView::Contiguous(q.data(), DType::kF32, DeviceType::kCpu, {n, hq, d});
@@ -284,20 +300,19 @@ absl::Status DecoderModel::Forward(std::span<const SequenceChunk> batch, LayerAt
       FLUXATTN_RETURN_IF_ERROR(attention.Attend(
           in, TensorView::Contiguous(attn.data(), DType::kF32, DeviceType::kCpu, {n, hq, d})));
     }
-    Apply(L.o, attn.data(), n, tmp.data());
-    for (int64_t i = 0; i < n * h; ++i) x[i] += tmp[i];
-    RmsNorm(x.data(), n, h, L.post_norm, xn.data());
-    Apply(L.gate_up, xn.data(), n, tmp.data());
-    // SwiGLU: silu(gate) * up, written over the gate half of each row.
-    std::vector<float> act(n * inter);
-    for (int64_t r = 0; r < n; ++r) {
-      const float* g = &tmp[r * 2 * inter];
-      const float* u = g + inter;
-      float* a = &act[r * inter];
-      for (int64_t i = 0; i < inter; ++i) a[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-    }
-    Apply(L.down, act.data(), n, tmp.data());
-    for (int64_t i = 0; i < n * h; ++i) x[i] += tmp[i];
+    const cpu::LinearPart o{L.o.data, L.o.type, h, BiasOrNull(L.o_bias), tmp, h};
+    cpu::Linear(attn.data(), q_dim, n, q_dim, &o, 1);
+    cpu::AddInPlace(x, tmp, n * h);
+    cpu::RmsNorm(x, n, h, L.post_norm.data(), eps, xn);
+    // Gate and up side by side in each row of tmp, then SwiGLU: silu(gate) * up.
+    const cpu::LinearPart gate_up[2] = {
+        {L.gate.data, L.gate.type, inter, BiasOrNull(L.gate_bias), tmp, 2 * inter},
+        {L.up.data, L.up.type, inter, BiasOrNull(L.up_bias), tmp + inter, 2 * inter}};
+    cpu::Linear(xn, h, n, h, gate_up, 2);
+    cpu::SwiGlu(tmp, n, inter, sc.act.data());
+    const cpu::LinearPart down{L.down.data, L.down.type, h, BiasOrNull(L.down_bias), tmp, h};
+    cpu::Linear(sc.act.data(), inter, n, inter, &down, 1);
+    cpu::AddInPlace(x, tmp, n * h);
   }
   // Logits only for the rows asked for.
   std::vector<int64_t> rows;
@@ -309,13 +324,15 @@ absl::Status DecoderModel::Forward(std::span<const SequenceChunk> batch, LayerAt
       rows.push_back(row0[s] + len - 1);
     }
   }
-  std::vector<float> selected(rows.size() * h);
-  for (size_t r = 0; r < rows.size(); ++r) {
-    std::memcpy(&selected[r * h], &x[rows[r] * h], h * sizeof(float));
+  const int64_t nr = static_cast<int64_t>(rows.size());
+  Grow(sc.selected, nr * h);
+  for (int64_t r = 0; r < nr; ++r) {
+    std::memcpy(&sc.selected[r * h], &x[rows[r] * h], h * sizeof(float));
   }
-  RmsNorm(selected.data(), rows.size(), h, final_norm_, selected.data());
-  logits->resize(rows.size() * vocab);
-  Apply(lm_head_, selected.data(), rows.size(), logits->data());
+  cpu::RmsNorm(sc.selected.data(), nr, h, final_norm_.data(), eps, sc.selected.data());
+  logits->resize(nr * vocab);
+  const cpu::LinearPart head{lm_head_.data, lm_head_.type, vocab, nullptr, logits->data(), vocab};
+  cpu::Linear(sc.selected.data(), h, nr, h, &head, 1);
   return absl::OkStatus();
 }
 
@@ -384,6 +401,11 @@ absl::StatusOr<Tensor> InMemoryWeights::GetF32(const std::string& name,
                         ShapeToString(it->second.shape()));
   }
   return it->second;
+}
+
+absl::StatusOr<Tensor> InMemoryWeights::GetRaw(const std::string& name,
+                                               const std::vector<int64_t>& expected_shape) const {
+  return GetF32(name, expected_shape);  // held as given
 }
 
 absl::StatusOr<std::unique_ptr<InMemoryWeights>> RandomWeights(const ModelSpec& spec,

@@ -28,9 +28,9 @@ using nlohmann::json;
 // unknown dtype.
 int DTypeBytes(const std::string& dtype) {
   static const std::map<std::string, int> kSizes = {
-      {"BOOL", 1}, {"U8", 1},      {"I8", 1},      {"F8_E4M3", 1}, {"F8_E5M2", 1},
-      {"I16", 2},  {"U16", 2},     {"F16", 2},     {"BF16", 2},    {"I32", 4},
-      {"U32", 4},  {"F32", 4},     {"F64", 8},     {"I64", 8},     {"U64", 8}};
+      {"BOOL", 1}, {"U8", 1},  {"I8", 1},  {"F8_E4M3", 1}, {"F8_E5M2", 1},
+      {"I16", 2},  {"U16", 2}, {"F16", 2}, {"BF16", 2},    {"I32", 4},
+      {"U32", 4},  {"F32", 4}, {"F64", 8}, {"I64", 8},     {"U64", 8}};
   auto it = kSizes.find(dtype);
   return it == kSizes.end() ? 0 : it->second;
 }
@@ -209,8 +209,8 @@ const SafetensorsTensorInfo* SafetensorsFile::Find(const std::string& name) cons
   return it == index_.end() ? nullptr : &tensors_[it->second];
 }
 
-absl::StatusOr<Tensor> SafetensorsFile::GetF32(const std::string& name,
-                                               const std::vector<int64_t>& expected_shape) const {
+absl::StatusOr<const SafetensorsTensorInfo*> SafetensorsFile::Lookup(
+    const std::string& name, const std::vector<int64_t>& expected_shape) const {
   const SafetensorsTensorInfo* info = Find(name);
   if (info == nullptr) {
     return absl::NotFoundError(
@@ -221,6 +221,38 @@ absl::StatusOr<Tensor> SafetensorsFile::GetF32(const std::string& name,
                         absl::StrCat("shape ", ShapeToString(expected_shape)),
                         ShapeToString(info->shape));
   }
+  return info;
+}
+
+absl::StatusOr<Tensor> SafetensorsFile::GetRaw(const std::string& name,
+                                               const std::vector<int64_t>& expected_shape) const {
+  FLUXATTN_ASSIGN_OR_RETURN(const SafetensorsTensorInfo* info, Lookup(name, expected_shape));
+  DType dtype;
+  if (info->dtype == "F32") {
+    dtype = DType::kF32;
+  } else if (info->dtype == "BF16") {
+    dtype = DType::kBF16;
+  } else if (info->dtype == "F16") {
+    dtype = DType::kF16;
+  } else {
+    return GetF32(name, expected_shape);  // F64 converted; other dtypes refused there
+  }
+  const size_t bytes = static_cast<size_t>(info->end - info->begin);
+  const uint8_t* src = data_ + info->begin;
+  if (reinterpret_cast<uintptr_t>(src) % DTypeSize(dtype) == 0) {
+    // Zero copy: the tensor keeps the mapping alive.
+    auto buffer = Buffer::Borrow(CpuDevice(), const_cast<uint8_t*>(src), bytes,
+                                 std::const_pointer_cast<SafetensorsFile>(shared_from_this()));
+    return Tensor::FromBuffer(std::move(buffer), 0, info->shape, dtype);
+  }
+  FLUXATTN_ASSIGN_OR_RETURN(Tensor out, Tensor::Empty(info->shape, dtype, CpuDevice()));
+  std::memcpy(out.raw_data(), src, bytes);
+  return out;
+}
+
+absl::StatusOr<Tensor> SafetensorsFile::GetF32(const std::string& name,
+                                               const std::vector<int64_t>& expected_shape) const {
+  FLUXATTN_ASSIGN_OR_RETURN(const SafetensorsTensorInfo* info, Lookup(name, expected_shape));
   const int64_t n = info->numel();
   const uint8_t* src = data_ + info->begin;
   if (info->dtype == "F32" && reinterpret_cast<uintptr_t>(src) % alignof(float) == 0) {
@@ -277,6 +309,16 @@ class SafetensorsWeightSource : public WeightSource {
                                               ": expected in the checkpoint, found missing"));
     }
     return it->second->GetF32(name, expected_shape);
+  }
+  absl::StatusOr<Tensor> GetRaw(const std::string& name,
+                                const std::vector<int64_t>& expected_shape) const override {
+    auto it = owner_.find(name);
+    if (it == owner_.end()) {
+      std::string where = files_.size() == 1 ? files_[0]->path() : "checkpoint";
+      return absl::NotFoundError(absl::StrCat(where, ": tensor ", Quote(name),
+                                              ": expected in the checkpoint, found missing"));
+    }
+    return it->second->GetRaw(name, expected_shape);
   }
 
  private:
@@ -353,9 +395,9 @@ absl::StatusOr<std::unique_ptr<WeightSource>> OpenCheckpointWeights(const std::s
   }
   if (candidates.size() == 1) return OpenSafetensorsWeights(candidates[0].string());
   return InvalidInput(dir, "model.safetensors or model.safetensors.index.json",
-                      candidates.empty() ? "no safetensors file"
-                                         : absl::StrCat(candidates.size(),
-                                                        " safetensors files and no index"));
+                      candidates.empty()
+                          ? "no safetensors file"
+                          : absl::StrCat(candidates.size(), " safetensors files and no index"));
 }
 
 }  // namespace fluxattn::models

@@ -90,6 +90,27 @@ TEST(Safetensors, ReadsEveryFloatDtype) {
   ASSERT_TRUE(source.ok()) << source.status();
   EXPECT_TRUE((*source)->Has("c"));
   EXPECT_EQ((*source)->Names().size(), 4u);
+  // As stored: BF16 and F16 keep their dtype and bits, F64 becomes F32.
+  auto raw_b = (*source)->GetRaw("b", {5});
+  ASSERT_TRUE(raw_b.ok()) << raw_b.status();
+  EXPECT_EQ(raw_b->dtype(), DType::kBF16);
+  for (size_t i = 0; i < bf.size(); ++i) {
+    EXPECT_EQ(raw_b->data<uint16_t>()[i], Bf16Bits(bf[i])) << i;
+  }
+  auto raw_c = (*source)->GetRaw("c", {2, 2});
+  ASSERT_TRUE(raw_c.ok()) << raw_c.status();
+  EXPECT_EQ(raw_c->dtype(), DType::kF16);
+  EXPECT_EQ(raw_c->shape(), (std::vector<int64_t>{2, 2}));
+  for (size_t i = 0; i < f16v.size(); ++i) {
+    EXPECT_EQ(F16ToFloat(raw_c->data<uint16_t>()[i]), f16v[i]) << i;
+  }
+  auto raw_d = (*source)->GetRaw("d", {3});
+  ASSERT_TRUE(raw_d.ok()) << raw_d.status();
+  EXPECT_EQ(raw_d->dtype(), DType::kF32);
+  EXPECT_EQ(raw_d->data<float>()[2], static_cast<float>(f64[2]));
+  auto raw_wrong = (*source)->GetRaw("b", {4});
+  ASSERT_FALSE(raw_wrong.ok());
+  EXPECT_NE(raw_wrong.status().message().find("[5]"), std::string::npos);
 }
 
 // Writes one file and returns the error message of opening it.

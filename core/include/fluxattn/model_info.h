@@ -44,6 +44,14 @@ class WeightSource {
   // `expected_shape` is non-empty and differs, both shapes.
   virtual absl::StatusOr<Tensor> GetF32(const std::string& name,
                                         const std::vector<int64_t>& expected_shape) const = 0;
+  // The tensor as stored: its own dtype (F32, BF16 and F16 as they are; F64 converted to F32) and
+  // shape, on the CPU. A memory-mapped checkpoint hands out a view into the mapping (no copy; the
+  // tensor keeps the mapping alive), so a model computing from it holds no converted copy. Same
+  // errors as GetF32. The default converts with GetF32.
+  virtual absl::StatusOr<Tensor> GetRaw(const std::string& name,
+                                        const std::vector<int64_t>& expected_shape) const {
+    return GetF32(name, expected_shape);
+  }
 };
 
 }  // namespace fluxattn

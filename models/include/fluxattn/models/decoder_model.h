@@ -1,7 +1,9 @@
 // Decoder-only transformer on the CPU covering Llama 3.x, Qwen2, Qwen3 and their Flux (Paw*)
 // variants: RMSNorm, GQA attention with optional q/k/v/o biases and per-head q/k norms, RoPE,
-// SwiGLU MLP, tied or untied output embeddings. Weights are converted to float32 once at load;
-// matrix products run on Eigen, split over worker threads.
+// SwiGLU MLP, tied or untied output embeddings. Weight matrices are used as stored (float32,
+// bfloat16 or float16, read in place from the memory-mapped checkpoint; no float32 copy) with
+// float32 activations and accumulation, through the CPU kernels of fluxattn/kernels/cpu_dense.h on
+// the process-wide thread pool (fluxattn/thread_pool.h), which attention shares.
 #pragma once
 
 #include <cstdint>
@@ -16,7 +18,7 @@
 namespace fluxattn::models {
 
 struct ModelLoadOptions {
-  int threads = 0;  // 0: hardware concurrency
+  int threads = 0;  // the process-wide CPU pool's size; 0: hardware concurrency
 };
 
 // A tensor the architecture needs, with the shape the config implies.
@@ -44,6 +46,8 @@ class InMemoryWeights : public WeightSource {
   bool Has(const std::string& name) const override { return tensors_.count(name) != 0; }
   std::vector<std::string> Names() const override;
   absl::StatusOr<Tensor> GetF32(const std::string& name,
+                                const std::vector<int64_t>& expected_shape) const override;
+  absl::StatusOr<Tensor> GetRaw(const std::string& name,
                                 const std::vector<int64_t>& expected_shape) const override;
 
  private:

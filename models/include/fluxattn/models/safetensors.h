@@ -42,10 +42,16 @@ class SafetensorsFile : public std::enable_shared_from_this<SafetensorsFile> {
   // are converted). With a non-empty `expected_shape`, a different shape is an error naming both.
   absl::StatusOr<Tensor> GetF32(const std::string& name,
                                 const std::vector<int64_t>& expected_shape) const;
+  // The tensor as stored (WeightSource::GetRaw): F32, BF16 and F16 data in place when aligned to
+  // the element size (copied otherwise), F64 converted to F32.
+  absl::StatusOr<Tensor> GetRaw(const std::string& name,
+                                const std::vector<int64_t>& expected_shape) const;
 
  private:
   SafetensorsFile() = default;
   absl::Status ParseHeader();
+  absl::StatusOr<const SafetensorsTensorInfo*> Lookup(
+      const std::string& name, const std::vector<int64_t>& expected_shape) const;
 
   std::string path_;
   const uint8_t* data_ = nullptr;  // the whole file

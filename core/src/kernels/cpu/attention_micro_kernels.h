@@ -1,0 +1,20 @@
+// The micro-kernels of the CPU attention kernel: register-blocked float32 products on tiles and
+// the exponential of the online softmax. Each is compiled for baseline x86-64, AVX2+FMA and
+// AVX-512; the loader picks the best the CPU runs.
+#pragma once
+
+namespace fluxattn::cpu_kernels {
+
+// C[m x n] = (accumulate ? C : 0) + A[m x k] B[k x n], with m % 4 == 0 and n % 16 == 0. The 4x16
+// block of C stays in registers while k runs.
+void Gemm(int m, int n, int k, const float* __restrict a, int lda, const float* __restrict b,
+          int ldb, float* __restrict c, int ldc, bool accumulate);
+
+// Like Gemm, with A given transposed: A[i][p] = at[p * ldat + i].
+void GemmAT(int m, int n, int k, const float* __restrict at, int ldat, const float* __restrict b,
+            int ldb, float* __restrict c, int ldc, bool accumulate);
+
+// x[i] = exp(x[i]) for x[i] <= 0 (including -inf, which gives exactly 0), within ~2 ulp.
+void ExpNonPositiveInPlace(float* __restrict x, int n);
+
+}  // namespace fluxattn::cpu_kernels

@@ -1,0 +1,250 @@
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "fluxattn/kernels/cpu_dense.h"
+#include "fluxattn/thread_pool.h"
+#include "kernels/cpu/isa.h"
+#include "kernels/cpu/linear_block.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
+// Element-wise loops compiled for baseline x86-64, AVX2+FMA and AVX-512, picked at load time.
+#define FLUXATTN_MULTIVERSION \
+  __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define FLUXATTN_MULTIVERSION
+#endif
+
+namespace fluxattn::cpu {
+namespace {
+
+using internal::CurrentIsa;
+using internal::Isa;
+
+Isa DetectIsa() {
+  Isa isa = Isa::kBaseline;
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("x86-64-v3")) isa = Isa::kAvx2;
+  if (__builtin_cpu_supports("x86-64-v4")) isa = Isa::kAvx512;
+#endif
+  if (const char* cap = std::getenv("FLUXATTN_CPU_ISA")) {
+    const std::string c = cap;
+    if (c == "baseline") isa = Isa::kBaseline;
+    if (c == "avx2" && isa == Isa::kAvx512) isa = Isa::kAvx2;
+  }
+  return isa;
+}
+
+internal::LinearBlockFn BlockFn() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  switch (CurrentIsa()) {
+    case Isa::kAvx512:
+      return &internal::LinearBlockAvx512;
+    case Isa::kAvx2:
+      return &internal::LinearBlockAvx2;
+    default:
+      break;
+  }
+#endif
+  return &internal::LinearBlockBaseline;
+}
+
+float BitsToFloat(uint32_t bits) {
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+// exp(v) for any float v: 2^k exp(r), r = v - k ln2 in [-ln2/2, ln2/2], degree-7 Taylor polynomial
+// (within ~2 ulp); clamps to [-87, 88], so very negative inputs give a tiny value, not 0.
+inline float ExpApprox(float in) {
+  constexpr float kLog2e = 1.44269504088896341f;
+  constexpr float kLn2Hi = 0.693359375f;
+  constexpr float kLn2Lo = -2.12194440e-4f;
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float v = in < -87.0f ? -87.0f : (in > 88.0f ? 88.0f : in);
+  const float kf = (v * kLog2e + kRound) - kRound;
+  const float r = (v - kf * kLn2Hi) - kf * kLn2Lo;
+  float p = 1.0f / 5040.0f;
+  p = p * r + 1.0f / 720.0f;
+  p = p * r + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(kf) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+FLUXATTN_MULTIVERSION
+void RmsNormRow(const float* x, int64_t dim, const float* __restrict w, float eps, float* y) {
+  // Eight double partial sums in a fixed order (vectorizes without reassociation).
+  double part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= dim; i += 8) {
+    for (int l = 0; l < 8; ++l) part[l] += static_cast<double>(x[i + l]) * x[i + l];
+  }
+  for (int l = 0; i < dim; ++i, ++l) part[l] += static_cast<double>(x[i]) * x[i];
+  const double sum =
+      ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+  const float variance = static_cast<float>(sum / dim);
+  const float inv = 1.0f / std::sqrt(variance + eps);
+  for (int64_t j = 0; j < dim; ++j) y[j] = w[j] * (x[j] * inv);
+}
+
+FLUXATTN_MULTIVERSION
+void RopeRow(float* __restrict x, int heads, int head_dim, const float* __restrict cos_sin) {
+  const int half = head_dim / 2;
+  const float* c = cos_sin;
+  const float* s = cos_sin + half;
+  for (int h = 0; h < heads; ++h) {
+    float* __restrict lo = x + static_cast<int64_t>(h) * head_dim;
+    float* __restrict hi = lo + half;
+    for (int i = 0; i < half; ++i) {
+      const float a = lo[i], b = hi[i];
+      lo[i] = a * c[i] - b * s[i];
+      hi[i] = b * c[i] + a * s[i];
+    }
+  }
+}
+
+FLUXATTN_MULTIVERSION
+void SwiGluRow(const float* __restrict g, const float* __restrict u, int64_t n,
+               float* __restrict out) {
+  for (int64_t i = 0; i < n; ++i) out[i] = g[i] / (1.0f + ExpApprox(-g[i])) * u[i];
+}
+
+FLUXATTN_MULTIVERSION
+void AddRange(float* __restrict x, const float* __restrict y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] += y[i];
+}
+
+FLUXATTN_MULTIVERSION
+void ConvertHalf(const uint16_t* __restrict src, bool bf16, int64_t n, float* __restrict dst) {
+  if (bf16) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = BitsToFloat(static_cast<uint32_t>(src[i]) << 16);
+  } else {
+    for (int64_t i = 0; i < n; ++i) dst[i] = F16ToFloat(src[i]);
+  }
+}
+
+// Rows per task of the element-wise steps: enough work per task to pay for the hand-off.
+int64_t RowsPerTask(int64_t rows, int64_t row_elems) {
+  const int64_t per = std::max<int64_t>(1, 16384 / std::max<int64_t>(row_elems, 1));
+  return std::min(rows, per);
+}
+
+template <typename Fn>
+void ForRows(int64_t rows, int64_t row_elems, const Fn& fn) {
+  const int64_t per = RowsPerTask(rows, row_elems);
+  const int64_t tasks = (rows + per - 1) / per;
+  if (tasks <= 1) {
+    for (int64_t r = 0; r < rows; ++r) fn(r);
+    return;
+  }
+  CpuParallelFor(tasks, [&](int64_t t) {
+    const int64_t end = std::min(rows, (t + 1) * per);
+    for (int64_t r = t * per; r < end; ++r) fn(r);
+  });
+}
+
+}  // namespace
+
+namespace internal {
+
+Isa CurrentIsa() {
+  static const Isa isa = DetectIsa();
+  return isa;
+}
+
+}  // namespace internal
+
+const char* DenseIsa() {
+  switch (CurrentIsa()) {
+    case Isa::kAvx512:
+      return "avx512";
+    case Isa::kAvx2:
+      return "avx2";
+    default:
+      return "baseline";
+  }
+}
+
+void Linear(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart* parts,
+            int num_parts) {
+  if (m <= 0 || num_parts <= 0) return;
+  const internal::LinearBlockFn fn = BlockFn();
+  const int64_t threads = CpuThreads();
+  int64_t total = 0;
+  for (int i = 0; i < num_parts; ++i) total += parts[i].n;
+  // Weight rows per task: about 192 KiB of weights (they stay in L2 while the activations stream
+  // past), a multiple of 12 (the tile heights), and at least two tasks per thread. The split only
+  // decides who computes an element, never how.
+  struct Task {
+    int part;
+    int64_t n0, n1;
+  };
+  constexpr int64_t kMaxTasksPerPart = 4096;
+  thread_local std::vector<Task> tasks;  // reused: no allocation per call once grown
+  tasks.clear();
+  const int64_t fair = ((total + 2 * threads - 1) / (2 * threads) + 11) / 12 * 12;
+  for (int i = 0; i < num_parts; ++i) {
+    const LinearPart& p = parts[i];
+    const int64_t elem = p.type == DType::kF32 ? 4 : 2;
+    int64_t rows = (192 << 10) / std::max<int64_t>(k * elem, 1) / 12 * 12;
+    rows = std::max<int64_t>(12, std::min(rows, fair));
+    rows = std::max(rows, (p.n + kMaxTasksPerPart - 1) / kMaxTasksPerPart);
+    for (int64_t n0 = 0; n0 < p.n; n0 += rows) tasks.push_back({i, n0, std::min(p.n, n0 + rows)});
+  }
+  const Task* all = tasks.data();
+  const int64_t count = static_cast<int64_t>(tasks.size());
+  CpuParallelFor(count, [&](int64_t t) {
+    const Task& task = all[t];
+    const LinearPart& p = parts[task.part];
+    const int type = p.type == DType::kF32 ? 0 : (p.type == DType::kBF16 ? 1 : 2);
+    fn(x, ldx, m, p.w, type, task.n0, task.n1, k, p.bias, p.y, p.ldy);
+  });
+}
+
+void RmsNorm(const float* x, int64_t rows, int64_t dim, const float* w, float eps, float* y) {
+  ForRows(rows, dim, [&](int64_t r) { RmsNormRow(x + r * dim, dim, w, eps, y + r * dim); });
+}
+
+void Rope(float* x, int64_t rows, int heads, int head_dim, const float* const* cos_sin) {
+  ForRows(rows, int64_t{heads} * head_dim, [&](int64_t r) {
+    RopeRow(x + r * heads * static_cast<int64_t>(head_dim), heads, head_dim, cos_sin[r]);
+  });
+}
+
+void SwiGlu(const float* gate_up, int64_t rows, int64_t inter, float* out) {
+  ForRows(rows, 2 * inter, [&](int64_t r) {
+    const float* g = gate_up + r * 2 * inter;
+    SwiGluRow(g, g + inter, inter, out + r * inter);
+  });
+}
+
+void AddInPlace(float* x, const float* y, int64_t n) {
+  constexpr int64_t kChunk = 1 << 16;
+  const int64_t tasks = (n + kChunk - 1) / kChunk;
+  CpuParallelFor(tasks, [&](int64_t t) {
+    const int64_t b = t * kChunk;
+    AddRange(x + b, y + b, std::min(kChunk, n - b));
+  });
+}
+
+void ConvertRow(const void* data, DType type, int64_t row, int64_t dim, float* out) {
+  if (type == DType::kF32) {
+    std::memcpy(out, static_cast<const float*>(data) + row * dim, dim * sizeof(float));
+  } else {
+    ConvertHalf(static_cast<const uint16_t*>(data) + row * dim, type == DType::kBF16, dim, out);
+  }
+}
+
+}  // namespace fluxattn::cpu
