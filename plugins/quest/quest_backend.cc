@@ -49,15 +49,10 @@ std::vector<ParamSpec> QuestBackend::Params() {
   specs.push_back(IntParamSpec("sink_pages", 1, 0, 1 << 20, "First pages always read."));
   specs.push_back(IntParamSpec("recent_pages", 1, 1, 1 << 20,
                                "Last pages (the query's own included) always read."));
-  ParamSpec prefill;
-  prefill.name = "prefill";
-  prefill.type = ParamType::kString;
-  prefill.default_value = std::string("full");
-  prefill.choices = {"full", "streaming"};
-  prefill.description =
+  specs.push_back(ChoiceParamSpec(
+      "prefill", "full", {"full", "streaming"},
       "Prefill strategy: \"full\" (dense causal) or \"streaming\" (sink + window with the "
-      "prefill_* parameters).";
-  specs.push_back(prefill);
+      "prefill_* parameters)."));
   for (ParamSpec& spec : StreamingParamSpecs("prefill_")) {
     spec.description = "Prefill with \"streaming\": " + spec.description;
     specs.push_back(spec);

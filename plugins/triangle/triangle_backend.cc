@@ -8,25 +8,14 @@ namespace fluxattn::plugins {
 
 std::vector<ParamSpec> TriangleBackend::Params() {
   std::vector<ParamSpec> specs = StreamingParamSpecs("");
-  ParamSpec last_n;
-  last_n.name = "last_n";
-  last_n.type = ParamType::kInt;
-  last_n.description =
+  specs.push_back(IntParamSpec(
+      "last_n", 128, 0, 1e9,
       "The last last_n queries of the prompt (of the prefill call) attend densely; the others "
-      "use the sink + window rule.";
-  last_n.default_value = int64_t{128};
-  last_n.min_value = 0;
-  last_n.max_value = 1e9;
-  specs.push_back(last_n);
-  ParamSpec decode;
-  decode.name = "decode";
-  decode.type = ParamType::kString;
-  decode.default_value = std::string("full");
-  decode.choices = {"full", "streaming"};
-  decode.description =
+      "use the sink + window rule."));
+  specs.push_back(ChoiceParamSpec(
+      "decode", "full", {"full", "streaming"},
       "Decode strategy: \"full\" (dense causal) or \"streaming\" (the prefill's sink + window "
-      "rule).";
-  specs.push_back(decode);
+      "rule)."));
   return specs;
 }
 

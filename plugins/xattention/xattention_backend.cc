@@ -17,27 +17,16 @@ std::vector<ParamSpec> XAttentionBackend::Params() {
   specs.push_back(IntParamSpec("block_size", 128, 1, 4096,
                                "Query and KV block size in tokens (a multiple of stride)."));
   specs.push_back(IntParamSpec("stride", 8, 1, 256, "Antidiagonal stride S used for scoring."));
-  ParamSpec threshold;
-  threshold.name = "threshold";
-  threshold.type = ParamType::kFloat;
-  threshold.default_value = 0.9;
-  threshold.min_value = 0.0;
-  threshold.max_value = 1.0;
-  threshold.description =
+  specs.push_back(FloatParamSpec(
+      "threshold", 0.9, 0.0, 1.0,
       "Cumulative threshold tau: per query block, keep the highest-scoring KV blocks until "
-      "they hold this share of the estimated attention mass (1 keeps every causal block).";
-  specs.push_back(threshold);
+      "they hold this share of the estimated attention mass (1 keeps every causal block)."));
   specs.push_back(IntParamSpec("sink_blocks", 1, 0, 1 << 20,
                                "Leading KV blocks every query block keeps (attention sinks)."));
-  ParamSpec decode;
-  decode.name = "decode";
-  decode.type = ParamType::kString;
-  decode.default_value = std::string("full");
-  decode.choices = {"full", "streaming"};
-  decode.description =
+  specs.push_back(ChoiceParamSpec(
+      "decode", "full", {"full", "streaming"},
       "Decode strategy: \"full\" (dense causal) or \"streaming\" (sink + window with the "
-      "decode_* parameters).";
-  specs.push_back(decode);
+      "decode_* parameters)."));
   for (ParamSpec& spec : StreamingParamSpecs("decode_")) {
     spec.description = "Decode with \"streaming\": " + spec.description;
     specs.push_back(spec);

@@ -54,14 +54,10 @@ absl::StatusOr<std::optional<bool>> ConfigBoolean(const ModelInfo& model, const 
 std::vector<ParamSpec> FluxPolicy::Params() {
   std::vector<ParamSpec> specs;
   {
-    ParamSpec spec;
-    spec.name = "weights";
-    spec.type = ParamType::kString;
-    spec.description =
+    specs.push_back(StringParamSpec(
+        "weights", "",
         "Safetensors file with the router tensors (same names as in Flux checkpoints); empty: "
-        "read them from the model checkpoint";
-    spec.default_value = ParamValue(std::string());
-    specs.push_back(spec);
+        "read them from the model checkpoint"));
   }
   {
     ParamSpec spec;
@@ -75,37 +71,22 @@ std::vector<ParamSpec> FluxPolicy::Params() {
     specs.push_back(spec);
   }
   {
-    ParamSpec spec;
-    spec.name = "use_softmax";
-    spec.type = ParamType::kBool;
-    spec.description =
+    specs.push_back(BoolParamSpec(
+        "use_softmax", true,
         "Two logits, FA iff argmax is 1 (true), or one logit, FA iff positive (false); "
-        "default: config.json use_softmax, else true";
-    spec.default_value = ParamValue(true);
-    specs.push_back(spec);
+        "default: config.json use_softmax, else true"));
   }
   {
-    ParamSpec spec;
-    spec.name = "pooling_mode";
-    spec.type = ParamType::kString;
-    spec.description =
+    specs.push_back(ChoiceParamSpec(
+        "pooling_mode", kPoolingMode, {kPoolingMode},
         "How queries are pooled; only ctx_q (first and last pool_size rows) is implemented; "
-        "default: config.json pooling_mode";
-    spec.default_value = ParamValue(std::string(kPoolingMode));
-    spec.choices = {kPoolingMode};
-    specs.push_back(spec);
+        "default: config.json pooling_mode"));
   }
   {
-    ParamSpec spec;
-    spec.name = "bias";
-    spec.type = ParamType::kFloat;
-    spec.description =
+    specs.push_back(FloatParamSpec(
+        "bias", 0.0, -1e6, 1e6,
         "Added to the FA-minus-SA logit margin (or the single logit) before deciding: > 0 "
-        "routes more layers to full attention, < 0 more to sparse";
-    spec.default_value = ParamValue(0.0);
-    spec.min_value = -1e6;
-    spec.max_value = 1e6;
-    specs.push_back(spec);
+        "routes more layers to full attention, < 0 more to sparse"));
   }
   return specs;
 }

@@ -25,30 +25,21 @@ std::vector<ParamSpec> RandomPolicy::Params() {
     ParamSpec spec;
     spec.name = "seed";
     spec.type = ParamType::kInt;
-    spec.description = "Seed of the draws; decisions are a function of (seed, request id, layer)";
+    spec.description =
+        "Seed of the draws; decisions are a function of (seed, the request's own seed, layer)";
     spec.default_value = ParamValue(int64_t{0});
     spec.min_value = 0;
     specs.push_back(spec);
   }
   {
-    ParamSpec spec;
-    spec.name = "full_ratio";
-    spec.type = ParamType::kFloat;
-    spec.description = "Probability that a layer uses full attention";
-    spec.default_value = ParamValue(0.5);
-    spec.min_value = 0.0;
-    spec.max_value = 1.0;
-    specs.push_back(spec);
+    specs.push_back(FloatParamSpec("full_ratio", 0.5, 0.0, 1.0,
+                                   "Probability that a layer uses full attention"));
   }
   {
-    ParamSpec spec;
-    spec.name = "exact";
-    spec.type = ParamType::kBool;
-    spec.description =
+    specs.push_back(BoolParamSpec(
+        "exact", false,
         "Give every request exactly round(full_ratio * layers) full layers instead of "
-        "independent draws";
-    spec.default_value = ParamValue(false);
-    specs.push_back(spec);
+        "independent draws"));
   }
   return specs;
 }

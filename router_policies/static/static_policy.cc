@@ -27,36 +27,21 @@ std::vector<ParamSpec> StaticPolicy::Params() {
     specs.push_back(spec);
   }
   {
-    ParamSpec spec;
-    spec.name = "pattern";
-    spec.type = ParamType::kString;
-    spec.description =
+    specs.push_back(StringParamSpec(
+        "pattern", "",
         "One letter per layer, F = full, S = sparse, repeated over the layers, e.g. \"FSSS\" "
-        "(one form of three)";
-    spec.default_value = ParamValue(std::string());
-    specs.push_back(spec);
+        "(one form of three)"));
   }
   {
-    ParamSpec spec;
-    spec.name = "full_ratio";
-    spec.type = ParamType::kFloat;
-    spec.description =
+    specs.push_back(FloatParamSpec(
+        "full_ratio", 0.0, 0.0, 1.0,
         "Fraction of the layers that use full attention, rounded to the nearest count "
-        "(one form of three)";
-    spec.default_value = ParamValue(0.0);
-    spec.min_value = 0.0;
-    spec.max_value = 1.0;
-    specs.push_back(spec);
+        "(one form of three)"));
   }
   {
-    ParamSpec spec;
-    spec.name = "placement";
-    spec.type = ParamType::kString;
-    spec.description =
-        "Where full_ratio puts the full layers: first, last, or spread evenly over the depth";
-    spec.default_value = ParamValue(std::string("spread"));
-    spec.choices = {"first", "last", "spread"};
-    specs.push_back(spec);
+    specs.push_back(ChoiceParamSpec(
+        "placement", "spread", {"first", "last", "spread"},
+        "Where full_ratio puts the full layers: first, last, or spread evenly over the depth"));
   }
   return specs;
 }

@@ -141,6 +141,10 @@ device = "cuda:1"
 dtype = "bf16"
 threads = 3
 
+[kv]
+page_tokens = 32
+pool_mib = 64
+
 [plugins]
 paths = ["plugins"]
 
@@ -178,6 +182,8 @@ backend = "a"
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->model.device, "cuda:1");
   EXPECT_EQ(config->model.threads, 3);
+  EXPECT_EQ(config->kv.page_tokens, 32);
+  EXPECT_EQ(config->kv.pool_mib, 64);
   EXPECT_EQ(config->router_sparse, "b");
   EXPECT_EQ(config->layer_backends.at(0), "a");
   EXPECT_EQ(config->routers.count("other"), 1u);

@@ -50,6 +50,49 @@ inline ParamSpec IntParamSpec(std::string name, int64_t default_value, double mi
   return spec;
 }
 
+// A float parameter with a default and inclusive bounds.
+inline ParamSpec FloatParamSpec(std::string name, double default_value, double min_value,
+                                double max_value, std::string description) {
+  ParamSpec spec;
+  spec.name = std::move(name);
+  spec.type = ParamType::kFloat;
+  spec.default_value = default_value;
+  spec.min_value = min_value;
+  spec.max_value = max_value;
+  spec.description = std::move(description);
+  return spec;
+}
+
+// A boolean parameter with a default.
+inline ParamSpec BoolParamSpec(std::string name, bool default_value, std::string description) {
+  ParamSpec spec;
+  spec.name = std::move(name);
+  spec.type = ParamType::kBool;
+  spec.default_value = default_value;
+  spec.description = std::move(description);
+  return spec;
+}
+
+// A free string parameter with a default.
+inline ParamSpec StringParamSpec(std::string name, std::string default_value,
+                                 std::string description) {
+  ParamSpec spec;
+  spec.name = std::move(name);
+  spec.type = ParamType::kString;
+  spec.default_value = std::move(default_value);
+  spec.description = std::move(description);
+  return spec;
+}
+
+// A string parameter that must be one of `choices` (the default among them).
+inline ParamSpec ChoiceParamSpec(std::string name, std::string default_value,
+                                 std::vector<std::string> choices, std::string description) {
+  ParamSpec spec =
+      StringParamSpec(std::move(name), std::move(default_value), std::move(description));
+  spec.choices = std::move(choices);
+  return spec;
+}
+
 // Validated parameter values of one plugin instance: every declared parameter has a value
 // (explicit or default) of the declared type.
 class ParamValues {
