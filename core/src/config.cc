@@ -309,8 +309,10 @@ class Parser {
   }
 
   absl::Status Parse(const toml::table& root, EngineConfig& config) {
+    // [server] belongs to `fluxattn serve`, which reads and checks it.
     FLUXATTN_RETURN_IF_ERROR(CheckKeys(
-        root, "", {"model", "plugins", "backends", "router", "routers", "layers"}, "the config"));
+        root, "", {"model", "plugins", "backends", "router", "routers", "layers", "server"},
+        "the config"));
     if (const toml::node* n = root.get("model")) {
       FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "model"));
       FLUXATTN_RETURN_IF_ERROR(ParseModel(*t, config));
