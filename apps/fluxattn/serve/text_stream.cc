@@ -17,11 +17,18 @@ std::string TextStream::Push(int64_t token) {
 }
 
 std::string TextStream::Release() {
-  // A stop string found in the held-back text ends the request before it.
+  // The stop string completed first in the text (smallest end; of two ending together the
+  // longer) ends the request before it, whatever the tokens.
   size_t cut = std::string::npos;
+  size_t cut_end = std::string::npos;
   for (const std::string& s : stop_) {
     const size_t at = pending_.find(s);
-    if (at != std::string::npos) cut = std::min(cut, at);
+    if (at == std::string::npos) continue;
+    const size_t end = at + s.size();
+    if (end < cut_end || (end == cut_end && at < cut)) {
+      cut = at;
+      cut_end = end;
+    }
   }
   if (cut != std::string::npos) {
     stopped_ = true;

@@ -1,7 +1,8 @@
 // Turns one request's generated token ids into the text sent to the client: streaming
 // detokenization (never half a UTF-8 character, special tokens skipped) and OpenAI stop strings,
 // which may span token boundaries. Text that could be the start of a stop string is held back
-// until the following tokens decide it.
+// until the following tokens decide it. The text ends before the stop string that is completed
+// first (so the result does not depend on how the text splits into tokens).
 #pragma once
 
 #include <cstdint>
