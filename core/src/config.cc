@@ -330,9 +330,10 @@ class Parser {
   }
 
   absl::Status Parse(const toml::table& root, EngineConfig& config) {
-    FLUXATTN_RETURN_IF_ERROR(
-        CheckKeys(root, "", {"model", "kv", "plugins", "backends", "router", "routers", "layers"},
-                  "the config"));
+    // [server] belongs to `fluxattn serve`, which reads and checks it.
+    FLUXATTN_RETURN_IF_ERROR(CheckKeys(
+        root, "", {"model", "kv", "plugins", "backends", "router", "routers", "layers", "server"},
+        "the config"));
     if (const toml::node* n = root.get("kv")) {
       FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "kv"));
       FLUXATTN_RETURN_IF_ERROR(ParseKv(*t, config));

@@ -161,7 +161,7 @@ TEST(ConfigTest, UnknownKeysInEverySection) {
   EXPECT_EQ(LoadError("[modle]\npath = \"x\"\n", &path),
             path +
                 ":1:2: key 'modle': expected one of the keys of the config (model, kv, plugins, "
-                "backends, router, routers, layers), found unknown key 'modle'");
+                "backends, router, routers, layers, server), found unknown key 'modle'");
   EXPECT_EQ(LoadError("[model]\npath = \"x\"\ndtpye = \"f32\"\n", &path),
             path +
                 ":3:1: key 'model.dtpye': expected one of the keys of [model] (path, device, "
