@@ -24,9 +24,12 @@ import traceback
 import openai
 
 MODEL = "flux-tiny"
-VOCAB = 512
-CONTEXT = 2048
-LAYERS = 4
+# The served checkpoint's shape, read from its config.json rather than assumed.
+_CONFIG = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                      "models", "demo", "flux-tiny", "config.json")))
+VOCAB = _CONFIG["vocab_size"]
+LAYERS = _CONFIG["num_hidden_layers"]
+CONTEXT = _CONFIG["max_position_embeddings"]
 
 
 class Server:
@@ -307,9 +310,9 @@ def test_routing(s):
         assert srouting["routing"] == fa["routing"]
         if policy != "random_half":  # its draws depend on the request id
             assert [L["backend"] for L in srouting["layers"]] == backends, (policy, srouting)
-    assert seen[None] == (["full", "sparse"] * 2, 0.5), seen[None]
-    assert seen["all_full"] == (["full"] * 4, 0.0), seen["all_full"]
-    assert seen["all_sparse"] == (["sparse"] * 4, 1.0), seen["all_sparse"]
+    assert seen[None] == (["full", "sparse"] * (LAYERS // 2), 0.5), seen[None]
+    assert seen["all_full"] == (["full"] * LAYERS, 0.0), seen["all_full"]
+    assert seen["all_sparse"] == (["sparse"] * LAYERS, 1.0), seen["all_sparse"]
     try:
         c.completions.create(model=MODEL, prompt=ids, max_tokens=4, **extra(routing="nope"))
         raise AssertionError("unknown routing accepted")
@@ -507,8 +510,8 @@ def suite_malformed(s):
         (400, C, w(stream=True, stream_options=3), "stream_options"),
         (400, C, w(routing=3), "routing"), (400, C, w(routing="nope"), "routing"),
         (400, C, w(ignore_eos="no"), "ignore_eos"),
-        (400, C, w(prompt=[1] * 2100), "prompt"),
-        (400, C, w(prompt=[1] * 2000, max_tokens=100), "max_tokens"),
+        (400, C, w(prompt=[1] * (CONTEXT + 52)), "prompt"),
+        (400, C, w(prompt=[1] * (CONTEXT - 48), max_tokens=100), "max_tokens"),
         (404, C, w(model="gpt-4"), "model"),
         (400, CH, wc(messages=...), "messages"), (400, CH, wc(messages="hi"), "messages"),
         (400, CH, wc(messages=[]), "messages"), (400, CH, wc(messages=[5]), "messages[0]"),
