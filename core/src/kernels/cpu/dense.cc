@@ -28,8 +28,16 @@ Isa DetectIsa() {
   Isa isa = Isa::kBaseline;
 #if defined(__x86_64__) && defined(__GNUC__)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("x86-64-v3")) isa = Isa::kAvx2;
-  if (__builtin_cpu_supports("x86-64-v4")) isa = Isa::kAvx512;
+  // The x86-64-v3 / v4 feature sets, spelled out (clang's builtin does not know the level names;
+  // every CPU with AVX2 and FMA also has F16C).
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("bmi2")) {
+    isa = Isa::kAvx2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl")) {
+      isa = Isa::kAvx512;
+    }
+  }
 #endif
   if (const char* cap = std::getenv("FLUXATTN_CPU_ISA")) {
     const std::string c = cap;
