@@ -18,6 +18,8 @@ export LD_LIBRARY_PATH="$bundle/lib:$bundle/deps$cuda_lib${LD_LIBRARY_PATH:+:$LD
 export FLUXATTN_FIXTURE_PLUGIN_DIR="$bundle/fixture_plugins"
 export FLUXATTN_CLI="$bundle/bin/fluxattn"
 cd "$root"
+# Extra gtest arguments for the CUDA suites, e.g. GTEST_FILTER=CudaEngine.* in the environment.
+GTEST_ARGS=()
 
 status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
@@ -29,6 +31,19 @@ if grep -q "SKIPPED" "$log"; then
   echo "device-test: error: expected the CUDA tests to run on this machine, found them skipped" >&2
   status=1
 fi
+# The kernel and engine suites; the engine tests read the fixtures and plugins of this checkout
+# and bundle.
+export FLUXATTN_MODEL_FIXTURES="$root/tests/fixtures/models"
+export FLUXATTN_PLUGIN_DIR="$bundle/lib/fluxattn/plugins"
+for suite in fluxattn_cuda_kernel_tests fluxattn_cuda_engine_tests; do
+  [ -x "$bundle/bin/$suite" ] || { echo "device-test: error: expected $bundle/bin/$suite, found none" >&2; status=1; continue; }
+  echo "== $suite"
+  "$bundle/bin/$suite" --gtest_color=no --gtest_brief=1 "${GTEST_ARGS[@]}" 2>&1 | tee "$log" || status=1
+  if grep -q "SKIPPED" "$log"; then
+    echo "device-test: error: expected $suite to run on this machine, found tests skipped" >&2
+    status=1
+  fi
+done
 echo "== fluxattn_core_tests"
 "$bundle/bin/fluxattn_core_tests" --gtest_color=no --gtest_brief=1 || status=1
 echo "== fluxattn plugins"

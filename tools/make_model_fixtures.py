@@ -12,7 +12,13 @@ by transformers (attn_implementation="eager", float32):
 Weights stored as bf16/f16 are rounded first; the reference uses those rounded weights upcast to
 float32. Deterministic (seeded); runs with transformers 4.4x and 5.x.
 
-Usage: python3 tools/make_model_fixtures.py [--out tests/fixtures/models]
+The *_d128_* fixtures have the head dimension of real checkpoints (128, what the CUDA kernels
+read natively), bf16 weights and a prompt of several thousand tokens (Llama 3.1 with llama3 RoPE
+scaling below its original context, so the scaled frequencies matter); they are best made on a
+GPU (--device cuda), where the float32 reference is still computed in float32.
+
+Usage: python3 tools/make_model_fixtures.py [--out tests/fixtures/models] [--only a,b]
+       [--device cpu|cuda]
 """
 import argparse
 import json
@@ -92,7 +98,23 @@ FIXTURES = [
                  num_key_value_heads=2, intermediate_size=96, vocab_size=300,
                  tie_word_embeddings=False, rms_norm_eps=1e-6, max_position_embeddings=256),
          rope=dict(rope_type="default", rope_theta=1000000.0)),
+    dict(name="qwen3_d128_bf16", cls="Qwen3Config", model="Qwen3ForCausalLM", dtype="bf16",
+         prompt_lengths=(9, 8000, 1), greedy_tokens=6,
+         kw=dict(hidden_size=256, head_dim=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, intermediate_size=384, vocab_size=512,
+                 tie_word_embeddings=False, rms_norm_eps=1e-6, max_position_embeddings=16384),
+         rope=dict(rope_type="default", rope_theta=1000000.0)),
+    dict(name="llama31_d128_bf16", cls="LlamaConfig", model="LlamaForCausalLM", dtype="bf16",
+         prompt_lengths=(5, 6000, 2), greedy_tokens=6,
+         kw=dict(hidden_size=256, num_hidden_layers=2, num_attention_heads=2,
+                 num_key_value_heads=1, intermediate_size=384, vocab_size=512,
+                 tie_word_embeddings=False, rms_norm_eps=1e-5, max_position_embeddings=16384,
+                 bos_token_id=1, eos_token_id=2),
+         rope=dict(rope_type="llama3", rope_theta=500000.0, factor=8.0, low_freq_factor=1.0,
+                   high_freq_factor=4.0, original_max_position_embeddings=1024)),
 ]
+
+DEVICE = "cpu"
 
 DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
 
@@ -119,8 +141,9 @@ def short(x):
 
 def forward_logits(model, ids):
     with torch.no_grad():
-        out = model(input_ids=torch.tensor([ids], dtype=torch.long), use_cache=False)
-    return out.logits[0].to(torch.float64)
+        out = model(input_ids=torch.tensor([ids], dtype=torch.long, device=DEVICE),
+                    use_cache=False)
+    return out.logits[0].to(torch.float64).cpu()
 
 
 def greedy(model, ids, steps):
@@ -230,9 +253,11 @@ def build(fx, out_root, index):
         if os.path.exists(os.path.join(folder, extra)):
             os.remove(os.path.join(folder, extra))
 
+    model.to(DEVICE)
     rng = np.random.default_rng(3000 + index)
     vocab = cfg.vocab_size
-    prompts = [[int(t) for t in rng.integers(0, vocab, size=n)] for n in PROMPT_LENGTHS]
+    lengths = fx.get("prompt_lengths", PROMPT_LENGTHS)
+    prompts = [[int(t) for t in rng.integers(0, vocab, size=n)] for n in lengths]
     ref = {"transformers_version": transformers.__version__, "torch_version": torch.__version__,
            "dtype": fx["dtype"], "prompts": prompts, "last_logits": [], "greedy": []}
     margins = []
@@ -241,7 +266,7 @@ def build(fx, out_root, index):
         ref["last_logits"].append([short(x) for x in logits[-1]])
         if i == 0:
             ref["all_logits"] = [[short(x) for x in row] for row in logits]
-        toks, margin = greedy(model, p, GREEDY_TOKENS)
+        toks, margin = greedy(model, p, fx.get("greedy_tokens", GREEDY_TOKENS))
         ref["greedy"].append(toks)
         margins.append(margin)
     ref["greedy_min_margin"] = min(margins)
@@ -255,7 +280,14 @@ def main():
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests",
                                                   "fixtures", "models"))
     ap.add_argument("--only", default="", help="comma-separated fixture names")
+    ap.add_argument("--device", default="cpu", help="where transformers runs (cpu or cuda)")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
+    if DEVICE.startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     only = set(filter(None, args.only.split(",")))

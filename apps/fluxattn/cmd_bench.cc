@@ -22,6 +22,7 @@ struct BenchArgs {
   int decode_tokens = 64;
   int repeats = 1;
   int threads = -1;
+  std::string device;  // empty: each config's [model] device
   uint64_t seed = 0;
   std::string json;
   std::string csv;
@@ -39,7 +40,7 @@ int RunBenchCommand(const BenchArgs& args) {
       eval::StderrIsTerminal());
   std::vector<eval::BenchResult> results;
   for (const std::string& path : args.configs) {
-    auto session = eval::OpenSession(path, args.threads, /*need_tokenizer=*/false);
+    auto session = eval::OpenSession(path, args.threads, /*need_tokenizer=*/false, args.device);
     if (!session.ok()) {
       progress.Finish();
       PrintError(std::string(session.status().message()));
@@ -89,6 +90,9 @@ std::function<int()> SetupBench(CLI::App& app) {
   app.add_option("--repeats", args->repeats, "Runs per point; times are medians")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
+  app.add_option(
+      "--device", args->device,
+      "Where the model runs: cpu, cuda or cuda:N (default: the config's [model] device)");
   app.add_option("--threads", args->threads,
                  "Worker threads for the model (0: all cores; default: the config's)")
       ->check(CLI::Range(0, 4096));

@@ -31,6 +31,7 @@ struct CompareArgs {
   int decode_tokens = 16;
   int repeats = 3;
   int threads = -1;
+  std::string device;  // empty: each config's [model] device
   std::string out = "compare-out";
 };
 
@@ -79,7 +80,7 @@ int RunCompareCommand(const CompareArgs& args) {
       PrintError(absl::StrCat(path, ": ", st.message()));
       return kExitFailure;
     };
-    auto session = eval::OpenSession(path, args.threads, /*need_tokenizer=*/true);
+    auto session = eval::OpenSession(path, args.threads, /*need_tokenizer=*/true, args.device);
     if (!session.ok()) {
       progress.Finish();
       PrintError(std::string(session.status().message()));
@@ -163,6 +164,9 @@ std::function<int()> SetupCompare(CLI::App& app) {
   app.add_option("--repeats", args->repeats, "Bench runs per point (median)")
       ->capture_default_str()
       ->check(CLI::Range(1, 1000));
+  app.add_option(
+      "--device", args->device,
+      "Where the model runs: cpu, cuda or cuda:N (default: the config's [model] device)");
   app.add_option("--threads", args->threads,
                  "Worker threads for the model (0: all cores; default: each config's)")
       ->check(CLI::Range(0, 4096));

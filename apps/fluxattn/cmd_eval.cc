@@ -25,6 +25,7 @@ struct EvalArgs {
   int samples = 5;
   uint64_t seed = 0;
   int threads = -1;
+  std::string device;  // empty: each config's [model] device
   bool details = false;
   std::string json;
   std::string csv;
@@ -41,7 +42,7 @@ int RunEvalCommand(const EvalArgs& args) {
     PrintError(std::string(lengths.status().message()));
     return kExitUsage;
   }
-  auto session = eval::OpenSession(args.config, args.threads, /*need_tokenizer=*/true);
+  auto session = eval::OpenSession(args.config, args.threads, /*need_tokenizer=*/true, args.device);
   if (!session.ok()) {
     PrintError(std::string(session.status().message()));
     return kExitFailure;
@@ -100,6 +101,9 @@ std::function<int()> SetupEval(CLI::App& app) {
       ->check(CLI::Range(1, 100000));
   app.add_option("--seed", args->seed, "Seed of the first sample (then seed + 1, ...)")
       ->capture_default_str();
+  app.add_option(
+      "--device", args->device,
+      "Where the model runs: cpu, cuda or cuda:N (default: the config's [model] device)");
   app.add_option("--threads", args->threads,
                  "Worker threads for the model (0: all cores; default: the config's)")
       ->check(CLI::Range(0, 4096));

@@ -49,6 +49,7 @@ struct GenerateArgs {
   uint64_t seed = 0;
   bool ignore_eos = false;
   int threads = -1;
+  std::string device;  // empty: the config's [model] device
   bool json = false;
   std::string trace;
   std::vector<std::string> plugin_paths;
@@ -328,16 +329,6 @@ int RunGenerate(const GenerateArgs& args) {
   if (args.config.empty()) {
     config = DefaultEngineConfig(spec->info);
   } else {
-    if (config.model.device != "cpu") {
-      return fail(InvalidInput(absl::StrCat(args.config, ": [model] device"),
-                               "\"cpu\" (the engine runs models on the cpu)",
-                               absl::StrCat("\"", config.model.device, "\"")));
-    }
-    if (config.model.dtype != "f32") {
-      return fail(InvalidInput(absl::StrCat(args.config, ": [model] dtype"),
-                               "\"f32\" (weights are converted to f32 on load)",
-                               absl::StrCat("\"", config.model.dtype, "\"")));
-    }
   }
   if (args.explain) {
     // The composition only: plugins found and parameters validated, no weights loaded.
@@ -350,7 +341,8 @@ int RunGenerate(const GenerateArgs& args) {
     std::cout << ExplainToml(config, model_dir);
     return kExitOk;
   }
-  const int threads = args.threads >= 0 ? args.threads : config.model.threads;
+  auto load = models::ModelLoadOptionsFromConfig(config, args.config, args.device, args.threads);
+  if (!load.ok()) return fail(load.status());
 
   auto codec = TextCodec::Open(model_dir, !args.prompts.empty() || !args.prompt_files.empty());
   if (!codec.ok()) return fail(codec.status());
@@ -371,7 +363,7 @@ int RunGenerate(const GenerateArgs& args) {
   }
   for (auto& ids : id_prompts) prompts.push_back(std::move(ids));
 
-  auto model = models::LoadLanguageModel(model_dir, {.threads = threads});
+  auto model = models::LoadLanguageModel(model_dir, *load);
   if (!model.ok()) return fail(model.status());
   PluginRegistry registry;
   for (const std::string& dir : args.plugin_paths) config.plugin_paths.push_back(dir);
@@ -489,6 +481,9 @@ std::function<int()> SetupGenerate(CLI::App& app) {
   app.add_flag("--logits", args->logits,
                "With --json: include the logits of the last position of each request");
   app.add_flag("--ignore-eos", args->ignore_eos, "Do not stop at the model's eos tokens");
+  app.add_option(
+      "--device", args->device,
+      "Where the model runs: cpu, cuda or cuda:N (default: the config's [model] device)");
   app.add_option("--threads", args->threads, "Worker threads (0 = all cores)")
       ->check(CLI::NonNegativeNumber);
   app.add_flag("--json", args->json, "Print one JSON object with tokens, text, routing, timing");

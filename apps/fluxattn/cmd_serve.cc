@@ -39,6 +39,7 @@ struct ServeArgs {
   std::string api_key;
   std::string model_name;
   int threads = -1;
+  std::string device;      // empty: the config's [model] device
   int kv_page_tokens = 0;  // 0: [kv] page_tokens of the config
   std::vector<std::string> plugin_paths;
 };
@@ -82,13 +83,14 @@ int RunServe(const ServeArgs& args) {
   auto spec = models::LoadModelConfig(model_dir);
   if (!spec.ok()) return fail(spec.status());
   if (args.config.empty()) config = DefaultEngineConfig(spec->info);
-  const int threads = args.threads >= 0 ? args.threads : config.model.threads;
+  auto load = models::ModelLoadOptionsFromConfig(config, args.config, args.device, args.threads);
+  if (!load.ok()) return fail(load.status());
   auto tokenizer = models::Tokenizer::FromModelDir(model_dir);
   if (!tokenizer.ok()) return fail(tokenizer.status());
   auto chat = serve::ChatFormat::FromModelDir(model_dir);
   if (!chat.ok()) return fail(chat.status());
 
-  auto model = models::LoadLanguageModel(model_dir, {.threads = threads});
+  auto model = models::LoadLanguageModel(model_dir, *load);
   if (!model.ok()) return fail(model.status());
   PluginRegistry registry;
   for (const std::string& dir : args.plugin_paths) config.plugin_paths.push_back(dir);
@@ -173,6 +175,9 @@ std::function<int()> SetupServe(CLI::App& app) {
   app.add_option("--api-key", args->api_key, "Require `Authorization: Bearer KEY`");
   app.add_option("--model-name", args->model_name,
                  "Model id clients name (default: the checkpoint folder name)");
+  app.add_option(
+      "--device", args->device,
+      "Where the model runs: cpu, cuda or cuda:N (default: the config's [model] device)");
   app.add_option("--threads", args->threads, "Worker threads of the model (0 = all cores)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--kv-page-tokens", args->kv_page_tokens,

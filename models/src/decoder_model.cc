@@ -5,7 +5,9 @@
 #include <cstring>
 #include <random>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "cuda_decoder_model.h"
 #include "fluxattn/kernels/cpu_dense.h"
 #include "fluxattn/models/safetensors.h"
 #include "fluxattn/status.h"
@@ -368,8 +370,51 @@ std::vector<ExpectedTensor> ExpectedTensors(const ModelSpec& spec) {
   return out;
 }
 
+absl::StatusOr<ModelLoadOptions> ModelLoadOptionsFor(const std::string& where,
+                                                     const std::string& device,
+                                                     const std::string& dtype, int threads) {
+  // The spelling only: whether the GPU is there is found out when the model is loaded.
+  int ordinal = 0;
+  const bool cuda =
+      device == "cuda" ||
+      (device.rfind("cuda:", 0) == 0 &&
+       absl::SimpleAtoi(absl::string_view(device).substr(5), &ordinal) && ordinal >= 0);
+  if (!cuda && device != "cpu") {
+    return InvalidInput(absl::StrCat(where, " device"), "\"cpu\", \"cuda\" or \"cuda:N\"",
+                        absl::StrCat("\"", device, "\""));
+  }
+  const std::string want = cuda ? "bf16" : "f32";
+  if (!dtype.empty() && dtype != want) {
+    return InvalidInput(absl::StrCat(where, " dtype"),
+                        absl::StrCat("\"", want, "\" on ", cuda ? "cuda" : "the cpu",
+                                     cuda ? " (bf16 weights and activations, f32 accumulation)"
+                                          : " (f32 activations, weights used as stored)"),
+                        absl::StrCat("\"", dtype, "\""));
+  }
+  ModelLoadOptions options;
+  options.threads = threads;
+  options.device = device;
+  return options;
+}
+
+absl::StatusOr<ModelLoadOptions> ModelLoadOptionsFromConfig(const EngineConfig& config,
+                                                            const std::string& config_path,
+                                                            const std::string& device_flag,
+                                                            int threads_flag) {
+  const int threads = threads_flag >= 0 ? threads_flag : config.model.threads;
+  if (!device_flag.empty()) return ModelLoadOptionsFor("--device", device_flag, "", threads);
+  const std::string dtype = config.locations.count("model.dtype") ? config.model.dtype : "";
+  const std::string where =
+      config_path.empty() ? "[model]" : absl::StrCat(config_path, ": [model]");
+  return ModelLoadOptionsFor(where, config.model.device, dtype, threads);
+}
+
 absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModel(
     ModelSpec spec, std::unique_ptr<WeightSource> weights, const ModelLoadOptions& options) {
+  FLUXATTN_ASSIGN_OR_RETURN(Device * device, DeviceFromString(options.device));
+  if (device->type() == DeviceType::kCuda) {
+    return CreateCudaLanguageModel(std::move(spec), std::move(weights), device, options.threads);
+  }
   auto model = std::make_unique<DecoderModel>(std::move(spec), std::move(weights), options.threads);
   FLUXATTN_RETURN_IF_ERROR(model->Load());
   return std::unique_ptr<LanguageModel>(std::move(model));

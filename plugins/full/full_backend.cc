@@ -10,7 +10,7 @@ absl::StatusOr<std::unique_ptr<FullBackend>> FullBackend::Create(const ParamValu
   return std::make_unique<FullBackend>();
 }
 
-AttentionCapabilities FullBackend::capabilities() const { return AttentionCapabilities{}; }
+AttentionCapabilities FullBackend::capabilities() const { return ShapeLayoutCapabilities(); }
 
 absl::Status FullBackend::BuildLayout(const AttentionProblem& problem, BlockSparseLayout* layout) {
   *layout = DenseCausalLayout(problem.q_pos0, problem.num_queries, problem.kv.length);

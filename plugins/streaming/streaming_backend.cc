@@ -11,7 +11,7 @@ absl::StatusOr<std::unique_ptr<StreamingBackend>> StreamingBackend::Create(
   return std::make_unique<StreamingBackend>(*rule);
 }
 
-AttentionCapabilities StreamingBackend::capabilities() const { return AttentionCapabilities{}; }
+AttentionCapabilities StreamingBackend::capabilities() const { return ShapeLayoutCapabilities(); }
 
 KvRetention StreamingBackend::RetainedKv(int64_t next_query_pos) const {
   return rule_.Retention(next_query_pos);

@@ -38,7 +38,7 @@ absl::StatusOr<std::unique_ptr<TriangleBackend>> TriangleBackend::Create(
   return std::make_unique<TriangleBackend>(*rule, *last_n, *decode == "streaming");
 }
 
-AttentionCapabilities TriangleBackend::capabilities() const { return AttentionCapabilities{}; }
+AttentionCapabilities TriangleBackend::capabilities() const { return ShapeLayoutCapabilities(); }
 
 absl::Status TriangleBackend::BuildLayout(const AttentionProblem& problem,
                                           BlockSparseLayout* layout) {

@@ -36,7 +36,8 @@ double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_cloc
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Session>> OpenSession(const std::string& config_path, int threads,
-                                                     bool need_tokenizer) {
+                                                     bool need_tokenizer,
+                                                     const std::string& device) {
   auto session = std::make_unique<Session>();
   session->config_path = config_path;
   session->name = std::filesystem::path(config_path).stem().string();
@@ -45,16 +46,9 @@ absl::StatusOr<std::unique_ptr<Session>> OpenSession(const std::string& config_p
     return InvalidInput(absl::StrCat(config_path, ": [model] path"), "a checkpoint folder",
                         "nothing");
   }
-  if (config.model.device != "cpu") {
-    return InvalidInput(absl::StrCat(config_path, ": [model] device"),
-                        "\"cpu\" (the engine runs models on the cpu)",
-                        absl::StrCat("\"", config.model.device, "\""));
-  }
-  if (config.model.dtype != "f32") {
-    return InvalidInput(absl::StrCat(config_path, ": [model] dtype"),
-                        "\"f32\" (weights are converted to f32 on load)",
-                        absl::StrCat("\"", config.model.dtype, "\""));
-  }
+  FLUXATTN_ASSIGN_OR_RETURN(
+      models::ModelLoadOptions load,
+      models::ModelLoadOptionsFromConfig(config, config_path, device, threads));
   session->model_dir = config.model.path;
   const bool has_tokenizer =
       std::filesystem::exists(std::filesystem::path(session->model_dir) / "tokenizer.json");
@@ -67,8 +61,6 @@ absl::StatusOr<std::unique_ptr<Session>> OpenSession(const std::string& config_p
     FLUXATTN_ASSIGN_OR_RETURN(session->tokenizer,
                               models::Tokenizer::FromModelDir(session->model_dir));
   }
-  models::ModelLoadOptions load;
-  load.threads = threads >= 0 ? threads : config.model.threads;
   FLUXATTN_ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model,
                             models::LoadLanguageModel(session->model_dir, load));
   if (session->tokenizer && session->tokenizer->vocab_size() > model->info().vocab_size) {

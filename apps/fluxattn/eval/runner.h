@@ -26,9 +26,11 @@ struct Session {
 
 // Loads the TOML config, its checkpoint and plugins, and creates the engine. `threads` < 0
 // keeps the config's [model] threads. `need_tokenizer`: fail when the checkpoint has no
-// tokenizer.json (eval needs one; bench does not).
+// tokenizer.json (eval needs one; bench does not). `device` (e.g. "cuda") overrides the config's
+// [model] device when not empty.
 absl::StatusOr<std::unique_ptr<Session>> OpenSession(const std::string& config_path, int threads,
-                                                     bool need_tokenizer);
+                                                     bool need_tokenizer,
+                                                     const std::string& device = "");
 
 // Called before each unit of work with a short description ("4k, run 2/3").
 using StepCallback = std::function<void(const std::string& detail)>;

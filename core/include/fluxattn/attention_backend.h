@@ -43,6 +43,15 @@ struct AttentionCapabilities {
   bool custom_run = false;
 };
 
+// What a strategy that only builds layouts from shapes declares: it runs wherever a core kernel
+// does (float32 on the CPU, bfloat16 on CUDA), both phases, the default Run.
+inline AttentionCapabilities ShapeLayoutCapabilities() {
+  AttentionCapabilities caps;
+  caps.devices = {DeviceType::kCpu, DeviceType::kCuda};
+  caps.dtypes = {DType::kF32, DType::kBF16};
+  return caps;
+}
+
 // One kind of problem the engine may hand a backend; Supports() answers per kind.
 struct ProblemDesc {
   uint32_t struct_size = sizeof(ProblemDesc);

@@ -50,6 +50,29 @@ class Device {
   virtual size_t bytes_in_use() const = 0;
 };
 
+// Device memory that grows on demand (never shrinks) and is freed with its owner; scratch for
+// kernels that is reused across calls.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(Device* device) : device_(device) {}
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer();
+  void Bind(Device* device) { device_ = device; }
+  // At least `bytes` (256 or more). Growing first waits for the device's queued work, which may
+  // still read the old memory; an error names the bytes asked for.
+  absl::StatusOr<void*> Ensure(size_t bytes);
+  void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void Reset();
+  Device* device_ = nullptr;
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
 // The process-wide CPU device.
 Device* CpuDevice();
 

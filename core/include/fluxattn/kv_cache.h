@@ -72,6 +72,9 @@ class LayerKvCache {
   // Appends `n` positions; `k` and `v` are [n, num_kv_heads, head_dim] rows of the pool's dtype on
   // its device. Pages are reserved here when Reserve was not called.
   absl::Status Append(const void* k, const void* v, int64_t n, Stream* stream = nullptr);
+  // Records that `n` more positions were written into the reserved pages by a device kernel
+  // (the caller's, in stream order); reserves pages first when needed.
+  absl::Status MarkWritten(int64_t n);
   // Releases every page whose positions all lie outside what `retention` keeps (the page being
   // filled always stays).
   void Release(const KvRetention& retention, Stream* stream = nullptr);

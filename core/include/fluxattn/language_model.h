@@ -59,6 +59,12 @@ class LanguageModel {
   virtual ~LanguageModel() = default;
 
   virtual const ModelInfo& info() const = 0;
+  // Where the activations live, and so the engine's KV pool and attention (the CPU unless the
+  // model was loaded onto a GPU).
+  virtual Device* device() const { return CpuDevice(); }
+  // The element type of activations, queries, keys and values (float32 on the CPU, bfloat16 on
+  // CUDA).
+  virtual DType activation_dtype() const { return DType::kF32; }
   // The checkpoint's tensors (the learned router reads its weights from here).
   virtual const WeightSource& weights() const = 0;
   // Tokens that end a generation (eos ids of config.json and generation_config.json).

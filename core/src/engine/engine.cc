@@ -9,10 +9,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/cuda_layer_runner.h"
 #include "fluxattn/attention_backend.h"
 #include "fluxattn/kv_cache.h"
 #include "fluxattn/kv_pool.h"
 #include "fluxattn/status.h"
+#if defined(FLUXATTN_WITH_CUDA)
+#include "fluxattn/kernels/cuda_model_ops.h"
+#endif
 
 namespace fluxattn {
 namespace {
@@ -112,6 +116,11 @@ struct Engine::Impl : public LayerAttention {
   std::vector<PlannedLayout> group_plans;
   PlannedLayout combined_plan;
   AttentionWorkspace workspace;
+  // Attention on a GPU (null on the CPU), and the host copy of the queries a routing policy
+  // reads there.
+  std::unique_ptr<CudaLayerRunner> cuda;
+  DeviceBuffer query_f32;
+  std::vector<float> host_queries;
   std::vector<RoutingInput> routing_inputs;
   std::vector<RoutingDecision> routing_decisions;
 
@@ -162,13 +171,15 @@ struct Engine::Impl : public LayerAttention {
       return absl::InvalidArgumentError(
           absl::StrCat("layer ", layer, ": backend \"", name, "\" is not configured"));
     }
-    const std::string gap = SupportGap(*backend, info, DeviceType::kCpu, DType::kF32);
+    const DeviceType device = model->device()->type();
+    const DType dtype = model->activation_dtype();
+    const std::string gap = SupportGap(*backend, info, device, dtype);
     if (!gap.empty()) {
       r.fallback =
           absl::StrCat("backend \"", name, "\" skipped: ", gap, "; using \"", full_name, "\"");
       backend = full;
       name = full_name;
-      const std::string full_gap = SupportGap(*full, info, DeviceType::kCpu, DType::kF32);
+      const std::string full_gap = SupportGap(*full, info, device, dtype);
       if (!full_gap.empty()) {
         return absl::FailedPreconditionError(absl::StrCat("layer ", layer, ": full backend \"",
                                                           full_name, "\" cannot run: ", full_gap));
@@ -215,11 +226,18 @@ struct Engine::Impl : public LayerAttention {
         rin.num_q_heads = in.num_q_heads;
         rin.head_dim = in.head_dim;
         rin.hints = &req.spec.hints;
-        if (policy->NeedsQueries()) {
-          rin.queries = in.q_pre_rope.as<const float>() + in.q_pre_rope.offset(in.seqs[s].row0);
-        }
         routing_inputs.push_back(rin);
         asked.push_back(&req);
+      }
+      if (policy->NeedsQueries()) {
+        std::vector<const SequenceRows*> rows;
+        for (size_t s = 0; s < in.seqs.size(); ++s) {
+          Request& req = *active[s];
+          if (!req.layers[in.layer].decided && req.policy == policy) rows.push_back(&in.seqs[s]);
+        }
+        std::vector<const float*> queries;
+        FLUXATTN_RETURN_IF_ERROR(HostQueries(in.q_pre_rope, rows, &queries));
+        for (size_t i = 0; i < queries.size(); ++i) routing_inputs[i].queries = queries[i];
       }
       RoutingBatch batch;
       batch.layer = in.layer;
@@ -244,6 +262,50 @@ struct Engine::Impl : public LayerAttention {
     return absl::OkStatus();
   }
 
+  // Float32 host pointers to the pre-RoPE queries of `rows`: the model's own array on the CPU, a
+  // converted copy of those rows from a GPU.
+  absl::Status HostQueries(const TensorView& q_pre_rope, std::span<const SequenceRows* const> rows,
+                           std::vector<const float*>* out) {
+    const int64_t row_elems = q_pre_rope.numel() / std::max<int64_t>(q_pre_rope.shape[0], 1);
+    if (q_pre_rope.is_host_f32()) {
+      for (const SequenceRows* r : rows) {
+        out->push_back(q_pre_rope.as<const float>() + q_pre_rope.offset(r->row0));
+      }
+      return absl::OkStatus();
+    }
+#if defined(FLUXATTN_WITH_CUDA)
+    if (q_pre_rope.device == DeviceType::kCuda && q_pre_rope.dtype == DType::kBF16) {
+      int64_t total = 0;
+      for (const SequenceRows* r : rows) total += r->num_tokens * row_elems;
+      host_queries.resize(total);
+      Device* device = model->device();
+      query_f32.Bind(device);
+      FLUXATTN_ASSIGN_OR_RETURN(void* f32, query_f32.Ensure(total * sizeof(float)));
+      Stream* stream = device->default_stream();
+      int64_t at = 0;
+      for (const SequenceRows* r : rows) {
+        const int64_t n = r->num_tokens * row_elems;
+        FLUXATTN_RETURN_IF_ERROR(
+            kernels::cuda::Bf16ToF32(q_pre_rope.as<const uint16_t>() + r->row0 * row_elems,
+                                     static_cast<float*>(f32) + at, n, stream->native_handle()));
+        at += n;
+      }
+      FLUXATTN_RETURN_IF_ERROR(device->Copy(host_queries.data(), f32, total * sizeof(float),
+                                            CopyKind::kDeviceToHost, stream));
+      FLUXATTN_RETURN_IF_ERROR(stream->Synchronize());
+      at = 0;
+      for (const SequenceRows* r : rows) {
+        out->push_back(host_queries.data() + at);
+        at += r->num_tokens * row_elems;
+      }
+      return absl::OkStatus();
+    }
+#endif
+    return absl::UnimplementedError(absl::StrCat("routing queries of dtype ",
+                                                 DTypeName(q_pre_rope.dtype), " on ",
+                                                 DeviceTypeName(q_pre_rope.device)));
+  }
+
   absl::Status Attend(const LayerAttentionBatch& in, const TensorView& out) override {
     const int layer = in.layer;
     if (in.seqs.size() != active.size()) {
@@ -253,7 +315,10 @@ struct Engine::Impl : public LayerAttention {
     FLUXATTN_RETURN_IF_ERROR(RouteLayer(in));
     const size_t k_row = static_cast<size_t>(in.num_kv_heads) * in.head_dim;
     const float scale = 1.0f / std::sqrt(static_cast<float>(in.head_dim));
-    // K/V of the new rows into every sequence's pages (reserved before the step).
+    const DeviceType device = model->device()->type();
+    const DType dtype = model->activation_dtype();
+    // K/V of the new rows into every sequence's pages (reserved before the step); on a GPU the
+    // runner's kernel writes them, the caches only count them here.
     for (size_t s = 0; s < in.seqs.size(); ++s) {
       LayerState& L = active[s]->layers[layer];
       const SequenceRows& rows = in.seqs[s];
@@ -262,9 +327,13 @@ struct Engine::Impl : public LayerAttention {
                                                 L.kv->length(), " positions, new tokens start at ",
                                                 rows.pos0));
       }
-      FLUXATTN_RETURN_IF_ERROR(L.kv->Append(in.k.as<const float>() + rows.row0 * k_row,
-                                            in.v.as<const float>() + rows.row0 * k_row,
-                                            rows.num_tokens));
+      if (cuda) {
+        FLUXATTN_RETURN_IF_ERROR(L.kv->MarkWritten(rows.num_tokens));
+      } else {
+        FLUXATTN_RETURN_IF_ERROR(L.kv->Append(in.k.as<const float>() + rows.row0 * k_row,
+                                              in.v.as<const float>() + rows.row0 * k_row,
+                                              rows.num_tokens));
+      }
     }
     // Sequences grouped by backend, groups in order of first appearance.
     std::vector<AttentionBackend*> group_backend;
@@ -303,8 +372,8 @@ struct Engine::Impl : public LayerAttention {
       p.q_row0 = rows.row0;
       p.q = in.q.Rows(rows.row0, rows.num_tokens);
       p.kv = L.kv->view();
-      p.device = DeviceType::kCpu;
-      p.dtype = DType::kF32;
+      p.device = device;
+      p.dtype = dtype;
       p.layer = layer;
       p.request_id = req.id;
       p.state = L.state.get();
@@ -315,8 +384,8 @@ struct Engine::Impl : public LayerAttention {
     all.num_kv_heads = in.num_kv_heads;
     all.head_dim = in.head_dim;
     all.scale = scale;
-    all.device = DeviceType::kCpu;
-    all.dtype = DType::kF32;
+    all.device = device;
+    all.dtype = dtype;
     all.q = in.q;
     all.out = out;
     all.kv = pool->view();
@@ -347,9 +416,14 @@ struct Engine::Impl : public LayerAttention {
         }
       }
       all.seqs = problems;
-      absl::Status st = RunBlockSparseAttention(all, combined_plan, &workspace);
+      absl::Status st = cuda ? cuda->Run(all, in.k, in.v, combined_plan.layouts)
+                             : RunBlockSparseAttention(all, combined_plan, &workspace);
       if (!st.ok()) return Annotate(st, absl::StrCat("attention, layer ", layer));
     } else {
+      if (cuda) {
+        return absl::UnimplementedError(absl::StrCat(
+            "layer ", layer, ": backends with their own kernel do not run on cuda yet"));
+      }
       for (size_t g = 0; g < groups; ++g) {
         AttentionBatch sub = all;
         sub.seqs = std::span<const AttentionProblem>(problems.data() + group_begin[g],
@@ -365,7 +439,8 @@ struct Engine::Impl : public LayerAttention {
     // What the backends will no longer read goes back to the pool.
     for (size_t s = 0; s < in.seqs.size(); ++s) {
       LayerState& L = active[s]->layers[layer];
-      L.kv->Release(L.backend->RetainedKv(in.seqs[s].pos0 + in.seqs[s].num_tokens));
+      L.kv->Release(L.backend->RetainedKv(in.seqs[s].pos0 + in.seqs[s].num_tokens),
+                    cuda ? model->device()->default_stream() : nullptr);
     }
     return absl::OkStatus();
   }
@@ -479,12 +554,21 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
     }
   }
 
-  // The KV page pool of the model's device (the CPU for now).
+  // The KV page pool of the model's device.
+  Device* device = model->device();
   KvPoolOptions pool_options;
-  pool_options.dtype = DType::kF32;
+  pool_options.dtype = model->activation_dtype();
   pool_options.page_tokens = impl->options.kv_page_tokens;
   pool_options.num_kv_heads = info.num_kv_heads;
   pool_options.head_dim = info.head_dim;
+  if (device->type() == DeviceType::kCuda) {
+    // The CUDA kernels read heads of 64 or 128: smaller heads are stored padded with zeros.
+    if (info.head_dim > 128) {
+      return InvalidInput("model head_dim", "at most 128 for attention on cuda",
+                          absl::StrCat(info.head_dim));
+    }
+    pool_options.head_dim = info.head_dim <= 64 ? 64 : 128;
+  }
   if (impl->options.kv_pool_bytes > 0) {
     pool_options.capacity_pages = KvPoolPagesForBytes(impl->options.kv_pool_bytes, pool_options);
     if (pool_options.capacity_pages < 1) {
@@ -500,10 +584,16 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
         static_cast<int64_t>(info.ConfigNumber("max_position_embeddings").value_or(32768));
     const int64_t per_sequence = (std::max<int64_t>(max_pos, 1) + pool_options.page_tokens - 1) /
                                  pool_options.page_tokens * std::max(info.num_layers, 1);
-    const int64_t cap = KvPoolPagesForBytes(size_t{1} << 30, pool_options);
+    // 1 GiB on the CPU, 16 GiB on a GPU at most.
+    const size_t cap_bytes =
+        device->type() == DeviceType::kCpu ? size_t{1} << 30 : size_t{16} << 30;
+    const int64_t cap = KvPoolPagesForBytes(cap_bytes, pool_options);
     pool_options.capacity_pages = std::max<int64_t>(1, std::min(16 * per_sequence, cap));
   }
-  FLUXATTN_ASSIGN_OR_RETURN(impl->pool, KvPagePool::Create(CpuDevice(), pool_options));
+  FLUXATTN_ASSIGN_OR_RETURN(impl->pool, KvPagePool::Create(device, pool_options));
+  if (device->type() == DeviceType::kCuda) {
+    FLUXATTN_ASSIGN_OR_RETURN(impl->cuda, CudaLayerRunner::Create(device));
+  }
 
   RoutingSetup setup;
   setup.model = &model->info();

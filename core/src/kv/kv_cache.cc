@@ -75,6 +75,13 @@ absl::Status LayerKvCache::Append(const void* k, const void* v, int64_t n, Strea
   return absl::OkStatus();
 }
 
+absl::Status LayerKvCache::MarkWritten(int64_t n) {
+  if (n < 0) return absl::InvalidArgumentError(absl::StrCat("KV append of ", n, " positions"));
+  FLUXATTN_RETURN_IF_ERROR(Reserve(length_ + n));
+  length_ += n;
+  return absl::OkStatus();
+}
+
 void LayerKvCache::Release(const KvRetention& retention, Stream* stream) {
   if (retention.keeps_all()) return;
   const int64_t p = page_tokens();

@@ -60,6 +60,18 @@ absl::Status EmbeddingGather(const int32_t* ids, int64_t num_ids, const void* ta
 // y = a + b, element-wise over n bf16 values (y may alias a or b).
 absl::Status Add(const void* a, const void* b, void* y, int64_t n, void* stream);
 
+// y[r, c] += bias[c] for rows of `cols` bf16 values, rows `row_stride` elements apart.
+absl::Status AddBias(void* y, const void* bias, int64_t rows, int32_t cols, int64_t row_stride,
+                     void* stream);
+
+// dst[r, c] = src[r, c] for c < min(src_cols, dst_cols), 0 for src_cols <= c < dst_cols: pads
+// rows with zero columns (heads to a kernel's head dimension) or keeps their leading columns.
+absl::Status CopyColumns(const void* src, int64_t rows, int32_t src_cols, void* dst,
+                         int32_t dst_cols, void* stream);
+
+// y[i] = float(x[i]) over n bf16 values.
+absl::Status Bf16ToF32(const void* x, float* y, int64_t n, void* stream);
+
 // The flux router's pooling (pooling_mode ctx_q) for every sequence of a varlen batch: with
 // n = min(pool_size, T_b), pooled[b] = mean over heads of (sum of rows [0, n) + sum of rows
 // [T_b - n, T_b)) / (2 n) (a row in both halves counts twice). q [sum_T, num_heads, head_dim]

@@ -196,6 +196,40 @@ __global__ void AddKernel(const bf16* a, const bf16* b, bf16* y, int64_t n) {
   }
 }
 
+// y[r, c] += bias[c] over rows of `cols` (row stride `row_stride` elements).
+__global__ void AddBiasKernel(bf16* y, const bf16* bias, int64_t rows, int32_t cols,
+                              int64_t row_stride) {
+  const int64_t n = rows * cols;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += stride) {
+    const int64_t r = i / cols;
+    const int32_t c = static_cast<int32_t>(i - r * cols);
+    bf16* p = y + r * row_stride + c;
+    *p = __float2bfloat16(__bfloat162float(*p) + __bfloat162float(bias[c]));
+  }
+}
+
+__global__ void CopyColumnsKernel(const bf16* src, int64_t rows, int32_t src_cols, bf16* dst,
+                                  int32_t dst_cols) {
+  const int64_t n = rows * dst_cols;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += stride) {
+    const int64_t r = i / dst_cols;
+    const int32_t c = static_cast<int32_t>(i - r * dst_cols);
+    dst[i] = c < src_cols ? src[r * src_cols + c] : __float2bfloat16(0.f);
+  }
+}
+
+__global__ void Bf16ToF32Kernel(const bf16* x, float* y, int64_t n) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += stride) {
+    y[i] = __bfloat162float(x[i]);
+  }
+}
+
 // Block (head_dim, kPoolSlices): slice s sums rows s, s + kPoolSlices, ... of both ends.
 constexpr int kPoolSlices = 8;
 __global__ void RouterPoolKernel(const bf16* q, const int32_t* q_indptr, int32_t heads, int32_t d,
@@ -332,6 +366,42 @@ absl::Status Add(const void* a, const void* b, void* y, int64_t n, void* stream)
   AddKernel<<<BlocksFor(std::max<int64_t>(n / 8, 1)), kThreads, 0, AsStream(stream)>>>(
       static_cast<const bf16*>(a), static_cast<const bf16*>(b), static_cast<bf16*>(y), n);
   return LaunchStatus("Add");
+}
+
+absl::Status AddBias(void* y, const void* bias, int64_t rows, int32_t cols, int64_t row_stride,
+                     void* stream) {
+  if (rows < 0 || cols <= 0 || row_stride < cols) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "AddBias: rows / cols / row_stride: expected rows >= 0, cols > 0, stride >= cols, found ",
+        rows, " / ", cols, " / ", row_stride));
+  }
+  if (rows == 0) return absl::OkStatus();
+  AddBiasKernel<<<BlocksFor(rows * cols), kThreads, 0, AsStream(stream)>>>(
+      static_cast<bf16*>(y), static_cast<const bf16*>(bias), rows, cols, row_stride);
+  return LaunchStatus("AddBias");
+}
+
+absl::Status CopyColumns(const void* src, int64_t rows, int32_t src_cols, void* dst,
+                         int32_t dst_cols, void* stream) {
+  if (rows < 0 || src_cols <= 0 || dst_cols <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CopyColumns: rows / src_cols / dst_cols: expected >= 0 / > 0 / > 0, found ",
+                     rows, " / ", src_cols, " / ", dst_cols));
+  }
+  if (rows == 0) return absl::OkStatus();
+  CopyColumnsKernel<<<BlocksFor(rows * dst_cols), kThreads, 0, AsStream(stream)>>>(
+      static_cast<const bf16*>(src), rows, src_cols, static_cast<bf16*>(dst), dst_cols);
+  return LaunchStatus("CopyColumns");
+}
+
+absl::Status Bf16ToF32(const void* x, float* y, int64_t n, void* stream) {
+  if (n < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("Bf16ToF32: n: expected >= 0, found ", n));
+  }
+  if (n == 0) return absl::OkStatus();
+  Bf16ToF32Kernel<<<BlocksFor(n), kThreads, 0, AsStream(stream)>>>(static_cast<const bf16*>(x), y,
+                                                                   n);
+  return LaunchStatus("Bf16ToF32");
 }
 
 absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs, int32_t num_heads,

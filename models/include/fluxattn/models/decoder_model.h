@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "fluxattn/config.h"
 #include "fluxattn/language_model.h"
 #include "fluxattn/models/model_config.h"
 
@@ -19,7 +20,25 @@ namespace fluxattn::models {
 
 struct ModelLoadOptions {
   int threads = 0;  // the process-wide CPU pool's size; 0: hardware concurrency
+  // "cpu" (float32 activations, weights as stored) or "cuda" / "cuda:N" (weights converted to
+  // bfloat16 on the device, bfloat16 activations, f32 accumulation).
+  std::string device = "cpu";
 };
+
+// Load options for a model on `device` ("cpu", "cuda", "cuda:N") with activations of `dtype`
+// ("f32" on the cpu, "bf16" on cuda; empty: the device's own). `where` prefixes errors (e.g.
+// "x.toml: [model]"), which name the key, what this build supports and what was given.
+absl::StatusOr<ModelLoadOptions> ModelLoadOptionsFor(const std::string& where,
+                                                     const std::string& device,
+                                                     const std::string& dtype, int threads);
+
+// The same from a configuration's [model] section (`config_path` names it in errors), with the
+// command line's --device (`device_flag`, empty: the config's; it then also picks the dtype)
+// and --threads (`threads_flag` < 0: the config's).
+absl::StatusOr<ModelLoadOptions> ModelLoadOptionsFromConfig(const EngineConfig& config,
+                                                            const std::string& config_path,
+                                                            const std::string& device_flag,
+                                                            int threads_flag);
 
 // A tensor the architecture needs, with the shape the config implies.
 struct ExpectedTensor {

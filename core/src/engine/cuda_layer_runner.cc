@@ -1,0 +1,345 @@
+#include "engine/cuda_layer_runner.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "fluxattn/status.h"
+
+#if defined(FLUXATTN_WITH_CUDA)
+#include "fluxattn/kernels/cuda_attention.h"
+#include "fluxattn/kernels/cuda_model_ops.h"
+#endif
+
+namespace fluxattn {
+
+bool IsDenseCausal(const BlockSparseLayout& layout) {
+  if (!layout.masks.empty()) return false;
+  const int64_t qb_count = layout.num_q_blocks();
+  for (int64_t qb = 0; qb < qb_count; ++qb) {
+    const int64_t last_row = std::min((qb + 1) * layout.q_block_tokens, layout.num_queries) - 1;
+    const int64_t last_pos = std::min(layout.q_pos0 + last_row, layout.kv_length - 1);
+    const int64_t blocks = last_pos / layout.kv_block_tokens + 1;
+    for (int h = 0; h < layout.num_layout_heads; ++h) {
+      const int64_t r = qb * layout.num_layout_heads + h;
+      const int64_t begin = layout.row_begin[r], end = layout.row_begin[r + 1];
+      if (end - begin != blocks) return false;
+      for (int64_t e = begin; e < end; ++e) {
+        if (layout.kv_block[e] != e - begin || layout.mask_index[e] != -1) return false;
+      }
+    }
+  }
+  return true;
+}
+
+#if !defined(FLUXATTN_WITH_CUDA)
+
+absl::StatusOr<std::unique_ptr<CudaLayerRunner>> CudaLayerRunner::Create(Device*) {
+  return absl::FailedPreconditionError("attention on cuda: this build has no CUDA");
+}
+
+#else
+
+namespace {
+
+namespace kc = ::fluxattn::kernels::cuda;
+
+class Runner : public CudaLayerRunner {
+ public:
+  explicit Runner(Device* device)
+      : device_(device),
+        tables_(device),
+        workspace_(device),
+        q_pad_(device),
+        k_pad_(device),
+        v_pad_(device),
+        out_pad_(device) {}
+
+  absl::Status Run(const AttentionBatch& batch, const TensorView& k, const TensorView& v,
+                   std::span<const BlockSparseLayout> layouts) override;
+
+ private:
+  absl::Status RunGroups(const AttentionBatch& batch, const TensorView& k, const TensorView& v,
+                         std::span<const BlockSparseLayout> layouts, std::span<const int> order,
+                         bool one_launch);
+  // One launch over the sequences `seqs` (indices into batch.seqs, consecutive in row order).
+  absl::Status RunGroup(const AttentionBatch& batch, const TensorView& k, const TensorView& v,
+                        std::span<const BlockSparseLayout> layouts, std::span<const int> seqs);
+
+  Device* device_;
+  DeviceBuffer tables_;
+  DeviceBuffer workspace_;
+  // Heads padded with zeros to the kernels' head dimension (models with other head dims).
+  DeviceBuffer q_pad_, k_pad_, v_pad_, out_pad_;
+  std::vector<int32_t> host_;
+  std::vector<int32_t> host_q_indptr_, host_q_pos0_;
+};
+
+// Appends `n` int32 slots to `buf` and returns the offset of the first.
+size_t Reserve(std::vector<int32_t>& buf, size_t n) {
+  const size_t at = buf.size();
+  buf.resize(at + n);
+  return at;
+}
+
+absl::Status Runner::Run(const AttentionBatch& batch, const TensorView& k, const TensorView& v,
+                         std::span<const BlockSparseLayout> layouts) {
+  const size_t n = batch.seqs.size();
+  if (layouts.size() != n) {
+    return absl::InternalError(
+        absl::StrCat("attention on cuda: ", layouts.size(), " layouts for ", n, " sequences"));
+  }
+  if (n == 0) return absl::OkStatus();
+  if (batch.dtype != DType::kBF16 || batch.q.dtype != DType::kBF16) {
+    return InvalidInput("attention on cuda: dtype", "bf16", DTypeName(batch.q.dtype));
+  }
+  std::vector<int> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](int a, int b) { return batch.seqs[a].q_row0 < batch.seqs[b].q_row0; });
+  int64_t next_row = batch.seqs[order[0]].q_row0;
+  for (int i : order) {
+    if (batch.seqs[i].q_row0 != next_row) {
+      return absl::InternalError("attention on cuda: the sequences' rows are not consecutive");
+    }
+    next_row += batch.seqs[i].num_queries;
+  }
+  bool all_dense = true;
+  bool uniform = true;
+  for (size_t i = 0; i < n; ++i) {
+    const BlockSparseLayout& a = layouts[i];
+    const BlockSparseLayout& b = layouts[0];
+    if (a.q_block_tokens % 64 != 0 || a.kv_block_tokens % 64 != 0) {
+      return InvalidInput(
+          absl::StrCat("attention on cuda, layer ", batch.layer, ": layout block sizes"),
+          "multiples of 64 (the kernels' tile)",
+          absl::StrCat(a.q_block_tokens, " x ", a.kv_block_tokens));
+    }
+    all_dense = all_dense && IsDenseCausal(a);
+    uniform = uniform && a.q_block_tokens == b.q_block_tokens &&
+              a.kv_block_tokens == b.kv_block_tokens && a.num_layout_heads == b.num_layout_heads;
+  }
+  const int32_t d = batch.head_dim, dp = batch.kv.head_dim;
+  if (dp != d) {
+    // The pool holds heads of the kernels' dimension: queries, keys and values are padded with
+    // zero columns (which add nothing to q.k) and the output keeps its first d columns.
+    if (dp < d) {
+      return absl::InternalError(
+          absl::StrCat("attention on cuda: pool head_dim ", dp, " below the model's ", d));
+    }
+    const int64_t rows = batch.q.shape[0];
+    const size_t bf = sizeof(uint16_t);
+    const int64_t q_heads = rows * batch.num_q_heads, kv_heads = rows * batch.num_kv_heads;
+    FLUXATTN_ASSIGN_OR_RETURN(void* qp, q_pad_.Ensure(q_heads * dp * bf));
+    FLUXATTN_ASSIGN_OR_RETURN(void* kp, k_pad_.Ensure(kv_heads * dp * bf));
+    FLUXATTN_ASSIGN_OR_RETURN(void* vp, v_pad_.Ensure(kv_heads * dp * bf));
+    FLUXATTN_ASSIGN_OR_RETURN(void* op, out_pad_.Ensure(q_heads * dp * bf));
+    Stream* stream = batch.stream != nullptr ? batch.stream : device_->default_stream();
+    void* s = stream->native_handle();
+    FLUXATTN_RETURN_IF_ERROR(kc::CopyColumns(batch.q.data, q_heads, d, qp, dp, s));
+    FLUXATTN_RETURN_IF_ERROR(kc::CopyColumns(k.data, kv_heads, d, kp, dp, s));
+    FLUXATTN_RETURN_IF_ERROR(kc::CopyColumns(v.data, kv_heads, d, vp, dp, s));
+    AttentionBatch padded = batch;
+    padded.head_dim = dp;
+    const int32_t ord = device_->ordinal();
+    padded.q = TensorView::Contiguous(qp, DType::kBF16, DeviceType::kCuda,
+                                      {rows, batch.num_q_heads, dp}, ord);
+    padded.out = TensorView::Contiguous(op, DType::kBF16, DeviceType::kCuda,
+                                        {rows, batch.num_q_heads, dp}, ord);
+    const TensorView kv_view = TensorView::Contiguous(kp, DType::kBF16, DeviceType::kCuda,
+                                                      {rows, batch.num_kv_heads, dp}, ord);
+    const TensorView v_view = TensorView::Contiguous(vp, DType::kBF16, DeviceType::kCuda,
+                                                     {rows, batch.num_kv_heads, dp}, ord);
+    FLUXATTN_RETURN_IF_ERROR(
+        RunGroups(padded, kv_view, v_view, layouts, order, all_dense || uniform));
+    return kc::CopyColumns(op, q_heads, dp, batch.out.data, d, s);
+  }
+  return RunGroups(batch, k, v, layouts, order, all_dense || uniform);
+}
+
+absl::Status Runner::RunGroups(const AttentionBatch& batch, const TensorView& k,
+                               const TensorView& v, std::span<const BlockSparseLayout> layouts,
+                               std::span<const int> order, bool one_launch) {
+  if (one_launch) return RunGroup(batch, k, v, layouts, order);
+  // Layouts of different geometry: one launch per sequence.
+  for (int i : order) {
+    FLUXATTN_RETURN_IF_ERROR(RunGroup(batch, k, v, layouts, std::span<const int>(&i, 1)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, const TensorView& v,
+                              std::span<const BlockSparseLayout> layouts,
+                              std::span<const int> seqs) {
+  const int32_t b_count = static_cast<int32_t>(seqs.size());
+  const AttentionProblem& first = batch.seqs[seqs[0]];
+  const int64_t base_row = first.q_row0;
+  bool dense = true;
+  bool decode = true;
+  int64_t rows = 0;
+  for (int i : seqs) {
+    dense = dense && IsDenseCausal(layouts[i]);
+    decode = decode && batch.seqs[i].phase == AttentionPhase::kDecode;
+    rows += batch.seqs[i].num_queries;
+  }
+  // The tables, in int32 slots of one host buffer.
+  host_.clear();
+  const size_t q_indptr = Reserve(host_, b_count + 1);
+  const size_t q_pos0 = Reserve(host_, b_count);
+  const size_t kv_len = Reserve(host_, b_count);
+  const size_t page_indptr = Reserve(host_, b_count + 1);
+  host_[q_indptr] = 0;
+  host_[page_indptr] = 0;
+  int64_t max_kv_tokens = 1;
+  for (int32_t b = 0; b < b_count; ++b) {
+    const AttentionProblem& p = batch.seqs[seqs[b]];
+    host_[q_indptr + b + 1] = static_cast<int32_t>(host_[q_indptr + b] + p.num_queries);
+    host_[q_pos0 + b] = static_cast<int32_t>(p.q_pos0);
+    host_[kv_len + b] = static_cast<int32_t>(p.kv.length);
+    host_[page_indptr + b + 1] = static_cast<int32_t>(host_[page_indptr + b] + p.kv.num_pages);
+    max_kv_tokens = std::max<int64_t>(max_kv_tokens, p.kv.length);
+  }
+  const size_t page_indices = Reserve(host_, host_[page_indptr + b_count]);
+  for (int32_t b = 0; b < b_count; ++b) {
+    const AttentionProblem& p = batch.seqs[seqs[b]];
+    std::memcpy(&host_[page_indices + host_[page_indptr + b]], p.kv.pages,
+                p.kv.num_pages * sizeof(int32_t));
+  }
+  size_t seq_row_begin = 0, row_indptr = 0, kv_block = 0, mask_index = 0, masks = 0;
+  bool any_masks = false;
+  if (!dense) {
+    const BlockSparseLayout& geo = layouts[seqs[0]];
+    int64_t total_rows = 0, total_entries = 0, total_words = 0;
+    for (int i : seqs) {
+      total_rows += layouts[i].num_rows();
+      total_entries += static_cast<int64_t>(layouts[i].kv_block.size());
+      total_words += static_cast<int64_t>(layouts[i].masks.size());
+    }
+    any_masks = total_words > 0;
+    seq_row_begin = Reserve(host_, b_count);
+    row_indptr = Reserve(host_, total_rows + 1);
+    kv_block = Reserve(host_, total_entries);
+    mask_index = any_masks ? Reserve(host_, total_entries) : 0;
+    if (host_.size() % 2 != 0) Reserve(host_, 1);  // 8-byte alignment of the masks
+    masks = any_masks ? Reserve(host_, 2 * total_words) : 0;
+    int64_t row = 0, entry = 0, word = 0;
+    const int64_t words_per_mask = geo.words_per_mask();
+    host_[row_indptr] = 0;
+    max_kv_tokens = 1;
+    for (int32_t b = 0; b < b_count; ++b) {
+      const BlockSparseLayout& L = layouts[seqs[b]];
+      host_[seq_row_begin + b] = static_cast<int32_t>(row);
+      for (int64_t r = 0; r < L.num_rows(); ++r) {
+        const int64_t e0 = L.row_begin[r], e1 = L.row_begin[r + 1];
+        max_kv_tokens = std::max<int64_t>(max_kv_tokens, (e1 - e0) * L.kv_block_tokens);
+        for (int64_t e = e0; e < e1; ++e) {
+          host_[kv_block + entry] = L.kv_block[e];
+          if (any_masks) {
+            host_[mask_index + entry] =
+                L.mask_index[e] < 0 ? -1
+                                    : static_cast<int32_t>(word / words_per_mask + L.mask_index[e]);
+          }
+          ++entry;
+        }
+        host_[row_indptr + row + 1] = static_cast<int32_t>(entry);
+        ++row;
+      }
+      if (!L.masks.empty()) {
+        std::memcpy(&host_[masks + 2 * word], L.masks.data(), L.masks.size() * sizeof(uint64_t));
+        word += static_cast<int64_t>(L.masks.size());
+      }
+    }
+  }
+  FLUXATTN_ASSIGN_OR_RETURN(void* tables, tables_.Ensure(host_.size() * sizeof(int32_t)));
+  Stream* stream = batch.stream != nullptr ? batch.stream : device_->default_stream();
+  void* s = stream->native_handle();
+  FLUXATTN_RETURN_IF_ERROR(device_->Copy(tables, host_.data(), host_.size() * sizeof(int32_t),
+                                         CopyKind::kHostToDevice, stream));
+  const int32_t* t = static_cast<const int32_t*>(tables);
+
+  kc::SequenceBatch sb;
+  sb.num_seqs = b_count;
+  sb.q_indptr = t + q_indptr;
+  sb.q_pos0 = t + q_pos0;
+  sb.kv_len = t + kv_len;
+  sb.page_indptr = t + page_indptr;
+  sb.page_indices = t + page_indices;
+  kc::PagedKvPool pool;
+  pool.k = batch.kv.k.data;
+  pool.v = batch.kv.v.data;
+  pool.num_pages = static_cast<int32_t>(batch.kv.capacity_pages);
+  pool.page_tokens = batch.kv.page_tokens;
+  const int64_t kv_row = int64_t{batch.num_kv_heads} * batch.head_dim;
+  const int64_t q_row = int64_t{batch.num_q_heads} * batch.head_dim;
+  const size_t bf = sizeof(uint16_t);
+  // New keys and values into the pages (they are counted in kv_len already).
+  FLUXATTN_RETURN_IF_ERROR(kc::AppendKv(static_cast<const char*>(k.data) + base_row * kv_row * bf,
+                                        static_cast<const char*>(v.data) + base_row * kv_row * bf,
+                                        rows, batch.num_kv_heads, batch.head_dim, batch.kv.k.data,
+                                        batch.kv.v.data, batch.kv.page_tokens, sb, s));
+  kc::BlockSparseLayoutView lv;
+  if (!dense) {
+    const BlockSparseLayout& geo = layouts[seqs[0]];
+    lv.q_block_tokens = geo.q_block_tokens;
+    lv.kv_block_tokens = geo.kv_block_tokens;
+    lv.num_layout_heads = geo.num_layout_heads;
+    lv.seq_row_begin = t + seq_row_begin;
+    lv.row_indptr = t + row_indptr;
+    lv.kv_block = t + kv_block;
+    lv.maybe_mask_index = any_masks ? t + mask_index : nullptr;
+    lv.maybe_masks = any_masks ? reinterpret_cast<const uint64_t*>(t + masks) : nullptr;
+  }
+  kc::AttentionShape shape;
+  shape.num_q_heads = batch.num_q_heads;
+  shape.num_kv_heads = batch.num_kv_heads;
+  shape.head_dim = batch.head_dim;
+  shape.scale = batch.scale;
+  const void* q = static_cast<const char*>(batch.q.data) + base_row * q_row * bf;
+  void* out = static_cast<char*>(batch.out.data) + base_row * q_row * bf;
+  if (decode) {
+    const int32_t splits = kc::ChooseDecodeSplits(b_count, batch.num_kv_heads, max_kv_tokens);
+    const size_t bytes = kc::DecodeWorkspaceBytes(b_count, shape, splits);
+    FLUXATTN_ASSIGN_OR_RETURN(void* ws, workspace_.Ensure(bytes));
+    FLUXATTN_ASSIGN_OR_RETURN(kc::DecodePlan plan,
+                              kc::PlanDecode(shape, b_count, splits, ws, workspace_.bytes()));
+    kc::DecodeArgs args;
+    args.shape = shape;
+    args.q = q;
+    args.out = out;
+    args.kv = pool;
+    args.seqs = sb;
+    args.maybe_layout = dense ? nullptr : &lv;
+    return kc::RunDecode(args, plan, s);
+  }
+  host_q_indptr_.assign(host_.begin() + q_indptr, host_.begin() + q_indptr + b_count + 1);
+  host_q_pos0_.assign(host_.begin() + q_pos0, host_.begin() + q_pos0 + b_count);
+  const size_t bytes = kc::PrefillWorkspaceBytes(rows, b_count);
+  FLUXATTN_ASSIGN_OR_RETURN(void* ws, workspace_.Ensure(bytes));
+  // Dense: the kernel's own tile; a layout: 64-row tiles (a divisor of every q block).
+  const int32_t tile_rows = dense ? 0 : 64;
+  FLUXATTN_ASSIGN_OR_RETURN(
+      kc::PrefillPlan plan,
+      kc::PlanPrefill(shape, host_q_indptr_, host_q_pos0_, ws, workspace_.bytes(), s, tile_rows));
+  kc::PrefillArgs args;
+  args.shape = shape;
+  args.q = q;
+  args.out = out;
+  args.kv = pool;
+  args.seqs = sb;
+  args.maybe_layout = dense ? nullptr : &lv;
+  return kc::RunPrefill(args, plan, s);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CudaLayerRunner>> CudaLayerRunner::Create(Device* device) {
+  if (device == nullptr || device->type() != DeviceType::kCuda) {
+    return absl::InvalidArgumentError("CudaLayerRunner: not a CUDA device");
+  }
+  return std::unique_ptr<CudaLayerRunner>(new Runner(device));
+}
+
+#endif  // FLUXATTN_WITH_CUDA
+
+}  // namespace fluxattn

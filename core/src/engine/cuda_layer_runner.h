@@ -1,0 +1,38 @@
+// The engine's attention on a CUDA device, for one layer of the batch: new K/V rows into the
+// page pool through each sequence's page table, then the core block-sparse kernels
+// (fluxattn/kernels/cuda_attention.h) over the backends' layouts. Every per-layer table (page
+// tables, query offsets, the layouts' CSR) goes to the device in ONE copy.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "fluxattn/attention_backend.h"
+#include "fluxattn/device.h"
+
+namespace fluxattn {
+
+class CudaLayerRunner {
+ public:
+  // An error when the core was built without CUDA.
+  static absl::StatusOr<std::unique_ptr<CudaLayerRunner>> Create(Device* device);
+  virtual ~CudaLayerRunner() = default;
+
+  // Writes the rows of `k` and `v` ([rows, num_kv_heads, head_dim] bf16 on the device) of every
+  // sequence into its pages (problems[i].kv already counts them: kv.length = q_pos0 +
+  // num_queries), then the attention of every sequence into batch.out. layouts[i] belongs to
+  // batch.seqs[i]; sequences whose layout is dense causal use the kernels' dense path when all
+  // of them are.
+  virtual absl::Status Run(const AttentionBatch& batch, const TensorView& k, const TensorView& v,
+                           std::span<const BlockSparseLayout> layouts) = 0;
+};
+
+// Whether `layout` lists every causal pair (each row reads every block up to its last query's
+// position, whole blocks only): what the kernels compute without a layout.
+bool IsDenseCausal(const BlockSparseLayout& layout);
+
+}  // namespace fluxattn

@@ -1,0 +1,354 @@
+#include "cuda_decoder_model.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "fluxattn/status.h"
+#include "fluxattn/thread_pool.h"
+
+#if defined(FLUXATTN_WITH_CUDA)
+#include "fluxattn/kernels/cuda_model_ops.h"
+#endif
+
+namespace fluxattn::models {
+
+#if !defined(FLUXATTN_WITH_CUDA)
+
+absl::StatusOr<std::unique_ptr<LanguageModel>> CreateCudaLanguageModel(
+    ModelSpec, std::unique_ptr<WeightSource>, Device* device, int) {
+  return InvalidInput("model device", "\"cpu\" (this build has no CUDA)",
+                      absl::StrCat("\"", device != nullptr ? device->name() : "?", "\""));
+}
+
+#else
+
+namespace {
+
+namespace kc = ::fluxattn::kernels::cuda;
+
+std::string LayerName(int layer, const std::string& suffix) {
+  return absl::StrCat("model.layers.", layer, ".", suffix);
+}
+
+struct Layer {
+  void* input_norm = nullptr;
+  void* post_norm = nullptr;
+  void* q_norm = nullptr;  // null without per-head norms
+  void* k_norm = nullptr;
+  void *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  void* gate_up = nullptr;  // [2 * intermediate, hidden]: gate rows, then up rows
+  void* down = nullptr;
+  void *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
+  void *gate_up_bias = nullptr, *down_bias = nullptr;
+};
+
+class CudaDecoderModel : public LanguageModel {
+ public:
+  CudaDecoderModel(ModelSpec spec, std::unique_ptr<WeightSource> weights, Device* device)
+      : spec_(std::move(spec)), weights_(std::move(weights)), device_(device) {
+    for (DeviceBuffer* b :
+         {&x_, &xn_, &q_pre_, &q_, &k_, &v_, &attn_, &tmp_, &act_, &sel_, &logits_, &staging_}) {
+      b->Bind(device_);
+    }
+  }
+  ~CudaDecoderModel() override {
+    (void)device_->Synchronize();
+    for (void* p : owned_) device_->Free(p);
+  }
+
+  absl::Status Load();
+
+  const ModelInfo& info() const override { return spec_.info; }
+  const WeightSource& weights() const override { return *weights_; }
+  const std::vector<int64_t>& stop_token_ids() const override { return spec_.eos_token_ids; }
+  void SetThreads(int threads) override { SetCpuThreads(threads); }
+  int threads() const override { return CpuThreads(); }
+  Device* device() const override { return device_; }
+  DType activation_dtype() const override { return DType::kBF16; }
+
+  absl::Status Forward(std::span<const SequenceChunk> batch, LayerAttention& attention,
+                       bool all_positions, std::vector<float>* logits) override;
+
+ private:
+  void* stream() const { return device_->default_stream()->native_handle(); }
+
+  // Copies host bytes into a new device allocation owned by the model.
+  absl::StatusOr<void*> Upload(const void* host, size_t bytes) {
+    FLUXATTN_ASSIGN_OR_RETURN(void* p, device_->Allocate(bytes));
+    owned_.push_back(p);
+    FLUXATTN_RETURN_IF_ERROR(
+        device_->Copy(p, host, bytes, CopyKind::kHostToDevice, device_->default_stream()));
+    return p;
+  }
+  // The tensor's values as bfloat16 (stored bf16 is copied as is; other types round to nearest
+  // even), appended to `out`. Non-finite weights are refused, naming the tensor.
+  absl::Status AppendBf16(const std::string& name, const std::vector<int64_t>& shape,
+                          std::vector<uint16_t>* out) {
+    FLUXATTN_ASSIGN_OR_RETURN(Tensor raw, weights_->GetRaw(name, shape));
+    const size_t base = out->size();
+    const int64_t n = raw.numel();
+    out->resize(base + n);
+    if (raw.dtype() == DType::kBF16) {
+      std::memcpy(out->data() + base, raw.raw_data(), n * sizeof(uint16_t));
+    } else {
+      FLUXATTN_ASSIGN_OR_RETURN(Tensor f, weights_->GetF32(name, shape));
+      const float* p = f.data<float>();
+      for (int64_t i = 0; i < n; ++i) (*out)[base + i] = FloatToBF16(p[i]);
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      const uint16_t b = (*out)[base + i];
+      if ((b & 0x7f80) == 0x7f80) {
+        return InvalidInput(
+            absl::StrCat(spec_.info.path.empty() ? "weights" : spec_.info.path, ": tensor '", name,
+                         "'"),
+            "finite weights",
+            absl::StrCat((b & 0x007f) != 0 ? "NaN" : "an infinite value", " at element ", i));
+      }
+    }
+    return absl::OkStatus();
+  }
+  // One or more tensors concatenated along their first dimension, as one bf16 device array.
+  absl::StatusOr<void*> UploadBf16(
+      std::initializer_list<std::pair<std::string, std::vector<int64_t>>> parts) {
+    std::vector<uint16_t> host;
+    for (const auto& [name, shape] : parts) {
+      FLUXATTN_RETURN_IF_ERROR(AppendBf16(name, shape, &host));
+    }
+    return Upload(host.data(), host.size() * sizeof(uint16_t));
+  }
+
+  ModelSpec spec_;
+  std::unique_ptr<WeightSource> weights_;
+  Device* device_;
+  std::vector<void*> owned_;
+  std::unique_ptr<kc::Gemm> gemm_;
+  void* embed_ = nullptr;
+  void* final_norm_ = nullptr;
+  void* lm_head_ = nullptr;
+  float* inv_freq_ = nullptr;
+  std::vector<Layer> layers_;
+  DeviceBuffer x_, xn_, q_pre_, q_, k_, v_, attn_, tmp_, act_, sel_, logits_, staging_;
+  std::vector<int32_t> host_staging_;
+  std::vector<SequenceRows> seq_rows_;
+};
+
+absl::Status CudaDecoderModel::Load() {
+  const ModelInfo& m = spec_.info;
+  const int64_t h = m.hidden_size, d = m.head_dim, v = m.vocab_size;
+  const int64_t inter = spec_.intermediate_size;
+  const int64_t q_dim = int64_t{m.num_q_heads} * d, kv_dim = int64_t{m.num_kv_heads} * d;
+  if (h % 8 != 0 || d % 8 != 0 || inter % 8 != 0) {
+    return InvalidInput(absl::StrCat(m.path, ": hidden_size / head_dim / intermediate_size"),
+                        "multiples of 8 on cuda", absl::StrCat(h, " / ", d, " / ", inter));
+  }
+  FLUXATTN_ASSIGN_OR_RETURN(gemm_, kc::Gemm::Create());
+  FLUXATTN_ASSIGN_OR_RETURN(embed_, UploadBf16({{"model.embed_tokens.weight", {v, h}}}));
+  FLUXATTN_ASSIGN_OR_RETURN(final_norm_, UploadBf16({{"model.norm.weight", {h}}}));
+  if (spec_.tie_word_embeddings) {
+    lm_head_ = embed_;
+  } else {
+    FLUXATTN_ASSIGN_OR_RETURN(lm_head_, UploadBf16({{"lm_head.weight", {v, h}}}));
+  }
+  const std::vector<float> inv_freq = RopeInverseFrequencies(spec_.rope, static_cast<int>(d));
+  FLUXATTN_ASSIGN_OR_RETURN(void* f, Upload(inv_freq.data(), inv_freq.size() * sizeof(float)));
+  inv_freq_ = static_cast<float*>(f);
+  layers_.resize(m.num_layers);
+  auto bias = [&](int i, const std::string& name, int64_t rows, bool has,
+                  void** out) -> absl::Status {
+    if (!has) return absl::OkStatus();
+    FLUXATTN_ASSIGN_OR_RETURN(*out, UploadBf16({{LayerName(i, name + ".bias"), {rows}}}));
+    return absl::OkStatus();
+  };
+  for (int i = 0; i < m.num_layers; ++i) {
+    Layer& L = layers_[i];
+    FLUXATTN_ASSIGN_OR_RETURN(L.input_norm,
+                              UploadBf16({{LayerName(i, "input_layernorm.weight"), {h}}}));
+    FLUXATTN_ASSIGN_OR_RETURN(L.post_norm,
+                              UploadBf16({{LayerName(i, "post_attention_layernorm.weight"), {h}}}));
+    if (spec_.qk_norm) {
+      FLUXATTN_ASSIGN_OR_RETURN(L.q_norm,
+                                UploadBf16({{LayerName(i, "self_attn.q_norm.weight"), {d}}}));
+      FLUXATTN_ASSIGN_OR_RETURN(L.k_norm,
+                                UploadBf16({{LayerName(i, "self_attn.k_norm.weight"), {d}}}));
+    }
+    FLUXATTN_ASSIGN_OR_RETURN(L.q,
+                              UploadBf16({{LayerName(i, "self_attn.q_proj.weight"), {q_dim, h}}}));
+    FLUXATTN_ASSIGN_OR_RETURN(L.k,
+                              UploadBf16({{LayerName(i, "self_attn.k_proj.weight"), {kv_dim, h}}}));
+    FLUXATTN_ASSIGN_OR_RETURN(L.v,
+                              UploadBf16({{LayerName(i, "self_attn.v_proj.weight"), {kv_dim, h}}}));
+    FLUXATTN_ASSIGN_OR_RETURN(L.o,
+                              UploadBf16({{LayerName(i, "self_attn.o_proj.weight"), {h, q_dim}}}));
+    FLUXATTN_ASSIGN_OR_RETURN(L.gate_up,
+                              UploadBf16({{LayerName(i, "mlp.gate_proj.weight"), {inter, h}},
+                                          {LayerName(i, "mlp.up_proj.weight"), {inter, h}}}));
+    FLUXATTN_ASSIGN_OR_RETURN(L.down,
+                              UploadBf16({{LayerName(i, "mlp.down_proj.weight"), {h, inter}}}));
+    FLUXATTN_RETURN_IF_ERROR(bias(i, "self_attn.q_proj", q_dim, spec_.qkv_bias, &L.q_bias));
+    FLUXATTN_RETURN_IF_ERROR(bias(i, "self_attn.k_proj", kv_dim, spec_.qkv_bias, &L.k_bias));
+    FLUXATTN_RETURN_IF_ERROR(bias(i, "self_attn.v_proj", kv_dim, spec_.qkv_bias, &L.v_bias));
+    FLUXATTN_RETURN_IF_ERROR(bias(i, "self_attn.o_proj", h, spec_.o_bias, &L.o_bias));
+    if (spec_.mlp_bias) {
+      FLUXATTN_ASSIGN_OR_RETURN(L.gate_up_bias,
+                                UploadBf16({{LayerName(i, "mlp.gate_proj.bias"), {inter}},
+                                            {LayerName(i, "mlp.up_proj.bias"), {inter}}}));
+    }
+    FLUXATTN_RETURN_IF_ERROR(bias(i, "mlp.down_proj", h, spec_.mlp_bias, &L.down_bias));
+  }
+  return device_->Synchronize();
+}
+
+absl::Status CudaDecoderModel::Forward(std::span<const SequenceChunk> batch,
+                                       LayerAttention& attention, bool all_positions,
+                                       std::vector<float>* logits) {
+  const ModelInfo& m = spec_.info;
+  const int64_t h = m.hidden_size, d = m.head_dim, vocab = m.vocab_size;
+  const int hq = m.num_q_heads, hkv = m.num_kv_heads;
+  const int64_t q_dim = hq * d, kv_dim = hkv * d, inter = spec_.intermediate_size;
+  const float eps = static_cast<float>(spec_.rms_norm_eps);
+  const int32_t num_seqs = static_cast<int32_t>(batch.size());
+  int64_t n = 0;
+  seq_rows_.resize(batch.size());
+  for (size_t s = 0; s < batch.size(); ++s) {
+    seq_rows_[s].row0 = n;
+    seq_rows_[s].num_tokens = static_cast<int64_t>(batch[s].tokens.size());
+    seq_rows_[s].pos0 = batch[s].pos0;
+    n += seq_rows_[s].num_tokens;
+  }
+  if (n == 0) return absl::InvalidArgumentError("Forward: the batch has no tokens");
+  if (!all_positions) {
+    for (size_t s = 0; s < batch.size(); ++s) {
+      if (batch[s].tokens.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Forward: sequence ", s, " has no tokens (cuda needs one per sequence)"));
+      }
+    }
+  }
+  // ids [n], positions [n], q_indptr [num_seqs + 1] in one upload.
+  host_staging_.resize(2 * n + num_seqs + 1);
+  int32_t* ids = host_staging_.data();
+  int32_t* positions = ids + n;
+  int32_t* q_indptr = positions + n;
+  q_indptr[0] = 0;
+  for (size_t s = 0; s < batch.size(); ++s) {
+    const int64_t row0 = seq_rows_[s].row0;
+    for (size_t t = 0; t < batch[s].tokens.size(); ++t) {
+      const int64_t id = batch[s].tokens[t];
+      if (id < 0 || id >= vocab) {
+        return InvalidInput(
+            absl::StrCat("token id at position ", batch[s].pos0 + t, " of sequence ", s),
+            absl::StrCat("an id in [0, ", vocab, ")"), absl::StrCat(id));
+      }
+      ids[row0 + t] = static_cast<int32_t>(id);
+      positions[row0 + t] = static_cast<int32_t>(batch[s].pos0 + t);
+    }
+    q_indptr[s + 1] = static_cast<int32_t>(row0 + seq_rows_[s].num_tokens);
+  }
+  const size_t bf = sizeof(uint16_t);
+  const int64_t nr = all_positions ? n : num_seqs;
+  FLUXATTN_ASSIGN_OR_RETURN(void* x, x_.Ensure(n * h * bf));
+  FLUXATTN_ASSIGN_OR_RETURN(void* xn, xn_.Ensure(n * h * bf));
+  FLUXATTN_ASSIGN_OR_RETURN(void* q_pre, q_pre_.Ensure(n * q_dim * bf));
+  FLUXATTN_ASSIGN_OR_RETURN(void* q, q_.Ensure(n * q_dim * bf));
+  FLUXATTN_ASSIGN_OR_RETURN(void* k, k_.Ensure(n * kv_dim * bf));
+  FLUXATTN_ASSIGN_OR_RETURN(void* v, v_.Ensure(n * kv_dim * bf));
+  FLUXATTN_ASSIGN_OR_RETURN(void* attn, attn_.Ensure(n * q_dim * bf));
+  FLUXATTN_ASSIGN_OR_RETURN(void* tmp, tmp_.Ensure(n * std::max(h, 2 * inter) * bf));
+  FLUXATTN_ASSIGN_OR_RETURN(void* act, act_.Ensure(n * inter * bf));
+  FLUXATTN_ASSIGN_OR_RETURN(void* sel, sel_.Ensure(nr * h * bf));
+  FLUXATTN_ASSIGN_OR_RETURN(void* out_logits, logits_.Ensure(nr * vocab * sizeof(float)));
+  FLUXATTN_ASSIGN_OR_RETURN(void* staging, staging_.Ensure(host_staging_.size() * sizeof(int32_t)));
+  Stream* st = device_->default_stream();
+  void* s = stream();
+  FLUXATTN_RETURN_IF_ERROR(device_->Copy(staging, host_staging_.data(),
+                                         host_staging_.size() * sizeof(int32_t),
+                                         CopyKind::kHostToDevice, st));
+  const int32_t* d_ids = static_cast<const int32_t*>(staging);
+  const int32_t* d_positions = d_ids + n;
+  const int32_t* d_q_indptr = d_positions + n;
+  using OT = kc::Gemm::OutputType;
+  auto linear = [&](const void* in, const void* w, const void* b, void* out, int64_t rows,
+                    int64_t cols, int64_t inner) -> absl::Status {
+    FLUXATTN_RETURN_IF_ERROR(gemm_->Linear(in, w, out, rows, cols, inner, OT::kBf16, s));
+    if (b != nullptr) {
+      FLUXATTN_RETURN_IF_ERROR(kc::AddBias(out, b, rows, static_cast<int32_t>(cols), cols, s));
+    }
+    return absl::OkStatus();
+  };
+  FLUXATTN_RETURN_IF_ERROR(
+      kc::EmbeddingGather(d_ids, n, embed_, vocab, static_cast<int32_t>(h), x, nullptr, s));
+  const int32_t hi = static_cast<int32_t>(h), di = static_cast<int32_t>(d);
+  for (int li = 0; li < m.num_layers; ++li) {
+    const Layer& L = layers_[li];
+    if (li == 0) {
+      FLUXATTN_RETURN_IF_ERROR(kc::RmsNorm(x, L.input_norm, xn, n, hi, eps, 0.f, s));
+    } else {
+      FLUXATTN_RETURN_IF_ERROR(kc::AddRmsNorm(x, tmp, L.input_norm, xn, n, hi, eps, 0.f, s));
+    }
+    FLUXATTN_RETURN_IF_ERROR(linear(xn, L.q, L.q_bias, q_pre, n, q_dim, h));
+    FLUXATTN_RETURN_IF_ERROR(linear(xn, L.k, L.k_bias, k, n, kv_dim, h));
+    FLUXATTN_RETURN_IF_ERROR(linear(xn, L.v, L.v_bias, v, n, kv_dim, h));
+    if (spec_.qk_norm) {
+      FLUXATTN_RETURN_IF_ERROR(kc::RmsNorm(q_pre, L.q_norm, q_pre, n * hq, di, eps, 0.f, s));
+      FLUXATTN_RETURN_IF_ERROR(kc::RmsNorm(k, L.k_norm, k, n * hkv, di, eps, 0.f, s));
+    }
+    FLUXATTN_RETURN_IF_ERROR(
+        device_->Copy(q, q_pre, n * q_dim * bf, CopyKind::kDeviceToDevice, st));
+    FLUXATTN_RETURN_IF_ERROR(
+        kc::RopeInPlace(q, k, n, hq, hkv, di, di, d_positions, inv_freq_, 1.0f, s));
+    {
+      LayerAttentionBatch in;
+      in.layer = li;
+      in.num_q_heads = hq;
+      in.num_kv_heads = hkv;
+      in.head_dim = di;
+      in.seqs = seq_rows_;
+      const DeviceType dt = DeviceType::kCuda;
+      const int32_t ord = device_->ordinal();
+      in.q_pre_rope = TensorView::Contiguous(q_pre, DType::kBF16, dt, {n, hq, d}, ord);
+      in.q = TensorView::Contiguous(q, DType::kBF16, dt, {n, hq, d}, ord);
+      in.k = TensorView::Contiguous(k, DType::kBF16, dt, {n, hkv, d}, ord);
+      in.v = TensorView::Contiguous(v, DType::kBF16, dt, {n, hkv, d}, ord);
+      FLUXATTN_RETURN_IF_ERROR(
+          attention.Attend(in, TensorView::Contiguous(attn, DType::kBF16, dt, {n, hq, d}, ord)));
+    }
+    FLUXATTN_RETURN_IF_ERROR(linear(attn, L.o, L.o_bias, tmp, n, h, q_dim));
+    FLUXATTN_RETURN_IF_ERROR(kc::AddRmsNorm(x, tmp, L.post_norm, xn, n, hi, eps, 0.f, s));
+    FLUXATTN_RETURN_IF_ERROR(linear(xn, L.gate_up, L.gate_up_bias, tmp, n, 2 * inter, h));
+    FLUXATTN_RETURN_IF_ERROR(kc::SwiGlu(tmp, static_cast<char*>(tmp) + inter * bf, 2 * inter, act,
+                                        n, static_cast<int32_t>(inter), s));
+    FLUXATTN_RETURN_IF_ERROR(linear(act, L.down, L.down_bias, tmp, n, h, inter));
+  }
+  // The last residual add, then the final norm of the rows asked for and their logits.
+  FLUXATTN_RETURN_IF_ERROR(kc::Add(x, tmp, x, n * h, s));
+  if (all_positions) {
+    FLUXATTN_RETURN_IF_ERROR(kc::RmsNorm(x, final_norm_, sel, n, hi, eps, 0.f, s));
+  } else {
+    FLUXATTN_RETURN_IF_ERROR(
+        kc::RmsNormLastRows(x, d_q_indptr, num_seqs, final_norm_, sel, hi, eps, 0.f, s));
+  }
+  FLUXATTN_RETURN_IF_ERROR(gemm_->Linear(sel, lm_head_, out_logits, nr, vocab, h, OT::kF32, s));
+  logits->resize(nr * vocab);
+  FLUXATTN_RETURN_IF_ERROR(device_->Copy(logits->data(), out_logits, nr * vocab * sizeof(float),
+                                         CopyKind::kDeviceToHost, st));
+  return st->Synchronize();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<LanguageModel>> CreateCudaLanguageModel(
+    ModelSpec spec, std::unique_ptr<WeightSource> weights, Device* device, int threads) {
+  if (device == nullptr || device->type() != DeviceType::kCuda) {
+    return absl::InvalidArgumentError("CreateCudaLanguageModel: not a CUDA device");
+  }
+  SetCpuThreads(threads);
+  auto model = std::make_unique<CudaDecoderModel>(std::move(spec), std::move(weights), device);
+  FLUXATTN_RETURN_IF_ERROR(model->Load());
+  return std::unique_ptr<LanguageModel>(std::move(model));
+}
+
+#endif  // FLUXATTN_WITH_CUDA
+
+}  // namespace fluxattn::models

@@ -1,0 +1,312 @@
+// The whole model through the engine on CUDA (bf16 weights and activations, f32 accumulation)
+// against two independent references: the transformers fixtures (f32/bf16 checkpoints run by
+// Hugging Face) and the CPU engine in float32 on the same weights. Sparse layers (streaming),
+// batches of awkward lengths, requests joining between steps and head dims the kernels pad are
+// covered. Skips without a GPU; tools/device-test.sh fails when it skipped there.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "fluxattn/config.h"
+#include "fluxattn/engine.h"
+#include "fluxattn/models/decoder_model.h"
+#include "fluxattn/plugin_registry.h"
+#include "fluxattn/status.h"
+#include "nlohmann/json.hpp"
+
+namespace fluxattn {
+namespace {
+
+std::string FromEnvOr(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? v : fallback;
+}
+
+std::string FixturesDir() { return FromEnvOr("FLUXATTN_MODEL_FIXTURES", FLUXATTN_MODEL_FIXTURES); }
+
+PluginRegistry& Registry() {
+  static PluginRegistry* registry = [] {
+    auto* r = new PluginRegistry();
+    (void)r->ScanDirectory(FromEnvOr("FLUXATTN_PLUGIN_DIR", FLUXATTN_PLUGIN_DIR));
+    return r;
+  }();
+  return *registry;
+}
+
+#define REQUIRE_GPU()                                                   \
+  do {                                                                  \
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device here";  \
+    if (!Registry().Find("full", PluginKind::kAttentionBackend).ok()) { \
+      GTEST_SKIP() << "plugin full is not built";                       \
+    }                                                                   \
+  } while (false)
+
+// ||a - b||_2 / ||b||_2
+template <typename A, typename B>
+double RelativeL2(const A& a, const B& b) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    const double d = static_cast<double>(a[i]) - static_cast<double>(b[i]);
+    num += d * d;
+    den += static_cast<double>(b[i]) * static_cast<double>(b[i]);
+  }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+// Top-1 minus top-2 of a row.
+double Margin(const std::vector<float>& row) {
+  float a = -INFINITY, b = -INFINITY;
+  for (float x : row) {
+    if (x > a) {
+      b = a;
+      a = x;
+    } else if (x > b) {
+      b = x;
+    }
+  }
+  return static_cast<double>(a) - b;
+}
+
+std::unique_ptr<Engine> MakeEngine(std::unique_ptr<LanguageModel> model, EngineConfig config) {
+  auto composition = Compose(config, Registry());
+  EXPECT_TRUE(composition.ok()) << composition.status();
+  if (!composition.ok()) return nullptr;
+  EngineOptions options = EngineOptionsFor(config);
+  options.kv_pool_bytes = size_t{256} << 20;
+  auto engine = Engine::Create(std::move(model), std::move(*composition), options);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  return engine.ok() ? std::move(*engine) : nullptr;
+}
+
+GenerationOptions Greedy(int tokens) {
+  GenerationOptions o;
+  o.max_new_tokens = tokens;
+  o.ignore_eos = true;
+  o.record_logits = true;
+  return o;
+}
+
+// The CUDA run agrees with the CPU f32 run of the same prompts: every step's logits within
+// `tol` relative L2 while the two have produced the same tokens, and the same greedy token at
+// every step where the CPU's top-1 margin exceeds 0.5 (after the first token where the margin
+// is smaller the two may diverge legitimately).
+void ExpectSameRun(const BatchResult& cpu, const BatchResult& gpu, double tol,
+                   const std::string& what) {
+  ASSERT_EQ(cpu.requests.size(), gpu.requests.size());
+  for (size_t r = 0; r < cpu.requests.size(); ++r) {
+    const GenerationResult& c = cpu.requests[r];
+    const GenerationResult& g = gpu.requests[r];
+    ASSERT_EQ(c.step_logits.size(), g.step_logits.size()) << what << " request " << r;
+    for (size_t t = 0; t < c.step_logits.size(); ++t) {
+      EXPECT_LT(RelativeL2(g.step_logits[t], c.step_logits[t]), tol)
+          << what << " request " << r << " step " << t;
+      if (Margin(c.step_logits[t]) <= 0.5) break;
+      ASSERT_EQ(g.tokens[t], c.tokens[t]) << what << " request " << r << " step " << t;
+    }
+    EXPECT_EQ(c.trace.sa_ratio, g.trace.sa_ratio) << what << " request " << r;
+  }
+}
+
+TEST(CudaEngine, FixtureModelsMatchTransformersAndCpu) {
+  REQUIRE_GPU();
+  int checked = 0;
+  for (const auto& e : std::filesystem::directory_iterator(FixturesDir())) {
+    if (!std::filesystem::exists(e.path() / "reference.json")) continue;
+    const std::string dir = e.path().string();
+    const std::string name = e.path().filename().string();
+    std::ifstream in(e.path() / "reference.json");
+    const nlohmann::json ref = nlohmann::json::parse(in);
+    const auto prompts = ref["prompts"].get<std::vector<std::vector<int64_t>>>();
+    BatchResult runs[2];
+    for (int dev = 0; dev < 2; ++dev) {
+      models::ModelLoadOptions load;
+      load.threads = 2;
+      load.device = dev == 0 ? "cpu" : "cuda";
+      auto model = models::LoadLanguageModel(dir, load);
+      ASSERT_TRUE(model.ok()) << name << ": " << model.status();
+      EngineConfig config = DefaultEngineConfig((*model)->info());
+      auto engine = MakeEngine(std::move(*model), config);
+      ASSERT_NE(engine, nullptr) << name;
+      auto result = engine->Generate(prompts, Greedy(6));
+      ASSERT_TRUE(result.ok()) << name << " on " << load.device << ": " << result.status();
+      runs[dev] = std::move(*result);
+    }
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const auto want = ref["last_logits"][i].get<std::vector<double>>();
+      EXPECT_LT(RelativeL2(runs[1].requests[i].step_logits[0], want), 2e-2)
+          << name << " prompt " << i << " against transformers";
+    }
+    ExpectSameRun(runs[0], runs[1], 2e-2, name);
+    ++checked;
+  }
+  EXPECT_GE(checked, 5);
+}
+
+// A Qwen3-shaped random model with head_dim 128 (the kernels' native size), weights rounded to
+// bf16 so that the CPU and the GPU read the same values.
+absl::StatusOr<std::unique_ptr<LanguageModel>> RandomModel(const std::string& device, int layers,
+                                                           int head_dim, uint64_t seed) {
+  const std::string config = nlohmann::json{
+      {"architectures", {"Qwen3ForCausalLM"}},
+      {"model_type", "qwen3"},
+      {"hidden_size", 256},
+      {"intermediate_size", 512},
+      {"num_hidden_layers", layers},
+      {"num_attention_heads", 4},
+      {"num_key_value_heads", 2},
+      {"head_dim", head_dim},
+      {"vocab_size", 1000},
+      {"rms_norm_eps", 1e-6},
+      {"rope_theta", 1e6},
+      {"max_position_embeddings", 8192},
+      {"tie_word_embeddings", false},
+      {"eos_token_id", 0}}.dump();
+  FLUXATTN_ASSIGN_OR_RETURN(models::ModelSpec spec,
+                            models::ParseModelConfig(config, "random.config.json"));
+  FLUXATTN_ASSIGN_OR_RETURN(auto weights, models::RandomWeights(spec, seed));
+  for (const std::string& name : weights->Names()) {
+    FLUXATTN_ASSIGN_OR_RETURN(Tensor t, weights->GetF32(name, {}));
+    float* p = t.data<float>();
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      // std 0.02 gives tiny logits; larger weights give a model with clear top-1 margins.
+      const bool norm = name.find("norm") != std::string::npos;
+      p[i] = BF16ToFloat(FloatToBF16(norm ? p[i] : p[i] * 5.0f));
+    }
+    weights->Add(name, std::move(t));
+  }
+  models::ModelLoadOptions load;
+  load.threads = 2;
+  load.device = device;
+  return models::CreateLanguageModel(std::move(spec), std::move(weights), load);
+}
+
+// Full and streaming layers mixed (a static pattern), prompts of awkward lengths in one batch.
+EngineConfig HybridConfig() {
+  EngineConfig config;
+  config.backends["full"].name = "full";
+  config.backends["full"].plugin = "full";
+  config.backends["full"].table = "attention.full";
+  auto& s = config.backends["stream"];
+  s.name = "stream";
+  s.plugin = "streaming";
+  s.table = "attention.stream";
+  s.raw_params["sink_tokens"] = RawParam{ParamValue(int64_t{64}), {}};
+  s.raw_params["window_tokens"] = RawParam{ParamValue(int64_t{128}), {}};
+  s.raw_params["block_size"] = RawParam{ParamValue(int64_t{64}), {}};
+  config.router_full = "full";
+  config.router_sparse = "stream";
+  config.layer_backends[1] = "stream";
+  config.layer_backends[3] = "stream";
+  return config;
+}
+
+TEST(CudaEngine, HybridBatchMatchesCpu) {
+  REQUIRE_GPU();
+  if (!Registry().Find("streaming", PluginKind::kAttentionBackend).ok()) {
+    GTEST_SKIP() << "plugin streaming is not built";
+  }
+  std::mt19937_64 rng(::testing::UnitTest::GetInstance()->random_seed() + 17);
+  std::uniform_int_distribution<int64_t> token(1, 999);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t len : {1, 63, 64, 65, 200, 777, 1500}) {
+    std::vector<int64_t> p(len);
+    for (auto& t : p) t = token(rng);
+    prompts.push_back(std::move(p));
+  }
+  for (int head_dim : {128, 64, 32}) {
+    BatchResult runs[2];
+    for (int dev = 0; dev < 2; ++dev) {
+      auto model = RandomModel(dev == 0 ? "cpu" : "cuda", 4, head_dim, 5);
+      ASSERT_TRUE(model.ok()) << model.status();
+      auto engine = MakeEngine(std::move(*model), HybridConfig());
+      ASSERT_NE(engine, nullptr);
+      auto result = engine->Generate(prompts, Greedy(5));
+      ASSERT_TRUE(result.ok()) << result.status();
+      runs[dev] = std::move(*result);
+    }
+    ExpectSameRun(runs[0], runs[1], 2e-2, "head_dim " + std::to_string(head_dim));
+    EXPECT_EQ(runs[1].requests[0].trace.sa_ratio, 0.5);
+  }
+}
+
+// Requests join while others decode (prefill and decode rows in one step) and one is cancelled:
+// each request's tokens equal those of a run on its own on the CPU.
+TEST(CudaEngine, StepApiJoinAndCancelMatchesCpu) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(::testing::UnitTest::GetInstance()->random_seed() + 29);
+  std::uniform_int_distribution<int64_t> token(1, 999);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t len : {300, 5, 129, 1000}) {
+    std::vector<int64_t> p(len);
+    for (auto& t : p) t = token(rng);
+    prompts.push_back(std::move(p));
+  }
+  auto gpu_model = RandomModel("cuda", 3, 128, 9);
+  ASSERT_TRUE(gpu_model.ok()) << gpu_model.status();
+  EngineConfig config = DefaultEngineConfig((*gpu_model)->info());
+  auto gpu = MakeEngine(std::move(*gpu_model), config);
+  ASSERT_NE(gpu, nullptr);
+  std::map<uint64_t, size_t> which;
+  std::map<size_t, std::vector<std::vector<float>>> logits;
+  std::map<size_t, std::vector<int64_t>> tokens;
+  uint64_t cancelled = 0;
+  for (int step = 0; step < 12; ++step) {
+    if (step < static_cast<int>(prompts.size())) {  // one new request per step
+      RequestSpec spec;
+      spec.prompt = prompts[step];
+      spec.options = Greedy(6);
+      auto id = gpu->Add(std::move(spec));
+      ASSERT_TRUE(id.ok()) << id.status();
+      which[*id] = step;
+      if (step == 2) cancelled = *id;
+    }
+    if (step == 3) EXPECT_TRUE(gpu->Cancel(cancelled));
+    auto out = gpu->Step();
+    ASSERT_TRUE(out.ok()) << out.status();
+    ASSERT_TRUE(out->failed.empty()) << out->failed[0].status;
+    for (GenerationResult& r : out->finished) {
+      tokens[which[r.request_id]] = r.tokens;
+      logits[which[r.request_id]] = r.step_logits;
+    }
+  }
+  const size_t cancelled_index = which[cancelled];
+  EXPECT_EQ(tokens.count(cancelled_index), 0u);
+  EXPECT_EQ(gpu->kv_pages_used(), 0);
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (i == cancelled_index) continue;
+    ASSERT_EQ(tokens.count(i), 1u) << "request " << i << " did not finish";
+    auto cpu_model = RandomModel("cpu", 3, 128, 9);
+    ASSERT_TRUE(cpu_model.ok());
+    auto cpu = MakeEngine(std::move(*cpu_model), config);
+    auto alone = cpu->Generate({prompts[i]}, Greedy(6));
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    const GenerationResult& c = alone->requests[0];
+    for (size_t t = 0; t < c.tokens.size(); ++t) {
+      EXPECT_LT(RelativeL2(logits[i][t], c.step_logits[t]), 2e-2) << i << " step " << t;
+      if (Margin(c.step_logits[t]) <= 0.5) break;
+      ASSERT_EQ(tokens[i][t], c.tokens[t]) << "request " << i << " step " << t;
+    }
+  }
+}
+
+TEST(CudaEngine, ConfigErrorsNameTheKey) {
+  // No GPU needed: the checks come first.
+  auto bad = models::ModelLoadOptionsFor("x.toml: [model]", "cuda", "f32", 0);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("x.toml: [model] dtype"), std::string::npos)
+      << bad.status();
+  EXPECT_NE(bad.status().message().find("\"bf16\""), std::string::npos) << bad.status();
+  auto bad_device = models::ModelLoadOptionsFor("x.toml: [model]", "tpu", "", 0);
+  ASSERT_FALSE(bad_device.ok());
+  EXPECT_NE(bad_device.status().message().find("x.toml: [model] device"), std::string::npos)
+      << bad_device.status();
+  EXPECT_TRUE(models::ModelLoadOptionsFor("x", "cpu", "", 0).ok());
+}
+
+}  // namespace
+}  // namespace fluxattn
