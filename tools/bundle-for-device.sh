@@ -8,7 +8,7 @@
 #   tools/bundle-for-device.sh            then carry .device-bundle and run tools/device-test.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="${BUILD_DIR:-$root/build-device}"
+build="$(realpath -m "${BUILD_DIR:-$root/build-device}")"
 bundle="$root/.device-bundle"
 limit_mib=64
 
@@ -30,6 +30,9 @@ is_system_lib() {
   case "$(basename "$1")" in
     libc.so* | libm.so* | libdl.so* | libpthread.so* | librt.so* | libresolv.so* | \
       ld-linux* | libstdc++.so* | libgcc_s.so* | libcuda.so* | libnvidia*) return 0 ;;
+    # The CUDA toolkit's libraries (half a gigabyte of cuBLASLt): the GPU machine has the same
+    # toolkit in /usr/local/cuda, which tools/device-test.sh puts on the library path.
+    libcublas*.so* | libcudart.so* | libcudnn*.so*) return 0 ;;
   esac
   return 1
 }

@@ -10,6 +10,7 @@
 #if defined(FLUXATTN_WITH_CUDA)
 #include "fluxattn/kernels/cuda_attention.h"
 #include "fluxattn/kernels/cuda_model_ops.h"
+#include <cuda_runtime_api.h>
 #endif
 
 namespace fluxattn {
@@ -45,6 +46,45 @@ namespace {
 
 namespace kc = ::fluxattn::kernels::cuda;
 
+// Page-locked host memory handed out in order and reused from the start when full (after the
+// stream has drained, so that no queued copy still reads it). Copies from it return at once,
+// so the host can queue the next layer while the GPU runs this one; from pageable memory a copy
+// may wait for the stream.
+class PinnedArena {
+ public:
+  ~PinnedArena() {
+    if (base_ != nullptr) cudaFreeHost(base_);
+  }
+  absl::StatusOr<void*> Take(size_t bytes, Stream* stream) {
+    bytes = (bytes + 255) / 256 * 256;
+    if (used_ + bytes > capacity_) {
+      FLUXATTN_RETURN_IF_ERROR(stream->Synchronize());
+      used_ = 0;
+      if (bytes > capacity_) {
+        if (base_ != nullptr) cudaFreeHost(base_);
+        base_ = nullptr;
+        capacity_ = std::max<size_t>(bytes, size_t{8} << 20);
+        const cudaError_t e = cudaMallocHost(&base_, capacity_);
+        if (e != cudaSuccess) {
+          base_ = nullptr;
+          capacity_ = 0;
+          return absl::ResourceExhaustedError(
+              absl::StrCat("attention on cuda: cudaMallocHost(", bytes,
+                           " bytes): expected success, found ", cudaGetErrorString(e)));
+        }
+      }
+    }
+    void* p = static_cast<char*>(base_) + used_;
+    used_ += bytes;
+    return p;
+  }
+
+ private:
+  void* base_ = nullptr;
+  size_t capacity_ = 0;
+  size_t used_ = 0;
+};
+
 class Runner : public CudaLayerRunner {
  public:
   explicit Runner(Device* device)
@@ -73,6 +113,7 @@ class Runner : public CudaLayerRunner {
   // Heads padded with zeros to the kernels' head dimension (models with other head dims).
   DeviceBuffer q_pad_, k_pad_, v_pad_, out_pad_;
   std::vector<int32_t> host_;
+  PinnedArena pinned_;
   std::vector<int32_t> host_q_indptr_, host_q_pos0_;
 };
 
@@ -254,7 +295,9 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
   FLUXATTN_ASSIGN_OR_RETURN(void* tables, tables_.Ensure(host_.size() * sizeof(int32_t)));
   Stream* stream = batch.stream != nullptr ? batch.stream : device_->default_stream();
   void* s = stream->native_handle();
-  FLUXATTN_RETURN_IF_ERROR(device_->Copy(tables, host_.data(), host_.size() * sizeof(int32_t),
+  FLUXATTN_ASSIGN_OR_RETURN(void* staged, pinned_.Take(host_.size() * sizeof(int32_t), stream));
+  std::memcpy(staged, host_.data(), host_.size() * sizeof(int32_t));
+  FLUXATTN_RETURN_IF_ERROR(device_->Copy(tables, staged, host_.size() * sizeof(int32_t),
                                          CopyKind::kHostToDevice, stream));
   const int32_t* t = static_cast<const int32_t*>(tables);
 
