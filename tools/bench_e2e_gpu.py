@@ -194,8 +194,8 @@ def main():
                   + (f"{fp:8.3f} s ({flops / fp / 1e12:5.0f} TF/s)  {hp / fp:5.2f}x"
                      if fp else "-"))
             print(f"{name:12s} {t:6d} decode  {dbytes / 1e9:7.2f} GB     {hd:8.2f} ms "
-                  f"({dbytes / hd / 1e6:5.2f} TB/s)  "
-                  + (f"{fd:8.2f} ms ({dbytes / fd / 1e6:5.2f} TB/s)  {hd / fd:5.2f}x"
+                  f"({dbytes / hd / 1e9:5.2f} TB/s)  "
+                  + (f"{fd:8.2f} ms ({dbytes / fd / 1e9:5.2f} TB/s)  {hd / fd:5.2f}x"
                      if fd else "-"))
 
 

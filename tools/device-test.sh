@@ -35,6 +35,7 @@ fi
 # and bundle.
 export FLUXATTN_MODEL_FIXTURES="$root/tests/fixtures/models"
 export FLUXATTN_PLUGIN_DIR="$bundle/lib/fluxattn/plugins"
+export FLUXATTN_DEMO_MODEL="$root/models/demo/flux-tiny"
 for suite in fluxattn_cuda_kernel_tests fluxattn_cuda_engine_tests; do
   [ -x "$bundle/bin/$suite" ] || { echo "device-test: error: expected $bundle/bin/$suite, found none" >&2; status=1; continue; }
   echo "== $suite"

@@ -1,5 +1,6 @@
 #include "flux_policy.h"
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 #include <utility>
@@ -206,8 +207,19 @@ absl::StatusOr<RoutingDecision> FluxPolicy::Decide(const RoutingInput& input) {
                         absl::StrCat("[T, ", input.num_q_heads, ", ", input.head_dim, "]"));
   }
   const FluxLayerRouter& router = routers_[input.layer];
+  // The whole prompt, or (from a GPU) only its first and last rows.
+  int64_t tail_row = -1;
+  if (input.window_head != 0 || input.window_tail != 0) {
+    if (input.window_head < std::min(pool_size_, input.prompt_tokens) ||
+        input.window_tail < std::min(pool_size_, input.prompt_tokens)) {
+      return InvalidInput("flux: queries",
+                          absl::StrCat("the first and last ", pool_size_, " prompt rows"),
+                          absl::StrCat(input.window_head, " and ", input.window_tail));
+    }
+    tail_row = input.window_head + input.window_tail - std::min(pool_size_, input.prompt_tokens);
+  }
   const std::vector<double> pooled = FluxLayerRouter::Pool(
-      input.queries, input.prompt_tokens, input.num_q_heads, input.head_dim, pool_size_);
+      input.queries, input.prompt_tokens, input.num_q_heads, input.head_dim, pool_size_, tail_row);
   const std::vector<double> logits = router.Logits(pooled);
   const double margin = (use_softmax_ ? logits[1] - logits[0] : logits[0]) + bias_;
 

@@ -30,6 +30,8 @@ class FluxPolicy final : public RoutingPolicy {
 
   absl::Status Prepare(const RoutingSetup& setup) override;
   bool NeedsQueries() const override { return true; }
+  // ctx_q pooling reads the first and last pool_size rows.
+  QueryWindow QueriesRead() const override { return {pool_size_, pool_size_}; }
   absl::StatusOr<RoutingDecision> Decide(const RoutingInput& input) override;
 
   // Settings in effect after Prepare (from the parameters or config.json).

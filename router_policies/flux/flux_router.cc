@@ -75,7 +75,7 @@ absl::StatusOr<FluxLayerRouter> FluxLayerRouter::Load(const WeightSource& weight
 }
 
 std::vector<double> FluxLayerRouter::Pool(const float* queries, int64_t num_tokens, int num_heads,
-                                          int head_dim, int64_t pool_size) {
+                                          int head_dim, int64_t pool_size, int64_t tail_row) {
   FLUXATTN_CHECK(queries != nullptr && num_tokens > 0 && num_heads > 0 && head_dim > 0 &&
                  pool_size > 0);
   // x[:pool_size] and x[-pool_size:] each hold min(pool_size, T) rows; a row in both is
@@ -92,7 +92,8 @@ std::vector<double> FluxLayerRouter::Pool(const float* queries, int64_t num_toke
     }
   };
   add_rows(0, n);
-  add_rows(num_tokens - n, num_tokens);
+  const int64_t tail = tail_row < 0 ? num_tokens - n : tail_row;
+  add_rows(tail, tail + n);
   const double count = 2.0 * static_cast<double>(n) * num_heads;
   for (double& v : pooled) v /= count;
   return pooled;

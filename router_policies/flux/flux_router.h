@@ -33,8 +33,11 @@ class FluxLayerRouter {
   int num_outputs() const { return num_outputs_; }
 
   // The pooled query vector [D] of `queries` [num_tokens, num_heads, D] (ctx_q pooling).
+  // `tail_row`: the row of `queries` where the last min(pool_size, num_tokens) rows begin
+  // (num_tokens - n for the whole prompt, n for an array of its first and last rows only; -1:
+  // the former).
   static std::vector<double> Pool(const float* queries, int64_t num_tokens, int num_heads,
-                                  int head_dim, int64_t pool_size);
+                                  int head_dim, int64_t pool_size, int64_t tail_row = -1);
   // Router logits for a pooled vector of length head_dim().
   std::vector<double> Logits(const std::vector<double>& pooled) const;
 

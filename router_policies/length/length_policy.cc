@@ -66,6 +66,10 @@ absl::Status LengthPolicy::Prepare(const RoutingSetup& setup) {
   return absl::OkStatus();
 }
 
+QueryWindow LengthPolicy::QueriesRead() const {
+  return delegate_ != nullptr ? delegate_->QueriesRead() : QueryWindow{};
+}
+
 bool LengthPolicy::NeedsQueries() const {
   return delegate_ != nullptr && delegate_->NeedsQueries();
 }

@@ -30,6 +30,7 @@ class LengthPolicy final : public RoutingPolicy {
   absl::Status Prepare(const RoutingSetup& setup) override;
   // The delegate's answer once prepared: queries are copied only when it reads them.
   bool NeedsQueries() const override;
+  QueryWindow QueriesRead() const override;
   absl::StatusOr<RoutingDecision> Decide(const RoutingInput& input) override;
 
  private:

@@ -91,19 +91,20 @@ GenerationOptions Greedy(int tokens) {
   return o;
 }
 
-// The CUDA run agrees with the CPU f32 run of the same prompts: every step's logits within
-// `tol` relative L2 while the two have produced the same tokens, and the same greedy token at
-// every step where the CPU's top-1 margin exceeds 0.5 (after the first token where the margin
-// is smaller the two may diverge legitimately).
+// The CUDA run agrees with the CPU f32 run of the same prompts: the prefill's last-position
+// logits within `tol` relative L2, the decode steps' within `decode_tol` (bf16 rounding of the
+// KV cache and the residual stream adds up over steps) while the two have produced the same
+// tokens, and the same greedy token at every step where the CPU's top-1 margin exceeds 0.5
+// (after the first token where the margin is smaller the two may diverge legitimately).
 void ExpectSameRun(const BatchResult& cpu, const BatchResult& gpu, double tol,
-                   const std::string& what) {
+                   const std::string& what, double decode_tol = 5e-2) {
   ASSERT_EQ(cpu.requests.size(), gpu.requests.size());
   for (size_t r = 0; r < cpu.requests.size(); ++r) {
     const GenerationResult& c = cpu.requests[r];
     const GenerationResult& g = gpu.requests[r];
     ASSERT_EQ(c.step_logits.size(), g.step_logits.size()) << what << " request " << r;
     for (size_t t = 0; t < c.step_logits.size(); ++t) {
-      EXPECT_LT(RelativeL2(g.step_logits[t], c.step_logits[t]), tol)
+      EXPECT_LT(RelativeL2(g.step_logits[t], c.step_logits[t]), t == 0 ? tol : decode_tol)
           << what << " request " << r << " step " << t;
       if (Margin(c.step_logits[t]) <= 0.5) break;
       ASSERT_EQ(g.tokens[t], c.tokens[t]) << what << " request " << r << " step " << t;
@@ -287,11 +288,89 @@ TEST(CudaEngine, StepApiJoinAndCancelMatchesCpu) {
     ASSERT_TRUE(alone.ok()) << alone.status();
     const GenerationResult& c = alone->requests[0];
     for (size_t t = 0; t < c.tokens.size(); ++t) {
-      EXPECT_LT(RelativeL2(logits[i][t], c.step_logits[t]), 2e-2) << i << " step " << t;
+      EXPECT_LT(RelativeL2(logits[i][t], c.step_logits[t]), t == 0 ? 2e-2 : 5e-2)
+          << i << " step " << t;
       if (Margin(c.step_logits[t]) <= 0.5) break;
       ASSERT_EQ(tokens[i][t], c.tokens[t]) << "request " << i << " step " << t;
     }
   }
+}
+
+// The learned Flux router of the bundled demo checkpoint (head_dim 32: the kernels' heads are
+// padded) decides on the GPU from the pooled rows it copies back, as on the CPU from all rows:
+// the same choice wherever the CPU's router margin is clear, router logits close, and the
+// generations agree.
+TEST(CudaEngine, FluxRouterOnDemoModelMatchesCpu) {
+  REQUIRE_GPU();
+  if (!Registry().Find("flux", PluginKind::kRoutingPolicy).ok() ||
+      !Registry().Find("streaming", PluginKind::kAttentionBackend).ok()) {
+    GTEST_SKIP() << "plugins flux/streaming are not built";
+  }
+  const std::string dir = FromEnvOr("FLUXATTN_DEMO_MODEL", FLUXATTN_DEMO_MODEL);
+  const std::string toml = R"(
+[backends.full]
+plugin = "full"
+
+[backends.sparse]
+plugin = "streaming"
+sink_tokens = 64
+window_tokens = 256
+block_size = 128
+
+[router]
+plugin = "flux"
+full = "full"
+sparse = "sparse"
+)";
+  auto config = ParseEngineConfig(toml, "flux.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  std::mt19937_64 rng(::testing::UnitTest::GetInstance()->random_seed() + 41);
+  std::uniform_int_distribution<int64_t> token(10, 8000);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t len : {90, 700, 1500}) {
+    std::vector<int64_t> p(len);
+    for (auto& t : p) t = token(rng);
+    prompts.push_back(std::move(p));
+  }
+  BatchResult runs[2];
+  for (int dev = 0; dev < 2; ++dev) {
+    models::ModelLoadOptions load;
+    load.threads = 2;
+    load.device = dev == 0 ? "cpu" : "cuda";
+    auto model = models::LoadLanguageModel(dir, load);
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto engine = MakeEngine(std::move(*model), *config);
+    ASSERT_NE(engine, nullptr);
+    auto result = engine->Generate(prompts, Greedy(4));
+    ASSERT_TRUE(result.ok()) << result.status();
+    runs[dev] = std::move(*result);
+  }
+  int clear = 0;
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    const auto& c = runs[0].requests[r].trace.layers;
+    const auto& g = runs[1].requests[r].trace.layers;
+    ASSERT_EQ(c.size(), g.size());
+    for (size_t l = 0; l < c.size(); ++l) {
+      ASSERT_EQ(c[l].logits.size(), 2u);
+      ASSERT_EQ(g[l].logits.size(), 2u);
+      const double margin = c[l].logits[1] - c[l].logits[0];
+      EXPECT_NEAR(g[l].logits[1] - g[l].logits[0], margin, 0.05 + 0.05 * std::abs(margin))
+          << "request " << r << " layer " << l;
+      if (std::abs(margin) > 0.2) {
+        EXPECT_EQ(g[l].choice, c[l].choice) << "request " << r << " layer " << l;
+        ++clear;
+      }
+    }
+  }
+  EXPECT_GT(clear, 0);
+  bool same_routing = true;
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    for (size_t l = 0; l < runs[0].requests[r].trace.layers.size(); ++l) {
+      same_routing = same_routing && runs[0].requests[r].trace.layers[l].choice ==
+                                         runs[1].requests[r].trace.layers[l].choice;
+    }
+  }
+  if (same_routing) ExpectSameRun(runs[0], runs[1], 3e-2, "flux demo");
 }
 
 TEST(CudaEngine, ConfigErrorsNameTheKey) {

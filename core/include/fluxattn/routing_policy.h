@@ -54,6 +54,19 @@ struct RoutingInput {
   int head_dim = 0;
   // Free-form per-request hints (e.g. from the CLI, a request file or an HTTP request).
   const std::map<std::string, std::string>* hints = nullptr;
+  // Rows `queries` holds when the policy declared a QueryWindow and the prompt is longer than
+  // it: the window's first `head` rows then its last `tail` rows of the prompt
+  // ([window_head + window_tail, num_q_heads, head_dim]). Both 0: every row (query_rows).
+  int64_t window_head = 0;
+  int64_t window_tail = 0;
+};
+
+// The prompt rows a policy reads: the first `head` and the last `tail` (both 0: all of them).
+// From a GPU the engine copies only these.
+struct QueryWindow {
+  int64_t head = 0;
+  int64_t tail = 0;
+  bool all() const { return head == 0 && tail == 0; }
 };
 
 // Every request of one layer that needs a decision at this step (one call per layer).
@@ -78,6 +91,8 @@ class RoutingPolicy {
   virtual absl::Status Prepare(const RoutingSetup& setup) = 0;
   // Whether Decide reads RoutingInput::queries (lets the engine skip copying them).
   virtual bool NeedsQueries() const { return false; }
+  // Which rows of the queries Decide reads (when NeedsQueries()); default: every row.
+  virtual QueryWindow QueriesRead() const { return {}; }
   virtual absl::StatusOr<RoutingDecision> Decide(const RoutingInput& input) = 0;
   // Decisions for every request of `batch`, in order. Default: Decide per request. Policies that
   // batch their work (a router MLP over all requests at once, on a device) override it.

@@ -8,9 +8,10 @@
 #include "fluxattn/status.h"
 
 #if defined(FLUXATTN_WITH_CUDA)
+#include <cuda_runtime_api.h>
+
 #include "fluxattn/kernels/cuda_attention.h"
 #include "fluxattn/kernels/cuda_model_ops.h"
-#include <cuda_runtime_api.h>
 #endif
 
 namespace fluxattn {

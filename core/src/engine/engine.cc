@@ -235,9 +235,8 @@ struct Engine::Impl : public LayerAttention {
           Request& req = *active[s];
           if (!req.layers[in.layer].decided && req.policy == policy) rows.push_back(&in.seqs[s]);
         }
-        std::vector<const float*> queries;
-        FLUXATTN_RETURN_IF_ERROR(HostQueries(in.q_pre_rope, rows, &queries));
-        for (size_t i = 0; i < queries.size(); ++i) routing_inputs[i].queries = queries[i];
+        FLUXATTN_RETURN_IF_ERROR(
+            HostQueries(in.q_pre_rope, rows, policy->QueriesRead(), routing_inputs));
       }
       RoutingBatch batch;
       batch.layer = in.layer;
@@ -262,41 +261,58 @@ struct Engine::Impl : public LayerAttention {
     return absl::OkStatus();
   }
 
-  // Float32 host pointers to the pre-RoPE queries of `rows`: the model's own array on the CPU, a
-  // converted copy of those rows from a GPU.
+  // Points inputs[i].queries at float32 host rows of the pre-RoPE queries of rows[i]: the
+  // model's own array on the CPU; from a GPU a converted copy of the rows the policy reads
+  // (its window, when the prompt is longer than it).
   absl::Status HostQueries(const TensorView& q_pre_rope, std::span<const SequenceRows* const> rows,
-                           std::vector<const float*>* out) {
+                           const QueryWindow& window, std::span<RoutingInput> inputs) {
     const int64_t row_elems = q_pre_rope.numel() / std::max<int64_t>(q_pre_rope.shape[0], 1);
     if (q_pre_rope.is_host_f32()) {
-      for (const SequenceRows* r : rows) {
-        out->push_back(q_pre_rope.as<const float>() + q_pre_rope.offset(r->row0));
+      for (size_t i = 0; i < rows.size(); ++i) {
+        inputs[i].queries = q_pre_rope.as<const float>() + q_pre_rope.offset(rows[i]->row0);
       }
       return absl::OkStatus();
     }
 #if defined(FLUXATTN_WITH_CUDA)
     if (q_pre_rope.device == DeviceType::kCuda && q_pre_rope.dtype == DType::kBF16) {
+      // Row ranges [begin, end) to copy per sequence: the window's two ends, or everything.
+      struct Range {
+        int64_t begin, count;
+      };
+      std::vector<std::vector<Range>> ranges(rows.size());
       int64_t total = 0;
-      for (const SequenceRows* r : rows) total += r->num_tokens * row_elems;
+      for (size_t i = 0; i < rows.size(); ++i) {
+        const SequenceRows& r = *rows[i];
+        if (!window.all() && r.num_tokens > window.head + window.tail) {
+          ranges[i] = {{r.row0, window.head}, {r.row0 + r.num_tokens - window.tail, window.tail}};
+          inputs[i].window_head = window.head;
+          inputs[i].window_tail = window.tail;
+        } else {
+          ranges[i] = {{r.row0, r.num_tokens}};
+        }
+        for (const Range& g : ranges[i]) total += g.count * row_elems;
+      }
       host_queries.resize(total);
       Device* device = model->device();
       query_f32.Bind(device);
       FLUXATTN_ASSIGN_OR_RETURN(void* f32, query_f32.Ensure(total * sizeof(float)));
       Stream* stream = device->default_stream();
       int64_t at = 0;
-      for (const SequenceRows* r : rows) {
-        const int64_t n = r->num_tokens * row_elems;
-        FLUXATTN_RETURN_IF_ERROR(
-            kernels::cuda::Bf16ToF32(q_pre_rope.as<const uint16_t>() + r->row0 * row_elems,
-                                     static_cast<float*>(f32) + at, n, stream->native_handle()));
-        at += n;
+      for (const auto& seq : ranges) {
+        for (const Range& g : seq) {
+          FLUXATTN_RETURN_IF_ERROR(kernels::cuda::Bf16ToF32(
+              q_pre_rope.as<const uint16_t>() + g.begin * row_elems, static_cast<float*>(f32) + at,
+              g.count * row_elems, stream->native_handle()));
+          at += g.count * row_elems;
+        }
       }
       FLUXATTN_RETURN_IF_ERROR(device->Copy(host_queries.data(), f32, total * sizeof(float),
                                             CopyKind::kDeviceToHost, stream));
       FLUXATTN_RETURN_IF_ERROR(stream->Synchronize());
       at = 0;
-      for (const SequenceRows* r : rows) {
-        out->push_back(host_queries.data() + at);
-        at += r->num_tokens * row_elems;
+      for (size_t i = 0; i < rows.size(); ++i) {
+        inputs[i].queries = host_queries.data() + at;
+        for (const Range& g : ranges[i]) at += g.count * row_elems;
       }
       return absl::OkStatus();
     }
