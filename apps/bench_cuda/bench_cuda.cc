@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 #include "fluxattn/kernels/cuda_attention.h"
 #include "fluxattn/kernels/cuda_model_ops.h"
 #include "nlohmann/json.hpp"
@@ -410,6 +411,33 @@ void BenchGemm(const Options& o, std::vector<Row>& rows, double* measured_tflops
     const double flops = 2.0 * c.m * c.n * c.k;
     rows.push_back({c.name, ms, flops, 2.0 * (c.m * c.k + c.n * c.k + c.m * c.n), {}});
     if (c.m == 8192 && measured_tflops) *measured_tflops = flops / ms / 1e9;
+  }
+  // Decode-shaped products (Qwen3-4B, batch 1 and 8): a read of W. cuBLASLt and this library's
+  // small-batch kernel on the same operands.
+  absl::StatusOr<std::unique_ptr<Gemm>> lt = Gemm::Create(32 << 20, /*small_batch_kernel=*/false);
+  BENCH_CHECK_OK(lt.status());
+  for (int64_t m : {1, 8}) {
+    for (const Case& c : {Case{"q_proj", m, 4096, 2560}, Case{"k_proj", m, 1024, 2560},
+                          Case{"o_proj", m, 2560, 4096}, Case{"gate_up", m, 19456, 2560},
+                          Case{"down", m, 2560, 9728}, Case{"lm_head", m, 151936, 2560}}) {
+      DeviceMemory a(c.m * c.k * 2), b(c.n * c.k * 2), y(c.m * c.n * 4);
+      FillRandomBf16(a.get(), c.m * c.k, 12);
+      FillRandomBf16(b.get(), c.n * c.k, 13);
+      for (Gemm* g : {gemm->get(), lt->get()}) {
+        const double ms = TimeMs(
+            [&] {
+              BENCH_CHECK_OK(g->Linear(a.get(), b.get(), y.get(), c.m, c.n, c.k,
+                                       Gemm::OutputType::kBf16, nullptr));
+            },
+            o.repeats);
+        rows.push_back({absl::StrCat("gemv m=", c.m, " qwen3-4b ", c.name, " [", c.n, " x ", c.k,
+                                     "] ", g == lt->get() ? "cublasLt" : "fluxattn"),
+                        ms,
+                        2.0 * c.m * c.n * c.k,
+                        2.0 * (c.m * c.k + c.n * c.k + c.m * c.n),
+                        {}});
+      }
+    }
   }
 }
 

@@ -221,32 +221,40 @@ TEST_F(CudaModelOpsTest, RouterPoolMatchesTheFluxDefinition) {
 }
 
 TEST_F(CudaModelOpsTest, GemmLinearBf16AndF32) {
-  absl::StatusOr<std::unique_ptr<Gemm>> gemm = Gemm::Create();
-  ASSERT_TRUE(gemm.ok()) << gemm.status();
-  for (auto [m, n, k] : {std::tuple{37, 200, 136}, {1, 4096, 512}}) {
-    std::vector<float> x, w;
-    auto xb = RandomBf16(m * k, rng_, 1.f, &x);
-    auto wb = RandomBf16(n * k, rng_, 1.f, &w);
-    std::vector<double> ref(m * n);
-    for (int i = 0; i < m; ++i) {
-      for (int j = 0; j < n; ++j) {
-        double acc = 0;
-        for (int t = 0; t < k; ++t) acc += double{x[i * k + t]} * w[j * k + t];
-        ref[i * n + j] = acc;
+  for (bool small_batch_kernel : {true, false}) {
+    absl::StatusOr<std::unique_ptr<Gemm>> gemm = Gemm::Create(32 << 20, small_batch_kernel);
+    ASSERT_TRUE(gemm.ok()) << gemm.status();
+    for (auto [m, n, k] : {std::tuple{37, 200, 136},
+                           {1, 4096, 512},
+                           {1, 37, 1032},
+                           {3, 129, 8},
+                           {8, 300, 2056},
+                           {5, 64, 12}}) {
+      std::vector<float> x, w;
+      auto xb = RandomBf16(m * k, rng_, 1.f, &x);
+      auto wb = RandomBf16(n * k, rng_, 1.f, &w);
+      std::vector<double> ref(m * n);
+      for (int i = 0; i < m; ++i) {
+        for (int j = 0; j < n; ++j) {
+          double acc = 0;
+          for (int t = 0; t < k; ++t) acc += double{x[i * k + t]} * w[j * k + t];
+          ref[i * n + j] = acc;
+        }
       }
+      DeviceBuffer xd(xb), wd(wb), yb(m * n * 2), yf(m * n * 4);
+      yb.Poison();
+      yf.Poison();
+      ASSERT_TRUE(
+          (*gemm)
+              ->Linear(xd.get(), wd.get(), yb.get(), m, n, k, Gemm::OutputType::kBf16, nullptr)
+              .ok());
+      ASSERT_TRUE(
+          (*gemm)
+              ->Linear(xd.get(), wd.get(), yf.get(), m, n, k, Gemm::OutputType::kF32, nullptr)
+              .ok());
+      ExpectNear(Floats(yb.Download<uint16_t>()), ref, 5e-2, 1e-2, 5e-3, "gemm bf16");
+      ExpectNear(yf.Download<float>(), ref, 1e-3, 1e-4, 1e-5, "gemm f32");
     }
-    DeviceBuffer xd(xb), wd(wb), yb(m * n * 2), yf(m * n * 4);
-    yb.Poison();
-    yf.Poison();
-    ASSERT_TRUE(
-        (*gemm)
-            ->Linear(xd.get(), wd.get(), yb.get(), m, n, k, Gemm::OutputType::kBf16, nullptr)
-            .ok());
-    ASSERT_TRUE((*gemm)
-                    ->Linear(xd.get(), wd.get(), yf.get(), m, n, k, Gemm::OutputType::kF32, nullptr)
-                    .ok());
-    ExpectNear(Floats(yb.Download<uint16_t>()), ref, 5e-2, 1e-2, 5e-3, "gemm bf16");
-    ExpectNear(yf.Download<float>(), ref, 1e-3, 1e-4, 1e-5, "gemm f32");
   }
 }
 

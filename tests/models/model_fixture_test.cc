@@ -91,17 +91,29 @@ TEST_P(FixtureTest, EngineBatchMatchesTransformers) {
   ASSERT_TRUE(model.ok()) << model.status();
   auto engine = Engine::Create(std::move(*model), testing::NaiveComposition());
   ASSERT_TRUE(engine.ok()) << engine.status();
-  const auto prompts = ref["prompts"].get<std::vector<std::vector<int64_t>>>();
+  // Prompts up to kNaivePromptTokens: the double-precision oracle is quadratic (the long prompts
+  // of the *_d128_* fixtures go through the full plugin's kernel in plugin_engine_test).
+  constexpr size_t kNaivePromptTokens = 4096;
+  std::vector<std::vector<int64_t>> prompts;
+  std::vector<size_t> index;
+  const auto all_prompts = ref["prompts"].get<std::vector<std::vector<int64_t>>>();
+  for (size_t i = 0; i < all_prompts.size(); ++i) {
+    if (all_prompts[i].size() > kNaivePromptTokens) continue;
+    prompts.push_back(all_prompts[i]);
+    index.push_back(i);
+  }
+  ASSERT_FALSE(prompts.empty());
   const auto greedy = ref["greedy"].get<std::vector<std::vector<int64_t>>>();
   GenerationOptions options;
   options.max_new_tokens = static_cast<int>(greedy[0].size());
   options.ignore_eos = true;
   options.record_logits = true;
-  // All prompts (lengths 7, 1, 23) in one batch.
+  // All prompts (e.g. lengths 7, 1, 23) in one batch.
   auto result = (*engine)->Generate(prompts, options);
   ASSERT_TRUE(result.ok()) << result.status();
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    const GenerationResult& r = result->requests[i];
+  for (size_t j = 0; j < prompts.size(); ++j) {
+    const size_t i = index[j];
+    const GenerationResult& r = result->requests[j];
     EXPECT_LT(RelativeError(r.step_logits[0], Row(ref["last_logits"][i])), kTolerance)
         << "prompt " << i;
     EXPECT_EQ(r.tokens, greedy[i]) << "prompt " << i;

@@ -2,6 +2,8 @@
 // transformers fixtures, and `streaming` layers match the windowed double-precision oracle.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include "fluxattn/config.h"
 #include "fluxattn/engine.h"
 #include "fluxattn/models/decoder_model.h"
@@ -53,6 +55,45 @@ TEST(PluginEngine, DefaultCompositionMatchesTransformers) {
                                      ref["last_logits"][i].get<std::vector<double>>()),
               1e-4);
   }
+}
+
+// The fixtures with prompts of thousands of tokens (head dim 128, Qwen3 and Llama 3.1 with llama3
+// RoPE scaling) through the full plugin's CPU kernel: last-position logits and greedy tokens of
+// transformers.
+TEST(PluginEngine, LongPromptFixturesMatchTransformers) {
+  RequirePlugin("full");
+  int checked = 0;
+  for (const std::string& name : testing::FixtureNames()) {
+    const std::string dir = FixturePath(name);
+    const auto ref = ReadJson(dir + "/reference.json");
+    const auto prompts = ref["prompts"].get<std::vector<std::vector<int64_t>>>();
+    size_t longest = 0;
+    for (const auto& p : prompts) longest = std::max(longest, p.size());
+    if (longest <= 4096) continue;
+    auto model = models::LoadLanguageModel(dir, {.threads = 2});
+    ASSERT_TRUE(model.ok()) << model.status();
+    EngineConfig config = DefaultEngineConfig((*model)->info());
+    auto composition = Compose(config, Registry());
+    ASSERT_TRUE(composition.ok()) << composition.status();
+    auto engine = Engine::Create(std::move(*model), std::move(*composition));
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    const auto greedy = ref["greedy"].get<std::vector<std::vector<int64_t>>>();
+    GenerationOptions options;
+    options.max_new_tokens = static_cast<int>(greedy[0].size());
+    options.ignore_eos = true;
+    options.record_logits = true;
+    auto result = (*engine)->Generate(prompts, options);
+    ASSERT_TRUE(result.ok()) << name << ": " << result.status();
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      EXPECT_EQ(result->requests[i].tokens, greedy[i]) << name << " prompt " << i;
+      EXPECT_LT(testing::RelativeError(result->requests[i].step_logits[0],
+                                       ref["last_logits"][i].get<std::vector<double>>()),
+                1e-4)
+          << name << " prompt " << i;
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 2);
 }
 
 // Layer 1 on `streaming` (token-level sinks + window) through an override; the oracle is the

@@ -84,8 +84,11 @@ absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs
 class Gemm {
  public:
   enum class OutputType { kBf16, kF32 };
-  // Creates a cuBLASLt handle and a device workspace of `workspace_bytes`.
-  static absl::StatusOr<std::unique_ptr<Gemm>> Create(size_t workspace_bytes = 32 << 20);
+  // Creates a cuBLASLt handle and a device workspace of `workspace_bytes`. With
+  // `small_batch_kernel`, products of at most 8 rows (decode) run on a bandwidth kernel of this
+  // library instead of cuBLASLt (bf16 x and W with k % 8 == 0 and 16-byte aligned rows).
+  static absl::StatusOr<std::unique_ptr<Gemm>> Create(size_t workspace_bytes = 32 << 20,
+                                                      bool small_batch_kernel = true);
   virtual ~Gemm() = default;
   virtual absl::Status Linear(const void* x, const void* w, void* y, int64_t m, int64_t n,
                               int64_t k, OutputType out_type, void* stream) = 0;

@@ -2,7 +2,13 @@
 // y^T [n, m] = W (column-major [k, n], transposed) times x^T (column-major [k, m]), so the
 // checkpoint's [out, in] weights are used as stored. Descriptors and the heuristic's algorithm
 // are cached per shape, so a step's GEMMs ask the heuristic once.
+//
+// Decode batches (m <= 8 rows) take a bandwidth kernel instead: there the product is a read of W
+// (every weight once), and cuBLASLt's tiles are built for larger m. One warp per output column
+// streams its row of W in 16-byte loads (several in flight per lane, no L1 allocation: weights are
+// read once) and multiplies it with every row of x (small, cached); a warp reduction ends it.
 #include <cublasLt.h>
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <map>
@@ -27,6 +33,120 @@ absl::Status LtStatus(cublasStatus_t status, const char* what) {
     if (_fa_lt != CUBLAS_STATUS_SUCCESS) return LtStatus(_fa_lt, what); \
   } while (false)
 
+constexpr int kGemvMaxRows = 8;
+constexpr int kGemvUnroll = 4;
+
+__device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ float Dot8(const uint4& a, const uint4& b) {
+  const __nv_bfloat162* ha = reinterpret_cast<const __nv_bfloat162*>(&a);
+  const __nv_bfloat162* hb = reinterpret_cast<const __nv_bfloat162*>(&b);
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 fa = __bfloat1622float2(ha[i]);
+    const float2 fb = __bfloat1622float2(hb[i]);
+    s = fmaf(fa.x, fb.x, s);
+    s = fmaf(fa.y, fb.y, s);
+  }
+  return s;
+}
+
+// y[r, col] = sum_t x[r, t] * w[col, t] for r < M; k % 8 == 0, rows 16-byte aligned.
+template <int M>
+__global__ void __launch_bounds__(256)
+    GemvKernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, void* y,
+               int64_t n, int64_t k, bool f32_out) {
+  const int lane = threadIdx.x % 32;
+  const int64_t col = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
+  if (col >= n) return;
+  const int64_t chunks = k / 8;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + col * k);
+  const uint4* xr = reinterpret_cast<const uint4*>(x);
+  float acc[M];
+#pragma unroll
+  for (int r = 0; r < M; ++r) acc[r] = 0.f;
+  int64_t c = lane;
+  for (; c + 32 * (kGemvUnroll - 1) < chunks; c += 32 * kGemvUnroll) {
+    uint4 wv[kGemvUnroll];
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) wv[u] = LoadStreaming(wr + c + 32 * u);
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+#pragma unroll
+      for (int r = 0; r < M; ++r) acc[r] += Dot8(wv[u], __ldg(xr + r * chunks + c + 32 * u));
+    }
+  }
+  for (; c < chunks; c += 32) {
+    const uint4 wv = LoadStreaming(wr + c);
+#pragma unroll
+    for (int r = 0; r < M; ++r) acc[r] += Dot8(wv, __ldg(xr + r * chunks + c));
+  }
+#pragma unroll
+  for (int r = 0; r < M; ++r) {
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) acc[r] += __shfl_xor_sync(0xffffffff, acc[r], off);
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < M; ++r) {
+      if (f32_out) {
+        static_cast<float*>(y)[r * n + col] = acc[r];
+      } else {
+        static_cast<__nv_bfloat16*>(y)[r * n + col] = __float2bfloat16(acc[r]);
+      }
+    }
+  }
+}
+
+template <int M>
+void LaunchGemv(const void* x, const void* w, void* y, int64_t n, int64_t k, bool f32,
+                cudaStream_t stream) {
+  constexpr int kWarps = 8;
+  const unsigned blocks = static_cast<unsigned>((n + kWarps - 1) / kWarps);
+  GemvKernel<M><<<blocks, kWarps * 32, 0, stream>>>(
+      static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(w), y, n, k, f32);
+}
+
+absl::Status Gemv(const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k, bool f32,
+                  cudaStream_t stream) {
+  switch (m) {
+    case 1:
+      LaunchGemv<1>(x, w, y, n, k, f32, stream);
+      break;
+    case 2:
+      LaunchGemv<2>(x, w, y, n, k, f32, stream);
+      break;
+    case 3:
+      LaunchGemv<3>(x, w, y, n, k, f32, stream);
+      break;
+    case 4:
+      LaunchGemv<4>(x, w, y, n, k, f32, stream);
+      break;
+    case 5:
+      LaunchGemv<5>(x, w, y, n, k, f32, stream);
+      break;
+    case 6:
+      LaunchGemv<6>(x, w, y, n, k, f32, stream);
+      break;
+    case 7:
+      LaunchGemv<7>(x, w, y, n, k, f32, stream);
+      break;
+    default:
+      LaunchGemv<8>(x, w, y, n, k, f32, stream);
+      break;
+  }
+  return LaunchStatus("Gemm (small batch)");
+}
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
@@ -35,8 +155,11 @@ struct Plan {
 
 class LtGemm final : public Gemm {
  public:
-  LtGemm(cublasLtHandle_t handle, void* workspace, size_t bytes)
-      : handle_(handle), workspace_(workspace), workspace_bytes_(bytes) {}
+  LtGemm(cublasLtHandle_t handle, void* workspace, size_t bytes, bool small_batch_kernel)
+      : handle_(handle),
+        workspace_(workspace),
+        workspace_bytes_(bytes),
+        small_batch_kernel_(small_batch_kernel) {}
   ~LtGemm() override {
     for (auto& [key, plan] : plans_) {
       cublasLtMatrixLayoutDestroy(plan.a);
@@ -55,6 +178,9 @@ class LtGemm final : public Gemm {
           "Gemm: m / n / k: expected >= 0 / > 0 / > 0, found ", m, " / ", n, " / ", k));
     }
     if (m == 0) return absl::OkStatus();
+    if (small_batch_kernel_ && m <= kGemvMaxRows && k % 8 == 0 && Aligned16(x) && Aligned16(w)) {
+      return Gemv(x, w, y, m, n, k, out_type == OutputType::kF32, AsStream(stream));
+    }
     const Plan* plan = nullptr;
     FLUXATTN_RETURN_IF_ERROR(GetPlan(m, n, k, out_type, &plan));
     const float alpha = 1.f, beta = 0.f;
@@ -117,13 +243,15 @@ class LtGemm final : public Gemm {
   cublasLtHandle_t handle_;
   void* workspace_;
   size_t workspace_bytes_;
+  bool small_batch_kernel_;
   std::mutex mu_;
   std::map<std::tuple<int64_t, int64_t, int64_t, int>, Plan> plans_;
 };
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(size_t workspace_bytes) {
+absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(size_t workspace_bytes,
+                                                   bool small_batch_kernel) {
   cublasLtHandle_t handle = nullptr;
   FLUXATTN_RETURN_IF_LT(cublasLtCreate(&handle), "cublasLtCreate");
   void* workspace = nullptr;
@@ -134,7 +262,7 @@ absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(size_t workspace_bytes) {
       return CudaStatus(err, "Gemm::Create", "cudaMalloc(workspace)");
     }
   }
-  return std::unique_ptr<Gemm>(new LtGemm(handle, workspace, workspace_bytes));
+  return std::unique_ptr<Gemm>(new LtGemm(handle, workspace, workspace_bytes, small_batch_kernel));
 }
 
 }  // namespace fluxattn::kernels::cuda
