@@ -137,12 +137,16 @@ TEST(CudaEngine, FixtureModelsMatchTransformersAndCpu) {
       ASSERT_TRUE(result.ok()) << name << " on " << load.device << ": " << result.status();
       runs[dev] = std::move(*result);
     }
+    // 2e-2 where the checkpoint is stored in 16 bits; float32 checkpoints are rounded to bf16 on
+    // load, which adds its own error.
+    const bool f32_weights = ref["dtype"].get<std::string>() == "f32";
+    const double tol = f32_weights ? 3e-2 : 2e-2;
     for (size_t i = 0; i < prompts.size(); ++i) {
       const auto want = ref["last_logits"][i].get<std::vector<double>>();
-      EXPECT_LT(RelativeL2(runs[1].requests[i].step_logits[0], want), 2e-2)
+      EXPECT_LT(RelativeL2(runs[1].requests[i].step_logits[0], want), tol)
           << name << " prompt " << i << " against transformers";
     }
-    ExpectSameRun(runs[0], runs[1], 2e-2, name);
+    ExpectSameRun(runs[0], runs[1], tol, name);
     ++checked;
   }
   EXPECT_GE(checked, 5);
@@ -230,7 +234,8 @@ TEST(CudaEngine, HybridBatchMatchesCpu) {
       ASSERT_TRUE(result.ok()) << result.status();
       runs[dev] = std::move(*result);
     }
-    ExpectSameRun(runs[0], runs[1], 2e-2, "head_dim " + std::to_string(head_dim));
+    // Weights 5x the usual scale (clear margins) make logits large and bf16 activations show.
+    ExpectSameRun(runs[0], runs[1], 3e-2, "head_dim " + std::to_string(head_dim));
     EXPECT_EQ(runs[1].requests[0].trace.sa_ratio, 0.5);
   }
 }

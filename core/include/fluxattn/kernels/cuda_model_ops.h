@@ -85,8 +85,9 @@ class Gemm {
  public:
   enum class OutputType { kBf16, kF32 };
   // Creates a cuBLASLt handle and a device workspace of `workspace_bytes`. With
-  // `small_batch_kernel`, products of at most 8 rows (decode) run on a bandwidth kernel of this
-  // library instead of cuBLASLt (bf16 x and W with k % 8 == 0 and 16-byte aligned rows).
+  // `small_batch_kernel`, decode-shaped products (one row, or up to 8 rows on weights of at most
+  // 4M elements) run on a bandwidth kernel of this library instead of cuBLASLt (bf16 x and W with
+  // k % 8 == 0 and 16-byte aligned rows).
   static absl::StatusOr<std::unique_ptr<Gemm>> Create(size_t workspace_bytes = 32 << 20,
                                                       bool small_batch_kernel = true);
   virtual ~Gemm() = default;
