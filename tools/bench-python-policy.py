@@ -38,6 +38,12 @@ class ReadsQueries(Alternate):
 
     needs_queries = True
 
+
+class ReadsPooled(ReadsQueries):
+    """The same, with only the pooled queries copied to Python."""
+
+    needs_queries = "pooled"
+
     def decide(self, batch):
         return [("sparse" if batch.layer % 2 else "full", [float((r.pooled_queries ** 2).sum())])
                 for r in batch.requests]
@@ -45,13 +51,15 @@ class ReadsQueries(Alternate):
 
 def micro(iterations):
     rows = []
-    for policy in (Alternate(), ReadsQueries()):
+    for policy in (Alternate(), ReadsPooled(), ReadsQueries()):
         for requests in (1, 8):
             for tokens in ((1,) if not policy.needs_queries else (256, 1024, 4096)):
                 seconds = fluxattn.time_policy(policy, requests=requests, rows=tokens, heads=4,
                                                head_dim=32, iterations=iterations)
+                if not policy.needs_queries:
+                    tokens = 0
                 rows.append({"policy": type(policy).__name__, "requests": requests,
-                             "query_rows": tokens if policy.needs_queries else 0,
+                             "query_rows": tokens,
                              "us_per_call": seconds * 1e6})
     return rows
 
@@ -66,17 +74,22 @@ def end_to_end(repeats, prompt_tokens):
         py_config.write_text(text)
         fluxattn.register_policy("bench_alternate", Alternate)
         prompt = [(i * 7919) % 8000 + 16 for i in range(prompt_tokens)]
-        out = {}
-        for name, path in (("static (C++)", CONFIG), ("python", py_config)):
-            engine = fluxattn.Engine.from_config(path, threads=1)
+        engines = {name: fluxattn.Engine.from_config(path, threads=1)
+                   for name, path in (("static (C++)", CONFIG), ("python", py_config))}
+        times = {name: [] for name in engines}
+        last = {}
+        for name, engine in engines.items():
             engine.generate(prompt, max_new_tokens=1)  # warm-up
-            times = []
-            for _ in range(repeats):
-                r = engine.generate(prompt, max_new_tokens=1, ignore_eos=True)
-                times.append(r.timing["prefill_seconds"])
-            out[name] = {"prefill_ms": statistics.median(times) * 1e3,
-                         "choices": "".join("S" if c == "sparse" else "F" for c in r.trace.choices),
-                         "layers": engine.model_info.num_layers}
+        # Interleaved, so that a busy machine slows both alike.
+        for _ in range(repeats):
+            for name, engine in engines.items():
+                last[name] = engine.generate(prompt, max_new_tokens=1, ignore_eos=True)
+                times[name].append(last[name].timing["prefill_seconds"])
+        out = {name: {"prefill_ms": statistics.median(times[name]) * 1e3,
+                      "choices": "".join("S" if c == "sparse" else "F"
+                                         for c in last[name].trace.choices),
+                      "layers": engines[name].model_info.num_layers}
+               for name in engines}
         c, p = out["static (C++)"], out["python"]
         assert c["choices"] == p["choices"], (c, p)
         per_call_us = (p["prefill_ms"] - c["prefill_ms"]) * 1e3 / p["layers"]

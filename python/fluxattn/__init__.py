@@ -404,7 +404,9 @@ class RoutingPolicy:
 
     * ``params``: a dict of parameter names to defaults (bool, int, float, str); the TOML table's
       keys are checked against it like a C++ plugin's and passed to the constructor as keywords;
-    * ``needs_queries``: whether ``decide`` reads the queries (False skips copying them);
+    * ``needs_queries``: what ``decide`` reads of the queries: True (``queries`` and
+      ``pooled_queries``), ``"pooled"`` (only ``pooled_queries``, no copy of every row) or False
+      (neither);
     * ``prepare(model_info)``: called once with the :class:`ModelInfo` before any decision;
     * ``decide(batch)``: called once per layer at prefill with a :class:`PolicyBatch`; returns
       one choice per request of ``batch.requests``: ``"full"``, ``"sparse"``, a bool (True:
@@ -415,7 +417,7 @@ class RoutingPolicy:
     """
 
     params: Dict[str, Any] = {}
-    needs_queries: bool = True
+    needs_queries: Union[bool, str] = True
 
     def prepare(self, model_info: ModelInfo) -> None:
         self.model_info = model_info
@@ -456,5 +458,4 @@ def time_policy(policy: Any, *, requests: int = 1, rows: int = 256, heads: int =
     """Seconds per decide() call of a policy instance driven from C++ exactly as the engine
     drives it (GIL taken, batch and NumPy arrays built, answers parsed), over a synthetic batch.
     For measuring a policy's per-layer overhead."""
-    needs = bool(getattr(policy, "needs_queries", True))
-    return _core._time_decide_batch(policy, requests, rows, heads, head_dim, needs, iterations)
+    return _core._time_decide_batch(policy, requests, rows, heads, head_dim, iterations)

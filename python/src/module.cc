@@ -468,5 +468,5 @@ NB_MODULE(_core, m) {
   m.def("_set_package_plugin_dir", [](std::string dir) { g_package_plugin_dir = std::move(dir); });
   m.def("_set_policy_resolver", &SetPolicyResolver, "resolver"_a);
   m.def("_time_decide_batch", &TimeDecideBatch, "policy"_a, "requests"_a, "rows"_a, "heads"_a,
-        "head_dim"_a, "needs_queries"_a, "iterations"_a);
+        "head_dim"_a, "iterations"_a);
 }

@@ -76,10 +76,28 @@ nb::object Pooled(const RoutingInput& in) {
                     sum.data());
 }
 
+// What `decide` is given of the queries: a policy's `needs_queries` (default True) is False,
+// "pooled" (the mean over the rows only) or true (the queries and their mean).
+enum class QueryMode { kNone, kPooled, kFull };
+
+QueryMode QueryModeOf(nb::handle instance) {
+  if (!nb::hasattr(instance, "needs_queries")) return QueryMode::kFull;
+  nb::object value = instance.attr("needs_queries");
+  if (PyUnicode_Check(value.ptr())) {
+    const std::string text = nb::cast<std::string>(value);
+    if (text == "pooled") return QueryMode::kPooled;
+    throw std::invalid_argument(
+        absl::StrCat("needs_queries: expected True, False or \"pooled\", found \"", text, "\""));
+  }
+  const int truth = PyObject_IsTrue(value.ptr());
+  if (truth < 0) throw nb::python_error();
+  return truth != 0 ? QueryMode::kFull : QueryMode::kNone;
+}
+
 class PythonPolicy final : public RoutingPolicy {
  public:
-  PythonPolicy(std::string name, nb::object instance, bool needs_queries)
-      : name_(std::move(name)), instance_(std::move(instance)), needs_queries_(needs_queries) {}
+  PythonPolicy(std::string name, nb::object instance, QueryMode queries)
+      : name_(std::move(name)), instance_(std::move(instance)), queries_(queries) {}
 
   // At interpreter shutdown the object is left to the interpreter.
   void Leak() { instance_.release(); }
@@ -96,7 +114,7 @@ class PythonPolicy final : public RoutingPolicy {
     return absl::OkStatus();
   }
 
-  bool NeedsQueries() const override { return needs_queries_; }
+  bool NeedsQueries() const override { return queries_ != QueryMode::kNone; }
 
   absl::StatusOr<RoutingDecision> Decide(const RoutingInput& input) override {
     RoutingBatch batch;
@@ -113,6 +131,19 @@ class PythonPolicy final : public RoutingPolicy {
     nb::gil_scoped_acquire gil;
     decisions->clear();
     try {
+      // One buffer for the queries of every request (shared by their arrays): one allocation a
+      // layer instead of one a request.
+      size_t total = 0;
+      if (queries_ == QueryMode::kFull) {
+        for (const RoutingInput& in : batch.requests) {
+          if (in.queries != nullptr) {
+            total += static_cast<size_t>(in.query_rows) * in.num_q_heads * in.head_dim;
+          }
+        }
+      }
+      float* copies = new float[total == 0 ? 1 : total];
+      nb::capsule owner(copies, [](void* p) noexcept { delete[] static_cast<float*>(p); });
+      size_t copied = 0;
       PolicyBatch py_batch;
       py_batch.layer = batch.layer;
       py_batch.num_layers = batch.num_layers;
@@ -126,10 +157,19 @@ class PythonPolicy final : public RoutingPolicy {
           for (const auto& [key, value] : *in.hints) r.hints[nb::str(key.c_str())] = value;
         }
         if (in.queries != nullptr) {
-          r.queries =
-              FloatArray({static_cast<size_t>(in.query_rows), static_cast<size_t>(in.num_q_heads),
-                          static_cast<size_t>(in.head_dim)},
-                         in.queries);
+          r.queries = nb::none();
+          if (queries_ == QueryMode::kFull) {
+            const size_t width = static_cast<size_t>(in.num_q_heads) * in.head_dim;
+            float* data = copies + copied;
+            std::memcpy(data, in.queries,
+                        static_cast<size_t>(in.query_rows) * width * sizeof(float));
+            copied += static_cast<size_t>(in.query_rows) * width;
+            r.queries = nb::cast(nb::ndarray<nb::numpy, float>(
+                data,
+                {static_cast<size_t>(in.query_rows), static_cast<size_t>(in.num_q_heads),
+                 static_cast<size_t>(in.head_dim)},
+                owner));
+          }
           r.pooled_queries = Pooled(in);
         } else {
           r.queries = nb::none();
@@ -212,7 +252,7 @@ class PythonPolicy final : public RoutingPolicy {
 
   std::string name_;
   nb::object instance_;
-  bool needs_queries_;
+  QueryMode queries_;
 };
 
 void DestroyPythonPolicy(void* p) noexcept {
@@ -226,8 +266,7 @@ void DestroyPythonPolicy(void* p) noexcept {
   delete policy;
 }
 
-// A Python policy object from its class: `cls(**params)`; `needs_queries` (default True) says
-// whether `decide` reads the queries.
+// A Python policy object from its class: `cls(**params)`.
 absl::StatusOr<void*> CreatePythonPolicy(const std::string& name, PyObject* cls_ptr,
                                          const ParamValues& params) {
   nb::gil_scoped_acquire gil;
@@ -241,16 +280,13 @@ absl::StatusOr<void*> CreatePythonPolicy(const std::string& name, PyObject* cls_
                                                      "': expected a class with a decide(batch) "
                                                      "method, found none"));
     }
-    bool needs_queries = true;
-    if (nb::hasattr(instance, "needs_queries")) {
-      const int truth = PyObject_IsTrue(instance.attr("needs_queries").ptr());
-      if (truth < 0) throw nb::python_error();
-      needs_queries = truth != 0;
-    }
-    return static_cast<void*>(new PythonPolicy(name, std::move(instance), needs_queries));
+    const QueryMode queries = QueryModeOf(instance);
+    return static_cast<void*>(new PythonPolicy(name, std::move(instance), queries));
   } catch (nb::python_error& e) {
     return absl::InvalidArgumentError(
         absl::StrCat("python policy '", name, "': constructor: ", ExceptionText(e)));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("python policy '", name, "': ", e.what()));
   }
 }
 
@@ -392,8 +428,10 @@ void BindPolicyTypes(nb::module_& m) {
 }
 
 double TimeDecideBatch(nb::object policy_object, int requests, int64_t rows, int heads,
-                       int head_dim, bool needs_queries, int iterations) {
-  PythonPolicy policy("benchmark", policy_object, needs_queries);
+                       int head_dim, int iterations) {
+  const QueryMode mode = QueryModeOf(policy_object);
+  const bool needs_queries = mode != QueryMode::kNone;
+  PythonPolicy policy("benchmark", policy_object, mode);
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
   std::vector<float> queries(static_cast<size_t>(rows) * heads * head_dim);

@@ -46,6 +46,6 @@ void BindPolicyTypes(nanobind::module_& m);
 // Times `iterations` DecideBatch calls of `policy_object` (an instance, not a class) over a
 // synthetic batch; returns seconds per call. For measuring the per-call overhead.
 double TimeDecideBatch(nanobind::object policy_object, int requests, int64_t rows, int heads,
-                       int head_dim, bool needs_queries, int iterations);
+                       int head_dim, int iterations);
 
 }  // namespace fluxattn::python

@@ -50,6 +50,13 @@ class Recorder:
                 out.append(("sparse" if score >= self.threshold else "full", [score, -score]))
         return tuple(out)
 
+class PooledOnly:
+    needs_queries = "pooled"
+    seen = []
+    def decide(self, batch):
+        type(self).seen.extend((r.queries, r.pooled_queries) for r in batch.requests)
+        return ["full"] * len(batch.requests)
+
 class Broken:
     needs_queries = False
     def decide(self, batch):
@@ -148,6 +155,20 @@ def test_policy_sees_queries_hints_and_returns_logits(policies, rng, tmp_path):
         np.testing.assert_allclose(pooled, queries.mean(axis=0), rtol=1e-5, atol=1e-6)
     # Layers differ, so their queries do.
     assert not np.array_equal(seen[0][6], seen[1][6])
+
+
+def test_pooled_only_policy(policies, rng, tmp_path):
+    import importlib
+
+    mod = importlib.import_module(policies)
+    engine = fluxattn.Engine.from_config(
+        config(tmp_path, f'plugin = "python:{policies}.PooledOnly"\n'))
+    info = engine.model_info
+    got = engine.generate(random_prompt(rng, 33), max_new_tokens=1)
+    assert got.trace.choices == ["full"] * info.num_layers
+    assert len(mod.PooledOnly.seen) == info.num_layers
+    for queries, pooled in mod.PooledOnly.seen:
+        assert queries is None and pooled.shape == (info.num_q_heads, info.head_dim)
 
 
 def test_registered_policy_and_compare_against_flux(policies, tmp_path):
