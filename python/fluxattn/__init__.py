@@ -41,6 +41,7 @@ __all__ = [
     "eval",
     "list_plugins",
     "register_policy",
+    "time_policy",
     "FULL",
     "SPARSE",
 ]

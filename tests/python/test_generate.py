@@ -112,3 +112,25 @@ def test_cancel_and_callback(rng):
 
     with pytest.raises(KeyError, match="stop here"):
         engine.generate(random_prompt(rng, 30), max_new_tokens=3, on_token=boom)
+
+
+def test_generate_releases_the_gil(rng):
+    import threading
+    import time
+
+    engine = fluxattn.Engine.from_model(MODEL)
+    prompt = random_prompt(rng, 1500)
+    done = threading.Event()
+    thread = threading.Thread(
+        target=lambda: (engine.generate(prompt, max_new_tokens=4, ignore_eos=True), done.set()))
+    start = time.perf_counter()
+    thread.start()
+    ticks = 0
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0.001)
+    thread.join()
+    elapsed = time.perf_counter() - start
+    # This thread ran all along (a held GIL would have stopped it until the call returned).
+    assert elapsed > 0.05
+    assert ticks > 0.2 * elapsed / 0.001
