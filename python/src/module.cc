@@ -9,6 +9,7 @@
 #include <nanobind/stl/variant.h>
 #include <nanobind/stl/vector.h>
 
+#include <atomic>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -16,6 +17,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -208,8 +210,8 @@ class PyEngine {
     }
     absl::StatusOr<BatchResult> result;
     {
+      Guard guard = Enter();
       nb::gil_scoped_release release;
-      std::lock_guard<std::mutex> lock(mutex_);
       result = engine().Generate(prompts, options, callback);
     }
     if (callback_error) {
@@ -236,15 +238,15 @@ class PyEngine {
     spec.routing = std::move(routing);
     spec.hints = std::move(hints);
     spec.wait_for_kv = wait_for_kv;
-    std::lock_guard<std::mutex> lock(mutex_);
+    Guard guard = Enter();
     return Unwrap(engine().Add(std::move(spec)));
   }
 
   nb::dict Step() {
     absl::StatusOr<StepResult> step;
     {
+      Guard guard = Enter();
       nb::gil_scoped_release release;
-      std::lock_guard<std::mutex> lock(mutex_);
       step = engine().Step();
     }
     if (!step.ok()) Raise(step.status());
@@ -265,7 +267,7 @@ class PyEngine {
   }
 
   bool Cancel(uint64_t id) {
-    std::lock_guard<std::mutex> lock(mutex_);
+    Guard guard = Enter();
     return engine().Cancel(id);
   }
 
@@ -289,8 +291,32 @@ class PyEngine {
   eval::Session& session() { return *session_; }
 
  private:
+  // One call at a time: another thread waits (without the GIL, which the running call's routing
+  // policy or token callback may need); a call from inside a running one (a callback calling the
+  // engine) fails instead of deadlocking.
+  struct Guard {
+    PyEngine* engine;
+    std::unique_lock<std::mutex> lock;
+    ~Guard() { engine->owner_ = std::thread::id(); }
+  };
+  Guard Enter() {
+    if (owner_.load() == std::this_thread::get_id()) {
+      Raise(absl::FailedPreconditionError(
+          "engine: called from inside one of its own calls (a routing policy or on_token "
+          "callback); call it after the running call returns"));
+    }
+    std::unique_lock<std::mutex> lock(mutex_, std::defer_lock);
+    {
+      nb::gil_scoped_release release;
+      lock.lock();
+    }
+    owner_ = std::this_thread::get_id();
+    return Guard{this, std::move(lock)};
+  }
+
   std::unique_ptr<eval::Session> session_;
   std::mutex mutex_;
+  std::atomic<std::thread::id> owner_{};
 };
 
 // Progress on stderr as the CLI draws it: None = when stderr is a terminal.

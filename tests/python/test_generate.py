@@ -134,3 +134,17 @@ def test_generate_releases_the_gil(rng):
     # This thread ran all along (a held GIL would have stopped it until the call returned).
     assert elapsed > 0.05
     assert ticks > 0.2 * elapsed / 0.001
+
+
+def test_calling_the_engine_from_its_own_callback_raises(rng):
+    engine = fluxattn.Engine.from_model(MODEL)
+    other = engine.add(random_prompt(rng, 10), max_new_tokens=2)
+
+    def cancel(index, token):
+        engine.cancel(other)
+
+    with pytest.raises(fluxattn.Error, match="called from inside one of its own calls"):
+        engine.generate(random_prompt(rng, 10), max_new_tokens=2, on_token=cancel)
+    # Both requests ran; the engine is usable again.
+    assert engine.idle
+    assert engine.cancel(other) is False
