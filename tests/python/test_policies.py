@@ -219,3 +219,20 @@ def test_time_policy_measures_calls(policies):
     mod = importlib.import_module(policies)
     seconds = fluxattn.time_policy(mod.Alternate(2, 1), requests=2, rows=64, iterations=200)
     assert 0 < seconds < 0.01
+
+
+def test_named_python_router_per_request(policies, rng, tmp_path):
+    path = config(tmp_path, 'plugin = "static"\npattern = "F"\n'
+                            f'[routers.alt]\nplugin = "python:{policies}.Alternate"\n'
+                            'period = 3\nphase = 2\n')
+    engine = fluxattn.Engine.from_config(path)
+    assert sorted(engine.routing_policies) == ["", "alt"]
+    n = engine.model_info.num_layers
+    default = engine.add(random_prompt(rng, 40), max_new_tokens=1)
+    alt = engine.add(random_prompt(rng, 40), max_new_tokens=1, routing="alt")
+    done = {}
+    while not engine.idle:
+        done.update({r.request_id: r for r in engine.step().finished})
+    assert done[default].trace.choices == ["full"] * n
+    assert done[alt].trace.routing == "alt"
+    assert done[alt].trace.choices == ["sparse" if i % 3 == 2 else "full" for i in range(n)]
