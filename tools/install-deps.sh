@@ -6,7 +6,7 @@ packages=(
   libabsl-dev libtomlplusplus-dev libboost-dev libboost-filesystem-dev libeigen3-dev
   libpcre2-dev libicu-dev nlohmann-json3-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-dev clang-format
-  libcpp-httplib-dev libssl-dev python3-venv
+  libcpp-httplib-dev libssl-dev python3-venv python3-dev
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything needed to go from a fresh Debian machine to a full test run: installs the build
 # dependencies, builds every target (Release; CUDA code too when nvcc is present) and runs every
-# test, then the SDK path (tools/test-sdk.sh: install, out-of-tree examples, check-plugin). GPU
+# test, then the SDK path (tools/test-sdk.sh: install, out-of-tree examples, check-plugin) and the
+# Python package (tools/test-python.sh: wheel built with pip, pytest from outside the tree). GPU
 # tests skip themselves where no GPU is visible.
 #   BUILD_DIR (default build/), JOBS (default: all cores) are honoured; FLUXATTN_CI_HARDENING=0
 #   skips the sanitizer and fuzz stages, FLUXATTN_FUZZ_SECONDS (default 30) is the time per target.
@@ -16,6 +17,9 @@ BUILD_DIR="$build" JOBS="$jobs" "$root/tools/build.sh"
 ctest --test-dir "$build" --output-on-failure -j "$jobs" --timeout 600
 # Install, build the out-of-tree examples against the install, check and load them.
 BUILD_DIR="$build" JOBS="$jobs" "$root/tools/test-sdk.sh"
+# The `fluxattn` Python package: built with pip (reusing the objects above through ccache),
+# installed from its wheel, tested with pytest against the CLI (docs/python.md).
+BUILD_DIR="$build" JOBS="$jobs" "$root/tools/test-python.sh"
 # Hardening (docs/hardening.md): the input-facing suites under ASan + UBSan, then every fuzz
 # target for FLUXATTN_FUZZ_SECONDS each; FLUXATTN_CI_HARDENING=0 skips both.
 if [ "${FLUXATTN_CI_HARDENING:-1}" != "0" ]; then

@@ -46,19 +46,11 @@ int RunCompareCommand(const CompareArgs& args) {
     PrintError(std::string(lengths.status().message()));
     return kExitUsage;
   }
-  std::vector<std::string> names, task_names;
-  for (const std::string& path : args.configs) {
-    const std::string name = std::filesystem::path(path).stem().string();
-    for (const std::string& other : names) {
-      if (other == name) {
-        PrintError(absl::StrCat("compare: two configs are both called \"", name,
-                                "\"; give the files different names"));
-        return kExitUsage;
-      }
-    }
-    names.push_back(name);
+  auto names = eval::CompareNames(args.configs);
+  if (!names.ok()) {
+    PrintError(std::string(names.status().message()));
+    return kExitUsage;
   }
-  for (eval::TaskKind kind : *tasks) task_names.push_back(eval::TaskName(kind));
   std::error_code ec;
   std::filesystem::create_directories(args.out, ec);
   if (ec) {
@@ -66,46 +58,27 @@ int RunCompareCommand(const CompareArgs& args) {
     return kExitFailure;
   }
 
-  const int64_t steps_per_config =
-      static_cast<int64_t>(lengths->size()) *
-      (args.repeats + static_cast<int64_t>(tasks->size()) * args.samples);
-  eval::Progress progress(std::cerr, "compare",
-                          steps_per_config * static_cast<int64_t>(args.configs.size()),
+  eval::CompareOptions options;
+  options.tasks = *tasks;
+  options.lengths = *lengths;
+  options.samples = args.samples;
+  options.seed = args.seed;
+  options.decode_tokens = args.decode_tokens;
+  options.repeats = args.repeats;
+  options.session.threads = args.threads;
+  options.session.device = args.device;
+  eval::Progress progress(std::cerr, "compare", eval::CompareSteps(options, args.configs.size()),
                           eval::StderrIsTerminal());
-  std::vector<eval::BenchResult> bench;
-  std::vector<eval::EvalResult> evals;
-  for (const std::string& path : args.configs) {
-    auto fail = [&](const absl::Status& st) {
-      progress.Finish();
-      PrintError(absl::StrCat(path, ": ", st.message()));
-      return kExitFailure;
-    };
-    auto session = eval::OpenSession(path, args.threads, /*need_tokenizer=*/true, args.device);
-    if (!session.ok()) {
-      progress.Finish();
-      PrintError(std::string(session.status().message()));
-      return kExitFailure;
-    }
-    const std::string& name = (*session)->name;
-    auto on_step = [&](const std::string& detail) { progress.Next(name + ": " + detail); };
-    for (int64_t length : *lengths) {
-      for (eval::TaskKind kind : *tasks) {
-        auto r = eval::RunEvalTask(**session, kind, length, args.samples, args.seed, on_step);
-        if (!r.ok()) return fail(r.status());
-        evals.push_back(std::move(*r));
-      }
-      auto b = eval::RunBench(**session, length, args.decode_tokens, args.repeats, args.seed,
-                              [&](const std::string& detail) { on_step("bench " + detail); });
-      if (!b.ok()) return fail(b.status());
-      bench.push_back(std::move(*b));
-    }
-  }
+  auto suite = eval::RunCompareSuite(args.configs, options,
+                                     [&](const std::string& detail) { progress.Next(detail); });
   progress.Finish();
-
-  const std::vector<eval::CompareRow> rows =
-      eval::BuildCompareRows(names, *lengths, task_names, bench, evals);
+  if (!suite.ok()) {
+    PrintError(std::string(suite.status().message()));
+    return kExitFailure;
+  }
+  const std::vector<eval::CompareRow>& rows = suite->rows;
   std::cout << eval::CompareTable(rows).Render();
-  std::cout << "\nspeed-ups (x) are against " << names.front()
+  std::cout << "\nspeed-ups (x) are against " << names->front()
             << " at the same length; accuracy is exact match over " << args.samples
             << " samples per task and length; ppl is lm_ppl's perplexity.\n";
 
@@ -113,23 +86,10 @@ int RunCompareCommand(const CompareArgs& args) {
   const std::string csv_path = (dir / "compare.csv").string();
   const std::string json_path = (dir / "compare.json").string();
   const std::string svg_path = (dir / "compare.svg").string();
-  nlohmann::ordered_json json = {
-      {"configs", args.configs},
-      {"tasks", task_names},
-      {"lengths", *lengths},
-      {"samples", args.samples},
-      {"seed", args.seed},
-      {"decode_tokens", args.decode_tokens},
-      {"baseline", names.front()},
-      {"rows", eval::CompareJson(rows)},
-      {"bench", nlohmann::ordered_json::array()},
-      {"eval", nlohmann::ordered_json::array()},
-  };
-  for (const eval::BenchResult& b : bench) json["bench"].push_back(eval::BenchJson(b));
-  for (const eval::EvalResult& e : evals) json["eval"].push_back(eval::EvalJson(e, true));
+  const nlohmann::ordered_json json = eval::CompareReportJson(*suite, options);
   for (const auto& [path, text] :
-       {std::pair{csv_path,
-                  eval::FormatCsv(eval::CompareCsvHeader(task_names), eval::CompareCsvRows(rows))},
+       {std::pair{csv_path, eval::FormatCsv(eval::CompareCsvHeader(suite->task_names),
+                                            eval::CompareCsvRows(rows))},
         std::pair{json_path, json.dump(2) + "\n"},
         std::pair{svg_path, eval::RenderScatterSvg(eval::ComparePlot(rows))}}) {
     if (!WriteOutputFile(path, text)) return kExitFailure;

@@ -5,7 +5,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/strings/str_cat.h"
 #include "command.h"
 #include "eval/csv.h"
 #include "eval/lengths.h"
@@ -50,32 +49,26 @@ int RunEvalCommand(const EvalArgs& args) {
   eval::Progress progress(std::cerr, "eval",
                           static_cast<int64_t>(tasks->size() * lengths->size()) * args.samples,
                           eval::StderrIsTerminal());
-  std::vector<eval::EvalResult> results;
-  for (int64_t length : *lengths) {
-    for (eval::TaskKind kind : *tasks) {
-      auto result = eval::RunEvalTask(**session, kind, length, args.samples, args.seed,
-                                      [&](const std::string& detail) { progress.Next(detail); });
-      if (!result.ok()) {
-        progress.Finish();
-        PrintError(absl::StrCat(args.config, ": ", result.status().message()));
-        return kExitFailure;
-      }
-      results.push_back(std::move(*result));
-    }
+  auto results = eval::RunEvalSuite(**session, *tasks, *lengths, args.samples, args.seed,
+                                    [&](const std::string& detail) { progress.Next(detail); });
+  if (!results.ok()) {
+    progress.Finish();
+    PrintError(std::string(results.status().message()));
+    return kExitFailure;
   }
   progress.Finish();
-  std::cout << eval::EvalTable(results).Render();
+  std::cout << eval::EvalTable(*results).Render();
   if (!args.json.empty()) {
     nlohmann::ordered_json out = {
         {"config", args.config}, {"seed", args.seed}, {"results", nlohmann::ordered_json::array()}};
-    for (const eval::EvalResult& r : results) {
+    for (const eval::EvalResult& r : *results) {
       out["results"].push_back(eval::EvalJson(r, args.details));
     }
     if (!WriteOutputFile(args.json, out.dump(2) + "\n")) return kExitFailure;
   }
   if (!args.csv.empty()) {
     if (!WriteOutputFile(args.csv,
-                         eval::FormatCsv(eval::EvalCsvHeader(), eval::EvalCsvRows(results))))
+                         eval::FormatCsv(eval::EvalCsvHeader(), eval::EvalCsvRows(*results))))
       return kExitFailure;
   }
   return kExitOk;

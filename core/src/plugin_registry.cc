@@ -52,6 +52,7 @@ struct PluginRegistry::Entry {
   PluginInfo info;
   std::shared_ptr<PluginLibrary> library;
   const PluginDescriptor* descriptor = nullptr;
+  InProcessPlugin in_process;  // used when descriptor is null
 };
 
 namespace {
@@ -323,6 +324,27 @@ absl::StatusOr<const PluginInfo*> PluginRegistry::LoadFile(const std::string& gi
   return info;
 }
 
+absl::StatusOr<const PluginInfo*> PluginRegistry::RegisterInProcess(InProcessPlugin plugin) {
+  const std::string name = plugin.info.name;
+  if (name.empty() || !plugin.create || plugin.destroy == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "in-process plugin '", name, "': expected a name and create/destroy functions, found ",
+        name.empty() ? "no name" : "a missing function"));
+  }
+  auto existing = entries_.find(name);
+  if (existing != entries_.end()) {
+    return absl::AlreadyExistsError(absl::StrCat("in-process plugin '", name,
+                                                 "': the name is already provided by ",
+                                                 existing->second->info.path));
+  }
+  auto entry = std::make_unique<Entry>();
+  entry->info = plugin.info;
+  entry->in_process = std::move(plugin);
+  const PluginInfo* info = &entry->info;
+  entries_.emplace(name, std::move(entry));
+  return info;
+}
+
 std::vector<PluginInfo> PluginRegistry::List() const {
   std::vector<PluginInfo> infos;
   infos.reserve(entries_.size());
@@ -365,7 +387,17 @@ absl::StatusOr<void*> PluginRegistry::Create(const std::string& name, PluginKind
   FLUXATTN_ASSIGN_OR_RETURN(const PluginInfo* info, Find(name, kind));
   const Entry& entry = *entries_.at(info->name);
   absl::Status status;
-  void* object = entry.descriptor->create(&params, &status);
+  void* object = nullptr;
+  if (entry.descriptor != nullptr) {
+    object = entry.descriptor->create(&params, &status);
+  } else {
+    absl::StatusOr<void*> created = entry.in_process.create(params);
+    if (created.ok()) {
+      object = *created;
+    } else {
+      status = created.status();
+    }
+  }
   if (object == nullptr) {
     if (status.ok()) {
       status = absl::InternalError("expected an instance, found a null pointer and no error");
@@ -374,7 +406,7 @@ absl::StatusOr<void*> PluginRegistry::Create(const std::string& name, PluginKind
                         absl::StrCat("plugin '", name, "' (", info->path, "): ", status.message()));
   }
   *library = entry.library;
-  *destroy = entry.descriptor->destroy;
+  *destroy = entry.descriptor != nullptr ? entry.descriptor->destroy : entry.in_process.destroy;
   return object;
 }
 

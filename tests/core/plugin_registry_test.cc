@@ -257,5 +257,83 @@ TEST(PluginRegistryTest, EnvironmentSearchPathComesFirst) {
   EXPECT_STREQ(PluginKindName(PluginKind::kRoutingPolicy), "routing policy");
 }
 
+// A routing policy of the process itself: every layer sparse, counting its instances.
+int g_in_process_live = 0;
+class InProcessPolicy : public RoutingPolicy {
+ public:
+  explicit InProcessPolicy(int64_t tag) : tag_(tag) { ++g_in_process_live; }
+  ~InProcessPolicy() override { --g_in_process_live; }
+  absl::Status Prepare(const RoutingSetup&) override { return absl::OkStatus(); }
+  absl::StatusOr<RoutingDecision> Decide(const RoutingInput&) override {
+    RoutingDecision d;
+    d.choice = AttentionChoice::kSparse;
+    d.logits = {static_cast<float>(tag_)};
+    return d;
+  }
+
+ private:
+  int64_t tag_;
+};
+
+InProcessPlugin InProcessPolicyPlugin(const std::string& name) {
+  InProcessPlugin p;
+  p.info.name = name;
+  p.info.kind = PluginKind::kRoutingPolicy;
+  p.info.path = "in-process:" + name;
+  p.info.params = {IntParamSpec("tag", 7, 0, 100, "a number the policy returns as its logit")};
+  p.create = [](const ParamValues& params) -> absl::StatusOr<void*> {
+    if (params.GetInt("tag") == 13) return absl::InvalidArgumentError("tag 13 is refused");
+    return static_cast<void*>(new InProcessPolicy(params.GetInt("tag")));
+  };
+  p.destroy = [](void* object) noexcept { delete static_cast<InProcessPolicy*>(object); };
+  return p;
+}
+
+TEST(PluginRegistryTest, InProcessPluginsAreFoundCreatedAndDestroyed) {
+  PluginRegistry registry;
+  ASSERT_TRUE(registry.ScanDirectory(FixtureDir()).ok());
+  absl::StatusOr<const PluginInfo*> info =
+      registry.RegisterInProcess(InProcessPolicyPlugin("python:mod.Policy"));
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ((*info)->path, "in-process:python:mod.Policy");
+  absl::StatusOr<const PluginInfo*> found =
+      registry.Find("python:mod.Policy", PluginKind::kRoutingPolicy);
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(*found, *info);
+  EXPECT_FALSE(registry.Find("python:mod.Policy", PluginKind::kAttentionBackend).ok());
+
+  ParamValues params;
+  params.Set("tag", int64_t{42}, true);
+  {
+    absl::StatusOr<PluginPtr<RoutingPolicy>> policy =
+        registry.CreatePolicy("python:mod.Policy", params);
+    ASSERT_TRUE(policy.ok()) << policy.status();
+    EXPECT_EQ(g_in_process_live, 1);
+    absl::StatusOr<RoutingDecision> d = (*policy)->Decide(RoutingInput{});
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(d->choice, AttentionChoice::kSparse);
+    EXPECT_EQ(d->logits, (std::vector<float>{42.0f}));
+  }
+  EXPECT_EQ(g_in_process_live, 0);
+
+  params.Set("tag", int64_t{13}, true);
+  absl::StatusOr<PluginPtr<RoutingPolicy>> refused =
+      registry.CreatePolicy("python:mod.Policy", params);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().message(),
+            "plugin 'python:mod.Policy' (in-process:python:mod.Policy): tag 13 is refused");
+
+  // Names are unique across files and in-process plugins; both functions are required.
+  absl::StatusOr<const PluginInfo*> again =
+      registry.RegisterInProcess(InProcessPolicyPlugin("python:mod.Policy"));
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(registry.RegisterInProcess(InProcessPolicyPlugin("fixture_backend")).status().code(),
+            absl::StatusCode::kAlreadyExists);
+  InProcessPlugin incomplete = InProcessPolicyPlugin("other");
+  incomplete.destroy = nullptr;
+  EXPECT_EQ(registry.RegisterInProcess(std::move(incomplete)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace fluxattn

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "eval/lengths.h"
+#include "eval/reports.h"
 #include "eval/scoring.h"
 #include "eval/words.h"
 #include "fluxattn/models/decoder_model.h"
@@ -38,22 +39,44 @@ double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_cloc
 absl::StatusOr<std::unique_ptr<Session>> OpenSession(const std::string& config_path, int threads,
                                                      bool need_tokenizer,
                                                      const std::string& device) {
+  SessionOptions options;
+  options.threads = threads;
+  options.need_tokenizer = need_tokenizer;
+  options.device = device;
+  return OpenSession(config_path, options);
+}
+
+absl::StatusOr<std::unique_ptr<Session>> OpenSession(const std::string& config_path,
+                                                     const SessionOptions& options) {
+  FLUXATTN_ASSIGN_OR_RETURN(EngineConfig config, LoadEngineConfig(config_path));
+  config.source_path = config_path;
+  return OpenSession(std::move(config), options);
+}
+
+absl::StatusOr<std::unique_ptr<Session>> OpenSession(EngineConfig config,
+                                                     const SessionOptions& session_options) {
+  const int threads = session_options.threads;
+  const bool need_tokenizer = session_options.need_tokenizer;
+  const std::string config_path = config.source_path;
+  // "<file>: [model] path", or "[model] path" for a configuration built in code.
+  auto key = [&](const char* name) {
+    return config_path.empty() ? std::string(name) : absl::StrCat(config_path, ": ", name);
+  };
   auto session = std::make_unique<Session>();
   session->config_path = config_path;
-  session->name = std::filesystem::path(config_path).stem().string();
-  FLUXATTN_ASSIGN_OR_RETURN(EngineConfig config, LoadEngineConfig(config_path));
+  session->name =
+      std::filesystem::path(config_path.empty() ? config.model.path : config_path).stem().string();
   if (config.model.path.empty()) {
-    return InvalidInput(absl::StrCat(config_path, ": [model] path"), "a checkpoint folder",
-                        "nothing");
+    return InvalidInput(key("[model] path"), "a checkpoint folder", "nothing");
   }
-  FLUXATTN_ASSIGN_OR_RETURN(
-      models::ModelLoadOptions load,
-      models::ModelLoadOptionsFromConfig(config, config_path, device, threads));
+  FLUXATTN_ASSIGN_OR_RETURN(models::ModelLoadOptions load,
+                            models::ModelLoadOptionsFromConfig(config, config_path,
+                                                               session_options.device, threads));
   session->model_dir = config.model.path;
   const bool has_tokenizer =
       std::filesystem::exists(std::filesystem::path(session->model_dir) / "tokenizer.json");
   if (need_tokenizer && !has_tokenizer) {
-    return InvalidInput(absl::StrCat(config_path, ": [model] path ", session->model_dir),
+    return InvalidInput(absl::StrCat(key("[model] path"), " ", session->model_dir),
                         "a checkpoint with tokenizer.json (the tasks are written in text)",
                         "no tokenizer.json");
   }
@@ -70,7 +93,11 @@ absl::StatusOr<std::unique_ptr<Session>> OpenSession(const std::string& config_p
         absl::StrCat(session->tokenizer->vocab_size(), " ids"));
   }
   PluginRegistry registry;
+  for (const std::string& dir : session_options.plugin_paths) config.plugin_paths.push_back(dir);
   FLUXATTN_RETURN_IF_ERROR(PrepareRegistry(config, registry));
+  if (session_options.extend_registry) {
+    FLUXATTN_RETURN_IF_ERROR(session_options.extend_registry(config, registry));
+  }
   FLUXATTN_ASSIGN_OR_RETURN(Composition composition, Compose(config, registry));
   EngineOptions options = EngineOptionsFor(config);
   options.open_weights = [](const std::string& path) {
@@ -223,6 +250,98 @@ absl::StatusOr<EvalResult> RunEvalTask(Session& session, TaskKind kind, int64_t 
   r.prefill_seconds = prefill / n;
   r.seconds = Seconds(start, std::chrono::steady_clock::now());
   return r;
+}
+
+absl::StatusOr<std::vector<EvalResult>> RunEvalSuite(Session& session,
+                                                     const std::vector<TaskKind>& tasks,
+                                                     const std::vector<int64_t>& lengths,
+                                                     int samples, uint64_t seed,
+                                                     const StepCallback& on_step) {
+  std::vector<EvalResult> results;
+  for (int64_t length : lengths) {
+    for (TaskKind kind : tasks) {
+      absl::StatusOr<EvalResult> result =
+          RunEvalTask(session, kind, length, samples, seed, on_step);
+      if (!result.ok()) {
+        return absl::Status(result.status().code(),
+                            absl::StrCat(session.config_path, ": ", result.status().message()));
+      }
+      results.push_back(std::move(*result));
+    }
+  }
+  return results;
+}
+
+absl::StatusOr<std::vector<std::string>> CompareNames(const std::vector<std::string>& configs) {
+  std::vector<std::string> names;
+  for (const std::string& path : configs) {
+    const std::string name = std::filesystem::path(path).stem().string();
+    if (std::find(names.begin(), names.end(), name) != names.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("compare: two configs are both called \"",
+                                                     name, "\"; give the files different names"));
+    }
+    names.push_back(name);
+  }
+  return names;
+}
+
+int64_t CompareSteps(const CompareOptions& options, size_t configs) {
+  return static_cast<int64_t>(options.lengths.size()) *
+         (options.repeats + static_cast<int64_t>(options.tasks.size()) * options.samples) *
+         static_cast<int64_t>(configs);
+}
+
+absl::StatusOr<CompareSuite> RunCompareSuite(const std::vector<std::string>& configs,
+                                             const CompareOptions& options,
+                                             const StepCallback& on_step) {
+  CompareSuite suite;
+  suite.configs = configs;
+  FLUXATTN_ASSIGN_OR_RETURN(suite.names, CompareNames(configs));
+  for (TaskKind kind : options.tasks) suite.task_names.push_back(TaskName(kind));
+  SessionOptions session_options = options.session;
+  session_options.need_tokenizer = true;
+  for (const std::string& path : configs) {
+    FLUXATTN_ASSIGN_OR_RETURN(std::unique_ptr<Session> session, OpenSession(path, session_options));
+    const std::string& name = session->name;
+    auto step = [&](const std::string& detail) {
+      if (on_step) on_step(name + ": " + detail);
+    };
+    auto fail = [&](const absl::Status& st) {
+      return absl::Status(st.code(), absl::StrCat(path, ": ", st.message()));
+    };
+    for (int64_t length : options.lengths) {
+      for (TaskKind kind : options.tasks) {
+        auto r = RunEvalTask(*session, kind, length, options.samples, options.seed, step);
+        if (!r.ok()) return fail(r.status());
+        suite.evals.push_back(std::move(*r));
+      }
+      auto b = RunBench(*session, length, options.decode_tokens, options.repeats, options.seed,
+                        [&](const std::string& detail) { step("bench " + detail); });
+      if (!b.ok()) return fail(b.status());
+      suite.bench.push_back(std::move(*b));
+    }
+  }
+  suite.rows =
+      BuildCompareRows(suite.names, options.lengths, suite.task_names, suite.bench, suite.evals);
+  return suite;
+}
+
+nlohmann::ordered_json CompareReportJson(const CompareSuite& suite, const CompareOptions& options) {
+  nlohmann::ordered_json json = {
+      {"configs", suite.configs},
+      {"tasks", suite.task_names},
+      {"lengths", options.lengths},
+      {"samples", options.samples},
+      {"seed", options.seed},
+      {"decode_tokens", options.decode_tokens},
+      {"baseline", suite.names.empty() ? std::string() : suite.names.front()},
+      {"rows", CompareJson(suite.rows)},
+      {"bench", nlohmann::ordered_json::array()},
+      {"eval", nlohmann::ordered_json::array()},
+  };
+  for (const BenchResult& b : suite.bench) json["bench"].push_back(BenchJson(b));
+  for (const EvalResult& e : suite.evals) json["eval"].push_back(EvalJson(e, true));
+  return json;
 }
 
 }  // namespace fluxattn::eval

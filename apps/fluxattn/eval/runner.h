@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "eval/results.h"
@@ -13,6 +14,8 @@
 #include "fluxattn/config.h"
 #include "fluxattn/engine.h"
 #include "fluxattn/models/tokenizer.h"
+#include "fluxattn/plugin_registry.h"
+#include "nlohmann/json.hpp"
 
 namespace fluxattn::eval {
 
@@ -24,6 +27,17 @@ struct Session {
   std::unique_ptr<models::Tokenizer> tokenizer;  // null when the checkpoint has none
 };
 
+struct SessionOptions {
+  int threads = -1;             // < 0: the config's [model] threads
+  bool need_tokenizer = false;  // fail when the checkpoint has no tokenizer.json
+  std::string device;           // non-empty: overrides the config's [model] device
+  // Plugin directories searched after the config's [plugins] paths, before the default ones.
+  std::vector<std::string> plugin_paths;
+  // Called once the registry has scanned the plugin directories, before composing: adds
+  // in-process plugins (the Python package's routing policies).
+  std::function<absl::Status(EngineConfig& config, PluginRegistry& registry)> extend_registry;
+};
+
 // Loads the TOML config, its checkpoint and plugins, and creates the engine. `threads` < 0
 // keeps the config's [model] threads. `need_tokenizer`: fail when the checkpoint has no
 // tokenizer.json (eval needs one; bench does not). `device` (e.g. "cuda") overrides the config's
@@ -31,6 +45,12 @@ struct Session {
 absl::StatusOr<std::unique_ptr<Session>> OpenSession(const std::string& config_path, int threads,
                                                      bool need_tokenizer,
                                                      const std::string& device = "");
+absl::StatusOr<std::unique_ptr<Session>> OpenSession(const std::string& config_path,
+                                                     const SessionOptions& options);
+// The same for a configuration built in code (DefaultEngineConfig of a checkpoint, say): errors
+// name config.source_path when it is set.
+absl::StatusOr<std::unique_ptr<Session>> OpenSession(EngineConfig config,
+                                                     const SessionOptions& options);
 
 // Called before each unit of work with a short description ("4k, run 2/3").
 using StepCallback = std::function<void(const std::string& detail)>;
@@ -44,5 +64,44 @@ absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int deco
 // exact match (or perplexity for lm_ppl).
 absl::StatusOr<EvalResult> RunEvalTask(Session& session, TaskKind kind, int64_t length, int samples,
                                        uint64_t seed, const StepCallback& on_step);
+
+// What `fluxattn eval` runs: every task at every length (lengths outer), one step per sample.
+// Errors name the session's config.
+absl::StatusOr<std::vector<EvalResult>> RunEvalSuite(Session& session,
+                                                     const std::vector<TaskKind>& tasks,
+                                                     const std::vector<int64_t>& lengths,
+                                                     int samples, uint64_t seed,
+                                                     const StepCallback& on_step);
+
+struct CompareOptions {
+  std::vector<TaskKind> tasks;
+  std::vector<int64_t> lengths;
+  int samples = 3;
+  uint64_t seed = 0;
+  int decode_tokens = 16;
+  int repeats = 3;
+  SessionOptions session;  // need_tokenizer is implied
+};
+
+struct CompareSuite {
+  std::vector<std::string> configs;
+  std::vector<std::string> names;  // the configs' file names without folder and extension
+  std::vector<std::string> task_names;
+  std::vector<BenchResult> bench;
+  std::vector<EvalResult> evals;
+  std::vector<CompareRow> rows;
+};
+
+// The configs' names; two configs of the same name are a usage error.
+absl::StatusOr<std::vector<std::string>> CompareNames(const std::vector<std::string>& configs);
+// Progress steps RunCompareSuite reports for `configs` configs.
+int64_t CompareSteps(const CompareOptions& options, size_t configs);
+// What `fluxattn compare` runs: per config, the eval suite and the bench at every length. The
+// steps' details start with the config's name.
+absl::StatusOr<CompareSuite> RunCompareSuite(const std::vector<std::string>& configs,
+                                             const CompareOptions& options,
+                                             const StepCallback& on_step);
+// compare.json.
+nlohmann::ordered_json CompareReportJson(const CompareSuite& suite, const CompareOptions& options);
 
 }  // namespace fluxattn::eval

@@ -3,6 +3,7 @@
 // to the running executable (<exe>/../lib/fluxattn/plugins).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -43,6 +44,15 @@ struct PluginInfo {
   std::vector<ParamSpec> params;
 };
 
+// A plugin provided by the running process instead of a shared library (routing policies written
+// in Python, test doubles). `create` makes an instance from validated parameters (`info.params`
+// describes them) and `destroy` deletes one; both must stay valid while instances live.
+struct InProcessPlugin {
+  PluginInfo info;  // name, kind, params, summary; `path` says where the plugin comes from
+  std::function<absl::StatusOr<void*>(const ParamValues& params)> create;
+  void (*destroy)(void*) noexcept = nullptr;
+};
+
 // A file in a search directory that looked like a plugin but could not be loaded.
 struct PluginLoadFailure {
   std::string path;
@@ -66,6 +76,10 @@ class PluginRegistry {
   absl::Status ScanSearchPath(const std::vector<std::string>& first_dirs);
   // Loads one file explicitly; the error names the path and what was wrong.
   absl::StatusOr<const PluginInfo*> LoadFile(const std::string& path);
+
+  // Registers a plugin of the running process; fails when the name is taken or a function is
+  // missing. Find and Create treat it like a loaded file.
+  absl::StatusOr<const PluginInfo*> RegisterInProcess(InProcessPlugin plugin);
 
   std::vector<PluginInfo> List() const;
   const std::vector<PluginLoadFailure>& failures() const { return failures_; }
