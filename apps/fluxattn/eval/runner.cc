@@ -69,9 +69,9 @@ absl::StatusOr<std::unique_ptr<Session>> OpenSession(EngineConfig config,
   if (config.model.path.empty()) {
     return InvalidInput(key("[model] path"), "a checkpoint folder", "nothing");
   }
-  FLUXATTN_ASSIGN_OR_RETURN(models::ModelLoadOptions load,
-                            models::ModelLoadOptionsFromConfig(config, config_path,
-                                                               session_options.device, threads));
+  FLUXATTN_ASSIGN_OR_RETURN(
+      models::ModelLoadOptions load,
+      models::ModelLoadOptionsFromConfig(config, config_path, session_options.device, threads));
   session->model_dir = config.model.path;
   const bool has_tokenizer =
       std::filesystem::exists(std::filesystem::path(session->model_dir) / "tokenizer.json");
