@@ -95,8 +95,8 @@ def time_transformers(folder, contexts, decode_tokens, repeats):
     rows = []
     for t in contexts:
         prefill, decode = [], []
-        for r in range(repeats):
-            g = torch.Generator(device="cuda").manual_seed(r)
+        for r in range(-1, repeats):  # r = -1: an untimed warm-up run
+            g = torch.Generator(device="cuda").manual_seed(max(r, 0))
             ids = torch.randint(0, vocab, (1, t), device="cuda", generator=g)
             torch.cuda.synchronize()
             with torch.no_grad():
@@ -116,6 +116,7 @@ def time_transformers(folder, contexts, decode_tokens, repeats):
                 decode.append(1e3 * (time.perf_counter() - t0) / max(decode_tokens, 1))
             del out, past
             torch.cuda.empty_cache()
+        prefill, decode = prefill[1:], decode[1:]  # drop the warm-up
         rows.append(dict(context=t, prefill_s=prefill, decode_ms=decode))
         print(f"  transformers T={t}: prefill {statistics.median(prefill):.3f} s, "
               f"decode {statistics.median(decode):.2f} ms/token", flush=True)
@@ -133,7 +134,7 @@ def time_fluxattn(binary, folder, contexts, decode_tokens, repeats, work_dir, na
     out_json = os.path.join(work_dir, f"{name}-fluxattn.json")
     cmd = [binary, "bench", "--config", config, "--context",
            ",".join(str(c) for c in contexts), "--decode-tokens", str(decode_tokens),
-           "--repeats", str(repeats), "--json", out_json]
+           "--repeats", str(repeats), "--warmup", "1", "--json", out_json]
     print("  $ " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -174,8 +175,12 @@ def main():
         report["shapes"][name] = dict(transformers=hf, fluxattn=fa)
         with open(os.path.join(args.out, "e2e.json"), "w") as f:
             json.dump(report, f, indent=2)
-    # The table.
-    print("\nshape         T      work           transformers        FluxAttn            ratio")
+    # The table: medians, [min, max] of the repeats after the warm-up.
+    def spread(xs):
+        return f"[{min(xs):.3g}, {max(xs):.3g}]" if xs else ""
+
+    print("\nshape        T      phase   work          transformers (sdpa)              "
+          "FluxAttn                          transformers / FluxAttn")
     for name, r in report["shapes"].items():
         fa_rows = {}
         if "result" in r["fluxattn"]:
@@ -189,15 +194,14 @@ def main():
             fr = fa_rows.get(t, {})
             fp = fr.get("prefill_seconds")
             fd = fr.get("decode_ms_per_token")
-            print(f"{name:12s} {t:6d} prefill {flops / 1e12:7.1f} TFLOP  {hp:8.3f} s "
-                  f"({flops / hp / 1e12:5.0f} TF/s)  "
-                  + (f"{fp:8.3f} s ({flops / fp / 1e12:5.0f} TF/s)  {hp / fp:5.2f}x"
-                     if fp else "-"))
-            print(f"{name:12s} {t:6d} decode  {dbytes / 1e9:7.2f} GB     {hd:8.2f} ms "
-                  f"({dbytes / hd / 1e9:5.2f} TB/s)  "
-                  + (f"{fd:8.2f} ms ({dbytes / fd / 1e9:5.2f} TB/s)  {hd / fd:5.2f}x"
-                     if fd else "-"))
-
+            print(f"{name:12s} {t:6d} prefill {flops / 1e12:7.1f} TFLOP  {hp:7.3f} s "
+                  f"{spread(row['prefill_s']):18s} {flops / hp / 1e12:4.0f} TF/s  "
+                  + (f"{fp:7.3f} s {spread(fr.get('prefill_seconds_samples', [])):18s} "
+                     f"{flops / fp / 1e12:4.0f} TF/s  {hp / fp:5.2f}x" if fp else "-"))
+            print(f"{name:12s} {t:6d} decode  {dbytes / 1e9:7.2f} GB     {hd:7.2f} ms "
+                  f"{spread(row['decode_ms']):18s} {dbytes / hd / 1e9:4.2f} TB/s  "
+                  + (f"{fd:7.2f} ms {spread(fr.get('decode_ms_per_token_samples', [])):18s}"
+                     f"{dbytes / fd / 1e9:4.2f} TB/s  {hd / fd:5.2f}x" if fd else "-"))
 
 if __name__ == "__main__":
     main()

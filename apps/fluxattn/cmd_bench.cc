@@ -21,6 +21,7 @@ struct BenchArgs {
   std::string context = "4k";
   int decode_tokens = 64;
   int repeats = 1;
+  int warmup = 0;
   int threads = -1;
   std::string device;  // empty: each config's [model] device
   uint64_t seed = 0;
@@ -36,7 +37,7 @@ int RunBenchCommand(const BenchArgs& args) {
   }
   eval::Progress progress(
       std::cerr, "bench",
-      static_cast<int64_t>(args.configs.size() * contexts->size()) * args.repeats,
+      static_cast<int64_t>(args.configs.size() * contexts->size()) * (args.repeats + args.warmup),
       eval::StderrIsTerminal());
   std::vector<eval::BenchResult> results;
   for (const std::string& path : args.configs) {
@@ -49,7 +50,8 @@ int RunBenchCommand(const BenchArgs& args) {
     for (int64_t context : *contexts) {
       auto result = eval::RunBench(
           **session, context, args.decode_tokens, args.repeats, args.seed,
-          [&](const std::string& detail) { progress.Next((*session)->name + " " + detail); });
+          [&](const std::string& detail) { progress.Next((*session)->name + " " + detail); },
+          args.warmup);
       if (!result.ok()) {
         progress.Finish();
         PrintError(absl::StrCat(path, ": ", result.status().message()));
@@ -93,6 +95,9 @@ std::function<int()> SetupBench(CLI::App& app) {
   app.add_option(
       "--device", args->device,
       "Where the model runs: cpu, cuda or cuda:N (default: the config's [model] device)");
+  app.add_option("--warmup", args->warmup, "Untimed runs per point before the repeats")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 100));
   app.add_option("--threads", args->threads,
                  "Worker threads for the model (0: all cores; default: the config's)")
       ->check(CLI::Range(0, 4096));

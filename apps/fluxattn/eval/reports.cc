@@ -77,7 +77,10 @@ json BenchJson(const BenchResult& r) {
               {"sa_ratio", Number(r.sa_ratio)},
               {"kv_bytes_after_prefill", r.kv_bytes_after_prefill},
               {"kv_bytes", r.kv_bytes},
-              {"kv_bytes_full_cache", r.kv_bytes_full_cache}};
+              {"kv_bytes_full_cache", r.kv_bytes_full_cache},
+              {"warmup", r.warmup},
+              {"prefill_seconds_samples", r.prefill_samples},
+              {"decode_ms_per_token_samples", r.decode_samples}};
 }
 
 TextTable EvalTable(const std::vector<EvalResult>& results) {

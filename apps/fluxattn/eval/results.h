@@ -20,8 +20,11 @@ struct BenchResult {
   double decode_ms_per_token = 0.0;  // NaN when no token was decoded
   double sa_ratio = 0.0;             // mean over repeats (random routers differ per request)
   size_t kv_bytes_after_prefill = 0;
-  size_t kv_bytes = 0;             // held at the end of the request
-  size_t kv_bytes_full_cache = 0;  // what a cache keeping every position would hold
+  size_t kv_bytes = 0;                  // held at the end of the request
+  size_t kv_bytes_full_cache = 0;       // what a cache keeping every position would hold
+  int warmup = 0;                       // untimed runs before the repeats
+  std::vector<double> prefill_samples;  // seconds, one per repeat (the spread of the median)
+  std::vector<double> decode_samples;   // ms per token, one per repeat
 };
 
 // One generated sample of `fluxattn eval`.

@@ -109,7 +109,8 @@ absl::StatusOr<std::unique_ptr<Session>> OpenSession(EngineConfig config,
 }
 
 absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int decode_tokens,
-                                     int repeats, uint64_t seed, const StepCallback& on_step) {
+                                     int repeats, uint64_t seed, const StepCallback& on_step,
+                                     int warmup) {
   const ModelInfo& info = session.engine->model().info();
   std::mt19937_64 rng(seed ^ (static_cast<uint64_t>(context) * 0x9E3779B97F4A7C15ull));
   std::vector<int64_t> prompt(context);
@@ -124,6 +125,12 @@ absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int deco
   r.context = context;
   r.decode_tokens = decode_tokens;
   r.repeats = repeats;
+  r.warmup = warmup;
+  for (int w = 0; w < warmup; ++w) {
+    if (on_step) on_step(absl::StrCat(FormatLength(context), ", warm-up ", w + 1, "/", warmup));
+    FLUXATTN_ASSIGN_OR_RETURN(BatchResult ignored, session.engine->Generate({prompt}, options));
+    (void)ignored;
+  }
   std::vector<double> prefill, decode;
   double sa = 0.0;
   for (int rep = 0; rep < repeats; ++rep) {
@@ -140,6 +147,8 @@ absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int deco
     r.kv_bytes = trace.kv_bytes;
     r.kv_bytes_full_cache = trace.kv_bytes_full_cache;
   }
+  r.prefill_samples = prefill;
+  r.decode_samples = decode;
   r.prefill_seconds = Median(prefill);
   r.prefill_tokens_per_second = static_cast<double>(context) / r.prefill_seconds;
   r.decode_ms_per_token = Median(decode);
