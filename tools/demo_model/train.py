@@ -19,7 +19,8 @@ Every step's time is measured; training stops after --minutes and writes a resum
 checkpoint (float32 safetensors shards of at most 15 MiB) plus a JSON log of the curves.
 
 Usage:
-  train.py base --tokenizer T --corpus C --out DIR [--resume DIR] [--minutes 7]
+  train.py base --tokenizer T --corpus C --out DIR [--resume DIR | --init-hf FOLDER]
+           [--minutes 7] [--probe N]
   train.py router --tokenizer T --corpus C --init DIR --out DIR [--minutes 2.5]
 """
 
