@@ -5,7 +5,7 @@ and SA ratio against bias (SVG), plus a JSON of every point.
 
 Usage: sweep_bias.py --fluxattn build/bin/fluxattn --out docs/demo-model-dial.svg
          [--biases -4,-2,-1,0,1,2,4] [--tasks passkey,kv_retrieval,lm_ppl] [--lengths 1k]
-         [--samples 2]
+         [--samples 2] [--random-seeds 0,1,2,3]
 """
 
 import argparse
@@ -62,6 +62,9 @@ def main():
     p.add_argument("--tasks", default="passkey,kv_retrieval,lm_ppl")
     p.add_argument("--lengths", default="1k")
     p.add_argument("--samples", type=int, default=2)
+    p.add_argument("--random-seeds", default="1",
+                   help="seeds of the random hybrid at each ratio; the plot shows their mean "
+                        "(an eval routes all its prompts with one pattern per seed)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     points = {"flux": [], "static": [], "random": []}
@@ -84,18 +87,26 @@ def main():
             s = run(args.fluxattn, path, args)
             s["pattern"] = pattern
             points["static"].append(s)
-            path = os.path.join(tmp, f"random_{b}.toml")
-            open(path, "w").write(CONFIG.format(
-                model=args.model,
-                router=f'plugin = "random"\nseed = 1\nfull_ratio = {1 - r["sa_ratio"]:.4f}'))
-            q = run(args.fluxattn, path, args)
+            per_seed = []
+            for seed in [int(x) for x in args.random_seeds.split(",")]:
+                path = os.path.join(tmp, f"random_{b}_{seed}.toml")
+                open(path, "w").write(CONFIG.format(
+                    model=args.model, router=f'plugin = "random"\nseed = {seed}\n'
+                    f'full_ratio = {1 - r["sa_ratio"]:.4f}'))
+                one = run(args.fluxattn, path, args)
+                one["seed"] = seed
+                per_seed.append(one)
+            q = {"accuracy": sum(x["accuracy"] for x in per_seed) / len(per_seed),
+                 "sa_ratio": sum(x["sa_ratio"] for x in per_seed) / len(per_seed),
+                 "seeds": per_seed}
             points["random"].append(q)
             print("static", json.dumps(s), "random", json.dumps(q), flush=True)
     json.dump(points, open(os.path.splitext(args.out)[0] + ".json", "w"), indent=1)
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
     for name, marker in (("flux", "o-"), ("static", "s--"), ("random", "^:")):
         pts = points[name]
-        ax[0].plot([q["sa_ratio"] for q in pts], [q["accuracy"] for q in pts], marker, label=name)
+        label = name if name != "random" else f"random (mean of seeds {args.random_seeds})"
+        ax[0].plot([q["sa_ratio"] for q in pts], [q["accuracy"] for q in pts], marker, label=label)
     ax[0].set(xlabel="SA ratio (all decisions)", ylabel="mean exact match, retrieval tasks",
               ylim=(-0.05, 1.05), title=f"accuracy against SA ratio ({args.lengths})")
     ax[0].legend()

@@ -93,8 +93,14 @@ def depth_of(rng):
 
 
 class Build:
-    def __init__(self, text, answer, min_units=0):
+    """text(n): the prompt with n filler units; answer: the expected first output line.
+    extras(n, rng): optional further questions about the same prompt, as (question, answer)
+    pairs to append after the answer's line (training only: more scored answers per row; the
+    eval asks the first question alone)."""
+
+    def __init__(self, text, answer, min_units=0, extras=None):
         self.text, self.answer, self.min_units = text, answer, min_units
+        self.extras = extras
 
 
 def build_passkey(rng):
@@ -119,11 +125,17 @@ def build_niah_multikey(rng):
         values.append(value)
     asked = rng.randrange(4)
     filler, key = Filler(rng), keys[asked]
+
+    def extras(n, r):
+        order = [i for i in range(4) if i != asked]
+        r.shuffle(order)
+        return [(f"What is the special magic number for {keys[i]} mentioned in the text? The "
+                 f"special magic number for {keys[i]} is", values[i]) for i in order]
     return Build(lambda n: (
         "Some special magic numbers are hidden inside the following text. Memorize them; you "
         "will be asked about one of them.\n\n" + haystack(filler, n, inserts)
         + f"\n\nWhat is the special magic number for {key} mentioned in the text? The special "
-        f"magic number for {key} is"), values[asked])
+        f"magic number for {key} is"), values[asked], extras=extras)
 
 
 def build_kv_retrieval(rng):
@@ -131,21 +143,30 @@ def build_kv_retrieval(rng):
     asked_key, asked_value = hexs(rng, 8), hexs(rng, 8)
     pair_seed = rng.getrandbits(64)
 
-    def text(n):
+    def pairs_of(n):
         pairs = random.Random(pair_seed)
         at = min(int(depth * n), n - 1)
-        lines = []
+        out = []
         for i in range(n):
             k, v = hexs(pairs, 8), hexs(pairs, 8)
             while k in (asked_key, asked_value) or v in (asked_key, asked_value):
                 k, v = hexs(pairs, 8), hexs(pairs, 8)
             if i == at:
                 k, v = asked_key, asked_value
-            lines.append(f"key {k}: value {v}\n")
+            out.append((k, v))
+        return out
+
+    def text(n):
+        lines = [f"key {k}: value {v}\n" for k, v in pairs_of(n)]
         return ("Below is a list of keys, each with its value. Every key occurs once.\n\n"
                 + "".join(lines) + f"\nWhat is the value of key {asked_key}? The value of key "
                 f"{asked_key} is")
-    return Build(text, asked_value, min_units=1)
+
+    def extras(n, r):
+        pairs = [p for p in pairs_of(n) if p[0] != asked_key]
+        chosen = r.sample(pairs, min(len(pairs), 7))
+        return [(f"What is the value of key {k}? The value of key {k} is", v) for k, v in chosen]
+    return Build(text, asked_value, min_units=1, extras=extras)
 
 
 def build_variable_tracking(rng):
@@ -161,21 +182,25 @@ def build_variable_tracking(rng):
     decoy = digits(rng, 5)
     while decoy == value:
         decoy = digits(rng, 5)
-    inserts, chain = [], None
+    inserts, chains = [], []
     for v in (value, decoy):
         names = [fresh() for _ in range(4)]
         for h in range(4):
             depth = (h + 0.2 + 0.6 * rng.randrange(1001) / 1000.0) / 4
             rhs = v if h == 0 else f"VAR {names[h - 1]}"
             inserts.append((depth, f"VAR {names[h]} = {rhs}. "))
-        if chain is None:
-            chain = names
+        chains.append(names)
+    chain = chains[0]
     filler = Filler(rng)
+
+    def extras(n, r):
+        return [(f"Question: which variables are assigned the value {decoy}, directly or through "
+                 "other variables? Answer: the variables are", " ".join(chains[1]))]
     return Build(lambda n: (
         "Memorize the variable assignments hidden in the following text.\n\n"
         + haystack(filler, n, inserts)
         + f"\n\nQuestion: which variables are assigned the value {value}, directly or through "
-        "other variables? Answer: the variables are"), " ".join(chain))
+        "other variables? Answer: the variables are"), " ".join(chain), extras=extras)
 
 
 def build_frequent_words(rng):
@@ -230,8 +255,10 @@ class Sampler:
     def encode(self, text):
         return self.tok.encode(text).ids
 
-    def sample(self, task, rng, target):
-        """Prompt ids of at most `target` tokens (close to it) and the answer's ids."""
+    def sample(self, task, rng, target, extras=None):
+        """Prompt ids of at most `target` tokens (close to it) and the answer's ids; with
+        `extras` (a random.Random), also the task's further questions as a list of
+        (question ids, answer ids), [] for tasks without them."""
         b = BUILDERS[task](rng)
         base = len(self.encode(b.text(b.min_units)))
         per = self.per_unit.get(task, 12.0)
@@ -249,4 +276,8 @@ class Sampler:
             n = max(b.min_units, n - max(1, int((len(ids) - target) / per)))
             ids = self.encode(b.text(n))
         answer = None if b.answer is None else self.encode(" " + b.answer + "\n")
-        return ids, answer
+        if extras is None:
+            return ids, answer
+        more = [] if b.extras is None else [
+            (self.encode(q), self.encode(" " + a + "\n")) for q, a in b.extras(n, extras)]
+        return ids, answer, more

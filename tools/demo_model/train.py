@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Trains the demo model (`base`), then its Flux layer router on the frozen model (`router`).
 
-base: LM loss on every scored token, answer tokens weighted 5x, on the eval-format tasks mixed
-  with filler documents and corpus text, lengths 512 to 4K tokens. Two robustness augmentations:
-  text and filler rows run every layer with streaming SA in 30% of the rows (plain text should not
-  need the far context), and task rows run one or two random layers with SA in 20% of the rows.
+base: LM loss per row (a task row: (1 - answer_share) * its prompt tokens' mean CE plus
+  answer_share * its answer tokens' mean CE), on the eval-format tasks (most niah_multikey,
+  kv_retrieval and variable_tracking rows with further questions appended after the answer),
+  copy rows of random digit / hex / capital strings, filler documents and corpus text, with a
+  length curriculum from 256/512-token rows to 4K. Two robustness augmentations: text and filler
+  rows run every layer with streaming SA in 30% of the rows (plain text should not need the far
+  context), and task rows run 1 to --sa-task-layers random layers with SA in 20% of the rows.
 router: the base is frozen; each layer's router reads its pooled queries (ctx_q: first and last
   pool_size prompt rows, after q_norm, before RoPE) and a straight-through Gumbel softmax with the
   temperature annealed from 1.5 to 1.0 picks the gate z; the layer output is
@@ -16,7 +19,8 @@ Every step's time is measured; training stops after --minutes and writes a resum
 checkpoint (float32 safetensors shards of at most 15 MiB) plus a JSON log of the curves.
 
 Usage:
-  train.py base --tokenizer T --corpus C --out DIR [--resume DIR] [--minutes 7]
+  train.py base --tokenizer T --corpus C --out DIR [--resume DIR | --init-hf FOLDER]
+           [--minutes 7] [--probe N]
   train.py router --tokenizer T --corpus C --init DIR --out DIR [--minutes 2.5]
 """
 
@@ -24,10 +28,13 @@ import argparse
 import glob
 import json
 import math
+import multiprocessing
 import os
+import random
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -38,19 +45,25 @@ import model as M  # noqa: E402
 
 SHARD_BYTES = 15 * 1024 * 1024
 
-BASE_MIX = {"passkey": 1.0, "niah_multikey": 1.5, "kv_retrieval": 1.5, "variable_tracking": 2.0,
-            "frequent_words": 0.5, "lm_ppl": 0.6, data.TEXT: 1.4}
-BASE_BUCKETS = [(512, 0.15), (1024, 0.2), (2048, 0.25), (4160, 0.4)]
-# The second stage (resumed): more short rows (more answers per step) and copy rows, which
-# teach the copying heads every retrieval task needs.
-BASE2_MIX = dict(BASE_MIX, **{data.COPY: 2.0})
-BASE2_BUCKETS = [(256, 0.2), (512, 0.3), (1024, 0.25), (2048, 0.1), (4160, 0.15)]
+# Base training mix (weights per row kind): mostly task rows, a third of them with further
+# questions appended, and copy rows of random digit / hex / capital strings, from the first step.
+BASE_MIX = {"passkey": 1.2, "niah_multikey": 1.5, "kv_retrieval": 2.0, "variable_tracking": 1.5,
+            "frequent_words": 0.5, "lm_ppl": 0.3, data.TEXT: 0.6, data.COPY: 0.3,
+            data.COPY_STR: 1.0}
+BASE_EXTRAS = 0.7
+# Length curriculum: (until, [(row length, weight)]), `until` a fraction of the schedule.
+BASE_CURRICULUM = [
+    (0.15, [(256, 0.5), (512, 0.5)]),
+    (0.35, [(256, 0.2), (512, 0.3), (1024, 0.3), (2048, 0.2)]),
+    (0.55, [(512, 0.15), (1024, 0.25), (2048, 0.3), (4160, 0.3)]),
+    (1.0, [(512, 0.1), (1024, 0.2), (2048, 0.3), (4160, 0.4)]),
+]
 ROUTER_MIX = {"passkey": 1.0, "niah_multikey": 1.0, "kv_retrieval": 1.0, "variable_tracking": 1.0,
               "frequent_words": 1.0, "lm_ppl": 1.0, data.TEXT: 1.0}
 ROUTER_BUCKETS = [(1024, 0.25), (2048, 0.25), (4160, 0.5)]
 # Target SA fraction of the layers per kind: retrieval keeps most layers full, plain text none.
 TARGETS = {"passkey": 0.5, "niah_multikey": 0.5, "kv_retrieval": 0.5, "variable_tracking": 0.375,
-           "frequent_words": 0.5, "lm_ppl": 1.0, data.TEXT: 1.0, data.COPY: 1.0}
+           "frequent_words": 0.5, "lm_ppl": 1.0, data.TEXT: 1.0, data.COPY: 1.0, data.COPY_STR: 1.0}
 
 
 def save_shards(state, out, prefix):
@@ -109,10 +122,52 @@ def common(args):
     return m, device
 
 
-def make_loader(args, mix, buckets, stream, start):
-    return data.loader(start, args.workers, tokenizer_path=args.tokenizer,
+def make_loader(args, mix, buckets, stream, start, clock=None, extras=0.0, curriculum=None):
+    return data.loader(start, args.workers, clock, tokenizer_path=args.tokenizer,
                        corpus_ids_path=args.corpus, stream=stream, mix=mix, buckets=buckets,
-                       tokens_per_batch=args.tokens_per_batch)
+                       tokens_per_batch=args.tokens_per_batch, extras=extras,
+                       curriculum=curriculum)
+
+
+@torch.no_grad()
+def probe(m, args, device, lengths=(1024, 4096), samples=16):
+    """Teacher-forced exact match of fresh samples (stream "probe", single question as in the
+    eval), per task and length, with every layer FA (fa), every layer SA (sa) and the odd layers
+    SA (fs, the static hybrid); and the mean
+    cross-entropy of lm_ppl documents."""
+    m.eval()
+    maker = data.BatchMaker(args.tokenizer, args.corpus, "probe", {}, [(1024, 1.0)], 0)
+    L = m.c["num_hidden_layers"]
+    out = {}
+    for t in lengths:
+        for kind in data.tasks.TASKS:
+            rng = random.Random(f"probe/{kind}/{t}")
+            rows = [maker.row(kind, 10 ** 6 + i, t, rng) for i in range(samples)]
+            ids = torch.from_numpy(np.stack([r[0] for r in rows])).to(device)
+            labels = torch.from_numpy(np.stack([r[1] for r in rows])).to(device)
+            weights = torch.from_numpy(np.stack([r[2] for r in rows])).to(device)
+            for mode in ("fa", "sa", "fs"):
+                sa = None if mode == "fa" else torch.ones(samples, L, dtype=torch.bool,
+                                                          device=device)
+                if mode == "fs":  # the static hybrid: odd layers SA
+                    sa[:, 0::2] = False
+                res = []
+                for i in range(0, samples, 8):
+                    with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
+                        lg = m(ids[i:i + 8], sa_layers=None if sa is None else sa[i:i + 8])
+                    if kind == "lm_ppl":
+                        ce = F.cross_entropy(lg.float().transpose(1, 2), labels[i:i + 8],
+                                             ignore_index=-100, reduction="none")
+                        w = (weights[i:i + 8] > 0).float()
+                        res.append(float((ce * w).sum() / w.sum()))
+                    else:
+                        ok, has = answer_accuracy(lg, labels[i:i + 8], weights[i:i + 8])
+                        res += [float(x) for x in ok[has].tolist()]
+                out[f"{kind}/{t}/{mode}"] = round(sum(res) / max(1, len(res)), 3)
+    m.train()
+    print("probe:", json.dumps(out), flush=True)
+    return out
+
 
 
 def train_base(args):
@@ -124,20 +179,23 @@ def train_base(args):
         m.load_state_dict(load_shards(args.resume, "model"), strict=True)
         meta = json.load(open(os.path.join(args.resume, "base_log.json")))
         log, step0, elapsed0 = meta, meta["step"], meta["elapsed"]
+    elif args.init_hf:  # start from an exported folder's weights (bfloat16), a new schedule
+        state = load_file(os.path.join(args.init_hf, "model.safetensors"))
+        m.load_state_dict({n: t.float() for n, t in state.items()}, strict=True)
+        log["init"] = args.init_hf
     print(f"parameters: {M.count_parameters(m) / 1e6:.2f} M, device {device}", flush=True)
     params = [(n, p) for n, p in m.named_parameters() if "mask_allocator" not in n]
     decay = [p for n, p in params if p.dim() == 2 and "embed" not in n]
     no_decay = [p for n, p in params if not (p.dim() == 2 and "embed" not in n)]
-    wd = 0.05 if args.stage == 1 else 0.0
+    wd = 0.05
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": wd},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr,
                             betas=(0.9, 0.95), fused=device == "cuda")
     total = args.total_minutes * 60.0
-    mix, buckets = (BASE_MIX, BASE_BUCKETS) if args.stage == 1 else (BASE2_MIX, BASE2_BUCKETS)
-    dl = iter(make_loader(args, mix, buckets, f"base{args.stage}", step0 * 1000))
+    clock = multiprocessing.Value("d", min(1.0, elapsed0 / total), lock=False)
+    dl = iter(make_loader(args, BASE_MIX, None, "base", step0 * 1000, clock, BASE_EXTRAS,
+                          BASE_CURRICULUM))
     prior = elapsed0
-    if args.stage == 2:  # a schedule of its own
-        elapsed0, total = 0.0, args.minutes * 60.0
     start = time.time()
     step = step0
     L = m.c["num_hidden_layers"]
@@ -148,6 +206,7 @@ def train_base(args):
         if time.time() - start > args.minutes * 60.0 or (args.max_steps and step >= args.max_steps):
             break
         progress = min(1.0, elapsed / total)
+        clock.value = progress
         # a fresh optimizer after a resume warms up again
         warm = min(1.0, (step - step0 + 1) / 50.0) if step0 else 1.0
         lr = M.cosine_lr(progress, args.lr) * warm
@@ -163,11 +222,11 @@ def train_base(args):
         r = torch.rand(n, generator=gen)
         sa[text_rows & (r < 0.3)] = True
         for j in ((~text_rows) & (r < 0.2)).nonzero().flatten().tolist():
-            k = 1 + int(torch.randint(0, 2, (1,), generator=gen))
+            k = 1 + int(torch.randint(0, args.sa_task_layers, (1,), generator=gen))
             sa[j, torch.randperm(L, generator=gen)[:k]] = True
         with torch.autocast(device, dtype=torch.bfloat16, enabled=device == "cuda"):
             logits = m(ids, sa_layers=sa.to(device) if sa.any() else None)
-        loss, ce = weighted_lm_loss(logits, labels, weights, 0.5)
+        loss, ce = weighted_lm_loss(logits, labels, weights, args.answer_share)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         gn = torch.nn.utils.clip_grad_norm_(m.base_parameters(), 1.0)
@@ -182,7 +241,7 @@ def train_base(args):
                     a[0] += int(ok[i])
                     a[1] += 1
         if step % args.log_every == 0 or step == step0 + 1:
-            entry = {"step": step, "stage": args.stage, "elapsed": round(prior + time.time() - start, 1), "lr": lr, "loss": loss.item(),
+            entry = {"step": step, "elapsed": round(prior + time.time() - start, 1), "lr": lr, "loss": loss.item(),
                      "T": ids.shape[1], "grad_norm": float(gn),
                      "answer_acc": {k: round(a[0] / max(1, a[1]), 3) for k, a in acc.items()}}
             acc = {}
@@ -192,6 +251,10 @@ def train_base(args):
     save_shards(m.state_dict(), args.out, "model")
     json.dump(log, open(os.path.join(args.out, "base_log.json"), "w"))
     print(f"saved {args.out} at step {step}, {log['elapsed']:.0f} s of training", flush=True)
+    if args.probe:
+        log.setdefault("probes", []).append({"step": step, **probe(m, args, device,
+                                                                    samples=args.probe)})
+        json.dump(log, open(os.path.join(args.out, "base_log.json"), "w"))
 
 
 def train_router(args):
@@ -281,14 +344,21 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--init", help="router: the trained base checkpoint folder")
     p.add_argument("--resume")
+    p.add_argument("--init-hf", help="base: initial weights from an exported model folder")
     p.add_argument("--minutes", type=float, default=7.0, help="training time of this call")
     p.add_argument("--total-minutes", type=float, default=None,
                    help="length of the whole schedule (default: --minutes)")
     p.add_argument("--max-steps", type=int, default=0)
-    p.add_argument("--stage", type=int, default=1, help="base: 1 (first schedule) or 2 (resumed)")
+    p.add_argument("--answer-share", type=float, default=0.6,
+                   help="base: weight of a task row's answer tokens' mean CE in its loss")
+    p.add_argument("--sa-task-layers", type=int, default=3,
+                   help="base: task rows augmented with SA run 1 to this many random layers SA")
+    p.add_argument("--probe", type=int, default=0,
+                   help="after training: teacher-forced exact match on this many fresh samples "
+                        "per task and length (1K, 4K), every layer FA and every layer SA")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--lambda-lr", type=float, default=0.05)
-    p.add_argument("--tokens-per-batch", type=int, default=98304)
+    p.add_argument("--tokens-per-batch", type=int, default=65536)
     p.add_argument("--workers", type=int, default=12)
     p.add_argument("--log-every", type=int, default=25)
     args = p.parse_args()
