@@ -6,6 +6,9 @@
 # CUDA driver are left to the target machine, which has newer ones.
 #
 #   tools/bundle-for-device.sh            then carry .device-bundle and run tools/device-test.sh
+# BUNDLE_BINS (space-separated names) keeps only those programs of bin/; with BUNDLE_TAR=1 the
+# bundle is also packed as .dev/bundle.tar.xz (a fraction of the size; unpack it on the GPU
+# machine with `tar -xJf .dev/bundle.tar.xz` from the repository root).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="$(realpath -m "${BUILD_DIR:-$root/build-device}")"
@@ -19,6 +22,11 @@ cmake --build "$build" -j "${JOBS:-$(nproc)}"
 rm -rf "$bundle"
 mkdir -p "$bundle/bin" "$bundle/lib" "$bundle/deps" "$bundle/fixture_plugins"
 cp -a "$build/bin/." "$bundle/bin/"
+if [ -n "${BUNDLE_BINS:-}" ]; then
+  for f in "$bundle/bin/"*; do
+    case " $BUNDLE_BINS " in *" $(basename "$f") "*) ;; *) rm -f "$f" ;; esac
+  done
+fi
 cp -a "$build/lib/." "$bundle/lib/"
 if [ -d "$build/tests/fixture_plugins" ]; then
   find "$build/tests/fixture_plugins" -maxdepth 1 -name 'libfluxattn_*.so' \
@@ -59,4 +67,9 @@ echo "bundle: $bundle ($((size_kib / 1024)) MiB, ${#copied[@]} shared libraries 
 if ((size_kib > limit_mib * 1024)); then
   echo "bundle-for-device: error: expected a bundle under ${limit_mib} MiB, found $((size_kib / 1024)) MiB" >&2
   exit 1
+fi
+if [ "${BUNDLE_TAR:-0}" = 1 ]; then
+  mkdir -p "$root/.dev"
+  tar -C "$root" -cJf "$root/.dev/bundle.tar.xz" .device-bundle
+  echo "bundle: packed into $root/.dev/bundle.tar.xz ($(($(stat -c %s "$root/.dev/bundle.tar.xz") / 1048576)) MiB)"
 fi

@@ -34,16 +34,19 @@ const std::vector<CoreSection>& CoreSections() {
        {{"path", "string", "required to run a model", "a folder",
          "Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer.json); relative "
          "to the config file's folder"},
-        {"device", "string", "\"cpu\"", "\"cpu\", \"cuda\", \"cuda:N\"", "Where the model runs"},
-        {"dtype", "string", "\"f32\"", "one of \"f32\", \"bf16\"", "Weight and activation type"},
+        {"device", "string", "\"cpu\"", "\"cpu\", \"cuda\", \"cuda:N\"",
+         "Where the model, its KV pool and attention run (`--device` overrides it)"},
+        {"dtype", "string", "the device's", "\"f32\" on cpu, \"bf16\" on cuda",
+         "Activation and KV type: f32 on the CPU (weights read as stored), bf16 on CUDA (weights "
+         "converted to bf16 on load, f32 accumulation)"},
         {"threads", "integer", "0", "[0, 4096]", "CPU threads; 0 = hardware concurrency"}}},
       {"[kv]",
        "The KV page pool of the model's device: one allocation for K and one for V, handed out "
        "in pages to every layer of every request.",
        {{"page_tokens", "integer", "64", "[1, 65536]", "Tokens per KV page"},
         {"pool_mib", "integer", "0", "[0, 1073741824]",
-         "Size of the pool (K and V) in MiB; 0: the smaller of 1 GiB and 16 sequences of "
-         "max_position_embeddings tokens on the CPU"}}},
+         "Size of the pool (K and V) in MiB; 0: the smaller of 1 GiB (16 GiB on cuda) and 16 "
+         "sequences of max_position_embeddings tokens"}}},
       {"[plugins]",
        "Where plugins are searched, before `FLUXATTN_PLUGIN_PATH` and "
        "`<exe>/../lib/fluxattn/plugins`.",
