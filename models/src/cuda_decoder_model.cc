@@ -37,10 +37,11 @@ struct Layer {
   void* post_norm = nullptr;
   void* q_norm = nullptr;  // null without per-head norms
   void* k_norm = nullptr;
-  void *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr;
+  void* qkv = nullptr;  // [q_dim + 2 kv_dim, hidden]: q rows, then k rows, then v rows
+  void* o = nullptr;
   void* gate_up = nullptr;  // [2 * intermediate, hidden]: gate rows, then up rows
   void* down = nullptr;
-  void *q_bias = nullptr, *k_bias = nullptr, *v_bias = nullptr, *o_bias = nullptr;
+  void *qkv_bias = nullptr, *o_bias = nullptr;
   void *gate_up_bias = nullptr, *down_bias = nullptr;
 };
 
@@ -48,8 +49,8 @@ class CudaDecoderModel : public LanguageModel {
  public:
   CudaDecoderModel(ModelSpec spec, std::unique_ptr<WeightSource> weights, Device* device)
       : spec_(std::move(spec)), weights_(std::move(weights)), device_(device) {
-    for (DeviceBuffer* b :
-         {&x_, &xn_, &q_pre_, &q_, &k_, &v_, &attn_, &tmp_, &act_, &sel_, &logits_, &staging_}) {
+    for (DeviceBuffer* b : {&x_, &xn_, &qkv_, &q_pre_, &q_, &k_, &v_, &attn_, &tmp_, &act_, &sel_,
+                            &logits_, &staging_}) {
       b->Bind(device_);
     }
   }
@@ -129,7 +130,7 @@ class CudaDecoderModel : public LanguageModel {
   void* lm_head_ = nullptr;
   float* inv_freq_ = nullptr;
   std::vector<Layer> layers_;
-  DeviceBuffer x_, xn_, q_pre_, q_, k_, v_, attn_, tmp_, act_, sel_, logits_, staging_;
+  DeviceBuffer x_, xn_, qkv_, q_pre_, q_, k_, v_, attn_, tmp_, act_, sel_, logits_, staging_;
   std::vector<int32_t> host_staging_;
   std::vector<SequenceRows> seq_rows_;
 };
@@ -139,12 +140,10 @@ absl::Status CudaDecoderModel::Load() {
   const int64_t h = m.hidden_size, d = m.head_dim, v = m.vocab_size;
   const int64_t inter = spec_.intermediate_size;
   const int64_t q_dim = int64_t{m.num_q_heads} * d, kv_dim = int64_t{m.num_kv_heads} * d;
-  // The norm kernels read rows in 16-byte pieces.
-  if (h % 8 != 0 || (spec_.qk_norm && d % 8 != 0)) {
+  // The norm kernels read rows in 16-byte pieces; a warp holds a head of up to 256.
+  if (h % 8 != 0 || d > 256) {
     return InvalidInput(absl::StrCat(m.path, ": hidden_size / head_dim"),
-                        spec_.qk_norm ? "multiples of 8 on cuda (per-head norms)"
-                                      : "hidden_size a multiple of 8 on cuda",
-                        absl::StrCat(h, " / ", d));
+                        "a multiple of 8 / at most 256 on cuda", absl::StrCat(h, " / ", d));
   }
   FLUXATTN_ASSIGN_OR_RETURN(gemm_, kc::Gemm::Create());
   FLUXATTN_ASSIGN_OR_RETURN(embed_, UploadBf16({{"model.embed_tokens.weight", {v, h}}}));
@@ -176,12 +175,10 @@ absl::Status CudaDecoderModel::Load() {
       FLUXATTN_ASSIGN_OR_RETURN(L.k_norm,
                                 UploadBf16({{LayerName(i, "self_attn.k_norm.weight"), {d}}}));
     }
-    FLUXATTN_ASSIGN_OR_RETURN(L.q,
-                              UploadBf16({{LayerName(i, "self_attn.q_proj.weight"), {q_dim, h}}}));
-    FLUXATTN_ASSIGN_OR_RETURN(L.k,
-                              UploadBf16({{LayerName(i, "self_attn.k_proj.weight"), {kv_dim, h}}}));
-    FLUXATTN_ASSIGN_OR_RETURN(L.v,
-                              UploadBf16({{LayerName(i, "self_attn.v_proj.weight"), {kv_dim, h}}}));
+    FLUXATTN_ASSIGN_OR_RETURN(L.qkv,
+                              UploadBf16({{LayerName(i, "self_attn.q_proj.weight"), {q_dim, h}},
+                                          {LayerName(i, "self_attn.k_proj.weight"), {kv_dim, h}},
+                                          {LayerName(i, "self_attn.v_proj.weight"), {kv_dim, h}}}));
     FLUXATTN_ASSIGN_OR_RETURN(L.o,
                               UploadBf16({{LayerName(i, "self_attn.o_proj.weight"), {h, q_dim}}}));
     FLUXATTN_ASSIGN_OR_RETURN(L.gate_up,
@@ -189,9 +186,12 @@ absl::Status CudaDecoderModel::Load() {
                                           {LayerName(i, "mlp.up_proj.weight"), {inter, h}}}));
     FLUXATTN_ASSIGN_OR_RETURN(L.down,
                               UploadBf16({{LayerName(i, "mlp.down_proj.weight"), {h, inter}}}));
-    FLUXATTN_RETURN_IF_ERROR(bias(i, "self_attn.q_proj", q_dim, spec_.qkv_bias, &L.q_bias));
-    FLUXATTN_RETURN_IF_ERROR(bias(i, "self_attn.k_proj", kv_dim, spec_.qkv_bias, &L.k_bias));
-    FLUXATTN_RETURN_IF_ERROR(bias(i, "self_attn.v_proj", kv_dim, spec_.qkv_bias, &L.v_bias));
+    if (spec_.qkv_bias) {
+      FLUXATTN_ASSIGN_OR_RETURN(L.qkv_bias,
+                                UploadBf16({{LayerName(i, "self_attn.q_proj.bias"), {q_dim}},
+                                            {LayerName(i, "self_attn.k_proj.bias"), {kv_dim}},
+                                            {LayerName(i, "self_attn.v_proj.bias"), {kv_dim}}}));
+    }
     FLUXATTN_RETURN_IF_ERROR(bias(i, "self_attn.o_proj", h, spec_.o_bias, &L.o_bias));
     if (spec_.mlp_bias) {
       FLUXATTN_ASSIGN_OR_RETURN(L.gate_up_bias,
@@ -253,6 +253,7 @@ absl::Status CudaDecoderModel::Forward(std::span<const SequenceChunk> batch,
   const int64_t nr = all_positions ? n : num_seqs;
   FLUXATTN_ASSIGN_OR_RETURN(void* x, x_.Ensure(n * h * bf));
   FLUXATTN_ASSIGN_OR_RETURN(void* xn, xn_.Ensure(n * h * bf));
+  FLUXATTN_ASSIGN_OR_RETURN(void* qkv, qkv_.Ensure(n * (q_dim + 2 * kv_dim) * bf));
   FLUXATTN_ASSIGN_OR_RETURN(void* q_pre, q_pre_.Ensure(n * q_dim * bf));
   FLUXATTN_ASSIGN_OR_RETURN(void* q, q_.Ensure(n * q_dim * bf));
   FLUXATTN_ASSIGN_OR_RETURN(void* k, k_.Ensure(n * kv_dim * bf));
@@ -290,17 +291,10 @@ absl::Status CudaDecoderModel::Forward(std::span<const SequenceChunk> batch,
     } else {
       FLUXATTN_RETURN_IF_ERROR(kc::AddRmsNorm(x, tmp, L.input_norm, xn, n, hi, eps, 0.f, s));
     }
-    FLUXATTN_RETURN_IF_ERROR(linear(xn, L.q, L.q_bias, q_pre, n, q_dim, h));
-    FLUXATTN_RETURN_IF_ERROR(linear(xn, L.k, L.k_bias, k, n, kv_dim, h));
-    FLUXATTN_RETURN_IF_ERROR(linear(xn, L.v, L.v_bias, v, n, kv_dim, h));
-    if (spec_.qk_norm) {
-      FLUXATTN_RETURN_IF_ERROR(kc::RmsNorm(q_pre, L.q_norm, q_pre, n * hq, di, eps, 0.f, s));
-      FLUXATTN_RETURN_IF_ERROR(kc::RmsNorm(k, L.k_norm, k, n * hkv, di, eps, 0.f, s));
-    }
-    FLUXATTN_RETURN_IF_ERROR(
-        device_->Copy(q, q_pre, n * q_dim * bf, CopyKind::kDeviceToDevice, st));
-    FLUXATTN_RETURN_IF_ERROR(
-        kc::RopeInPlace(q, k, n, hq, hkv, di, di, d_positions, inv_freq_, 1.0f, s));
+    // One GEMM for q, k and v, then one pass: q/k norms, RoPE, the pre-RoPE queries.
+    FLUXATTN_RETURN_IF_ERROR(linear(xn, L.qkv, L.qkv_bias, qkv, n, q_dim + 2 * kv_dim, h));
+    FLUXATTN_RETURN_IF_ERROR(kc::SplitQkvNormRope(qkv, n, hq, hkv, di, di, L.q_norm, L.k_norm, eps,
+                                                  d_positions, inv_freq_, 1.0f, q_pre, q, k, v, s));
     {
       LayerAttentionBatch in;
       in.layer = li;

@@ -141,6 +141,75 @@ TEST_F(CudaModelOpsTest, RopeRotateHalfFromInvFreq) {
   }
 }
 
+// The fused q/k/v split against its definition in double: per-head RMSNorm (rounded to bf16),
+// rotate-half RoPE over rotary_dim, value heads copied; head dims that are not multiples of 8,
+// partial rotation, with and without norms.
+TEST_F(CudaModelOpsTest, SplitQkvNormRopeMatchesDefinition) {
+  const int rows = 9, hq = 4, hkv = 2;
+  const float eps = 1e-6f;
+  for (auto [d, rot, norms] : {std::tuple{128, 128, true},
+                               {32, 32, false},
+                               {24, 24, true},
+                               {64, 32, true},
+                               {256, 256, false}}) {
+    const int heads = hq + 2 * hkv;
+    std::vector<float> x, qw, kw;
+    auto xb = RandomBf16(rows * heads * d, rng_, 3.f, &x);
+    auto qwb = RandomBf16(d, rng_, 1.f, &qw);
+    auto kwb = RandomBf16(d, rng_, 1.f, &kw);
+    std::vector<int32_t> pos(rows);
+    std::uniform_int_distribution<int32_t> pd(0, 40000);
+    for (int32_t& p : pos) p = pd(rng_);
+    std::vector<float> inv(rot / 2);
+    for (int i = 0; i < rot / 2; ++i) {
+      inv[i] = static_cast<float>(std::pow(1e6, -2.0 * i / rot));
+    }
+    DeviceBuffer xd(xb), qwd(qwb), kwd(kwb), posd(pos), invd(inv);
+    DeviceBuffer pre(rows * hq * d * 2), qd(rows * hq * d * 2), kd(rows * hkv * d * 2),
+        vd(rows * hkv * d * 2);
+    for (DeviceBuffer* b : {&pre, &qd, &kd, &vd}) b->Poison();
+    ASSERT_TRUE(SplitQkvNormRope(xd.get(), rows, hq, hkv, d, rot, norms ? qwd.get() : nullptr,
+                                 norms ? kwd.get() : nullptr, eps, posd.as<int32_t>(),
+                                 invd.as<float>(), 1.0f, pre.get(), qd.get(), kd.get(), vd.get(),
+                                 nullptr)
+                    .ok());
+    std::vector<double> want_pre, want_q, want_k, want_v;
+    for (int r = 0; r < rows; ++r) {
+      for (int h = 0; h < heads; ++h) {
+        const float* src = &x[(static_cast<size_t>(r) * heads + h) * d];
+        if (h >= hq + hkv) {
+          want_v.insert(want_v.end(), src, src + d);
+          continue;
+        }
+        const std::vector<float>& w = h < hq ? qw : kw;
+        std::vector<double> y(src, src + d);
+        if (norms) {
+          double ss = 0;
+          for (int c = 0; c < d; ++c) ss += double{src[c]} * src[c];
+          const double inv_rms = 1.0 / std::sqrt(ss / d + eps);
+          for (int c = 0; c < d; ++c)
+            y[c] = testing::RoundBf16(static_cast<float>(src[c] * inv_rms * w[c]));
+        }
+        if (h < hq) want_pre.insert(want_pre.end(), y.begin(), y.end());
+        std::vector<double> z = y;
+        for (int i = 0; i < rot / 2; ++i) {
+          const double a = static_cast<double>(static_cast<float>(pos[r]) * inv[i]);
+          z[i] = y[i] * std::cos(a) - y[i + rot / 2] * std::sin(a);
+          z[i + rot / 2] = y[i + rot / 2] * std::cos(a) + y[i] * std::sin(a);
+        }
+        (h < hq ? want_q : want_k).insert((h < hq ? want_q : want_k).end(), z.begin(), z.end());
+      }
+    }
+    ExpectNear(Floats(pre.Download<uint16_t>()), want_pre, 2e-2, 1e-2, 5e-3, "q_pre");
+    ExpectNear(Floats(qd.Download<uint16_t>()), want_q, 2e-2, 1e-2, 5e-3, "q");
+    ExpectNear(Floats(kd.Download<uint16_t>()), want_k, 2e-2, 1e-2, 5e-3, "k");
+    ExpectNear(Floats(vd.Download<uint16_t>()), want_v, 0, 0, 1e-12, "v");
+  }
+  EXPECT_FALSE(SplitQkvNormRope(nullptr, 1, 1, 1, 300, 300, nullptr, nullptr, eps, nullptr, nullptr,
+                                1.f, nullptr, nullptr, nullptr, nullptr, nullptr)
+                   .ok());
+}
+
 TEST_F(CudaModelOpsTest, SwiGluFusedAndScalar) {
   for (int cols : {136, 13}) {
     const int rows = 21;

@@ -46,6 +46,19 @@ absl::Status RopeInPlace(void* q, void* k, int64_t rows, int32_t num_q_heads, in
                          int32_t head_dim, int32_t rotary_dim, const int32_t* positions,
                          const float* inv_freq, float attention_factor, void* stream);
 
+// The attention inputs of a fused q/k/v projection qkv [rows, (num_q_heads + 2 num_kv_heads) *
+// head_dim] (query heads, then key heads, then value heads), in one pass: per query head
+// q_pre = RmsNorm(head) with q_norm (the head as is when q_norm is null) and q = RoPE(q_pre);
+// per key head k = RoPE(RmsNorm(head) with k_norm); v = the value heads. Norms and rotation as
+// RmsNorm and RopeInPlace compute them (the normed values are rounded to bf16 before the
+// rotation). head_dim <= 256. Outputs are dense [rows, heads, head_dim].
+absl::Status SplitQkvNormRope(const void* qkv, int64_t rows, int32_t num_q_heads,
+                              int32_t num_kv_heads, int32_t head_dim, int32_t rotary_dim,
+                              const void* q_norm, const void* k_norm, float eps,
+                              const int32_t* positions, const float* inv_freq,
+                              float attention_factor, void* q_pre, void* q, void* k, void* v,
+                              void* stream);
+
 // out[r, c] = silu(gate[r, c]) * up[r, c]; gate and up rows are `in_row_stride` elements apart
 // (2 * cols when they are the halves of one fused projection), out is [rows, cols].
 absl::Status SwiGlu(const void* gate, const void* up, int64_t in_row_stride, void* out,

@@ -210,6 +210,73 @@ __global__ void AddBiasKernel(bf16* y, const bf16* bias, int64_t rows, int32_t c
   }
 }
 
+// One warp per (row, head) of the fused projection [rows, (hq + 2 hkv) * d]: a query head is
+// normed (when q_norm is given), written to q_pre, then rotated into q; a key head normed and
+// rotated into k; a value head copied into v. Each lane holds columns lane, lane + 32, ...; the
+// rotation pairs (j, j + half) are read back from the warp's own output after __syncwarp.
+__global__ void SplitQkvKernel(const bf16* qkv, int64_t rows, int32_t hq, int32_t hkv, int32_t d,
+                               int32_t half, const bf16* q_norm, const bf16* k_norm, float eps,
+                               const int32_t* positions, const float* inv_freq, float factor,
+                               bf16* q_pre, bf16* q, bf16* k, bf16* v) {
+  const int lane = threadIdx.x % 32;
+  const int32_t heads = hq + 2 * hkv;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
+  for (int64_t w = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
+       w < rows * heads; w += warps) {
+    const int64_t r = w / heads;
+    const int32_t h = static_cast<int32_t>(w - r * heads);
+    const bf16* src = qkv + w * d;
+    if (h >= hq + hkv) {
+      bf16* dst = v + (r * hkv + (h - hq - hkv)) * d;
+      for (int32_t c = lane; c < d; c += 32) dst[c] = src[c];
+      continue;
+    }
+    const bool is_q = h < hq;
+    const bf16* norm = is_q ? q_norm : k_norm;
+    bf16* out = is_q ? q + (r * hq + h) * d : k + (r * hkv + (h - hq)) * d;
+    float x[8];
+    float ss = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int32_t c = lane + 32 * i;
+      x[i] = c < d ? __bfloat162float(src[c]) : 0.f;
+      ss = fmaf(x[i], x[i], ss);
+    }
+    if (norm != nullptr) {
+      ss = WarpSum(ss);
+      const float inv = rsqrtf(ss / static_cast<float>(d) + eps);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int32_t c = lane + 32 * i;
+        if (c < d) x[i] = x[i] * inv * __bfloat162float(norm[c]);
+      }
+    }
+    bf16* pre = is_q ? q_pre + (r * hq + h) * d : nullptr;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+      const int32_t c = lane + 32 * i;
+      if (c < d) {
+        const bf16 b = __float2bfloat16(x[i]);
+        out[c] = b;
+        if (pre != nullptr) pre[c] = b;
+      }
+    }
+    __syncwarp();
+    const float pos = static_cast<float>(positions[r]);
+    for (int32_t j = lane; j < half; j += 32) {
+      float sn, cs;
+      sincosf(pos * inv_freq[j], &sn, &cs);
+      cs *= factor;
+      sn *= factor;
+      const float x1 = __bfloat162float(out[j]);
+      const float x2 = __bfloat162float(out[j + half]);
+      out[j] = __float2bfloat16(x1 * cs - x2 * sn);
+      out[j + half] = __float2bfloat16(x2 * cs + x1 * sn);
+    }
+    __syncwarp();
+  }
+}
+
 __global__ void CopyColumnsKernel(const bf16* src, int64_t rows, int32_t src_cols, bf16* dst,
                                   int32_t dst_cols) {
   const int64_t n = rows * dst_cols;
@@ -379,6 +446,29 @@ absl::Status AddBias(void* y, const void* bias, int64_t rows, int32_t cols, int6
   AddBiasKernel<<<BlocksFor(rows * cols), kThreads, 0, AsStream(stream)>>>(
       static_cast<bf16*>(y), static_cast<const bf16*>(bias), rows, cols, row_stride);
   return LaunchStatus("AddBias");
+}
+
+absl::Status SplitQkvNormRope(const void* qkv, int64_t rows, int32_t num_q_heads,
+                              int32_t num_kv_heads, int32_t head_dim, int32_t rotary_dim,
+                              const void* q_norm, const void* k_norm, float eps,
+                              const int32_t* positions, const float* inv_freq,
+                              float attention_factor, void* q_pre, void* q, void* k, void* v,
+                              void* stream) {
+  if (rows < 0 || num_q_heads <= 0 || num_kv_heads <= 0 || head_dim <= 0 || head_dim > 256 ||
+      rotary_dim <= 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "SplitQkvNormRope: rows / heads / head_dim / rotary_dim: expected rows >= 0, positive "
+        "heads, head_dim in [1, 256] and an even rotary_dim <= head_dim, found ",
+        rows, " / ", num_q_heads, "+", num_kv_heads, " / ", head_dim, " / ", rotary_dim));
+  }
+  if (rows == 0) return absl::OkStatus();
+  const int64_t warps = rows * (num_q_heads + 2 * int64_t{num_kv_heads});
+  SplitQkvKernel<<<BlocksFor(warps, kThreads / 32), kThreads, 0, AsStream(stream)>>>(
+      static_cast<const bf16*>(qkv), rows, num_q_heads, num_kv_heads, head_dim, rotary_dim / 2,
+      static_cast<const bf16*>(q_norm), static_cast<const bf16*>(k_norm), eps, positions, inv_freq,
+      attention_factor, static_cast<bf16*>(q_pre), static_cast<bf16*>(q), static_cast<bf16*>(k),
+      static_cast<bf16*>(v));
+  return LaunchStatus("SplitQkvNormRope");
 }
 
 absl::Status CopyColumns(const void* src, int64_t rows, int32_t src_cols, void* dst,
