@@ -170,6 +170,8 @@ void Scheduler::RunStep() {
     FailAll(step.status());
     return;
   }
+  // Gauges first: a client that reads its tokens and then /metrics sees this step's state.
+  PublishGauges();
   const Clock::time_point now = Clock::now();
   std::unordered_map<uint64_t, std::vector<int64_t>> tokens;
   for (const StepToken& t : step->tokens) tokens[t.request_id].push_back(t.token);
