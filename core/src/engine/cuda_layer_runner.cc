@@ -114,6 +114,7 @@ class Runner : public CudaLayerRunner {
   // Heads padded with zeros to the kernels' head dimension (models with other head dims).
   DeviceBuffer q_pad_, k_pad_, v_pad_, out_pad_;
   std::vector<int32_t> host_;
+  std::vector<uint8_t> dense_;  // per sequence of the layer: its layout is dense causal
   PinnedArena pinned_;
   std::vector<int32_t> host_q_indptr_, host_q_pos0_;
 };
@@ -149,6 +150,7 @@ absl::Status Runner::Run(const AttentionBatch& batch, const TensorView& k, const
   }
   bool all_dense = true;
   bool uniform = true;
+  dense_.resize(n);
   for (size_t i = 0; i < n; ++i) {
     const BlockSparseLayout& a = layouts[i];
     const BlockSparseLayout& b = layouts[0];
@@ -158,7 +160,8 @@ absl::Status Runner::Run(const AttentionBatch& batch, const TensorView& k, const
           "multiples of 64 (the kernels' tile)",
           absl::StrCat(a.q_block_tokens, " x ", a.kv_block_tokens));
     }
-    all_dense = all_dense && IsDenseCausal(a);
+    dense_[i] = IsDenseCausal(a);  // once per layer: RunGroup reads it
+    all_dense = all_dense && dense_[i];
     uniform = uniform && a.q_block_tokens == b.q_block_tokens &&
               a.kv_block_tokens == b.kv_block_tokens && a.num_layout_heads == b.num_layout_heads;
   }
@@ -221,7 +224,7 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
   bool decode = true;
   int64_t rows = 0;
   for (int i : seqs) {
-    dense = dense && IsDenseCausal(layouts[i]);
+    dense = dense && dense_[i];
     decode = decode && batch.seqs[i].phase == AttentionPhase::kDecode;
     rows += batch.seqs[i].num_queries;
   }
