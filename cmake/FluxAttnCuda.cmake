@@ -28,3 +28,27 @@ if(NOT _fa_cuda STREQUAL "OFF")
   endif()
 endif()
 message(STATUS "FluxAttn CUDA support: ${FLUXATTN_HAS_CUDA}")
+
+# cuDNN's fused attention (the dense prefill path of the CUDA attention): needs cudnn.h and the
+# library from the toolkit, and the cuDNN frontend headers (tools/fetch-cudnn-frontend.sh).
+# FLUXATTN_CUDNN=AUTO uses it when all three are found. Result: FLUXATTN_HAS_CUDNN.
+set(FLUXATTN_CUDNN "AUTO" CACHE STRING "cuDNN attention: AUTO, ON or OFF")
+set_property(CACHE FLUXATTN_CUDNN PROPERTY STRINGS AUTO ON OFF)
+set(FLUXATTN_CUDNN_FRONTEND_DIR "${CMAKE_SOURCE_DIR}/.deps/cudnn-frontend/include" CACHE PATH
+    "Folder holding cudnn_frontend.h")
+set(FLUXATTN_HAS_CUDNN OFF)
+string(TOUPPER "${FLUXATTN_CUDNN}" _fa_cudnn)
+if(FLUXATTN_HAS_CUDA AND NOT _fa_cudnn STREQUAL "OFF")
+  find_path(FLUXATTN_CUDNN_INCLUDE_DIR cudnn.h HINTS ${CUDAToolkit_INCLUDE_DIRS})
+  find_library(FLUXATTN_CUDNN_LIBRARY cudnn HINTS ${CUDAToolkit_LIBRARY_DIR})
+  if(FLUXATTN_CUDNN_INCLUDE_DIR AND FLUXATTN_CUDNN_LIBRARY
+     AND EXISTS "${FLUXATTN_CUDNN_FRONTEND_DIR}/cudnn_frontend.h")
+    set(FLUXATTN_HAS_CUDNN ON)
+  endif()
+endif()
+if(_fa_cudnn STREQUAL "ON" AND NOT FLUXATTN_HAS_CUDNN)
+  message(FATAL_ERROR "FLUXATTN_CUDNN=ON: expected CUDA, cudnn.h, libcudnn and "
+          "${FLUXATTN_CUDNN_FRONTEND_DIR}/cudnn_frontend.h (tools/fetch-cudnn-frontend.sh); "
+          "found include '${FLUXATTN_CUDNN_INCLUDE_DIR}', library '${FLUXATTN_CUDNN_LIBRARY}'")
+endif()
+message(STATUS "FluxAttn cuDNN attention: ${FLUXATTN_HAS_CUDNN}")

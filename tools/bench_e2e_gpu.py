@@ -125,14 +125,20 @@ def time_transformers(folder, contexts, decode_tokens, repeats):
     return dict(version=transformers.__version__, torch=torch.__version__, rows=rows)
 
 
-def time_fluxattn(binary, folder, contexts, decode_tokens, repeats, work_dir, name):
-    config = os.path.join(work_dir, f"{name}.toml")
+def time_fluxattn(binary, folder, contexts, decode_tokens, repeats, work_dir, name,
+                  dense_prefill):
+    """One `fluxattn bench` call over one config per [attention] dense_prefill choice."""
     pool_mib = 12288
-    with open(config, "w") as f:
-        f.write(f'[model]\npath = "{folder}"\ndevice = "cuda"\n\n'
-                f'[backends.full]\nplugin = "full"\n\n[kv]\npool_mib = {pool_mib}\n')
+    configs = []
+    for kernel in dense_prefill:
+        config = os.path.join(work_dir, f"{name}-{kernel}.toml")
+        with open(config, "w") as f:
+            f.write(f'[model]\npath = "{folder}"\ndevice = "cuda"\n\n'
+                    f'[attention]\ndense_prefill = "{kernel}"\n\n'
+                    f'[backends.full]\nplugin = "full"\n\n[kv]\npool_mib = {pool_mib}\n')
+        configs += ["--config", config]
     out_json = os.path.join(work_dir, f"{name}-fluxattn.json")
-    cmd = [binary, "bench", "--config", config, "--context",
+    cmd = [binary, "bench", *configs, "--context",
            ",".join(str(c) for c in contexts), "--decode-tokens", str(decode_tokens),
            "--repeats", str(repeats), "--warmup", "1", "--json", out_json]
     print("  $ " + " ".join(cmd), flush=True)
@@ -156,6 +162,9 @@ def main():
     ap.add_argument("--contexts", default="8192,32768")
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--dense-prefill", default="auto",
+                    help="comma-separated [attention] dense_prefill choices, one FluxAttn "
+                         "config each (auto, cudnn, fluxattn)")
     args = ap.parse_args()
     contexts = [int(c) for c in args.contexts.split(",")]
     os.makedirs(args.work, exist_ok=True)
@@ -171,7 +180,7 @@ def main():
         print(f"  checkpoint: {time.perf_counter() - t0:.1f} s", flush=True)
         hf = time_transformers(folder, contexts, args.decode_tokens, args.repeats)
         fa = time_fluxattn(args.fluxattn, folder, contexts, args.decode_tokens, args.repeats,
-                           args.work, name)
+                           args.work, name, args.dense_prefill.split(","))
         report["shapes"][name] = dict(transformers=hf, fluxattn=fa)
         with open(os.path.join(args.out, "e2e.json"), "w") as f:
             json.dump(report, f, indent=2)
@@ -182,26 +191,31 @@ def main():
     print("\nshape        T      phase   work          transformers (sdpa)              "
           "FluxAttn                          transformers / FluxAttn")
     for name, r in report["shapes"].items():
-        fa_rows = {}
+        fa_rows = {}  # (config, context) -> row
         if "result" in r["fluxattn"]:
             for row in r["fluxattn"]["result"]["bench"]:
-                fa_rows[int(row.get("context", 0))] = row
+                fa_rows[(row["config"], int(row.get("context", 0)))] = row
+        configs = sorted({c for c, _ in fa_rows})
         for row in r["transformers"]["rows"]:
             t = row["context"]
             flops, dbytes, _ = work(SHAPES[name], t)
             hp = statistics.median(row["prefill_s"])
             hd = statistics.median(row["decode_ms"])
-            fr = fa_rows.get(t, {})
-            fp = fr.get("prefill_seconds")
-            fd = fr.get("decode_ms_per_token")
-            print(f"{name:12s} {t:6d} prefill {flops / 1e12:7.1f} TFLOP  {hp:7.3f} s "
-                  f"{spread(row['prefill_s']):18s} {flops / hp / 1e12:4.0f} TF/s  "
-                  + (f"{fp:7.3f} s {spread(fr.get('prefill_seconds_samples', [])):18s} "
-                     f"{flops / fp / 1e12:4.0f} TF/s  {hp / fp:5.2f}x" if fp else "-"))
-            print(f"{name:12s} {t:6d} decode  {dbytes / 1e9:7.2f} GB     {hd:7.2f} ms "
-                  f"{spread(row['decode_ms']):18s} {dbytes / hd / 1e9:4.2f} TB/s  "
-                  + (f"{fd:7.2f} ms {spread(fr.get('decode_ms_per_token_samples', [])):18s}"
-                     f"{dbytes / fd / 1e9:4.2f} TB/s  {hd / fd:5.2f}x" if fd else "-"))
+            for config in configs or [""]:
+                fr = fa_rows.get((config, t), {})
+                fp = fr.get("prefill_seconds")
+                fd = fr.get("decode_ms_per_token")
+                label = f"{name} {config}".strip()
+                print(f"{label:24s} {t:6d} prefill {flops / 1e12:7.1f} TFLOP  {hp:7.3f} s "
+                      f"{spread(row['prefill_s']):18s} {flops / hp / 1e12:4.0f} TF/s  "
+                      + (f"{fp:7.3f} s {spread(fr.get('prefill_seconds_samples', [])):18s} "
+                         f"{flops / fp / 1e12:4.0f} TF/s  {hp / fp:5.2f}x" if fp else "-"))
+                print(f"{label:24s} {t:6d} decode  {dbytes / 1e9:7.2f} GB     {hd:7.2f} ms "
+                      f"{spread(row['decode_ms']):18s} {dbytes / hd / 1e9:4.2f} TB/s  "
+                      + (f"{fd:7.2f} ms {spread(fr.get('decode_ms_per_token_samples', [])):18s}"
+                         f"{dbytes / fd / 1e9:4.2f} TB/s  {hd / fd:5.2f}x" if fd else "-"))
+                if fr.get("dense_prefill_kernel"):
+                    print(f"{'':24s}        dense prefill kernel: {fr['dense_prefill_kernel']}")
 
 if __name__ == "__main__":
     main()

@@ -40,7 +40,7 @@ is_system_lib() {
       ld-linux* | libstdc++.so* | libgcc_s.so* | libcuda.so* | libnvidia*) return 0 ;;
     # The CUDA toolkit's libraries (half a gigabyte of cuBLASLt): the GPU machine has the same
     # toolkit in /usr/local/cuda, which tools/device-test.sh puts on the library path.
-    libcublas*.so* | libcudart.so* | libcudnn*.so*) return 0 ;;
+    libcublas*.so* | libcudart.so* | libcudnn*.so* | libnvrtc*.so*) return 0 ;;
   esac
   return 1
 }

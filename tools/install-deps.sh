@@ -18,3 +18,5 @@ if ((${#missing[@]})); then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# The cuDNN frontend headers (PyPI), where the CUDA toolkit has cuDNN.
+"$(dirname "$0")/fetch-cudnn-frontend.sh"

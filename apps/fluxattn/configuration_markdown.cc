@@ -47,6 +47,13 @@ const std::vector<CoreSection>& CoreSections() {
         {"pool_mib", "integer", "0", "[0, 1073741824]",
          "Size of the pool (K and V) in MiB; 0: the smaller of 1 GiB (16 GiB on cuda) and 16 "
          "sequences of max_position_embeddings tokens"}}},
+      {"[attention]",
+       "How the core attention kernels run.",
+       {{"dense_prefill", "string", "\"auto\"", "\"auto\", \"cudnn\", \"fluxattn\"",
+         "On cuda, the kernel of dense causal prefill (layers whose layout reads every causal "
+         "pair): cuDNN's fused attention (`cudnn`, an error where the build or the machine has "
+         "no cuDNN), the library's own block-sparse kernel (`fluxattn`), or cuDNN where it "
+         "loads (`auto`); on the cpu only `auto` and `fluxattn`, which are the same"}}},
       {"[plugins]",
        "Where plugins are searched, before `FLUXATTN_PLUGIN_PATH` and "
        "`<exe>/../lib/fluxattn/plugins`.",

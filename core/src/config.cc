@@ -249,6 +249,20 @@ class Parser {
     return absl::OkStatus();
   }
 
+  absl::Status ParseAttention(const toml::table& table, EngineConfig& config) {
+    FLUXATTN_RETURN_IF_ERROR(CheckKeys(table, "attention", {"dense_prefill"}, "[attention]"));
+    if (const toml::node* n = table.get("dense_prefill")) {
+      const std::string expected = "one of \"auto\", \"cudnn\", \"fluxattn\"";
+      FLUXATTN_ASSIGN_OR_RETURN(std::string v, GetString(*n, "attention.dense_prefill", expected));
+      if (v != "auto" && v != "cudnn" && v != "fluxattn") {
+        return KeyError(Where(*n), "attention.dense_prefill", expected, Describe(*n));
+      }
+      config.attention.dense_prefill = v;
+      config.locations["attention.dense_prefill"] = Where(*n);
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status ParsePlugins(const toml::table& table, EngineConfig& config) {
     FLUXATTN_RETURN_IF_ERROR(CheckKeys(table, "plugins", {"paths"}, "[plugins]"));
     const toml::node* n = table.get("paths");
@@ -331,9 +345,14 @@ class Parser {
 
   absl::Status Parse(const toml::table& root, EngineConfig& config) {
     // [server] belongs to `fluxattn serve`, which reads and checks it.
-    FLUXATTN_RETURN_IF_ERROR(CheckKeys(
-        root, "", {"model", "kv", "plugins", "backends", "router", "routers", "layers", "server"},
-        "the config"));
+    FLUXATTN_RETURN_IF_ERROR(CheckKeys(root, "",
+                                       {"model", "kv", "attention", "plugins", "backends", "router",
+                                        "routers", "layers", "server"},
+                                       "the config"));
+    if (const toml::node* n = root.get("attention")) {
+      FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "attention"));
+      FLUXATTN_RETURN_IF_ERROR(ParseAttention(*t, config));
+    }
     if (const toml::node* n = root.get("kv")) {
       FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "kv"));
       FLUXATTN_RETURN_IF_ERROR(ParseKv(*t, config));

@@ -160,8 +160,8 @@ TEST(ConfigTest, UnknownKeysInEverySection) {
   const std::string path = ConfigPath();
   EXPECT_EQ(LoadError("[modle]\npath = \"x\"\n", &path),
             path +
-                ":1:2: key 'modle': expected one of the keys of the config (model, kv, plugins, "
-                "backends, router, routers, layers, server), found unknown key 'modle'");
+                ":1:2: key 'modle': expected one of the keys of the config (model, kv, attention, "
+                "plugins, backends, router, routers, layers, server), found unknown key 'modle'");
   EXPECT_EQ(LoadError("[model]\npath = \"x\"\ndtpye = \"f32\"\n", &path),
             path +
                 ":3:1: key 'model.dtpye': expected one of the keys of [model] (path, device, "
@@ -249,6 +249,22 @@ TEST(ConfigTest, KvSection) {
   EngineOptions options = EngineOptionsFor(*config);
   EXPECT_EQ(options.kv_page_tokens, 16);
   EXPECT_EQ(options.kv_pool_bytes, size_t{8} << 20);
+}
+
+TEST(ConfigTest, AttentionSection) {
+  const std::string path = ConfigPath();
+  EXPECT_EQ(LoadError("[attention]\ndense_prefill = \"flash\"\n", &path),
+            path +
+                ":2:17: key 'attention.dense_prefill': expected one of \"auto\", \"cudnn\", "
+                "\"fluxattn\", found string \"flash\"");
+  EXPECT_EQ(
+      LoadError("[attention]\nkernel = 1\n", &path).find(path + ":2:1: key 'attention.kernel'"), 0u)
+      << LoadError("[attention]\nkernel = 1\n", &path);
+  auto config = ParseEngineConfig("[attention]\ndense_prefill = \"cudnn\"\n", "x.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->attention.dense_prefill, "cudnn");
+  EXPECT_EQ(EngineOptionsFor(*config).dense_prefill, "cudnn");
+  EXPECT_EQ(ParseEngineConfig("", "x.toml")->attention.dense_prefill, "auto");
 }
 
 TEST(ConfigTest, RouterNamingAMissingBackend) {

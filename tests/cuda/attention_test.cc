@@ -11,7 +11,11 @@
 #include <vector>
 
 #include "cuda_test_util.h"
+#include "fluxattn/device.h"
 #include "fluxattn/kernels/cuda_attention.h"
+#if defined(FLUXATTN_WITH_CUDNN)
+#include "cudnn/cudnn_attention.h"
+#endif
 #include "gtest/gtest.h"
 
 namespace fluxattn::kernels::cuda {
@@ -475,6 +479,93 @@ TEST_F(CudaAttentionTest, BadShapesAreNamed) {
   EXPECT_NE(st.message().find("page_tokens: expected a power of two, found 24"), std::string::npos)
       << st;
 }
+
+#if defined(FLUXATTN_WITH_CUDNN)
+// cuDNN's fused attention on the same problems and the same double reference: packed keys for
+// fresh prompts (the rows just computed), the shuffled page pool through a page table for
+// prompts that continue earlier tokens.
+void CheckCudnnPrefill(const Problem& p, bool paged, const char* what) {
+  absl::StatusOr<std::unique_ptr<fluxattn::cudnn::Attention>> att =
+      fluxattn::cudnn::Attention::Create(CudaDevice(0).value());
+  ASSERT_TRUE(att.ok()) << att.status();
+  DeviceProblem dp(p);
+  const int32_t b = static_cast<int32_t>(p.seqs.size());
+  std::vector<int32_t> q_off(b + 1), kv_off(b + 1), seq_q(b), seq_kv(b);
+  int32_t max_q = 1, max_kv = 1;
+  std::vector<uint16_t> k_packed, v_packed;
+  for (int32_t i = 0; i <= b; ++i) {
+    q_off[i] = p.q_indptr[i] * p.hq * p.d;
+    kv_off[i] = p.q_indptr[i] * p.hkv * p.d;
+    if (i == b) break;
+    seq_q[i] = p.seqs[i].q_len;
+    seq_kv[i] = p.seqs[i].kv_len;
+    max_q = std::max(max_q, seq_q[i]);
+    max_kv = std::max(max_kv, seq_kv[i]);
+    if (!paged) {
+      ASSERT_EQ(p.seqs[i].q_pos0, 0) << what;
+      ASSERT_EQ(p.seqs[i].kv_len, p.seqs[i].q_len) << what;
+      for (float x : p.k[i]) k_packed.push_back(testing::ToBf16(x));
+      for (float x : p.v[i]) v_packed.push_back(testing::ToBf16(x));
+    }
+  }
+  const int32_t width = fluxattn::cudnn::TableWidth(max_kv, p.page_tokens);
+  std::vector<int32_t> table(static_cast<size_t>(b) * width, 0);
+  for (int32_t i = 0; i < b; ++i) {
+    for (int32_t j = p.page_indptr[i]; j < p.page_indptr[i + 1]; ++j) {
+      table[static_cast<size_t>(i) * width + (j - p.page_indptr[i])] = p.page_indices[j];
+    }
+  }
+  DeviceBuffer d_q_off(q_off), d_kv_off(kv_off), d_seq_q(seq_q), d_seq_kv(seq_kv), d_table(table);
+  DeviceBuffer d_k(k_packed.empty() ? std::vector<uint16_t>{0} : k_packed);
+  DeviceBuffer d_v(v_packed.empty() ? std::vector<uint16_t>{0} : v_packed);
+  fluxattn::cudnn::PrefillArgs a;
+  a.num_seqs = b;
+  a.num_q_heads = p.hq;
+  a.num_kv_heads = p.hkv;
+  a.head_dim = p.d;
+  a.scale = ShapeOf(p).scale;
+  a.total_q_rows = p.total_rows();
+  a.max_q_rows = max_q;
+  a.max_kv_len = max_kv;
+  a.q = dp.q.get();
+  a.out = dp.out.get();
+  a.paged = paged;
+  a.k = paged ? dp.k.get() : d_k.get();
+  a.v = paged ? dp.v.get() : d_v.get();
+  a.num_pages = p.num_pages;
+  a.page_tokens = p.page_tokens;
+  a.table_width = width;
+  a.page_table = d_table.as<int32_t>();
+  a.q_offsets = d_q_off.as<int32_t>();
+  a.kv_offsets = d_kv_off.as<int32_t>();
+  a.seq_len_q = d_seq_q.as<int32_t>();
+  a.seq_len_kv = d_seq_kv.as<int32_t>();
+  dp.out.Poison();
+  absl::Status st = (*att)->Prefill(a, nullptr);
+  ASSERT_TRUE(st.ok()) << what << ": " << st;
+  CUDA_ASSERT(cudaDeviceSynchronize());
+  ExpectClose(dp.out.Download<uint16_t>(), Reference(p, nullptr, 1, /*decode=*/false), what);
+  // The same shape bucket again with other lengths reuses the built graph.
+  st = (*att)->Prefill(a, nullptr);
+  ASSERT_TRUE(st.ok()) << what << " (again): " << st;
+}
+
+TEST_F(CudaAttentionTest, CudnnPrefillPackedMixedBatch) {
+  CheckCudnnPrefill(
+      MakeProblem({{1, 0, 1}, {77, 0, 77}, {300, 0, 300}, {129, 0, 129}}, 8, 2, 128, 16, 21), false,
+      "cudnn packed, head_dim 128, GQA 4");
+  CheckCudnnPrefill(MakeProblem({{500, 0, 500}, {65, 0, 65}}, 4, 4, 64, 64, 22), false,
+                    "cudnn packed, head_dim 64, no GQA");
+}
+
+TEST_F(CudaAttentionTest, CudnnPrefillPagedContinuesEarlierTokens) {
+  CheckCudnnPrefill(MakeProblem({{200, 130, 330}, {129, 1000, 1129}, {64, 36, 100}, {5, 0, 5}}, 8,
+                                2, 128, 16, 23),
+                    true, "cudnn paged, head_dim 128, pages of 16");
+  CheckCudnnPrefill(MakeProblem({{300, 0, 300}, {65, 17, 82}}, 6, 3, 64, 64, 24), true,
+                    "cudnn paged, head_dim 64, pages of 64");
+}
+#endif  // FLUXATTN_WITH_CUDNN
 
 }  // namespace
 }  // namespace fluxattn::kernels::cuda

@@ -145,6 +145,9 @@ threads = 3
 page_tokens = 32
 pool_mib = 64
 
+[attention]
+dense_prefill = "fluxattn"
+
 [plugins]
 paths = ["plugins"]
 
@@ -184,6 +187,7 @@ backend = "a"
   EXPECT_EQ(config->model.threads, 3);
   EXPECT_EQ(config->kv.page_tokens, 32);
   EXPECT_EQ(config->kv.pool_mib, 64);
+  EXPECT_EQ(config->attention.dense_prefill, "fluxattn");
   EXPECT_EQ(config->router_sparse, "b");
   EXPECT_EQ(config->layer_backends.at(0), "a");
   EXPECT_EQ(config->routers.count("other"), 1u);

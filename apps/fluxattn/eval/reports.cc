@@ -80,7 +80,8 @@ json BenchJson(const BenchResult& r) {
               {"kv_bytes_full_cache", r.kv_bytes_full_cache},
               {"warmup", r.warmup},
               {"prefill_seconds_samples", r.prefill_samples},
-              {"decode_ms_per_token_samples", r.decode_samples}};
+              {"decode_ms_per_token_samples", r.decode_samples},
+              {"dense_prefill_kernel", r.dense_prefill_kernel}};
 }
 
 TextTable EvalTable(const std::vector<EvalResult>& results) {

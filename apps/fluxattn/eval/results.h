@@ -25,6 +25,7 @@ struct BenchResult {
   int warmup = 0;                       // untimed runs before the repeats
   std::vector<double> prefill_samples;  // seconds, one per repeat (the spread of the median)
   std::vector<double> decode_samples;   // ms per token, one per repeat
+  std::string dense_prefill_kernel;     // on a GPU, what dense causal prefill ran on
 };
 
 // One generated sample of `fluxattn eval`.

@@ -153,6 +153,7 @@ absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int deco
   r.prefill_tokens_per_second = static_cast<double>(context) / r.prefill_seconds;
   r.decode_ms_per_token = Median(decode);
   r.sa_ratio = repeats > 0 ? sa / repeats : kNaN;
+  r.dense_prefill_kernel = session.engine->dense_prefill_kernel();
   return r;
 }
 

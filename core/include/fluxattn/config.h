@@ -63,10 +63,17 @@ struct KvConfig {
   int64_t pool_mib = 0;  // size of the KV page pool (K and V); 0: automatic
 };
 
+struct AttentionConfig {
+  // The kernel of dense causal prefill on CUDA: "auto" (cuDNN's fused attention where the build
+  // has it, else the library's own), "cudnn" (required) or "fluxattn" (the library's own).
+  std::string dense_prefill = "auto";
+};
+
 struct EngineConfig {
   std::string source_path;  // the TOML file ("" when built in code)
   ModelConfig model;
   KvConfig kv;
+  AttentionConfig attention;
   std::vector<std::string> plugin_paths;
   std::map<std::string, PluginInstanceConfig> backends;
   PluginInstanceConfig router;

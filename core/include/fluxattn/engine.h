@@ -91,6 +91,8 @@ struct EngineOptions {
   // Bytes of the KV page pool (K and V together); 0: sized automatically (on the CPU the
   // smaller of 1 GiB and 16 sequences of max_position_embeddings tokens).
   size_t kv_pool_bytes = 0;
+  // [attention] dense_prefill: "auto", "cudnn" or "fluxattn" (see AttentionConfig).
+  std::string dense_prefill = "auto";
   // Opens a separate safetensors file for routers that ship their weights apart.
   std::function<absl::StatusOr<std::unique_ptr<WeightSource>>(const std::string& path)>
       open_weights;
@@ -164,6 +166,9 @@ class Engine {
   int64_t kv_pages_used() const;
   int64_t kv_pages_total() const;
   size_t kv_page_bytes() const;
+  // On a GPU, the kernel dense causal prefill runs on ("cudnn (cuDNN 9.19.0 ...)" or
+  // "fluxattn (...)"); "" on the CPU.
+  std::string dense_prefill_kernel() const;
 
   // Adds every prompt (each with `options`, so with the same seed), then steps until all finish.
   // A request that fails fails the call. Prompt ids are used exactly as given.

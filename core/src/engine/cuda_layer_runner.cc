@@ -10,6 +10,7 @@
 #if defined(FLUXATTN_WITH_CUDA)
 #include <cuda_runtime_api.h>
 
+#include "cudnn/cudnn_attention.h"
 #include "fluxattn/kernels/cuda_attention.h"
 #include "fluxattn/kernels/cuda_model_ops.h"
 #endif
@@ -37,7 +38,8 @@ bool IsDenseCausal(const BlockSparseLayout& layout) {
 
 #if !defined(FLUXATTN_WITH_CUDA)
 
-absl::StatusOr<std::unique_ptr<CudaLayerRunner>> CudaLayerRunner::Create(Device*) {
+absl::StatusOr<std::unique_ptr<CudaLayerRunner>> CudaLayerRunner::Create(Device*,
+                                                                         const std::string&) {
   return absl::FailedPreconditionError("attention on cuda: this build has no CUDA");
 }
 
@@ -100,6 +102,18 @@ class Runner : public CudaLayerRunner {
   absl::Status Run(const AttentionBatch& batch, const TensorView& k, const TensorView& v,
                    std::span<const BlockSparseLayout> layouts) override;
 
+  std::string dense_prefill_kernel() const override {
+    if (cudnn_ != nullptr) {
+      return absl::StrCat(
+          "cudnn (", cudnn_->version(), ")",
+          cudnn_fallback_.empty() ? "" : "; fluxattn where cuDNN refused: ", cudnn_fallback_);
+    }
+    return absl::StrCat("fluxattn (", cudnn_note_, ")");
+  }
+
+  // Sets up cuDNN for "auto" or "cudnn"; an error only when "cudnn" cannot have it.
+  absl::Status InitDensePrefill(const std::string& choice);
+
  private:
   absl::Status RunGroups(const AttentionBatch& batch, const TensorView& k, const TensorView& v,
                          std::span<const BlockSparseLayout> layouts, std::span<const int> order,
@@ -117,7 +131,40 @@ class Runner : public CudaLayerRunner {
   std::vector<uint8_t> dense_;  // per sequence of the layer: its layout is dense causal
   PinnedArena pinned_;
   std::vector<int32_t> host_q_indptr_, host_q_pos0_;
+  // cuDNN's fused attention for dense causal prefill (null: the library's own kernel, for the
+  // reason in cudnn_note_).
+  std::unique_ptr<cudnn::Attention> cudnn_;
+  std::string cudnn_note_;
+  std::string cudnn_fallback_;  // the first shape cuDNN refused (then run on the own kernel)
+  bool cudnn_required_ = false;
 };
+
+absl::Status Runner::InitDensePrefill(const std::string& choice) {
+  if (choice != "auto" && choice != "cudnn" && choice != "fluxattn") {
+    return InvalidInput("attention.dense_prefill", "one of \"auto\", \"cudnn\", \"fluxattn\"",
+                        absl::StrCat("\"", choice, "\""));
+  }
+  if (choice == "fluxattn") {
+    cudnn_note_ = "chosen by [attention] dense_prefill";
+    return absl::OkStatus();
+  }
+  cudnn_required_ = choice == "cudnn";
+#if defined(FLUXATTN_WITH_CUDNN)
+  absl::StatusOr<std::unique_ptr<cudnn::Attention>> made = cudnn::Attention::Create(device_);
+  if (made.ok()) {
+    cudnn_ = *std::move(made);
+    return absl::OkStatus();
+  }
+  cudnn_note_ = std::string(made.status().message());
+#else
+  cudnn_note_ = "this build has no cuDNN";
+#endif
+  if (cudnn_required_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("attention.dense_prefill = \"cudnn\": ", cudnn_note_));
+  }
+  return absl::OkStatus();
+}
 
 // Appends `n` int32 slots to `buf` and returns the offset of the first.
 size_t Reserve(std::vector<int32_t>& buf, size_t n) {
@@ -251,6 +298,45 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
     std::memcpy(&host_[page_indices + host_[page_indptr + b]], p.kv.pages,
                 p.kv.num_pages * sizeof(int32_t));
   }
+  // cuDNN's tables (dense prefill): element offsets of the packed rows, the lengths, and for
+  // prompts continued after earlier tokens a rectangular page table.
+  bool use_cudnn = cudnn_ != nullptr && dense && !decode;
+  bool cudnn_packed = true;
+  size_t cd_q_off = 0, cd_kv_off = 0, cd_seq_q = 0, cd_seq_kv = 0, cd_table = 0;
+  int32_t cd_width = 0, cd_max_q = 1;
+  if (use_cudnn) {
+    for (int i : seqs) {
+      cudnn_packed = cudnn_packed && batch.seqs[i].q_pos0 == 0;
+      cd_max_q = std::max<int32_t>(cd_max_q, static_cast<int32_t>(batch.seqs[i].num_queries));
+    }
+    const int32_t hq_d = batch.num_q_heads * batch.head_dim;
+    const int32_t hkv_d = batch.num_kv_heads * batch.head_dim;
+    cd_q_off = Reserve(host_, b_count + 1);
+    cd_seq_q = Reserve(host_, b_count);
+    cd_seq_kv = Reserve(host_, b_count);
+    if (cudnn_packed) cd_kv_off = Reserve(host_, b_count + 1);
+    for (int32_t b = 0; b <= b_count; ++b) {
+      host_[cd_q_off + b] = host_[q_indptr + b] * hq_d;
+      if (cudnn_packed) host_[cd_kv_off + b] = host_[q_indptr + b] * hkv_d;
+      if (b == b_count) break;
+      host_[cd_seq_q + b] = host_[q_indptr + b + 1] - host_[q_indptr + b];
+      host_[cd_seq_kv + b] = host_[kv_len + b];
+    }
+    if (!cudnn_packed) {
+      cd_width = cudnn::TableWidth(static_cast<int32_t>(max_kv_tokens), batch.kv.page_tokens);
+      cd_table = Reserve(host_, static_cast<size_t>(b_count) * cd_width);
+      for (int32_t b = 0; b < b_count && use_cudnn; ++b) {
+        const AttentionProblem& p = batch.seqs[seqs[b]];
+        const int64_t needed = (p.kv.length + batch.kv.page_tokens - 1) / batch.kv.page_tokens;
+        for (int32_t j = 0; j < cd_width; ++j) {
+          const int32_t page = j < p.kv.num_pages ? p.kv.pages[j] : -1;
+          // A dense layout reads every page it has; a released one leaves it to the own kernel.
+          if (j < needed && page < 0) use_cudnn = false;
+          host_[cd_table + static_cast<size_t>(b) * cd_width + j] = page < 0 ? 0 : page;
+        }
+      }
+    }
+  }
   size_t seq_row_begin = 0, row_indptr = 0, kv_block = 0, mask_index = 0, masks = 0;
   bool any_masks = false;
   if (!dense) {
@@ -359,6 +445,39 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
     args.maybe_layout = dense ? nullptr : &lv;
     return kc::RunDecode(args, plan, s);
   }
+  if (use_cudnn) {
+    cudnn::PrefillArgs ca;
+    ca.num_seqs = b_count;
+    ca.num_q_heads = batch.num_q_heads;
+    ca.num_kv_heads = batch.num_kv_heads;
+    ca.head_dim = batch.head_dim;
+    ca.scale = batch.scale;
+    ca.total_q_rows = rows;
+    ca.max_q_rows = cd_max_q;
+    ca.max_kv_len = static_cast<int32_t>(max_kv_tokens);
+    ca.q = q;
+    ca.out = out;
+    ca.paged = !cudnn_packed;
+    if (cudnn_packed) {
+      ca.k = static_cast<const char*>(k.data) + base_row * kv_row * bf;
+      ca.v = static_cast<const char*>(v.data) + base_row * kv_row * bf;
+      ca.kv_offsets = t + cd_kv_off;
+    } else {
+      ca.k = pool.k;
+      ca.v = pool.v;
+      ca.num_pages = pool.num_pages;
+      ca.page_tokens = pool.page_tokens;
+      ca.table_width = cd_width;
+      ca.page_table = t + cd_table;
+    }
+    ca.q_offsets = t + cd_q_off;
+    ca.seq_len_q = t + cd_seq_q;
+    ca.seq_len_kv = t + cd_seq_kv;
+    absl::Status st = cudnn_->Prefill(ca, s);
+    // A shape cuDNN has no engine for runs on the own kernel (unless cuDNN was required).
+    if (st.ok() || !absl::IsUnimplemented(st) || cudnn_required_) return st;
+    if (cudnn_fallback_.empty()) cudnn_fallback_ = std::string(st.message());
+  }
   host_q_indptr_.assign(host_.begin() + q_indptr, host_.begin() + q_indptr + b_count + 1);
   host_q_pos0_.assign(host_.begin() + q_pos0, host_.begin() + q_pos0 + b_count);
   const size_t bytes = kc::PrefillWorkspaceBytes(rows, b_count);
@@ -380,11 +499,14 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<CudaLayerRunner>> CudaLayerRunner::Create(Device* device) {
+absl::StatusOr<std::unique_ptr<CudaLayerRunner>> CudaLayerRunner::Create(
+    Device* device, const std::string& dense_prefill) {
   if (device == nullptr || device->type() != DeviceType::kCuda) {
     return absl::InvalidArgumentError("CudaLayerRunner: not a CUDA device");
   }
-  return std::unique_ptr<CudaLayerRunner>(new Runner(device));
+  auto runner = std::make_unique<Runner>(device);
+  FLUXATTN_RETURN_IF_ERROR(runner->InitDensePrefill(dense_prefill));
+  return std::unique_ptr<CudaLayerRunner>(std::move(runner));
 }
 
 #endif  // FLUXATTN_WITH_CUDA

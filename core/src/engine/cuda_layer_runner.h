@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -18,8 +19,11 @@ namespace fluxattn {
 
 class CudaLayerRunner {
  public:
-  // An error when the core was built without CUDA.
-  static absl::StatusOr<std::unique_ptr<CudaLayerRunner>> Create(Device* device);
+  // An error when the core was built without CUDA. `dense_prefill` picks the kernel of dense
+  // causal prefill ([attention] dense_prefill): "auto" (cuDNN where the build has it and the
+  // library loads, else the library's own kernel), "cudnn" (an error without it) or "fluxattn".
+  static absl::StatusOr<std::unique_ptr<CudaLayerRunner>> Create(
+      Device* device, const std::string& dense_prefill = "auto");
   virtual ~CudaLayerRunner() = default;
 
   // Writes the rows of `k` and `v` ([rows, num_kv_heads, head_dim] bf16 on the device) of every
@@ -29,6 +33,10 @@ class CudaLayerRunner {
   // of them are.
   virtual absl::Status Run(const AttentionBatch& batch, const TensorView& k, const TensorView& v,
                            std::span<const BlockSparseLayout> layouts) = 0;
+
+  // The kernel dense causal prefill runs on, and why: "cudnn (cuDNN 9.19.0 (frontend 1.32.0))"
+  // or "fluxattn (...)".
+  virtual std::string dense_prefill_kernel() const = 0;
 };
 
 // Whether `layout` lists every causal pair (each row reads every block up to its last query's

@@ -608,7 +608,11 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
   }
   FLUXATTN_ASSIGN_OR_RETURN(impl->pool, KvPagePool::Create(device, pool_options));
   if (device->type() == DeviceType::kCuda) {
-    FLUXATTN_ASSIGN_OR_RETURN(impl->cuda, CudaLayerRunner::Create(device));
+    FLUXATTN_ASSIGN_OR_RETURN(impl->cuda,
+                              CudaLayerRunner::Create(device, impl->options.dense_prefill));
+  } else if (impl->options.dense_prefill != "auto" && impl->options.dense_prefill != "fluxattn") {
+    return InvalidInput("attention.dense_prefill", "\"auto\" or \"fluxattn\" on the cpu",
+                        absl::StrCat("\"", impl->options.dense_prefill, "\""));
   }
 
   RoutingSetup setup;
@@ -650,7 +654,12 @@ EngineOptions EngineOptionsFor(const EngineConfig& config) {
   EngineOptions options;
   options.kv_page_tokens = config.kv.page_tokens;
   options.kv_pool_bytes = static_cast<size_t>(config.kv.pool_mib) << 20;
+  options.dense_prefill = config.attention.dense_prefill;
   return options;
+}
+
+std::string Engine::dense_prefill_kernel() const {
+  return impl_->cuda ? impl_->cuda->dense_prefill_kernel() : std::string();
 }
 
 std::vector<std::string> Engine::routing_policies() const {
