@@ -19,7 +19,11 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "fluxattn/device.h"
 #include "fluxattn/kernels/cuda_attention.h"
+#if defined(FLUXATTN_WITH_CUDNN)
+#include "cudnn/cudnn_attention.h"
+#endif
 #include "fluxattn/kernels/cuda_model_ops.h"
 #include "nlohmann/json.hpp"
 
@@ -233,6 +237,59 @@ void BenchPrefill(const Options& o, std::vector<Row>& rows) {
     args.seqs = pool.seqs;
     const double causal_flops = 2.0 * o.q_heads * static_cast<double>(t) * t * o.head_dim;
     const double bytes = 2.0 * (2.0 * q_elems + 2.0 * t * o.kv_heads * o.head_dim);
+#if defined(FLUXATTN_WITH_CUDNN)
+    // The engine's dense prefill path through cuDNN: the same queries, keys packed (a fresh
+    // prompt) and read from the page pool through a page table (a continued prompt).
+    {
+      absl::StatusOr<std::unique_ptr<fluxattn::cudnn::Attention>> att =
+          fluxattn::cudnn::Attention::Create(fluxattn::CudaDevice(0).value());
+      BENCH_CHECK_OK(att.status());
+      const int32_t width = fluxattn::cudnn::TableWidth(t, o.page_tokens);
+      std::vector<int32_t> table(width, 0), q_off = {0, static_cast<int32_t>(q_elems)},
+                                            kv_off = {0, t * o.kv_heads * o.head_dim}, lens = {t};
+      for (int i = 0; i < (t + o.page_tokens - 1) / o.page_tokens; ++i) table[i] = i;
+      auto upload = [](const std::vector<int32_t>& v) {
+        auto m = std::make_unique<DeviceMemory>(v.size() * 4);
+        BENCH_CHECK_CUDA(cudaMemcpy(m->get(), v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+        return m;
+      };
+      auto d_table = upload(table), d_q_off = upload(q_off), d_kv_off = upload(kv_off),
+           d_lens = upload(lens);
+      fluxattn::cudnn::PrefillArgs a;
+      a.num_seqs = 1;
+      a.num_q_heads = o.q_heads;
+      a.num_kv_heads = o.kv_heads;
+      a.head_dim = o.head_dim;
+      a.scale = Shape(o).scale;
+      a.total_q_rows = t;
+      a.max_q_rows = t;
+      a.max_kv_len = t;
+      a.q = q.get();
+      a.out = out.get();
+      a.q_offsets = d_q_off->as<int32_t>();
+      a.kv_offsets = d_kv_off->as<int32_t>();
+      a.seq_len_q = d_lens->as<int32_t>();
+      a.seq_len_kv = d_lens->as<int32_t>();
+      a.num_pages = pool.view.num_pages;
+      a.page_tokens = o.page_tokens;
+      a.table_width = width;
+      a.page_table = d_table->as<int32_t>();
+      for (bool paged : {false, true}) {
+        a.paged = paged;
+        // Packed keys: the first t rows of the pool's storage stand in for the new rows.
+        a.k = pool.view.k;
+        a.v = pool.view.v;
+        const double ms = TimeMs([&] { BENCH_CHECK_OK((*att)->Prefill(a, nullptr)); },
+                                 t >= 32768 ? std::max(3, o.repeats / 3) : o.repeats);
+        rows.push_back({"prefill dense causal T=" + std::to_string(t) + " cudnn " +
+                            (paged ? "paged" : "packed"),
+                        ms,
+                        causal_flops,
+                        bytes,
+                        {{"T", t}, {"tile_rows", 0}}});
+      }
+    }
+#endif
     for (int tile : {128, 64}) {
       if (tile == 128 && o.head_dim != 128) continue;
       absl::StatusOr<PrefillPlan> plan =
