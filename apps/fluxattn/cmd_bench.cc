@@ -22,6 +22,7 @@ struct BenchArgs {
   int decode_tokens = 64;
   int repeats = 1;
   int warmup = 0;
+  int batch = 1;
   int threads = -1;
   std::string device;  // empty: each config's [model] device
   uint64_t seed = 0;
@@ -51,7 +52,7 @@ int RunBenchCommand(const BenchArgs& args) {
       auto result = eval::RunBench(
           **session, context, args.decode_tokens, args.repeats, args.seed,
           [&](const std::string& detail) { progress.Next((*session)->name + " " + detail); },
-          args.warmup);
+          args.warmup, args.batch);
       if (!result.ok()) {
         progress.Finish();
         PrintError(absl::StrCat(path, ": ", result.status().message()));
@@ -95,6 +96,11 @@ std::function<int()> SetupBench(CLI::App& app) {
   app.add_option(
       "--device", args->device,
       "Where the model runs: cpu, cuda or cuda:N (default: the config's [model] device)");
+  app.add_option("--batch", args->batch,
+                 "Requests run together per point, each with its own prompt and seed (seeded "
+                 "routers then decide per request); decode ms/tok is per step of the batch")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
   app.add_option("--warmup", args->warmup, "Untimed runs per point before the repeats")
       ->capture_default_str()
       ->check(CLI::Range(0, 100));

@@ -74,6 +74,33 @@ size_t FullKvBytes(int64_t positions) {
   return static_cast<size_t>(8 * pages * 64 * 2 * 2 * 32 * 4);
 }
 
+// --batch runs requests together, each with its own seed: the random router then decides per
+// request, and the throughput counts every request's tokens.
+TEST(Bench, BatchOfSeededRequests) {
+  const std::string dir = Fresh("bench_batch");
+  RunResult r = RunCli(absl::StrCat("bench --config ", kConfigs,
+                                    "random_hybrid.toml --context 300 --decode-tokens 3 --batch 3 "
+                                    "--threads 1 --json ",
+                                    dir, "/b.json"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("decode tok/s"));
+  auto json = nlohmann::json::parse(ReadFile(dir + "/b.json"));
+  ASSERT_EQ(json["bench"].size(), 1u);
+  const auto& row = json["bench"][0];
+  EXPECT_EQ(row["batch"].get<int>(), 3);
+  const double step_ms = row["decode_ms_per_token"].get<double>();
+  const double tok_s = row["decode_tokens_per_second"].get<double>();
+  ASSERT_GT(step_ms, 0.0);
+  // Three tokens per step: the throughput is about 3000 / (ms per step); the median step and
+  // the mean differ a little.
+  EXPECT_GT(tok_s, 0.5 * 3000.0 / step_ms);
+  EXPECT_LT(tok_s, 2.0 * 3000.0 / step_ms);
+  EXPECT_EQ(row["kv_bytes_full_cache"].get<size_t>(), FullKvBytes(300 + 3));
+  RunResult bad = RunCli(absl::StrCat("bench --config ", kConfigs, "fa_only.toml --batch 0"));
+  EXPECT_EQ(bad.code, 2) << bad.err;
+  EXPECT_THAT(bad.err, HasSubstr("--batch"));
+}
+
 TEST(Bench, ExactLengthsKvAndFixedRoutersSaRatios) {
   const std::string dir = Fresh("bench");
   RunResult r =

@@ -6,7 +6,7 @@ import fluxattn
 from conftest import CONFIGS, run_cli
 
 TIMES = {"prefill_seconds", "seconds", "prefill_tokens_per_second", "decode_ms_per_token",
-         "prefill_seconds_samples", "decode_ms_per_token_samples"}
+         "prefill_seconds_samples", "decode_ms_per_token_samples", "decode_tokens_per_second"}
 
 
 def untimed(rows):

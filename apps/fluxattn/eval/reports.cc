@@ -1,5 +1,6 @@
 #include "eval/reports.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -29,12 +30,30 @@ std::string FormatMiB(size_t bytes) {
 }
 
 TextTable BenchTable(const std::vector<BenchResult>& results) {
-  TextTable t({"config", "context", "prefill s", "prefill tok/s", "decode ms/tok", "SA ratio",
-               "KV MiB", "KV full MiB"});
+  // Batches of several requests add their size and the decode throughput.
+  const bool batched =
+      std::any_of(results.begin(), results.end(), [](const BenchResult& r) { return r.batch > 1; });
+  std::vector<std::string> header = {"config",        "context",  "prefill s", "prefill tok/s",
+                                     "decode ms/tok", "SA ratio", "KV MiB",    "KV full MiB"};
+  if (batched) {
+    header.insert(header.begin() + 2, "batch");
+    header.push_back("decode tok/s");
+  }
+  TextTable t(header);
   for (const BenchResult& r : results) {
-    t.AddRow({r.config, FormatLength(r.context), FormatNumber(r.prefill_seconds, 3),
-              FormatNumber(r.prefill_tokens_per_second, 0), FormatNumber(r.decode_ms_per_token, 2),
-              Ratio(r.sa_ratio), FormatMiB(r.kv_bytes), FormatMiB(r.kv_bytes_full_cache)});
+    std::vector<std::string> row = {r.config,
+                                    FormatLength(r.context),
+                                    FormatNumber(r.prefill_seconds, 3),
+                                    FormatNumber(r.prefill_tokens_per_second, 0),
+                                    FormatNumber(r.decode_ms_per_token, 2),
+                                    Ratio(r.sa_ratio),
+                                    FormatMiB(r.kv_bytes),
+                                    FormatMiB(r.kv_bytes_full_cache)};
+    if (batched) {
+      row.insert(row.begin() + 2, std::to_string(r.batch));
+      row.push_back(FormatNumber(r.decode_tokens_per_second, 0));
+    }
+    t.AddRow(row);
   }
   return t;
 }
@@ -50,7 +69,9 @@ CsvRow BenchCsvHeader() {
           "sa_ratio",
           "kv_bytes_after_prefill",
           "kv_bytes",
-          "kv_bytes_full_cache"};
+          "kv_bytes_full_cache",
+          "batch",
+          "decode_tokens_per_second"};
 }
 
 std::vector<CsvRow> BenchCsvRows(const std::vector<BenchResult>& results) {
@@ -61,7 +82,8 @@ std::vector<CsvRow> BenchCsvRows(const std::vector<BenchResult>& results) {
                     FormatNumber(r.prefill_tokens_per_second, 2),
                     FormatNumber(r.decode_ms_per_token, 4), FormatNumber(r.sa_ratio, 4),
                     std::to_string(r.kv_bytes_after_prefill), std::to_string(r.kv_bytes),
-                    std::to_string(r.kv_bytes_full_cache)});
+                    std::to_string(r.kv_bytes_full_cache), std::to_string(r.batch),
+                    FormatNumber(r.decode_tokens_per_second, 2)});
   }
   return rows;
 }
@@ -81,7 +103,9 @@ json BenchJson(const BenchResult& r) {
               {"warmup", r.warmup},
               {"prefill_seconds_samples", r.prefill_samples},
               {"decode_ms_per_token_samples", r.decode_samples},
-              {"dense_prefill_kernel", r.dense_prefill_kernel}};
+              {"dense_prefill_kernel", r.dense_prefill_kernel},
+              {"batch", r.batch},
+              {"decode_tokens_per_second", Number(r.decode_tokens_per_second)}};
 }
 
 TextTable EvalTable(const std::vector<EvalResult>& results) {

@@ -20,12 +20,14 @@ struct BenchResult {
   double decode_ms_per_token = 0.0;  // NaN when no token was decoded
   double sa_ratio = 0.0;             // mean over repeats (random routers differ per request)
   size_t kv_bytes_after_prefill = 0;
-  size_t kv_bytes = 0;                  // held at the end of the request
-  size_t kv_bytes_full_cache = 0;       // what a cache keeping every position would hold
-  int warmup = 0;                       // untimed runs before the repeats
-  std::vector<double> prefill_samples;  // seconds, one per repeat (the spread of the median)
-  std::vector<double> decode_samples;   // ms per token, one per repeat
-  std::string dense_prefill_kernel;     // on a GPU, what dense causal prefill ran on
+  size_t kv_bytes = 0;                    // held at the end of the request
+  size_t kv_bytes_full_cache = 0;         // what a cache keeping every position would hold
+  int warmup = 0;                         // untimed runs before the repeats
+  std::vector<double> prefill_samples;    // seconds, one per repeat (the spread of the median)
+  std::vector<double> decode_samples;     // ms per token, one per repeat
+  std::string dense_prefill_kernel;       // on a GPU, what dense causal prefill ran on
+  int batch = 1;                          // requests run together
+  double decode_tokens_per_second = 0.0;  // every request's decode tokens / decode time
 };
 
 // One generated sample of `fluxattn eval`.

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <map>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -108,13 +109,66 @@ absl::StatusOr<std::unique_ptr<Session>> OpenSession(EngineConfig config,
   return session;
 }
 
+namespace {
+
+// Runs `prompts` as one batch through the step API, request i with sampling seed
+// options.sampling.seed + i; the first step (every prefill) is timed apart from the decode steps.
+absl::StatusOr<BatchResult> RunSeededBatch(Engine& engine,
+                                           const std::vector<std::vector<int64_t>>& prompts,
+                                           const GenerationOptions& options) {
+  BatchResult result;
+  result.requests.resize(prompts.size());
+  std::map<uint64_t, size_t> index;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    RequestSpec spec;
+    spec.prompt = prompts[i];
+    spec.options = options;
+    spec.options.sampling.seed = options.sampling.seed + i;
+    absl::StatusOr<uint64_t> id = engine.Add(std::move(spec));
+    if (!id.ok()) {
+      for (const auto& [added, unused] : index) engine.Cancel(added);
+      return id.status();
+    }
+    index[*id] = i;
+  }
+  bool first = true;
+  while (!engine.idle()) {
+    absl::StatusOr<StepResult> step = engine.Step();
+    if (!step.ok() || !step->failed.empty()) {
+      for (const auto& [id, unused] : index) engine.Cancel(id);
+      return step.ok() ? step->failed[0].status : step.status();
+    }
+    if (first) {
+      result.timing.prefill_seconds = step->seconds;
+      result.timing.prefill_tokens = step->prefill_tokens;
+      first = false;
+    } else {
+      result.timing.decode_seconds += step->seconds;
+      result.timing.decode_tokens += step->decode_tokens;
+      ++result.timing.decode_steps;
+    }
+    for (GenerationResult& r : step->finished) {
+      result.requests[index.at(r.request_id)] = std::move(r);
+    }
+  }
+  return result;
+}
+
+}  // namespace
+
 absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int decode_tokens,
                                      int repeats, uint64_t seed, const StepCallback& on_step,
-                                     int warmup) {
+                                     int warmup, int batch) {
   const ModelInfo& info = session.engine->model().info();
+  if (batch < 1) return InvalidInput("bench batch", "an integer >= 1", absl::StrCat(batch));
+  if (!session.engine->idle()) {
+    return absl::FailedPreconditionError("bench: the engine has requests in flight");
+  }
   std::mt19937_64 rng(seed ^ (static_cast<uint64_t>(context) * 0x9E3779B97F4A7C15ull));
-  std::vector<int64_t> prompt(context);
-  for (int64_t& id : prompt) id = static_cast<int64_t>(PickIndex(rng, info.vocab_size));
+  std::vector<std::vector<int64_t>> prompts(batch, std::vector<int64_t>(context));
+  for (auto& prompt : prompts) {
+    for (int64_t& id : prompt) id = static_cast<int64_t>(PickIndex(rng, info.vocab_size));
+  }
 
   GenerationOptions options;
   // The first new token comes from the prefill; every further one is a decode step.
@@ -126,23 +180,28 @@ absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int deco
   r.decode_tokens = decode_tokens;
   r.repeats = repeats;
   r.warmup = warmup;
+  r.batch = batch;
   for (int w = 0; w < warmup; ++w) {
     if (on_step) on_step(absl::StrCat(FormatLength(context), ", warm-up ", w + 1, "/", warmup));
-    FLUXATTN_ASSIGN_OR_RETURN(BatchResult ignored, session.engine->Generate({prompt}, options));
+    FLUXATTN_ASSIGN_OR_RETURN(BatchResult ignored,
+                              RunSeededBatch(*session.engine, prompts, options));
     (void)ignored;
   }
   std::vector<double> prefill, decode;
-  double sa = 0.0;
+  double sa = 0.0, decode_seconds = 0.0;
+  int64_t decoded = 0;
   for (int rep = 0; rep < repeats; ++rep) {
     if (on_step) on_step(absl::StrCat(FormatLength(context), ", run ", rep + 1, "/", repeats));
-    FLUXATTN_ASSIGN_OR_RETURN(BatchResult out, session.engine->Generate({prompt}, options));
+    FLUXATTN_ASSIGN_OR_RETURN(BatchResult out, RunSeededBatch(*session.engine, prompts, options));
     prefill.push_back(out.timing.prefill_seconds);
-    if (out.timing.decode_tokens > 0) {
+    if (out.timing.decode_steps > 0) {
       decode.push_back(1e3 * out.timing.decode_seconds /
-                       static_cast<double>(out.timing.decode_tokens));
+                       static_cast<double>(out.timing.decode_steps));
     }
+    decode_seconds += out.timing.decode_seconds;
+    decoded += out.timing.decode_tokens;
+    for (const GenerationResult& g : out.requests) sa += g.trace.sa_ratio;
     const RequestTrace& trace = out.requests[0].trace;
-    sa += trace.sa_ratio;
     r.kv_bytes_after_prefill = trace.kv_bytes_after_prefill;
     r.kv_bytes = trace.kv_bytes;
     r.kv_bytes_full_cache = trace.kv_bytes_full_cache;
@@ -150,9 +209,10 @@ absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int deco
   r.prefill_samples = prefill;
   r.decode_samples = decode;
   r.prefill_seconds = Median(prefill);
-  r.prefill_tokens_per_second = static_cast<double>(context) / r.prefill_seconds;
+  r.prefill_tokens_per_second = static_cast<double>(context) * batch / r.prefill_seconds;
   r.decode_ms_per_token = Median(decode);
-  r.sa_ratio = repeats > 0 ? sa / repeats : kNaN;
+  r.decode_tokens_per_second = decode_seconds > 0 ? decoded / decode_seconds : kNaN;
+  r.sa_ratio = repeats > 0 ? sa / (repeats * batch) : kNaN;
   r.dense_prefill_kernel = session.engine->dense_prefill_kernel();
   return r;
 }

@@ -58,9 +58,12 @@ using StepCallback = std::function<void(const std::string& detail)>;
 // Prefill of `context` synthetic tokens (uniform over the vocabulary, seeded) then
 // `decode_tokens` decode steps, `repeats` times; medians of the times.
 // `warmup` untimed runs come first (GPU: lazy module loading, GEMM heuristics, allocations).
+// `batch` requests run together (each its own prompt and its own sampling seed, seed + i, so
+// that seeded routing policies decide per request and one batch mixes decisions); decode times
+// are per step of the whole batch, KV bytes those of request 0.
 absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int decode_tokens,
                                      int repeats, uint64_t seed, const StepCallback& on_step,
-                                     int warmup = 0);
+                                     int warmup = 0, int batch = 1);
 
 // `samples` samples of `kind` at `length` tokens, seeds seed, seed + 1, ...; greedy decoding,
 // exact match (or perplexity for lm_ppl).
