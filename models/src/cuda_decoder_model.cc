@@ -50,7 +50,7 @@ class CudaDecoderModel : public LanguageModel {
   CudaDecoderModel(ModelSpec spec, std::unique_ptr<WeightSource> weights, Device* device)
       : spec_(std::move(spec)), weights_(std::move(weights)), device_(device) {
     for (DeviceBuffer* b : {&x_, &xn_, &qkv_, &q_pre_, &q_, &k_, &v_, &attn_, &tmp_, &act_, &sel_,
-                            &logits_, &staging_}) {
+                            &logits_, &staging_, &sample_}) {
       b->Bind(device_);
     }
   }
@@ -71,8 +71,14 @@ class CudaDecoderModel : public LanguageModel {
 
   absl::Status Forward(std::span<const SequenceChunk> batch, LayerAttention& attention,
                        bool all_positions, std::vector<float>* logits) override;
+  absl::Status ForwardGreedy(std::span<const SequenceChunk> batch, LayerAttention& attention,
+                             std::vector<int64_t>* tokens) override;
 
  private:
+  // The forward pass up to the logits, left on the device: [rows, vocab] f32 (rows: one per
+  // sequence, or one per token with all_positions).
+  absl::StatusOr<const float*> Run(std::span<const SequenceChunk> batch, LayerAttention& attention,
+                                   bool all_positions, int64_t* rows);
   void* stream() const { return device_->default_stream()->native_handle(); }
 
   // Copies host bytes into a new device allocation owned by the model.
@@ -131,6 +137,9 @@ class CudaDecoderModel : public LanguageModel {
   float* inv_freq_ = nullptr;
   std::vector<Layer> layers_;
   DeviceBuffer x_, xn_, qkv_, q_pre_, q_, k_, v_, attn_, tmp_, act_, sel_, logits_, staging_;
+  DeviceBuffer sample_;  // ForwardGreedy: the sampling parameters and the chosen ids
+  std::vector<kc::SamplingParams> host_params_;
+  std::vector<int32_t> host_ids_;
   std::vector<int32_t> host_staging_;
   std::vector<SequenceRows> seq_rows_;
 };
@@ -206,6 +215,44 @@ absl::Status CudaDecoderModel::Load() {
 absl::Status CudaDecoderModel::Forward(std::span<const SequenceChunk> batch,
                                        LayerAttention& attention, bool all_positions,
                                        std::vector<float>* logits) {
+  int64_t rows = 0;
+  FLUXATTN_ASSIGN_OR_RETURN(const float* out, Run(batch, attention, all_positions, &rows));
+  const int64_t vocab = spec_.info.vocab_size;
+  Stream* st = device_->default_stream();
+  logits->resize(rows * vocab);
+  FLUXATTN_RETURN_IF_ERROR(device_->Copy(logits->data(), out, rows * vocab * sizeof(float),
+                                         CopyKind::kDeviceToHost, st));
+  return st->Synchronize();
+}
+
+absl::Status CudaDecoderModel::ForwardGreedy(std::span<const SequenceChunk> batch,
+                                             LayerAttention& attention,
+                                             std::vector<int64_t>* tokens) {
+  int64_t rows = 0;
+  FLUXATTN_ASSIGN_OR_RETURN(const float* out, Run(batch, attention, false, &rows));
+  const int32_t n = static_cast<int32_t>(rows);
+  // Greedy parameters (temperature 0) and the chosen ids, one device block.
+  const size_t params_bytes = n * sizeof(kc::SamplingParams);
+  FLUXATTN_ASSIGN_OR_RETURN(void* scratch, sample_.Ensure(params_bytes + n * sizeof(int32_t)));
+  host_params_.assign(n, kc::SamplingParams{});
+  Stream* st = device_->default_stream();
+  FLUXATTN_RETURN_IF_ERROR(
+      device_->Copy(scratch, host_params_.data(), params_bytes, CopyKind::kHostToDevice, st));
+  int32_t* ids = reinterpret_cast<int32_t*>(static_cast<char*>(scratch) + params_bytes);
+  FLUXATTN_RETURN_IF_ERROR(kc::Sample(out, n, static_cast<int32_t>(spec_.info.vocab_size),
+                                      static_cast<const kc::SamplingParams*>(scratch), ids,
+                                      stream()));
+  host_ids_.resize(n);
+  FLUXATTN_RETURN_IF_ERROR(
+      device_->Copy(host_ids_.data(), ids, n * sizeof(int32_t), CopyKind::kDeviceToHost, st));
+  FLUXATTN_RETURN_IF_ERROR(st->Synchronize());
+  tokens->assign(host_ids_.begin(), host_ids_.end());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<const float*> CudaDecoderModel::Run(std::span<const SequenceChunk> batch,
+                                                   LayerAttention& attention, bool all_positions,
+                                                   int64_t* rows_out) {
   const ModelInfo& m = spec_.info;
   const int64_t h = m.hidden_size, d = m.head_dim, vocab = m.vocab_size;
   const int hq = m.num_q_heads, hkv = m.num_kv_heads;
@@ -327,10 +374,8 @@ absl::Status CudaDecoderModel::Forward(std::span<const SequenceChunk> batch,
         kc::RmsNormLastRows(x, d_q_indptr, num_seqs, final_norm_, sel, hi, eps, 0.f, s));
   }
   FLUXATTN_RETURN_IF_ERROR(gemm_->Linear(sel, lm_head_, out_logits, nr, vocab, h, OT::kF32, s));
-  logits->resize(nr * vocab);
-  FLUXATTN_RETURN_IF_ERROR(device_->Copy(logits->data(), out_logits, nr * vocab * sizeof(float),
-                                         CopyKind::kDeviceToHost, st));
-  return st->Synchronize();
+  *rows_out = nr;
+  return static_cast<const float*>(out_logits);
 }
 
 }  // namespace

@@ -385,6 +385,42 @@ sparse = "sparse"
   if (same_routing) ExpectSameRun(runs[0], runs[1], 3e-2, "flux demo");
 }
 
+// Greedy requests that record no logits take their tokens from the device's argmax; the same
+// requests recording logits take them from the host's argmax of the copied logits.
+TEST(CudaEngine, GreedyOnTheDeviceMatchesTheHostArgmax) {
+  REQUIRE_GPU();
+  std::mt19937 rng(7);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int len : {1, 37, 200, 513}) {
+    std::vector<int64_t> p(len);
+    for (int64_t& t : p) t = std::uniform_int_distribution<int>(1, 999)(rng);
+    prompts.push_back(std::move(p));
+  }
+  BatchResult runs[2];
+  for (int record = 0; record < 2; ++record) {
+    auto model = RandomModel("cuda", 3, 128, 11);
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto engine = MakeEngine(std::move(*model), HybridConfig());
+    ASSERT_NE(engine, nullptr);
+    GenerationOptions o = Greedy(12);
+    o.record_logits = record == 1;
+    auto result = engine->Generate(prompts, o);
+    ASSERT_TRUE(result.ok()) << result.status();
+    runs[record] = std::move(*result);
+  }
+  for (size_t r = 0; r < prompts.size(); ++r) {
+    EXPECT_TRUE(runs[0].requests[r].step_logits.empty());
+    ASSERT_EQ(runs[1].requests[r].step_logits.size(), 12u);
+    EXPECT_EQ(runs[0].requests[r].tokens, runs[1].requests[r].tokens) << "request " << r;
+    // The host's argmax of the recorded rows is what the device chose.
+    for (size_t t = 0; t < 12; ++t) {
+      const auto& row = runs[1].requests[r].step_logits[t];
+      const int64_t best = std::max_element(row.begin(), row.end()) - row.begin();
+      EXPECT_EQ(runs[1].requests[r].tokens[t], best) << "request " << r << " step " << t;
+    }
+  }
+}
+
 TEST(CudaEngine, ConfigErrorsNameTheKey) {
   // No GPU needed: the checks come first.
   auto bad = models::ModelLoadOptionsFor("x.toml: [model]", "cuda", "f32", 0);

@@ -79,6 +79,27 @@ class LanguageModel {
   // Errors: token ids out of range (naming the id and the vocabulary size), attention failures.
   virtual absl::Status Forward(std::span<const SequenceChunk> batch, LayerAttention& attention,
                                bool all_positions, std::vector<float>* logits) = 0;
+
+  // The greedy next token of every sequence (the argmax of its last row, the lowest id among
+  // equal maxima) without handing back the logits: on a GPU only the ids leave the device.
+  // Default: Forward, then the argmax on the host.
+  virtual absl::Status ForwardGreedy(std::span<const SequenceChunk> batch,
+                                     LayerAttention& attention, std::vector<int64_t>* tokens) {
+    std::vector<float> logits;
+    absl::Status st = Forward(batch, attention, false, &logits);
+    if (!st.ok()) return st;
+    const size_t vocab = static_cast<size_t>(info().vocab_size);
+    tokens->resize(batch.size());
+    for (size_t s = 0; s < batch.size(); ++s) {
+      const float* row = logits.data() + s * vocab;
+      size_t best = 0;
+      for (size_t i = 1; i < vocab; ++i) {
+        if (row[i] > row[best]) best = i;
+      }
+      (*tokens)[s] = static_cast<int64_t>(best);
+    }
+    return absl::OkStatus();
+  }
 };
 
 }  // namespace fluxattn

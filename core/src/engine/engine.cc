@@ -123,6 +123,10 @@ struct Engine::Impl : public LayerAttention {
   std::vector<float> host_queries;
   std::vector<RoutingInput> routing_inputs;
   std::vector<RoutingDecision> routing_decisions;
+  // The step's logits (kept: vocab floats per sequence are not allocated again every step) or
+  // its greedy tokens.
+  std::vector<float> logits;
+  std::vector<int64_t> greedy_tokens;
 
   absl::StatusOr<RoutingPolicy*> PolicyFor(const std::string& name) {
     if (name.empty()) return router;
@@ -770,8 +774,18 @@ absl::StatusOr<StepResult> Engine::Step() {
         batch[s].pos0 = req.length;
       }
     }
-    std::vector<float> logits;
-    absl::Status st = model_->Forward(batch, I, false, &logits);
+    // Every request greedy and none recording logits: only the chosen ids leave the model
+    // (on a GPU the argmax runs there, instead of copying vocab floats per sequence back).
+    bool greedy = true;
+    for (const Impl::Request* req : I.active) {
+      const GenerationOptions& o = req->spec.options;
+      greedy =
+          greedy && !o.record_logits && (o.sampling.temperature <= 0.0 || o.sampling.top_k == 1);
+    }
+    std::vector<float>& logits = I.logits;
+    std::vector<int64_t>& greedy_tokens = I.greedy_tokens;
+    absl::Status st = greedy ? model_->ForwardGreedy(batch, I, &greedy_tokens)
+                             : model_->Forward(batch, I, false, &logits);
     if (!st.ok()) {
       // A failure inside the batch's forward pass: every request of the step is dropped.
       for (Impl::Request* req : I.active) fail(*req, st);
@@ -795,9 +809,14 @@ absl::StatusOr<StepResult> Engine::Step() {
           r.finish_reason = "length";
           done = true;
         } else {
-          std::span<const float> row(&logits[s * vocab], vocab);
-          if (o.record_logits) r.step_logits.emplace_back(row.begin(), row.end());
-          const int64_t token = SampleToken(row, o.sampling, req.rng);
+          int64_t token = 0;
+          if (greedy) {
+            token = greedy_tokens[s];
+          } else {
+            std::span<const float> row(&logits[s * vocab], vocab);
+            if (o.record_logits) r.step_logits.emplace_back(row.begin(), row.end());
+            token = SampleToken(row, o.sampling, req.rng);
+          }
           r.tokens.push_back(token);
           out.tokens.push_back({req.id, token});
           if (std::find(req.stops.begin(), req.stops.end(), token) != req.stops.end()) {
