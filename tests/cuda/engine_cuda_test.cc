@@ -398,7 +398,7 @@ TEST(CudaEngine, GreedyOnTheDeviceMatchesTheHostArgmax) {
   }
   BatchResult runs[2];
   for (int record = 0; record < 2; ++record) {
-    auto model = RandomModel("cuda", 3, 128, 11);
+    auto model = RandomModel("cuda", 4, 128, 11);
     ASSERT_TRUE(model.ok()) << model.status();
     auto engine = MakeEngine(std::move(*model), HybridConfig());
     ASSERT_NE(engine, nullptr);
