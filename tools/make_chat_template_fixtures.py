@@ -184,6 +184,12 @@ def conversations():
           {"role": "tool", "content": "{\"temp\": 21.5}"},
           {"role": "assistant", "content": "It is 21.5 °C."}],
          {"add_generation_prompt": False, "tools": [WEATHER_TOOL]}, chat),
+        ("tool_call_empty_content_and_results",
+         [sys_msg, {"role": "user", "content": "Weather in Zürich?"},
+          {"role": "assistant", "content": "", "tool_calls": [CALL]},
+          {"role": "tool", "content": "{\"temp\": 21.5}"},
+          {"role": "assistant", "content": "It is 21.5 °C."}],
+         {"add_generation_prompt": False, "tools": [WEATHER_TOOL]}, qwen),
         ("parallel_tool_calls",
          [{"role": "user", "content": "Weather and news?"},
           {"role": "assistant", "content": "Checking both.",
@@ -219,6 +225,123 @@ def conversations():
          llama),
     ]
     return cases
+
+
+# Small templates for the engine's own tests: (name, template, variables), rendered by the
+# jinja2 environment that transformers builds for chat templates.
+ENGINE_CASES = [
+    ("text_only", "plain text\n", {}),
+    ("trailing_newline_dropped_once", "a\n\n", {}),
+    ("crlf_newlines", "a\r\nb\rc{% if true %}\r\nd{% endif %}", {}),
+    ("trim_blocks", "{% if true %}\nyes\n{% endif %}\nafter", {}),
+    ("trim_blocks_not_after_variables", "{{ 'x' }}\ny", {}),
+    ("lstrip_blocks", "  {% if true %}\n  body\n  {% endif %}\nend", {}),
+    ("lstrip_blocks_only_at_line_start", "x  {% if true %}y{% endif %}", {}),
+    ("lstrip_blocks_after_trimmed_newline", "{% if true %}\n    {% if true %}z{% endif %}\n{% endif %}", {}),
+    ("lstrip_comments", "a\n    {# note #}\nb", {}),
+    ("plus_disables_lstrip", "a\n  {%+ if true %}b{% endif %}", {}),
+    ("plus_disables_trim", "{% if true +%}\nb{% endif %}", {}),
+    ("minus_strips_both_sides", "a  \n  {%- if true -%}  \n  b  {{- ' c ' -}}  \n  d{%- endif %}", {}),
+    ("minus_strips_unicode_spaces", "a\u3000\u00a0{{- 'b' -}}\u2003c", {}),
+    ("comment_with_minus", "a   {#- c -#}   b", {}),
+    ("for_loop_variables",
+     "{% for x in items %}{{ loop.index }}/{{ loop.index0 }}/{{ loop.revindex }}/{{ loop.revindex0 }}"
+     "/{{ loop.first }}/{{ loop.last }}/{{ loop.length }}:{{ x }}|{% endfor %}", {"items": ["a", "b", "c"]}),
+    ("for_previtem_nextitem",
+     "{% for x in items %}[{{ loop.previtem | default('^') }}<{{ x }}>{{ loop.nextitem | default('$') }}]{% endfor %}",
+     {"items": [1, 2, 3]}),
+    ("for_else", "{% for x in items %}{{ x }}{% else %}empty{% endfor %}", {"items": []}),
+    ("for_if_filter", "{% for x in items if x is odd %}{{ loop.index }}:{{ x }} {% endfor %}",
+     {"items": [1, 2, 3, 4, 5]}),
+    ("for_unpack_items", "{% for k, v in d | items %}{{ k }}={{ v }};{% endfor %}", {"d": {"b": 1, "a": 2}}),
+    ("for_over_dict_and_string", "{% for k in d %}{{ k }}{% endfor %}|{% for c in 'héllo' %}{{ c }}.{% endfor %}",
+     {"d": {"x": 1, "y": 2}}),
+    ("nested_loops", "{% for a in [1, 2] %}{% for b in 'xy' %}{{ loop.index }}{{ a }}{{ b }} {% endfor %}{{ loop.index }}{% endfor %}", {}),
+    ("break_continue",
+     "{% for x in range(10) %}{% if x == 2 %}{% continue %}{% endif %}{% if x > 4 %}{% break %}{% endif %}{{ x }}{% endfor %}", {}),
+    ("set_scoping",
+     "{% set x = 1 %}{% for i in [1, 2] %}{% set x = x + 10 %}{{ x }} {% endfor %}{{ x }}", {}),
+    ("set_in_if_is_visible", "{% if true %}{% set y = 'in' %}{% endif %}{{ y }}", {}),
+    ("namespace",
+     "{% set ns = namespace(n=0, s='') %}{% for i in [1, 2, 3] %}{% set ns.n = ns.n + i %}{% set ns.s = ns.s ~ i %}{% endfor %}{{ ns.n }} {{ ns.s }}", {}),
+    ("set_tuple", "{% set a, b = [1, 2] %}{{ b }}{{ a }}", {}),
+    ("set_block", "{% set x %}inner {{ 1 + 1 }}{% endset %}[{{ x }}]", {}),
+    ("macro", "{% macro greet(name, punct='!') %}Hi {{ name }}{{ punct }}{% endmacro %}{{ greet('A') }} {{ greet('B', '?') }} {{ greet(name='C', punct='.') }}", {}),
+    ("if_elif_else", "{% for x in [1, 2, 3] %}{% if x == 1 %}one{% elif x == 2 %}two{% else %}many{% endif %} {% endfor %}", {}),
+    ("conditional_expression", "{{ 'y' if flag else 'n' }}{{ 'z' if not flag }}", {"flag": True}),
+    ("and_or_return_operands", "{{ 0 or 'x' }} {{ 'a' and 'b' }} {{ none or [] }} {{ '' and 1 }}", {}),
+    ("arithmetic",
+     "{{ 7 // 2 }} {{ -7 // 2 }} {{ 7 % 3 }} {{ -7 % 3 }} {{ 7 / 2 }} {{ 2 ** 10 }} {{ 1 + 2 * 3 }} {{ (1 + 2) * 3 }} {{ 1.5 + 1 }} {{ 10 / 5 }}", {}),
+    ("precedence_filters_and_unary", "{{ -3 | abs }} {{ items | length - 1 }} {{ 'a' ~ 2 * 3 }} {{ 1 + 2 ~ 'b' if false else 'c' ~ 1 + 2 ~ 'd' if false else 'e' }} {{ not 1 == 2 }}", {"items": [1, 2, 3]}),
+    ("comparisons", "{{ 1 < 2 < 3 }} {{ 1 < 3 < 2 }} {{ 'a' < 'b' }} {{ [1, 2] == [1, 2] }} {{ 1 == 1.0 }} {{ true == 1 }} {{ none == none }} {{ 'a' != 'a' }}", {}),
+    ("in_operator", "{{ 'b' in 'abc' }} {{ 2 in [1, 2] }} {{ 'k' in d }} {{ 'z' not in d }} {{ 'x' in undefined_thing }}", {"d": {"k": 1}}),
+    ("string_concat_and_tilde", "{{ 'a' + 'b' }} {{ 'n' ~ 1 ~ none ~ true ~ undefined_thing }}", {}),
+    ("print_values", "{{ none }} {{ true }} {{ 1.0 }} {{ 1e20 }} {{ 0.0001 }} {{ 1e-05 }} {{ 123456789012345.6 }} {{ [1, 'a', none, {'k': 'v'}] }} {{ (1,) }} {{ ('a', 2) }} {{ undefined_thing }}", {}),
+    ("print_string_repr", "{{ [\"it's\", 'say \"hi\"', 'both \\' \"', 'tab\t'] }}", {}),
+    ("string_escapes", "{{ 'a\\tb\\nc\\\\d\\'e\\x41\\u00e9\\U0001F600\\q' }}|{{ \"dq\\\"\" }}", {}),
+    ("adjacent_string_literals", "{{ 'a' 'b' \"c\" }}", {}),
+    ("string_methods",
+     "{{ s.startswith('He') }} {{ s.endswith(('x', 'd!')) }} [{{ s.strip() }}] [{{ s.lstrip('H') }}] [{{ s.rstrip('!d') }}] {{ s.replace('l', 'L') }} {{ s.replace('l', '', 1) }} {{ s.upper() }} {{ s.lower() }} {{ s.find('o') }} {{ s.count('l') }}",
+     {"s": "Hello World!"}),
+    ("strip_unicode_whitespace", "[{{ s.strip() }}] [{{ s | trim }}] [{{ s.strip(' \u3000') }}]", {"s": "\u3000\u00a0 x y \n\u2028"}),
+    ("split", "{{ s.split() }} {{ s.split(' ') }} {{ s.split(',', 1) }} {{ s.rsplit(',', 1) }} {{ 'a</think>b</think>c'.split('</think>')[-1] }} {{ s.split(maxsplit=1) }} {{ s.rsplit(None, 1) }} {{ s.rsplit(' ') }} {{ 'a--b--c'.rsplit('--', 1) }}",
+     {"s": "  a,b  c,d "}),
+    ("slicing", "{{ items[1:] }} {{ items[:-1] }} {{ items[::-1] }} {{ items[::2] }} {{ items[-2:] }} {{ s[1:3] }} {{ s[::-1] }} {{ items[5:] }} {{ items[-1] }} {{ s[-1] }}",
+     {"items": [1, 2, 3, 4], "s": "añb😀"}),
+    ("attribute_and_item_access", "{{ d.a }} {{ d['a'] }} {{ d.b.c }} {{ d['b']['c'] }} {{ items.0 }} {{ d.missing is defined }} {{ d.items() | list }} {{ d.get('a') }} {{ d.get('zz', 'dflt') }} {{ d.keys() | list }}",
+     {"d": {"a": 1, "b": {"c": 2}}, "items": ["first"]}),
+    ("dict_method_names_win", "{{ d.items is defined }} {{ d['items'] }}", {"d": {"items": "stored"}}),
+    ("tests",
+     "{{ x is defined }} {{ y is undefined }} {{ none is none }} {{ 's' is string }} {{ 1 is number }} {{ 1.5 is float }} {{ 1 is integer }} {{ true is integer }} {{ d is mapping }} {{ 's' is iterable }} {{ [] is sequence }} {{ d is sequence }} {{ false is false }} {{ 0 is false }} {{ true is true }} {{ 3 is odd }} {{ 4 is even }} {{ 2 is equalto 2 }} {{ 2 is eq(3) }} {{ 'ab' is lower }} {{ 1 is boolean }} {{ 9 is divisibleby 3 }} {{ 3 is in [1, 3] }} {{ x is not none }}",
+     {"x": 1, "d": {}}),
+    ("filters_basic",
+     "[{{ '  x  ' | trim }}] {{ items | length }} {{ 'héllo' | length }} {{ d | length }} {{ 42 | string }} {{ 'ab' | upper }} {{ 'AB' | lower }} {{ items | first }} {{ items | last }} {{ items | join(', ') }} {{ items | join }} {{ items | reverse | list }} {{ 'abc' | reverse }} {{ 'hello world' | title }} {{ 'hello' | capitalize }}",
+     {"items": [3, 1, 2], "d": {"a": 1}}),
+    ("filter_default", "{{ x | default('d') }} {{ none | default('d') }} {{ '' | default('d', true) }} {{ 0 | d('z', boolean=true) }} {{ 'v' | default('d') }}", {}),
+    ("filter_items_and_list", "{{ d | items | list }} {{ 'ab' | list }} {{ d | list }}", {"d": {"k": "v", "n": 1}}),
+    ("filter_select_reject", "{{ items | select('odd') | list }} {{ items | reject('equalto', 2) | list }} {{ names | reject('equalto', 'b') | join(',') }} {{ items | select | list }}",
+     {"items": [0, 1, 2, 3], "names": ["a", "b", "c"]}),
+    ("filter_attr_filters",
+     "{{ ms | selectattr('role', 'equalto', 'user') | map(attribute='content') | join('|') }} {{ ms | rejectattr('role', 'equalto', 'user') | list | length }} {{ ms | map(attribute='role') | list }} {{ ms | selectattr('extra') | list | length }} {{ ms | map(attribute='extra', default='-') | join }} {{ ms | join(',', attribute='role') }}",
+     {"ms": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "extra": 1}, {"role": "user", "content": "c"}]}),
+    ("filter_map_filter", "{{ items | map('string') | join('-') }} {{ words | map('upper') | list }} {{ words | map('replace', 'a', 'o') | list }}", {"items": [1, 2], "words": ["ab", "ca"]}),
+    ("filter_int_float_abs", "{{ '42' | int }} {{ 'x' | int }} {{ 'x' | int(7) }} {{ 3.9 | int }} {{ '2.5' | float }} {{ 3 | float }} {{ -2 | abs }} {{ -2.5 | abs }}", {}),
+    ("filter_replace", "{{ 'aaa' | replace('a', 'b') }} {{ 'aaa' | replace('a', 'b', 2) }} {{ 'ab' | replace('', '-') }}", {}),
+    ("tojson",
+     "{{ v | tojson }}\n{{ v | tojson(indent=2) }}\n{{ v | tojson(separators=(',', ':')) }}\n{{ v | tojson(sort_keys=true) }}\n{{ v | tojson(ensure_ascii=true) }}\n{{ [] | tojson(indent=2) }} {{ {} | tojson }} {{ 'x' | tojson }} {{ none | tojson }}",
+     {"v": {"z": [1, 2.5, True, None, "é\"\n\u0001😀"], "a": {"n": -0.0, "e": 1e-07, "big": 1e16, "int": 10000000000}}}),
+    ("list_and_dict_literals", "{{ [1, [2, 3]] | length }} {{ {'a': 1, 'b': [2]} | tojson }} {{ ({'k': 'v'}).k }} {{ [] }} {{ {} }}", {}),
+    ("range", "{{ range(3) | list }} {{ range(1, 7, 2) | list }} {{ range(3, 0, -1) | list }}", {}),
+    ("dict_global", "{{ dict(a=1, b='x') | tojson }}", {}),
+    ("strftime_now", "{{ strftime_now('%d %b %Y') }}|{{ strftime_now('%Y-%m-%d %H:%M:%S %A %B %j') }}", {}),
+    ("generation_block", "a{% generation %}b{% endgeneration %}c", {}),
+    ("raise_exception", "{% if x %}{{ raise_exception('Bad: ' ~ x) }}{% endif %}", {"x": "input"}),
+    ("undefined_attribute_of_undefined", "{{ missing.attr }}", {}),
+    ("undefined_in_arithmetic", "{{ 'a' + missing }}", {}),
+    ("string_plus_number", "{{ 'a' + 1 }}", {}),
+    ("tojson_of_undefined", "{{ missing | tojson }}", {}),
+    ("iterate_none", "{% for x in none %}{% endfor %}", {}),
+    ("call_undefined", "{{ missing() }}", {}),
+    ("namespace_attr_on_dict", "{% set d = {} %}{% set d.x = 1 %}", {}),
+    ("loop_variable_before_set_in_body",
+     "{% set x = 'outer' %}{% for i in [1, 2] %}{{ x }}{% set x = i %}{{ x }} {% endfor %}{{ x }}", {}),
+]
+
+
+def engine_cases():
+    import jinja2
+    import transformers.utils.chat_template_utils as ctu
+    out = []
+    for name, source, variables in ENGINE_CASES:
+        entry = {"name": name, "template": source, "variables": variables, "now": NOW.isoformat()}
+        try:
+            entry["expected"] = ctu._compile_jinja_template(source).render(**variables)
+        except jinja2.exceptions.TemplateError as e:
+            entry["error"] = f"{type(e).__name__}: {e}"
+        except (TypeError, ValueError, ZeroDivisionError) as e:
+            entry["error"] = f"{type(e).__name__}: {e}"
+        out.append(entry)
+    return out
 
 
 def main():
@@ -262,7 +385,13 @@ def main():
     with open(os.path.join(args.out, "cases.json"), "w", encoding="utf-8") as f:
         json.dump(doc, f, ensure_ascii=False, indent=1)
         f.write("\n")
-    print(f"wrote {len(cases)} cases for {len(templates)} templates to {args.out}")
+    engine = engine_cases()
+    with open(os.path.join(args.out, "engine_cases.json"), "w", encoding="utf-8") as f:
+        json.dump({"generator": "tools/make_chat_template_fixtures.py",
+                   "jinja2": jinja2.__version__, "cases": engine}, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    print(f"wrote {len(cases)} cases for {len(templates)} templates and {len(engine)} engine cases "
+          f"to {args.out}")
 
 
 if __name__ == "__main__":

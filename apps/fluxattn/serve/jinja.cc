@@ -1923,15 +1923,14 @@ List Split(const std::string& s, const Value* sep, int64_t maxsplit, bool from_r
       words.emplace_back(i, j);
       i = j;
     }
-    if (maxsplit >= 0 && static_cast<int64_t>(words.size()) > maxsplit + 1) {
+    if (maxsplit >= 0 && static_cast<int64_t>(words.size()) >= maxsplit + 1) {
+      // The last piece is the rest of the text, its whitespace on the far side kept.
       if (!from_right) {
         words[maxsplit].second = cps.size();
-        while (words[maxsplit].second > words[maxsplit].first && IsSpace(cps[words[maxsplit].second - 1])) --words[maxsplit].second;
         words.resize(maxsplit + 1);
       } else {
         const size_t keep = words.size() - maxsplit - 1;
         words[keep].first = 0;
-        while (IsSpace(cps[words[keep].first])) ++words[keep].first;
         words.erase(words.begin(), words.begin() + keep);
       }
     }
