@@ -279,6 +279,8 @@ ENGINE_CASES = [
     ("print_values", "{{ none }} {{ true }} {{ 1.0 }} {{ 1e20 }} {{ 0.0001 }} {{ 1e-05 }} {{ 123456789012345.6 }} {{ [1, 'a', none, {'k': 'v'}] }} {{ (1,) }} {{ ('a', 2) }} {{ undefined_thing }}", {}),
     ("print_string_repr", "{{ [\"it's\", 'say \"hi\"', 'both \\' \"', 'tab\t'] }}", {}),
     ("string_escapes", "{{ 'a\\tb\\nc\\\\d\\'e\\x41\\u00e9\\U0001F600\\q' }}|{{ \"dq\\\"\" }}", {}),
+    ("print_unprintable_repr", "{{ [s] }} {{ s | tojson }} {{ s | tojson(ensure_ascii=true) }}",
+     {"s": "\x7f\xa0\u2028\u200b\x01é\u3000 x"}),
     ("adjacent_string_literals", "{{ 'a' 'b' \"c\" }}", {}),
     ("string_methods",
      "{{ s.startswith('He') }} {{ s.endswith(('x', 'd!')) }} [{{ s.strip() }}] [{{ s.lstrip('H') }}] [{{ s.rstrip('!d') }}] {{ s.replace('l', 'L') }} {{ s.replace('l', '', 1) }} {{ s.upper() }} {{ s.lower() }} {{ s.find('o') }} {{ s.count('l') }}",

@@ -2,13 +2,14 @@
 // serve's ChatFormat against what transformers' apply_chat_template renders
 // (tests/fixtures/chat_templates/cases.json, made by tools/make_chat_template_fixtures.py), and
 // how ChatFormat finds a checkpoint's template.
+#include "serve/chat_template.h"
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 
 #include "gtest/gtest.h"
-#include "serve/chat_template.h"
 
 namespace fluxattn::serve {
 namespace {
@@ -92,9 +93,9 @@ TEST(FixtureCoverage, EveryTemplateHasRenderedAndFailingCases) {
 class ModelDirTest : public testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("fluxattn_chat_template_" + std::to_string(::getpid()) + "_" +
-            testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ =
+        fs::temp_directory_path() / ("fluxattn_chat_template_" + std::to_string(::getpid()) + "_" +
+                                     testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -105,9 +106,7 @@ class ModelDirTest : public testing::Test {
   fs::path dir_;
 };
 
-std::vector<ChatMessage> Conversation() {
-  return {{"system", "Be brief."}, {"user", "Hi"}};
-}
+std::vector<ChatMessage> Conversation() { return {{"system", "Be brief."}, {"user", "Hi"}}; }
 
 TEST_F(ModelDirTest, NoTemplateIsChatMl) {
   Write("tokenizer_config.json", R"({"eos_token": "<|endoftext|>"})");
@@ -157,8 +156,9 @@ TEST_F(ModelDirTest, JinjaFileWinsAndParseErrorsNameIt) {
   Write("chat_template.jinja", "line one\n{% if x %}\n{{ 1 + }}\n{% endif %}\n");
   auto f = ChatFormat::FromModelDir(dir_.string());
   ASSERT_FALSE(f.ok());
-  EXPECT_NE(f.status().message().find("chat_template.jinja:3:8: expected an expression, found '}}'"),
-            std::string::npos)
+  EXPECT_NE(
+      f.status().message().find("chat_template.jinja:3:8: expected an expression, found '}}'"),
+      std::string::npos)
       << f.status();
 }
 

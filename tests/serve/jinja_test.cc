@@ -18,7 +18,8 @@ namespace fs = std::filesystem;
 
 const Json& Cases() {
   static const Json cases = [] {
-    std::ifstream in(fs::path(FLUXATTN_SOURCE_DIR) / "tests/fixtures/chat_templates/engine_cases.json");
+    std::ifstream in(fs::path(FLUXATTN_SOURCE_DIR) /
+                     "tests/fixtures/chat_templates/engine_cases.json");
     std::stringstream s;
     s << in.rdbuf();
     return Json::parse(s.str())["cases"];
@@ -78,49 +79,70 @@ TEST(JinjaErrors, SyntaxErrorsNameLineColumnExpectedAndFound) {
   EXPECT_EQ(ParseError("{% if x %}\nno end"),
             "t.jinja:2:7: expected '{% elif %}' or '{% else %}' or '{% endif %}', found the end of "
             "the template");
-  EXPECT_EQ(ParseError("{{ x "), "t.jinja:1:1: expected '}}' closing this tag, found the end of the template");
-  EXPECT_EQ(ParseError("{# open"), "t.jinja:1:1: expected '#}' closing this comment, found the end of the template");
-  EXPECT_EQ(ParseError("{{ 'abc }}"), "t.jinja:1:4: expected the end of this string, found the end of the template");
+  EXPECT_EQ(ParseError("{{ x "),
+            "t.jinja:1:1: expected '}}' closing this tag, found the end of the template");
+  EXPECT_EQ(ParseError("{# open"),
+            "t.jinja:1:1: expected '#}' closing this comment, found the end of the template");
+  EXPECT_EQ(ParseError("{{ 'abc }}"),
+            "t.jinja:1:4: expected the end of this string, found the end of the template");
   EXPECT_EQ(ParseError("{% for x of y %}{% endfor %}"), "t.jinja:1:10: expected 'in', found 'of'");
   EXPECT_EQ(ParseError("{{ x @ y }}"), "t.jinja:1:6: expected an expression or '}}', found '@'");
-  EXPECT_EQ(ParseError("{% endif %}"), "t.jinja:1:4: expected a tag (if, for, set, macro, ...), found 'endif'");
-  EXPECT_EQ(ParseError("{% break %}"), "t.jinja:1:4: expected 'break' inside a for loop, found it outside one");
-  EXPECT_EQ(ParseError("{{ f(a=1, 2) }}"), "t.jinja:1:11: expected a keyword argument (positional ones come first), found a number");
+  EXPECT_EQ(ParseError("{% endif %}"),
+            "t.jinja:1:4: expected a tag (if, for, set, macro, ...), found 'endif'");
+  EXPECT_EQ(ParseError("{% break %}"),
+            "t.jinja:1:4: expected 'break' inside a for loop, found it outside one");
+  EXPECT_EQ(
+      ParseError("{{ f(a=1, 2) }}"),
+      "t.jinja:1:11: expected a keyword argument (positional ones come first), found a number");
 }
 
 TEST(JinjaErrors, UnsupportedFeaturesAreErrorsNotOutput) {
   EXPECT_EQ(ParseError("{% include 'x.jinja' %}"),
-            "t.jinja:1:4: expected a supported tag, found '{% include %}' (not supported by this Jinja subset)");
+            "t.jinja:1:4: expected a supported tag, found '{% include %}' (not supported by this "
+            "Jinja subset)");
   EXPECT_EQ(ParseError("line\n{% filter upper %}x{% endfilter %}"),
-            "t.jinja:2:4: expected a supported tag, found '{% filter %}' (not supported by this Jinja subset)");
-  EXPECT_EQ(ParseError("{{ x | wordwrap }}"), "t.jinja:1:8: expected a supported filter, found 'wordwrap'");
-  EXPECT_EQ(ParseError("{{ x is prime }}"), "t.jinja:1:9: expected a supported test, found 'prime'");
+            "t.jinja:2:4: expected a supported tag, found '{% filter %}' (not supported by this "
+            "Jinja subset)");
+  EXPECT_EQ(ParseError("{{ x | wordwrap }}"),
+            "t.jinja:1:8: expected a supported filter, found 'wordwrap'");
+  EXPECT_EQ(ParseError("{{ x is prime }}"),
+            "t.jinja:1:9: expected a supported test, found 'prime'");
   EXPECT_EQ(ParseError("{% for x in y recursive %}{% endfor %}"),
             "t.jinja:1:15: expected '%}', found 'recursive' (recursive loops are not supported)");
   EXPECT_EQ(ParseError("{{ f(*args) }}"),
             "t.jinja:1:6: expected an argument, found '*' (argument unpacking is not supported)");
-  EXPECT_EQ(RenderError("{{ s.center(9) }}", {{"s", "x"}}), "t.jinja:1:5: the string method 'center' is not supported");
-  EXPECT_EQ(RenderError("{{ l.append(1) }}", {{"l", Json::array()}}), "t.jinja:1:5: the list method 'append' is not supported");
-  EXPECT_EQ(RenderError("{{ d.update({}) }}", {{"d", Json::object()}}), "t.jinja:1:5: the dict method 'update' is not supported");
+  EXPECT_EQ(RenderError("{{ s.center(9) }}", {{"s", "x"}}),
+            "t.jinja:1:5: the string method 'center' is not supported");
+  EXPECT_EQ(RenderError("{{ l.append(1) }}", {{"l", Json::array()}}),
+            "t.jinja:1:5: the list method 'append' is not supported");
+  EXPECT_EQ(RenderError("{{ d.update({}) }}", {{"d", Json::object()}}),
+            "t.jinja:1:5: the dict method 'update' is not supported");
   EXPECT_EQ(RenderError("{% for x in [1] %}{{ loop.cycle('a', 'b') }}{% endfor %}"),
             "t.jinja:1:26: loop.cycle is not supported");
-  EXPECT_EQ(RenderError("{{ 'ä' | upper }}"), "t.jinja:1:10: upper of non-ASCII text is not supported");
-  EXPECT_EQ(RenderError("{{ '%s' % 1 }}"), "t.jinja:1:9: string formatting with '%' is not supported");
+  EXPECT_EQ(RenderError("{{ 'ä' | upper }}"),
+            "t.jinja:1:10: upper of non-ASCII text is not supported");
+  EXPECT_EQ(RenderError("{{ '%s' % 1 }}"),
+            "t.jinja:1:9: string formatting with '%' is not supported");
   EXPECT_EQ(RenderError("{{ lipsum() }}"), "t.jinja:1:4: 'lipsum' is undefined");
 }
 
 TEST(JinjaErrors, RuntimeErrorsNameTheirLine) {
   EXPECT_EQ(RenderError("ok\n{{ 'a' + n }}", {{"n", 1}}),
             "t.jinja:2:8: unsupported operand types for +: 'str' and 'int'");
-  EXPECT_EQ(RenderError("\n\n  {{ m.content.x }}", {{"m", Json::object()}}), "t.jinja:3:15: 'content' is undefined");
+  EXPECT_EQ(RenderError("\n\n  {{ m.content.x }}", {{"m", Json::object()}}),
+            "t.jinja:3:15: 'content' is undefined");
   EXPECT_EQ(RenderError("{% set d = {} %}\n{% set d.x = 1 %}"),
             "t.jinja:2:4: expected a namespace() object to set 'd.x', found dict");
   EXPECT_EQ(RenderError("{{ 1 // 0 }}"), "t.jinja:1:6: division by zero");
-  EXPECT_EQ(RenderError("{% set a, b = [1] %}"), "t.jinja:1:4: expected 2 values to unpack, found 1");
+  EXPECT_EQ(RenderError("{% set a, b = [1] %}"),
+            "t.jinja:1:4: expected 2 values to unpack, found 1");
   EXPECT_EQ(RenderError("{{ x | tojson }}", {{"x", Json::object()}}), "rendered: {}");
-  EXPECT_EQ(RenderError("{{ y | tojson }}"), "t.jinja:1:8: tojson: an object of type Undefined is not JSON serializable");
-  EXPECT_EQ(RenderError("{{ raise_exception('no ' ~ 'way') }}"), "t.jinja:1:4: the template raised an error: no way");
-  EXPECT_EQ(RenderError("{{ 1 < 'a' }}"), "t.jinja:1:8: '<' is not supported between 'int' and 'str'");
+  EXPECT_EQ(RenderError("{{ y | tojson }}"),
+            "t.jinja:1:8: tojson: an object of type Undefined is not JSON serializable");
+  EXPECT_EQ(RenderError("{{ raise_exception('no ' ~ 'way') }}"),
+            "t.jinja:1:4: the template raised an error: no way");
+  EXPECT_EQ(RenderError("{{ 1 < 'a' }}"),
+            "t.jinja:1:8: '<' is not supported between 'int' and 'str'");
 }
 
 TEST(JinjaRender, VariablesMustBeAnObject) {
@@ -128,7 +150,8 @@ TEST(JinjaRender, VariablesMustBeAnObject) {
   ASSERT_TRUE(t.ok());
   auto out = t->Render(Json::array());
   ASSERT_FALSE(out.ok());
-  EXPECT_EQ(out.status().message(), "t.jinja: expected the template variables as a JSON object, found array");
+  EXPECT_EQ(out.status().message(),
+            "t.jinja: expected the template variables as a JSON object, found array");
 }
 
 TEST(JinjaRender, StrftimeNowUsesTheInjectedTime) {
@@ -148,7 +171,9 @@ TEST(JinjaRender, InvalidUtf8BytesPassThroughUnchanged) {
   // Values come from JSON (valid UTF-8); a template's own text may hold any bytes.
   auto raw = Template::Parse("a\xff{{ 'b\xfe' | trim }}", "t.jinja");
   ASSERT_TRUE(raw.ok());
-  EXPECT_EQ(*raw->Render(Json::object()), "a\xff" "b\xfe");
+  EXPECT_EQ(*raw->Render(Json::object()),
+            "a\xff"
+            "b\xfe");
   EXPECT_EQ(*t->Render({{"s", " añb "}}), "[ añb |añb| añ]");
 }
 

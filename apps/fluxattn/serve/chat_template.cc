@@ -39,8 +39,8 @@ Json SpecialTokens(const nlohmann::json& config) {
 }
 
 // Turn-ending special tokens a template may write.
-constexpr const char* kEndOfTurnMarkers[] = {"<|im_end|>", "<|eot_id|>", "<|eom_id|>",
-                                             "<|end|>", "<end_of_turn>", "<|endoftext|>"};
+constexpr const char* kEndOfTurnMarkers[] = {"<|im_end|>", "<|eot_id|>",    "<|eom_id|>",
+                                             "<|end|>",    "<end_of_turn>", "<|endoftext|>"};
 
 // transformers' message normalization: keys whose value is null are dropped, and reasoning
 // given under any of its names is passed as "thinking" and "reasoning_content" too.

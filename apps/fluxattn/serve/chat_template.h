@@ -43,7 +43,8 @@ class ChatFormat {
   // message normalization (keys whose value is null are dropped; reasoning given as
   // "reasoning_content", "thinking" or "reasoning" is passed under all three names).
   absl::StatusOr<std::string> RenderJson(const jinja::Json& messages, const jinja::Json& tools,
-                                         bool add_generation_prompt, const jinja::Json& kwargs) const;
+                                         bool add_generation_prompt,
+                                         const jinja::Json& kwargs) const;
 
   // Texts of the special tokens that end an assistant turn (added as stop tokens when the
   // tokenizer knows them): the end-of-turn markers the template writes, and eos_token.

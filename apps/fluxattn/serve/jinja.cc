@@ -38,7 +38,11 @@ struct Error {
 // U+DC80..U+DCFF (Python's surrogateescape) and encodes back as itself.
 uint32_t NextCodePoint(std::string_view s, size_t& i) {
   const auto b = static_cast<unsigned char>(s[i]);
-  const int n = b < 0x80 ? 0 : (b >> 5) == 0x6 ? 1 : (b >> 4) == 0xe ? 2 : (b >> 3) == 0x1e ? 3 : -1;
+  const int n = b < 0x80           ? 0
+                : (b >> 5) == 0x6  ? 1
+                : (b >> 4) == 0xe  ? 2
+                : (b >> 3) == 0x1e ? 3
+                                   : -1;
   if (n == 0) {
     ++i;
     return b;
@@ -102,7 +106,8 @@ bool IsSpace(uint32_t cp) {
 std::string Strip(std::string_view s, const std::vector<uint32_t>* chars, bool left, bool right) {
   const std::vector<uint32_t> cps = CodePoints(s);
   auto strip = [&](uint32_t cp) {
-    return chars == nullptr ? IsSpace(cp) : std::find(chars->begin(), chars->end(), cp) != chars->end();
+    return chars == nullptr ? IsSpace(cp)
+                            : std::find(chars->begin(), chars->end(), cp) != chars->end();
   };
   size_t b = 0, e = cps.size();
   if (left) {
@@ -136,8 +141,19 @@ using Function = std::function<Value(Pos, std::vector<Value>&, KwArgs&)>;
 
 class Value {
  public:
-  enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kNamespace,
-                    kLoop, kFunction };
+  enum class Kind {
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kDict,
+    kNamespace,
+    kLoop,
+    kFunction
+  };
 
   Value() = default;  // undefined
   static Value Undefined(std::string name) {
@@ -188,7 +204,9 @@ class Value {
   Kind kind() const { return kind_; }
   bool is(Kind k) const { return kind_ == k; }
   bool undefined() const { return kind_ == Kind::kUndefined; }
-  bool number() const { return kind_ == Kind::kBool || kind_ == Kind::kInt || kind_ == Kind::kFloat; }
+  bool number() const {
+    return kind_ == Kind::kBool || kind_ == Kind::kInt || kind_ == Kind::kFloat;
+  }
   bool integral() const { return kind_ == Kind::kBool || kind_ == Kind::kInt; }
   bool boolean() const { return int_ != 0; }
   int64_t integer() const { return int_; }
@@ -253,7 +271,8 @@ Value Value::FromJson(const Json& j) {
     }
     case Json::value_t::object: {
       auto d = std::make_shared<Dict>();
-      for (auto it = j.begin(); it != j.end(); ++it) d->entries.emplace_back(it.key(), FromJson(*it));
+      for (auto it = j.begin(); it != j.end(); ++it)
+        d->entries.emplace_back(it.key(), FromJson(*it));
       return MakeDict(std::move(d));
     }
     default:
@@ -265,17 +284,28 @@ using Kind = Value::Kind;
 
 const char* TypeName(const Value& v) {
   switch (v.kind()) {
-    case Kind::kUndefined: return "Undefined";
-    case Kind::kNone: return "NoneType";
-    case Kind::kBool: return "bool";
-    case Kind::kInt: return "int";
-    case Kind::kFloat: return "float";
-    case Kind::kString: return "str";
-    case Kind::kList: return v.tuple() ? "tuple" : "list";
-    case Kind::kDict: return "dict";
-    case Kind::kNamespace: return "Namespace";
-    case Kind::kLoop: return "LoopContext";
-    case Kind::kFunction: return "function";
+    case Kind::kUndefined:
+      return "Undefined";
+    case Kind::kNone:
+      return "NoneType";
+    case Kind::kBool:
+      return "bool";
+    case Kind::kInt:
+      return "int";
+    case Kind::kFloat:
+      return "float";
+    case Kind::kString:
+      return "str";
+    case Kind::kList:
+      return v.tuple() ? "tuple" : "list";
+    case Kind::kDict:
+      return "dict";
+    case Kind::kNamespace:
+      return "Namespace";
+    case Kind::kLoop:
+      return "LoopContext";
+    case Kind::kFunction:
+      return "function";
   }
   return "object";
 }
@@ -316,25 +346,50 @@ std::string FloatRepr(double d) {
   return out;
 }
 
+// The escapes Python's repr and json.dumps share.
+const char* CommonEscape(uint32_t cp) {
+  switch (cp) {
+    case '\\':
+      return "\\\\";
+    case '\n':
+      return "\\n";
+    case '\r':
+      return "\\r";
+    case '\t':
+      return "\\t";
+    default:
+      return nullptr;
+  }
+}
+
+// Code points that Python's str.isprintable() rejects, as far as chat text meets them: controls,
+// separators other than the space, and common format characters.
+bool PythonUnprintable(uint32_t cp) {
+  return cp < 0x20 || (cp >= 0x7f && cp <= 0xa0) || cp == 0xad || cp == 0x1680 ||
+         (cp >= 0x2000 && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202f) ||
+         (cp >= 0x205f && cp <= 0x2064) || cp == 0x3000 || cp == 0xfeff ||
+         (cp >= 0xdc80 && cp <= 0xdcff);
+}
+
+// Python's repr of a str.
 std::string StringRepr(const std::string& s) {
-  const char quote = (s.find('\'') != std::string::npos && s.find('"') == std::string::npos) ? '"' : '\'';
+  const char quote =
+      (s.find('\'') != std::string::npos && s.find('"') == std::string::npos) ? '"' : '\'';
   std::string out(1, quote);
-  for (unsigned char c : s) {
-    if (c == '\\' || c == static_cast<unsigned char>(quote)) {
+  for (size_t i = 0; i < s.size();) {
+    const uint32_t cp = NextCodePoint(s, i);
+    char buf[16];
+    if (const char* e = CommonEscape(cp)) {
+      out += e;
+    } else if (cp == static_cast<uint32_t>(quote)) {
       out += '\\';
-      out += static_cast<char>(c);
-    } else if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if (c == '\t') {
-      out += "\\t";
-    } else if (c < 0x20 || c == 0x7f) {
-      char buf[8];
-      snprintf(buf, sizeof(buf), "\\x%02x", c);
+      out += quote;
+    } else if (PythonUnprintable(cp)) {
+      snprintf(buf, sizeof(buf), cp < 0x100 ? "\\x%02x" : "\\u%04x",
+               cp < 0xdc80 || cp > 0xdcff ? cp : cp & 0xff);
       out += buf;
     } else {
-      out += static_cast<char>(c);
+      AppendCodePoint(out, cp);
     }
   }
   return out + quote;
@@ -345,20 +400,29 @@ std::string Repr(const Value& v, Pos pos);
 // Python's str() of a value, as `{{ }}` prints it.
 std::string ToStr(const Value& v, Pos pos) {
   switch (v.kind()) {
-    case Kind::kUndefined: return "";
-    case Kind::kString: return v.str();
-    default: return Repr(v, pos);
+    case Kind::kUndefined:
+      return "";
+    case Kind::kString:
+      return v.str();
+    default:
+      return Repr(v, pos);
   }
 }
 
 std::string Repr(const Value& v, Pos pos) {
   switch (v.kind()) {
-    case Kind::kUndefined: return "";
-    case Kind::kNone: return "None";
-    case Kind::kBool: return v.boolean() ? "True" : "False";
-    case Kind::kInt: return std::to_string(v.integer());
-    case Kind::kFloat: return FloatRepr(v.real());
-    case Kind::kString: return StringRepr(v.str());
+    case Kind::kUndefined:
+      return "";
+    case Kind::kNone:
+      return "None";
+    case Kind::kBool:
+      return v.boolean() ? "True" : "False";
+    case Kind::kInt:
+      return std::to_string(v.integer());
+    case Kind::kFloat:
+      return FloatRepr(v.real());
+    case Kind::kString:
+      return StringRepr(v.str());
     case Kind::kList: {
       std::vector<std::string> parts;
       for (const Value& e : v.list()) parts.push_back(Repr(e, pos));
@@ -367,7 +431,8 @@ std::string Repr(const Value& v, Pos pos) {
     }
     case Kind::kDict: {
       std::vector<std::string> parts;
-      for (const auto& [k, e] : v.dict().entries) parts.push_back(StringRepr(k) + ": " + Repr(e, pos));
+      for (const auto& [k, e] : v.dict().entries)
+        parts.push_back(StringRepr(k) + ": " + Repr(e, pos));
       return "{" + absl::StrJoin(parts, ", ") + "}";
     }
     default:
@@ -378,14 +443,21 @@ std::string Repr(const Value& v, Pos pos) {
 bool Truthy(const Value& v) {
   switch (v.kind()) {
     case Kind::kUndefined:
-    case Kind::kNone: return false;
+    case Kind::kNone:
+      return false;
     case Kind::kBool:
-    case Kind::kInt: return v.integer() != 0;
-    case Kind::kFloat: return v.real() != 0;
-    case Kind::kString: return !v.str().empty();
-    case Kind::kList: return !v.list().empty();
-    case Kind::kDict: return !v.dict().entries.empty();
-    default: return true;
+    case Kind::kInt:
+      return v.integer() != 0;
+    case Kind::kFloat:
+      return v.real() != 0;
+    case Kind::kString:
+      return !v.str().empty();
+    case Kind::kList:
+      return !v.list().empty();
+    case Kind::kDict:
+      return !v.dict().entries.empty();
+    default:
+      return true;
   }
 }
 
@@ -397,8 +469,10 @@ bool Equal(const Value& a, const Value& b) {
   if (a.kind() != b.kind()) return false;
   switch (a.kind()) {
     case Kind::kUndefined:
-    case Kind::kNone: return true;
-    case Kind::kString: return a.str() == b.str();
+    case Kind::kNone:
+      return true;
+    case Kind::kString:
+      return a.str() == b.str();
     case Kind::kList: {
       if (a.tuple() != b.tuple() || a.list().size() != b.list().size()) return false;
       for (size_t i = 0; i < a.list().size(); ++i) {
@@ -414,7 +488,8 @@ bool Equal(const Value& a, const Value& b) {
       }
       return true;
     }
-    default: return &a.dict() == &b.dict();
+    default:
+      return &a.dict() == &b.dict();
   }
 }
 
@@ -427,7 +502,8 @@ int Compare(const Value& a, const Value& b, const char* op, Pos pos) {
   if (a.undefined()) FailUndefined(a, pos);
   if (b.undefined()) FailUndefined(b, pos);
   if (a.number() && b.number()) {
-    if (a.integral() && b.integral()) return a.integer() < b.integer() ? -1 : a.integer() > b.integer();
+    if (a.integral() && b.integral())
+      return a.integer() < b.integer() ? -1 : a.integer() > b.integer();
     return a.real() < b.real() ? -1 : a.real() > b.real();
   }
   if (a.is(Kind::kString) && b.is(Kind::kString)) return a.str() < b.str() ? -1 : a.str() > b.str();
@@ -451,31 +527,30 @@ struct JsonStyle {
   bool sort_keys = false;
 };
 
+// A JSON string as Python's json.dumps writes it.
 void JsonString(const std::string& s, bool ensure_ascii, std::string& out) {
   out += '"';
   for (size_t i = 0; i < s.size();) {
     const uint32_t cp = NextCodePoint(s, i);
     char buf[16];
-    switch (cp) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      case '\b': out += "\\b"; break;
-      case '\f': out += "\\f"; break;
-      default:
-        if (cp < 0x20 || (ensure_ascii && cp > 0x7e && cp != 0x7f)) {
-          if (cp >= 0x10000) {
-            const uint32_t v = cp - 0x10000;
-            snprintf(buf, sizeof(buf), "\\u%04x\\u%04x", 0xd800 + (v >> 10), 0xdc00 + (v & 0x3ff));
-          } else {
-            snprintf(buf, sizeof(buf), "\\u%04x", cp);
-          }
-          out += buf;
-        } else {
-          AppendCodePoint(out, cp);
-        }
+    if (const char* e = CommonEscape(cp)) {
+      out += e;
+    } else if (cp == '"') {
+      out += "\\\"";
+    } else if (cp == '\b') {
+      out += "\\b";
+    } else if (cp == '\f') {
+      out += "\\f";
+    } else if (cp < 0x20 || (ensure_ascii && cp > 0x7e)) {
+      if (cp >= 0x10000) {
+        const uint32_t v = cp - 0x10000;
+        snprintf(buf, sizeof(buf), "\\u%04x\\u%04x", 0xd800 + (v >> 10), 0xdc00 + (v & 0x3ff));
+      } else {
+        snprintf(buf, sizeof(buf), "\\u%04x", cp);
+      }
+      out += buf;
+    } else {
+      AppendCodePoint(out, cp);
     }
   }
   out += '"';
@@ -487,15 +562,25 @@ void DumpJson(const Value& v, const JsonStyle& style, int level, Pos pos, std::s
     for (int i = 0; i < lvl; ++i) out += *style.indent;
   };
   switch (v.kind()) {
-    case Kind::kNone: out += "null"; return;
-    case Kind::kBool: out += v.boolean() ? "true" : "false"; return;
-    case Kind::kInt: out += std::to_string(v.integer()); return;
+    case Kind::kNone:
+      out += "null";
+      return;
+    case Kind::kBool:
+      out += v.boolean() ? "true" : "false";
+      return;
+    case Kind::kInt:
+      out += std::to_string(v.integer());
+      return;
     case Kind::kFloat: {
       const double d = v.real();
-      out += std::isnan(d) ? "NaN" : std::isinf(d) ? (d < 0 ? "-Infinity" : "Infinity") : FloatRepr(d);
+      out += std::isnan(d)   ? "NaN"
+             : std::isinf(d) ? (d < 0 ? "-Infinity" : "Infinity")
+                             : FloatRepr(d);
       return;
     }
-    case Kind::kString: JsonString(v.str(), style.ensure_ascii, out); return;
+    case Kind::kString:
+      JsonString(v.str(), style.ensure_ascii, out);
+      return;
     case Kind::kList: {
       if (v.list().empty()) {
         out += "[]";
@@ -539,15 +624,27 @@ void DumpJson(const Value& v, const JsonStyle& style, int level, Pos pos, std::s
       return;
     }
     default:
-      Fail(pos, absl::StrCat("tojson: an object of type ", TypeName(v), " is not JSON serializable"));
+      Fail(pos,
+           absl::StrCat("tojson: an object of type ", TypeName(v), " is not JSON serializable"));
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Lexer.
 
-enum class Tok { kText, kVarBegin, kVarEnd, kBlockBegin, kBlockEnd, kName, kString, kInt, kFloat,
-                 kOp, kEof };
+enum class Tok {
+  kText,
+  kVarBegin,
+  kVarEnd,
+  kBlockBegin,
+  kBlockEnd,
+  kName,
+  kString,
+  kInt,
+  kFloat,
+  kOp,
+  kEof
+};
 
 struct Token {
   Tok type;
@@ -559,17 +656,27 @@ struct Token {
 
 std::string Describe(const Token& t) {
   switch (t.type) {
-    case Tok::kText: return "template text";
-    case Tok::kVarBegin: return "'{{'";
-    case Tok::kVarEnd: return "'}}'";
-    case Tok::kBlockBegin: return "'{%'";
-    case Tok::kBlockEnd: return "'%}'";
-    case Tok::kName: return "'" + t.text + "'";
-    case Tok::kString: return "a string";
+    case Tok::kText:
+      return "template text";
+    case Tok::kVarBegin:
+      return "'{{'";
+    case Tok::kVarEnd:
+      return "'}}'";
+    case Tok::kBlockBegin:
+      return "'{%'";
+    case Tok::kBlockEnd:
+      return "'%}'";
+    case Tok::kName:
+      return "'" + t.text + "'";
+    case Tok::kString:
+      return "a string";
     case Tok::kInt:
-    case Tok::kFloat: return "a number";
-    case Tok::kOp: return "'" + t.text + "'";
-    case Tok::kEof: return "the end of the template";
+    case Tok::kFloat:
+      return "a number";
+    case Tok::kOp:
+      return "'" + t.text + "'";
+    case Tok::kEof:
+      return "the end of the template";
   }
   return "?";
 }
@@ -598,7 +705,9 @@ class Lexer {
     while (pos_ < src_.size()) {
       size_t at = pos_;
       while ((at = src_.find('{', at)) != std::string::npos) {
-        if (at + 1 < src_.size() && (src_[at + 1] == '{' || src_[at + 1] == '%' || src_[at + 1] == '#')) break;
+        if (at + 1 < src_.size() &&
+            (src_[at + 1] == '{' || src_[at + 1] == '%' || src_[at + 1] == '#'))
+          break;
         ++at;
       }
       if (at == std::string::npos) {
@@ -624,7 +733,8 @@ class Lexer {
       size_t p = at + 2 + (sign ? 1 : 0);
       if (kind == '#') {
         const size_t e = src_.find("#}", p);
-        if (e == std::string::npos) Fail(PosOf(at), "expected '#}' closing this comment, found the end of the template");
+        if (e == std::string::npos)
+          Fail(PosOf(at), "expected '#}' closing this comment, found the end of the template");
         const bool strip = e > p && src_[e - 1] == '-';
         pos_ = e + 2;
         line_starting = Finish(strip, /*trim=*/true);
@@ -672,11 +782,13 @@ class Lexer {
     while (true) {
       while (pos_ < src_.size() && SpaceRun(src_, pos_) > 0) pos_ += SpaceRun(src_, pos_);
       if (pos_ >= src_.size()) {
-        Fail(PosOf(tag_start), absl::StrCat("expected '", end, "' closing this tag, found the end of the template"));
+        Fail(PosOf(tag_start),
+             absl::StrCat("expected '", end, "' closing this tag, found the end of the template"));
       }
       const char c = src_[pos_];
       if (depth == 0) {
-        const bool signed_end = (c == '-' || (block && c == '+')) && src_.compare(pos_ + 1, 2, end) == 0;
+        const bool signed_end =
+            (c == '-' || (block && c == '+')) && src_.compare(pos_ + 1, 2, end) == 0;
         if (signed_end || src_.compare(pos_, 2, end) == 0) {
           Emit(block ? Tok::kBlockEnd : Tok::kVarEnd, "", pos_);
           pos_ += signed_end ? 3 : 2;
@@ -686,15 +798,18 @@ class Lexer {
       (void)close;
       const size_t start = pos_;
       if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
-        while (pos_ < src_.size() && (std::isalnum(static_cast<unsigned char>(src_[pos_])) || src_[pos_] == '_')) ++pos_;
+        while (pos_ < src_.size() &&
+               (std::isalnum(static_cast<unsigned char>(src_[pos_])) || src_[pos_] == '_'))
+          ++pos_;
         Emit(Tok::kName, src_.substr(start, pos_ - start), start);
       } else if (std::isdigit(static_cast<unsigned char>(c))) {
         LexNumber();
       } else if (c == '\'' || c == '"') {
         LexString();
       } else {
-        static const char* kOps[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "/", "*", "%", "~",
-                                     "<", ">", "=", "(", ")", "[", "]", "{", "}", ",", ".", ":", "|", ";"};
+        static const char* kOps[] = {"//", "**", "==", "!=", ">=", "<=", "+", "-", "/",
+                                     "*",  "%",  "~",  "<",  ">",  "=",  "(", ")", "[",
+                                     "]",  "{",  "}",  ",",  ".",  ":",  "|", ";"};
         const char* op = nullptr;
         for (const char* o : kOps) {
           if (src_.compare(pos_, strlen(o), o) == 0) {
@@ -706,7 +821,8 @@ class Lexer {
           size_t k = pos_;
           std::string ch;
           AppendCodePoint(ch, NextCodePoint(src_, k));
-          Fail(PosOf(pos_), absl::StrCat("expected an expression or '", end, "', found '", ch, "'"));
+          Fail(PosOf(pos_),
+               absl::StrCat("expected an expression or '", end, "', found '", ch, "'"));
         }
         if (*op == '(' || *op == '[' || *op == '{') ++depth;
         if ((*op == ')' || *op == ']' || *op == '}') && depth > 0) --depth;
@@ -719,11 +835,14 @@ class Lexer {
   void LexNumber() {
     const size_t start = pos_;
     auto digits = [&] {
-      while (pos_ < src_.size() && (std::isdigit(static_cast<unsigned char>(src_[pos_])) || src_[pos_] == '_')) ++pos_;
+      while (pos_ < src_.size() &&
+             (std::isdigit(static_cast<unsigned char>(src_[pos_])) || src_[pos_] == '_'))
+        ++pos_;
     };
     digits();
     bool is_float = false;
-    if (pos_ + 1 < src_.size() && src_[pos_] == '.' && std::isdigit(static_cast<unsigned char>(src_[pos_ + 1]))) {
+    if (pos_ + 1 < src_.size() && src_[pos_] == '.' &&
+        std::isdigit(static_cast<unsigned char>(src_[pos_ + 1]))) {
       is_float = true;
       ++pos_;
       digits();
@@ -757,7 +876,8 @@ class Lexer {
     const char quote = src_[pos_++];
     std::string value;
     while (true) {
-      if (pos_ >= src_.size()) Fail(PosOf(start), "expected the end of this string, found the end of the template");
+      if (pos_ >= src_.size())
+        Fail(PosOf(start), "expected the end of this string, found the end of the template");
       const char c = src_[pos_];
       if (c == quote) {
         ++pos_;
@@ -768,39 +888,70 @@ class Lexer {
         ++pos_;
         continue;
       }
-      if (pos_ + 1 >= src_.size()) Fail(PosOf(start), "expected the end of this string, found the end of the template");
+      if (pos_ + 1 >= src_.size())
+        Fail(PosOf(start), "expected the end of this string, found the end of the template");
       const char e = src_[pos_ + 1];
       pos_ += 2;
       auto hex = [&](int n) {
         uint32_t cp = 0;
         for (int k = 0; k < n; ++k) {
           if (pos_ >= src_.size() || !std::isxdigit(static_cast<unsigned char>(src_[pos_]))) {
-            Fail(PosOf(pos_), absl::StrCat("expected ", n, " hex digits in a \\", std::string(1, e), " escape"));
+            Fail(PosOf(pos_),
+                 absl::StrCat("expected ", n, " hex digits in a \\", std::string(1, e), " escape"));
           }
           cp = cp * 16 + std::stoi(std::string(1, src_[pos_++]), nullptr, 16);
         }
         return cp;
       };
       switch (e) {
-        case '\n': break;
-        case '\\': value += '\\'; break;
-        case '\'': value += '\''; break;
-        case '"': value += '"'; break;
-        case 'a': value += '\a'; break;
-        case 'b': value += '\b'; break;
-        case 'f': value += '\f'; break;
-        case 'n': value += '\n'; break;
-        case 'r': value += '\r'; break;
-        case 't': value += '\t'; break;
-        case 'v': value += '\v'; break;
-        case 'x': AppendCodePoint(value, hex(2)); break;
-        case 'u': AppendCodePoint(value, hex(4)); break;
-        case 'U': AppendCodePoint(value, hex(8)); break;
-        case 'N': Fail(PosOf(pos_ - 2), "expected a supported escape, found \\N{...} (not supported)");
+        case '\n':
+          break;
+        case '\\':
+          value += '\\';
+          break;
+        case '\'':
+          value += '\'';
+          break;
+        case '"':
+          value += '"';
+          break;
+        case 'a':
+          value += '\a';
+          break;
+        case 'b':
+          value += '\b';
+          break;
+        case 'f':
+          value += '\f';
+          break;
+        case 'n':
+          value += '\n';
+          break;
+        case 'r':
+          value += '\r';
+          break;
+        case 't':
+          value += '\t';
+          break;
+        case 'v':
+          value += '\v';
+          break;
+        case 'x':
+          AppendCodePoint(value, hex(2));
+          break;
+        case 'u':
+          AppendCodePoint(value, hex(4));
+          break;
+        case 'U':
+          AppendCodePoint(value, hex(8));
+          break;
+        case 'N':
+          Fail(PosOf(pos_ - 2), "expected a supported escape, found \\N{...} (not supported)");
         default:
           if (e >= '0' && e <= '7') {
             uint32_t cp = e - '0';
-            for (int k = 0; k < 2 && pos_ < src_.size() && src_[pos_] >= '0' && src_[pos_] <= '7'; ++k) {
+            for (int k = 0; k < 2 && pos_ < src_.size() && src_[pos_] >= '0' && src_[pos_] <= '7';
+                 ++k) {
               cp = cp * 8 + (src_[pos_++] - '0');
             }
             AppendCodePoint(value, cp);
@@ -826,13 +977,32 @@ struct Expr;
 using ExprP = std::shared_ptr<const Expr>;
 
 struct Expr {
-  enum class Type { kLiteral, kName, kAttr, kItem, kSlice, kCall, kFilter, kTest, kNeg, kPos, kNot,
-                    kAnd, kOr, kBinary, kCompare, kCond, kList, kTuple, kDict };
+  enum class Type {
+    kLiteral,
+    kName,
+    kAttr,
+    kItem,
+    kSlice,
+    kCall,
+    kFilter,
+    kTest,
+    kNeg,
+    kPos,
+    kNot,
+    kAnd,
+    kOr,
+    kBinary,
+    kCompare,
+    kCond,
+    kList,
+    kTuple,
+    kDict
+  };
   Type type;
   Pos pos;
   Value literal;
-  std::string name;              // variable, attribute, filter, test or operator
-  std::vector<ExprP> args;       // operands; call, filter and test arguments after the subject
+  std::string name;         // variable, attribute, filter, test or operator
+  std::vector<ExprP> args;  // operands; call, filter and test arguments after the subject
   std::vector<std::pair<std::string, ExprP>> kwargs;
   std::vector<std::string> ops;  // kCompare: the operator before each operand after the first
   bool negated = false;          // kTest: `is not`
@@ -848,11 +1018,22 @@ struct Target {
 };
 
 struct Node {
-  enum class Type { kText, kOutput, kIf, kFor, kSet, kSetBlock, kMacro, kBreak, kContinue, kGeneration };
+  enum class Type {
+    kText,
+    kOutput,
+    kIf,
+    kFor,
+    kSet,
+    kSetBlock,
+    kMacro,
+    kBreak,
+    kContinue,
+    kGeneration
+  };
   Type type;
   Pos pos;
   std::string text;
-  ExprP expr;                                  // output, for iterable, set value
+  ExprP expr;                                    // output, for iterable, set value
   std::vector<std::pair<ExprP, Body>> branches;  // if/elif (null condition for else)
   Target target;
   ExprP filter;  // for ... if
@@ -865,18 +1046,21 @@ struct Node {
 
 const std::set<std::string, std::less<>>& KnownFilters() {
   static const std::set<std::string, std::less<>> k = {
-      "abs", "capitalize", "count", "d", "default", "first", "float", "int", "items", "join",
-      "last", "length", "list", "lower", "map", "reject", "rejectattr", "replace", "reverse",
-      "safe", "select", "selectattr", "string", "title", "tojson", "trim", "upper"};
+      "abs",        "capitalize", "count",      "d",       "default", "first", "float",
+      "int",        "items",      "join",       "last",    "length",  "list",  "lower",
+      "map",        "reject",     "rejectattr", "replace", "reverse", "safe",  "select",
+      "selectattr", "string",     "title",      "tojson",  "trim",    "upper"};
   return k;
 }
 
 const std::set<std::string, std::less<>>& KnownTests() {
   static const std::set<std::string, std::less<>> k = {
-      "boolean", "callable", "defined", "divisibleby", "eq", "equalto", "==", "even", "false",
-      "float", "ge", ">=", "gt", ">", "greaterthan", "in", "integer", "iterable", "le", "<=",
-      "lower", "lt", "<", "lessthan", "mapping", "ne", "!=", "none", "number", "odd", "sameas",
-      "sequence", "string", "true", "undefined", "upper"};
+      "boolean", "callable", "defined",     "divisibleby", "eq",        "equalto",
+      "==",      "even",     "false",       "float",       "ge",        ">=",
+      "gt",      ">",        "greaterthan", "in",          "integer",   "iterable",
+      "le",      "<=",       "lower",       "lt",          "<",         "lessthan",
+      "mapping", "ne",       "!=",          "none",        "number",    "odd",
+      "sameas",  "sequence", "string",      "true",        "undefined", "upper"};
   return k;
 }
 
@@ -893,7 +1077,9 @@ class Parser {
  private:
   const Token& Peek(size_t k = 0) const { return t_[std::min(i_ + k, t_.size() - 1)]; }
   const Token& Next() { return t_[std::min(i_++, t_.size() - 1)]; }
-  bool IsOp(const char* op, size_t k = 0) const { return Peek(k).type == Tok::kOp && Peek(k).text == op; }
+  bool IsOp(const char* op, size_t k = 0) const {
+    return Peek(k).type == Tok::kOp && Peek(k).text == op;
+  }
   bool IsName(const char* name, size_t k = 0) const {
     return Peek(k).type == Tok::kName && Peek(k).text == name;
   }
@@ -922,7 +1108,8 @@ class Parser {
         if (stops.size() == 0) return body;
         std::vector<std::string> names;
         for (const char* s : stops) names.push_back(absl::StrCat("'{% ", s, " %}'"));
-        Fail(tok.pos, absl::StrCat("expected ", absl::StrJoin(names, " or "), ", found the end of the template"));
+        Fail(tok.pos, absl::StrCat("expected ", absl::StrJoin(names, " or "),
+                                   ", found the end of the template"));
       }
       if (tok.type == Tok::kText) {
         auto n = std::make_shared<Node>(Node{Node::Type::kText, tok.pos});
@@ -992,7 +1179,8 @@ class Parser {
         ++i_;
         node->filter = ParseTuple(true);
       }
-      if (IsName("recursive")) Fail(Peek().pos, "expected '%}', found 'recursive' (recursive loops are not supported)");
+      if (IsName("recursive"))
+        Fail(Peek().pos, "expected '%}', found 'recursive' (recursive loops are not supported)");
       ExpectBlockEnd("for");
       ++loop_depth_;
       node->body = ParseBody({"else", "endfor"}, stop);
@@ -1041,7 +1229,8 @@ class Parser {
       if (Peek().type == Tok::kName) ++i_;
       ExpectBlockEnd("endmacro");
     } else if (kw == "break" || kw == "continue") {
-      if (loop_depth_ == 0) Fail(tag.pos, absl::StrCat("expected '", kw, "' inside a for loop, found it outside one"));
+      if (loop_depth_ == 0)
+        Fail(tag.pos, absl::StrCat("expected '", kw, "' inside a for loop, found it outside one"));
       node->type = kw == "break" ? Node::Type::kBreak : Node::Type::kContinue;
       ExpectBlockEnd(kw);
     } else if (kw == "generation") {
@@ -1051,10 +1240,11 @@ class Parser {
       ExpectBlockEnd("endgeneration");
     } else {
       static const std::set<std::string, std::less<>> kUnsupported = {
-          "filter", "call", "with", "include", "import", "from", "extends", "block", "raw",
-          "autoescape", "trans", "pluralize", "endraw"};
+          "filter", "call", "with",       "include", "import",    "from",  "extends",
+          "block",  "raw",  "autoescape", "trans",   "pluralize", "endraw"};
       if (kUnsupported.count(kw)) {
-        Fail(tag.pos, absl::StrCat("expected a supported tag, found '{% ", kw, " %}' (not supported by this Jinja subset)"));
+        Fail(tag.pos, absl::StrCat("expected a supported tag, found '{% ", kw,
+                                   " %}' (not supported by this Jinja subset)"));
       }
       Fail(tag.pos, absl::StrCat("expected a tag (if, for, set, macro, ...), found '", kw, "'"));
     }
@@ -1100,15 +1290,16 @@ class Parser {
 
   bool AtTupleEnd() const {
     const Token& t = Peek();
-    return t.type == Tok::kVarEnd || t.type == Tok::kBlockEnd || IsOp(")") || IsName("in") || IsName("if");
+    return t.type == Tok::kVarEnd || t.type == Tok::kBlockEnd || IsOp(")") || IsName("in") ||
+           IsName("if");
   }
 
   ExprP ParseExpression(bool with_condexpr) {
-    ExprP e = ParseOr();
+    ExprP e = ParseLevel(0);
     if (!with_condexpr) return e;
     while (IsName("if")) {
       const Pos pos = Next().pos;
-      ExprP cond = ParseOr();
+      ExprP cond = ParseLevel(0);
       ExprP other;
       if (IsName("else")) {
         ++i_;
@@ -1119,22 +1310,37 @@ class Parser {
     return e;
   }
 
-  ExprP ParseOr() {
-    ExprP e = ParseAnd();
-    while (IsName("or")) {
+  // The left-associative binary operators, loosest first (jinja2's parse_or, parse_and,
+  // parse_math1, parse_concat, parse_math2, parse_pow); `not` and the comparisons sit between
+  // "and" and "+".
+  ExprP ParseLevel(int level) {
+    struct Level {
+      std::vector<const char*> ops;
+      bool words;
+    };
+    static const Level kLevels[] = {{{"or"}, true},
+                                    {{"and"}, true},
+                                    {{"+", "-"}, false},
+                                    {{"~"}, false},
+                                    {{"*", "/", "//", "%"}, false},
+                                    {{"**"}, false}};
+    auto operand = [&] {
+      return level == 1 ? ParseNot() : level == 5 ? ParseUnary(true) : ParseLevel(level + 1);
+    };
+    ExprP e = operand();
+    while (true) {
+      const char* op = nullptr;
+      for (const char* o : kLevels[level].ops) {
+        if (kLevels[level].words ? IsName(o) : IsOp(o)) op = o;
+      }
+      if (op == nullptr) return e;
       const Pos pos = Next().pos;
-      e = Make(Expr::Type::kOr, pos, {e, ParseAnd()});
+      ExprP rhs = operand();
+      const Expr::Type type = level == 0   ? Expr::Type::kOr
+                              : level == 1 ? Expr::Type::kAnd
+                                           : Expr::Type::kBinary;
+      e = Make(type, pos, {e, rhs}, type == Expr::Type::kBinary ? op : "");
     }
-    return e;
-  }
-
-  ExprP ParseAnd() {
-    ExprP e = ParseNot();
-    while (IsName("and")) {
-      const Pos pos = Next().pos;
-      e = Make(Expr::Type::kAnd, pos, {e, ParseNot()});
-    }
-    return e;
   }
 
   ExprP ParseNot() {
@@ -1147,15 +1353,16 @@ class Parser {
 
   ExprP ParseCompare() {
     const Pos pos = Peek().pos;
-    ExprP first = ParseMath1();
+    ExprP first = ParseLevel(2);
     auto cmp = std::make_shared<Expr>();
     cmp->type = Expr::Type::kCompare;
     cmp->pos = pos;
     cmp->args.push_back(first);
     while (true) {
       std::string op;
-      if (Peek().type == Tok::kOp && (Peek().text == "==" || Peek().text == "!=" || Peek().text == "<" ||
-                                      Peek().text == "<=" || Peek().text == ">" || Peek().text == ">=")) {
+      if (Peek().type == Tok::kOp &&
+          (Peek().text == "==" || Peek().text == "!=" || Peek().text == "<" ||
+           Peek().text == "<=" || Peek().text == ">" || Peek().text == ">=")) {
         op = Next().text;
       } else if (IsName("in")) {
         ++i_;
@@ -1167,50 +1374,10 @@ class Parser {
         break;
       }
       cmp->ops.push_back(op);
-      cmp->args.push_back(ParseMath1());
+      cmp->args.push_back(ParseLevel(2));
     }
     if (cmp->ops.empty()) return first;
     return cmp;
-  }
-
-  ExprP Binary(Pos pos, const std::string& op, ExprP a, ExprP b) {
-    return Make(Expr::Type::kBinary, pos, {std::move(a), std::move(b)}, op);
-  }
-
-  ExprP ParseMath1() {
-    ExprP e = ParseConcat();
-    while (IsOp("+") || IsOp("-")) {
-      const Token& t = Next();
-      e = Binary(t.pos, t.text, e, ParseConcat());
-    }
-    return e;
-  }
-
-  ExprP ParseConcat() {
-    ExprP e = ParseMath2();
-    while (IsOp("~")) {
-      const Token& t = Next();
-      e = Binary(t.pos, "~", e, ParseMath2());
-    }
-    return e;
-  }
-
-  ExprP ParseMath2() {
-    ExprP e = ParsePow();
-    while (IsOp("*") || IsOp("/") || IsOp("//") || IsOp("%")) {
-      const Token& t = Next();
-      e = Binary(t.pos, t.text, e, ParsePow());
-    }
-    return e;
-  }
-
-  ExprP ParsePow() {
-    ExprP e = ParseUnary(true);
-    while (IsOp("**")) {
-      const Token& t = Next();
-      e = Binary(t.pos, "**", e, ParseUnary(true));
-    }
-    return e;
   }
 
   ExprP ParseUnary(bool with_filter) {
@@ -1253,8 +1420,12 @@ class Parser {
         e->literal = Value::String(std::move(s));
         return e;
       }
-      case Tok::kInt: ++i_; return lit(Value::Int(t.ival));
-      case Tok::kFloat: ++i_; return lit(Value::Float(t.fval));
+      case Tok::kInt:
+        ++i_;
+        return lit(Value::Int(t.ival));
+      case Tok::kFloat:
+        ++i_;
+        return lit(Value::Float(t.fval));
       case Tok::kOp:
         if (t.text == "(") {
           ++i_;
@@ -1327,7 +1498,8 @@ class Parser {
           }
           break;
         }
-        if (IsOp(",")) Fail(Peek().pos, "expected ']', found ',' (tuple subscripts are not supported)");
+        if (IsOp(","))
+          Fail(Peek().pos, "expected ']', found ',' (tuple subscripts are not supported)");
         ExpectOp("]");
         if (slice) {
           e = Make(Expr::Type::kSlice, pos, {e, parts[0], parts[1], parts[2]});
@@ -1357,7 +1529,8 @@ class Parser {
   void ParseArgs(Expr& into) {
     ExpectOp("(");
     while (!IsOp(")")) {
-      if (IsOp("*") || IsOp("**")) Fail(Peek().pos, "expected an argument, found '*' (argument unpacking is not supported)");
+      if (IsOp("*") || IsOp("**"))
+        Fail(Peek().pos, "expected an argument, found '*' (argument unpacking is not supported)");
       if (Peek().type == Tok::kName && IsOp("=", 1)) {
         std::string key = Next().text;
         ++i_;
@@ -1410,11 +1583,13 @@ class Parser {
           ParseArgs(*t);
         } else {
           const Token& n = Peek();
-          const bool arg = n.type == Tok::kString || n.type == Tok::kInt || n.type == Tok::kFloat ||
-                           IsOp("[") || IsOp("{") ||
-                           (n.type == Tok::kName && n.text != "else" && n.text != "or" && n.text != "and");
+          const bool arg =
+              n.type == Tok::kString || n.type == Tok::kInt || n.type == Tok::kFloat || IsOp("[") ||
+              IsOp("{") ||
+              (n.type == Tok::kName && n.text != "else" && n.text != "or" && n.text != "and");
           if (arg) {
-            if (IsName("is")) Fail(n.pos, "expected the end of a test, found a second 'is' (tests do not chain)");
+            if (IsName("is"))
+              Fail(n.pos, "expected the end of a test, found a second 'is' (tests do not chain)");
             t->args.push_back(ParsePostfix(ParsePrimary()));
           }
         }
@@ -1469,25 +1644,37 @@ class Renderer {
  private:
   Flow ExecNode(const Node& n, std::string& out) {
     switch (n.type) {
-      case Node::Type::kText: out += n.text; return Flow::kNormal;
-      case Node::Type::kOutput: out += ToStr(Eval(*n.expr), n.pos); return Flow::kNormal;
+      case Node::Type::kText:
+        out += n.text;
+        return Flow::kNormal;
+      case Node::Type::kOutput:
+        out += ToStr(Eval(*n.expr), n.pos);
+        return Flow::kNormal;
       case Node::Type::kIf:
         for (const auto& [cond, body] : n.branches) {
           if (cond == nullptr || Truthy(Eval(*cond))) return Exec(body, out);
         }
         return Flow::kNormal;
-      case Node::Type::kFor: return ExecFor(n, out);
-      case Node::Type::kSet: Assign(n.target, Eval(*n.expr), n.pos); return Flow::kNormal;
+      case Node::Type::kFor:
+        return ExecFor(n, out);
+      case Node::Type::kSet:
+        Assign(n.target, Eval(*n.expr), n.pos);
+        return Flow::kNormal;
       case Node::Type::kSetBlock: {
         std::string s;
         Exec(n.body, s);
         Assign(n.target, Value::String(std::move(s)), n.pos);
         return Flow::kNormal;
       }
-      case Node::Type::kMacro: DefineMacro(n); return Flow::kNormal;
-      case Node::Type::kBreak: return Flow::kBreak;
-      case Node::Type::kContinue: return Flow::kContinue;
-      case Node::Type::kGeneration: return Exec(n.body, out);
+      case Node::Type::kMacro:
+        DefineMacro(n);
+        return Flow::kNormal;
+      case Node::Type::kBreak:
+        return Flow::kBreak;
+      case Node::Type::kContinue:
+        return Flow::kContinue;
+      case Node::Type::kGeneration:
+        return Exec(n.body, out);
     }
     return Flow::kNormal;
   }
@@ -1517,7 +1704,8 @@ class Renderer {
     }
     List items = Iterate(v, pos);
     if (items.size() != t.names.size()) {
-      Fail(pos, absl::StrCat("expected ", t.names.size(), " values to unpack, found ", items.size()));
+      Fail(pos,
+           absl::StrCat("expected ", t.names.size(), " values to unpack, found ", items.size()));
     }
     for (size_t i = 0; i < items.size(); ++i) scope[t.names[i]] = items[i];
   }
@@ -1589,7 +1777,8 @@ class Renderer {
           for (auto& [k, kv] : kwargs) {
             bool known = false;
             for (const auto& p : node->params) known |= p.first == k;
-            if (!known) Fail(pos, absl::StrCat("macro '", node->text, "' has no parameter '", k, "'"));
+            if (!known)
+              Fail(pos, absl::StrCat("macro '", node->text, "' has no parameter '", k, "'"));
           }
           std::string out;
           inner.Exec(node->body, out);
@@ -1600,11 +1789,16 @@ class Renderer {
  public:
   Value Eval(const Expr& e) {
     switch (e.type) {
-      case Expr::Type::kLiteral: return e.literal;
-      case Expr::Type::kName: return Lookup(e.name);
-      case Expr::Type::kAttr: return GetAttr(Eval(*e.args[0]), e.name, e.pos);
-      case Expr::Type::kItem: return GetItem(Eval(*e.args[0]), Eval(*e.args[1]), e.pos);
-      case Expr::Type::kSlice: return EvalSlice(e);
+      case Expr::Type::kLiteral:
+        return e.literal;
+      case Expr::Type::kName:
+        return Lookup(e.name);
+      case Expr::Type::kAttr:
+        return GetAttr(Eval(*e.args[0]), e.name, e.pos);
+      case Expr::Type::kItem:
+        return GetItem(Eval(*e.args[0]), Eval(*e.args[1]), e.pos);
+      case Expr::Type::kSlice:
+        return EvalSlice(e);
       case Expr::Type::kCall: {
         Value callee = Eval(*e.args[0]);
         std::vector<Value> args;
@@ -1612,10 +1806,12 @@ class Renderer {
         KwArgs kwargs;
         for (const auto& [k, v] : e.kwargs) kwargs.emplace_back(k, Eval(*v));
         if (callee.undefined()) FailUndefined(callee, e.pos);
-        if (!callee.is(Kind::kFunction)) Fail(e.pos, absl::StrCat("'", TypeName(callee), "' object is not callable"));
+        if (!callee.is(Kind::kFunction))
+          Fail(e.pos, absl::StrCat("'", TypeName(callee), "' object is not callable"));
         return callee.function()(e.pos, args, kwargs);
       }
-      case Expr::Type::kFilter: return EvalFilter(e);
+      case Expr::Type::kFilter:
+        return EvalFilter(e);
       case Expr::Type::kTest: {
         const bool r = EvalTest(e.name, Eval(*e.args[0]), EvalArgs(e), e.pos);
         return Value::Bool(r != e.negated);
@@ -1624,11 +1820,15 @@ class Renderer {
       case Expr::Type::kPos: {
         Value v = Eval(*e.args[0]);
         if (v.undefined()) FailUndefined(v, e.pos);
-        if (!v.number()) Fail(e.pos, absl::StrCat("bad operand type for unary ", e.type == Expr::Type::kNeg ? "-" : "+", ": '", TypeName(v), "'"));
+        if (!v.number())
+          Fail(e.pos,
+               absl::StrCat("bad operand type for unary ", e.type == Expr::Type::kNeg ? "-" : "+",
+                            ": '", TypeName(v), "'"));
         if (e.type == Expr::Type::kPos) return v.integral() ? Value::Int(v.integer()) : v;
         return v.integral() ? Value::Int(-v.integer()) : Value::Float(-v.real());
       }
-      case Expr::Type::kNot: return Value::Bool(!Truthy(Eval(*e.args[0])));
+      case Expr::Type::kNot:
+        return Value::Bool(!Truthy(Eval(*e.args[0])));
       case Expr::Type::kAnd: {
         Value a = Eval(*e.args[0]);
         return Truthy(a) ? Eval(*e.args[1]) : a;
@@ -1637,7 +1837,8 @@ class Renderer {
         Value a = Eval(*e.args[0]);
         return Truthy(a) ? a : Eval(*e.args[1]);
       }
-      case Expr::Type::kBinary: return Arith(e.name, Eval(*e.args[0]), Eval(*e.args[1]), e.pos);
+      case Expr::Type::kBinary:
+        return Arith(e.name, Eval(*e.args[0]), Eval(*e.args[1]), e.pos);
       case Expr::Type::kCompare: {
         Value left = Eval(*e.args[0]);
         for (size_t i = 0; i < e.ops.size(); ++i) {
@@ -1660,7 +1861,8 @@ class Renderer {
         auto d = std::make_shared<Dict>();
         for (size_t i = 0; i + 1 < e.args.size(); i += 2) {
           Value k = Eval(*e.args[i]);
-          if (!k.is(Kind::kString)) Fail(e.args[i]->pos, absl::StrCat("expected a string dict key, found a ", TypeName(k)));
+          if (!k.is(Kind::kString))
+            Fail(e.args[i]->pos, absl::StrCat("expected a string dict key, found a ", TypeName(k)));
           d->Set(k.str(), Eval(*e.args[i + 1]));
         }
         return Value::MakeDict(std::move(d));
@@ -1690,10 +1892,12 @@ class Renderer {
 
   static bool Contains(const Value& container, const Value& item, Pos pos) {
     switch (container.kind()) {
-      case Kind::kUndefined: return false;  // iterates as empty
+      case Kind::kUndefined:
+        return false;  // iterates as empty
       case Kind::kString:
         if (!item.is(Kind::kString)) {
-          Fail(pos, absl::StrCat("'in <string>' requires a string as left operand, found ", TypeName(item)));
+          Fail(pos, absl::StrCat("'in <string>' requires a string as left operand, found ",
+                                 TypeName(item)));
         }
         return container.str().find(item.str()) != std::string::npos;
       case Kind::kList:
@@ -1711,8 +1915,10 @@ class Renderer {
  public:
   static List Iterate(const Value& v, Pos pos) {
     switch (v.kind()) {
-      case Kind::kUndefined: return {};
-      case Kind::kList: return v.list();
+      case Kind::kUndefined:
+        return {};
+      case Kind::kList:
+        return v.list();
       case Kind::kDict: {
         List keys;
         for (const auto& [k, _] : v.dict().entries) keys.push_back(Value::String(k));
@@ -1738,7 +1944,8 @@ class Renderer {
     if (a.undefined()) FailUndefined(a, pos);
     if (b.undefined()) FailUndefined(b, pos);
     auto unsupported = [&]() -> Value {
-      Fail(pos, absl::StrCat("unsupported operand types for ", op, ": '", TypeName(a), "' and '", TypeName(b), "'"));
+      Fail(pos, absl::StrCat("unsupported operand types for ", op, ": '", TypeName(a), "' and '",
+                             TypeName(b), "'"));
     };
     if (a.number() && b.number()) {
       const bool ints = a.integral() && b.integral();
@@ -1747,7 +1954,8 @@ class Renderer {
       if (op == "+") return ints ? Value::Int(x + y) : Value::Float(fx + fy);
       if (op == "-") return ints ? Value::Int(x - y) : Value::Float(fx - fy);
       if (op == "*") return ints ? Value::Int(x * y) : Value::Float(fx * fy);
-      if ((op == "/" || op == "//" || op == "%") && (ints ? y == 0 : fy == 0)) Fail(pos, "division by zero");
+      if ((op == "/" || op == "//" || op == "%") && (ints ? y == 0 : fy == 0))
+        Fail(pos, "division by zero");
       if (op == "/") return Value::Float(fx / fy);
       if (op == "//") {
         if (ints) return Value::Int(x / y - ((x % y != 0) && ((x < 0) != (y < 0))));
@@ -1773,7 +1981,8 @@ class Renderer {
       }
       return unsupported();
     }
-    if (op == "+" && a.is(Kind::kString) && b.is(Kind::kString)) return Value::String(a.str() + b.str());
+    if (op == "+" && a.is(Kind::kString) && b.is(Kind::kString))
+      return Value::String(a.str() + b.str());
     if (op == "+" && a.is(Kind::kList) && b.is(Kind::kList)) {
       List items = a.list();
       items.insert(items.end(), b.list().begin(), b.list().end());
@@ -1786,7 +1995,8 @@ class Renderer {
         return Value::String(s);
       }
       List items;
-      for (int64_t k = 0; k < b.integer(); ++k) items.insert(items.end(), a.list().begin(), a.list().end());
+      for (int64_t k = 0; k < b.integer(); ++k)
+        items.insert(items.end(), a.list().begin(), a.list().end());
       return Value::MakeList(std::move(items), a.tuple());
     }
     if (op == "%" && a.is(Kind::kString)) Fail(pos, "string formatting with '%' is not supported");
@@ -1800,7 +2010,9 @@ class Renderer {
       if (!e.args[k + 1]) continue;
       Value v = Eval(*e.args[k + 1]);
       if (v.is(Kind::kNone)) continue;
-      if (!v.integral()) Fail(e.args[k + 1]->pos, absl::StrCat("expected an integer slice index, found ", TypeName(v)));
+      if (!v.integral())
+        Fail(e.args[k + 1]->pos,
+             absl::StrCat("expected an integer slice index, found ", TypeName(v)));
       idx[k] = v.integer();
     }
     const int64_t step = idx[2].value_or(1);
@@ -1876,23 +2088,28 @@ class Renderer {
 // ---------------------------------------------------------------------------------------------
 // Methods of strings and dicts.
 
-std::optional<std::vector<uint32_t>> OptChars(const std::vector<Value>& args, Pos pos, const char* method) {
+std::optional<std::vector<uint32_t>> OptChars(const std::vector<Value>& args, Pos pos,
+                                              const char* method) {
   if (args.empty() || args[0].is(Kind::kNone)) return std::nullopt;
-  if (!args[0].is(Kind::kString)) Fail(pos, absl::StrCat(method, ": expected a string argument, found ", TypeName(args[0])));
+  if (!args[0].is(Kind::kString))
+    Fail(pos, absl::StrCat(method, ": expected a string argument, found ", TypeName(args[0])));
   return CodePoints(args[0].str());
 }
 
 void ExpectArgs(const std::vector<Value>& args, const KwArgs& kwargs, size_t lo, size_t hi, Pos pos,
                 const std::string& name) {
-  if (!kwargs.empty()) Fail(pos, absl::StrCat(name, ": expected no keyword arguments, found '", kwargs[0].first, "'"));
+  if (!kwargs.empty())
+    Fail(pos, absl::StrCat(name, ": expected no keyword arguments, found '", kwargs[0].first, "'"));
   if (args.size() < lo || args.size() > hi) {
-    Fail(pos, absl::StrCat(name, ": expected ", lo == hi ? absl::StrCat(lo) : absl::StrCat(lo, " to ", hi),
+    Fail(pos, absl::StrCat(name, ": expected ",
+                           lo == hi ? absl::StrCat(lo) : absl::StrCat(lo, " to ", hi),
                            " arguments, found ", args.size()));
   }
 }
 
 const std::string& StrArg(const Value& v, Pos pos, const std::string& name) {
-  if (!v.is(Kind::kString)) Fail(pos, absl::StrCat(name, ": expected a string argument, found ", TypeName(v)));
+  if (!v.is(Kind::kString))
+    Fail(pos, absl::StrCat(name, ": expected a string argument, found ", TypeName(v)));
   return v.str();
 }
 
@@ -1942,7 +2159,8 @@ List Split(const std::string& s, const Value* sep, int64_t maxsplit, bool from_r
   std::vector<std::string> out;
   if (!from_right) {
     size_t start = 0, at;
-    while ((maxsplit < 0 || static_cast<int64_t>(out.size()) < maxsplit) && (at = s.find(d, start)) != std::string::npos) {
+    while ((maxsplit < 0 || static_cast<int64_t>(out.size()) < maxsplit) &&
+           (at = s.find(d, start)) != std::string::npos) {
       out.push_back(s.substr(start, at - start));
       start = at + d.size();
     }
@@ -1972,114 +2190,125 @@ int64_t CountCodePoints(std::string_view s) {
 
 Value StringMethod(const Value& self, const std::string& name, Pos pos) {
   static const std::set<std::string, std::less<>> kMethods = {
-      "startswith", "endswith", "strip", "lstrip", "rstrip", "split", "rsplit", "replace", "upper",
-      "lower", "find", "count", "removeprefix", "removesuffix"};
+      "startswith", "endswith", "strip", "lstrip", "rstrip", "split",        "rsplit",
+      "replace",    "upper",    "lower", "find",   "count",  "removeprefix", "removesuffix"};
   static const std::set<std::string, std::less<>> kPython = {
-      "capitalize", "casefold", "center", "encode", "expandtabs", "format", "format_map", "index",
-      "isalnum", "isalpha", "isascii", "isdecimal", "isdigit", "isidentifier", "islower",
-      "isnumeric", "isprintable", "isspace", "istitle", "isupper", "join", "ljust", "maketrans",
-      "partition", "rfind", "rindex", "rjust", "rpartition", "splitlines", "swapcase", "title",
-      "translate", "zfill"};
-  if (kPython.count(name)) Fail(pos, absl::StrCat("the string method '", name, "' is not supported"));
+      "capitalize", "casefold",     "center",  "encode",     "expandtabs",  "format",
+      "format_map", "index",        "isalnum", "isalpha",    "isascii",     "isdecimal",
+      "isdigit",    "isidentifier", "islower", "isnumeric",  "isprintable", "isspace",
+      "istitle",    "isupper",      "join",    "ljust",      "maketrans",   "partition",
+      "rfind",      "rindex",       "rjust",   "rpartition", "splitlines",  "swapcase",
+      "title",      "translate",    "zfill"};
+  if (kPython.count(name))
+    Fail(pos, absl::StrCat("the string method '", name, "' is not supported"));
   if (!kMethods.count(name)) return Value::Undefined(name);
   const std::string s = self.str();
-  return Value::MakeFunction(name, [s, name](Pos pos, std::vector<Value>& args, KwArgs& kwargs) -> Value {
-    const std::string where = "str." + name;
-    if (name == "startswith" || name == "endswith") {
-      ExpectArgs(args, kwargs, 1, 1, pos, where);
-      std::vector<std::string> options;
-      if (args[0].is(Kind::kList) && args[0].tuple()) {
-        for (const Value& o : args[0].list()) options.push_back(StrArg(o, pos, where));
-      } else {
-        options.push_back(StrArg(args[0], pos, where));
-      }
-      for (const std::string& o : options) {
-        if (o.size() <= s.size() && (name == "startswith" ? s.compare(0, o.size(), o) == 0
-                                                         : s.compare(s.size() - o.size(), o.size(), o) == 0)) {
-          return Value::Bool(true);
+  return Value::MakeFunction(
+      name, [s, name](Pos pos, std::vector<Value>& args, KwArgs& kwargs) -> Value {
+        const std::string where = "str." + name;
+        if (name == "startswith" || name == "endswith") {
+          ExpectArgs(args, kwargs, 1, 1, pos, where);
+          std::vector<std::string> options;
+          if (args[0].is(Kind::kList) && args[0].tuple()) {
+            for (const Value& o : args[0].list()) options.push_back(StrArg(o, pos, where));
+          } else {
+            options.push_back(StrArg(args[0], pos, where));
+          }
+          for (const std::string& o : options) {
+            if (o.size() <= s.size() &&
+                (name == "startswith" ? s.compare(0, o.size(), o) == 0
+                                      : s.compare(s.size() - o.size(), o.size(), o) == 0)) {
+              return Value::Bool(true);
+            }
+          }
+          return Value::Bool(false);
         }
-      }
-      return Value::Bool(false);
-    }
-    if (name == "strip" || name == "lstrip" || name == "rstrip") {
-      ExpectArgs(args, kwargs, 0, 1, pos, where);
-      auto chars = OptChars(args, pos, where.c_str());
-      return Value::String(Strip(s, chars ? &*chars : nullptr, name != "rstrip", name != "lstrip"));
-    }
-    if (name == "split" || name == "rsplit") {
-      const Value* sep = args.empty() ? nullptr : &args[0];
-      int64_t maxsplit = -1;
-      Value kw_sep;
-      for (auto& [k, v] : kwargs) {
-        if (k == "sep") {
-          kw_sep = v;
-          sep = &kw_sep;
-        } else if (k == "maxsplit" && v.integral()) {
-          maxsplit = v.integer();
-        } else {
-          Fail(pos, absl::StrCat(where, ": unexpected keyword argument '", k, "'"));
+        if (name == "strip" || name == "lstrip" || name == "rstrip") {
+          ExpectArgs(args, kwargs, 0, 1, pos, where);
+          auto chars = OptChars(args, pos, where.c_str());
+          return Value::String(
+              Strip(s, chars ? &*chars : nullptr, name != "rstrip", name != "lstrip"));
         }
-      }
-      if (args.size() > 2) Fail(pos, absl::StrCat(where, ": expected at most 2 arguments, found ", args.size()));
-      if (args.size() == 2) {
-        if (!args[1].integral()) Fail(pos, absl::StrCat(where, ": expected an integer maxsplit"));
-        maxsplit = args[1].integer();
-      }
-      return Value::MakeList(Split(s, sep, maxsplit, name == "rsplit", pos));
-    }
-    if (name == "replace") {
-      ExpectArgs(args, kwargs, 2, 3, pos, where);
-      const std::string& from = StrArg(args[0], pos, where);
-      const std::string& to = StrArg(args[1], pos, where);
-      int64_t count = args.size() == 3 && args[2].integral() ? args[2].integer() : -1;
-      std::string out;
-      if (from.empty()) {
-        // Python inserts `to` around every code point.
-        const std::vector<uint32_t> cps = CodePoints(s);
-        for (size_t i = 0; i <= cps.size(); ++i) {
-          if (count < 0 || static_cast<int64_t>(i) < count) out += to;
-          if (i < cps.size()) AppendCodePoint(out, cps[i]);
+        if (name == "split" || name == "rsplit") {
+          const Value* sep = args.empty() ? nullptr : &args[0];
+          int64_t maxsplit = -1;
+          Value kw_sep;
+          for (auto& [k, v] : kwargs) {
+            if (k == "sep") {
+              kw_sep = v;
+              sep = &kw_sep;
+            } else if (k == "maxsplit" && v.integral()) {
+              maxsplit = v.integer();
+            } else {
+              Fail(pos, absl::StrCat(where, ": unexpected keyword argument '", k, "'"));
+            }
+          }
+          if (args.size() > 2)
+            Fail(pos, absl::StrCat(where, ": expected at most 2 arguments, found ", args.size()));
+          if (args.size() == 2) {
+            if (!args[1].integral())
+              Fail(pos, absl::StrCat(where, ": expected an integer maxsplit"));
+            maxsplit = args[1].integer();
+          }
+          return Value::MakeList(Split(s, sep, maxsplit, name == "rsplit", pos));
         }
-        return Value::String(out);
-      }
-      size_t start = 0, at;
-      while (count != 0 && (at = s.find(from, start)) != std::string::npos) {
-        out += s.substr(start, at - start) + to;
-        start = at + from.size();
-        if (count > 0) --count;
-      }
-      return Value::String(out + s.substr(start));
-    }
-    if (name == "upper" || name == "lower") {
-      ExpectArgs(args, kwargs, 0, 0, pos, where);
-      return Value::String(AsciiCase(s, name == "upper", pos, where.c_str()));
-    }
-    if (name == "find" || name == "count") {
-      ExpectArgs(args, kwargs, 1, 1, pos, where);
-      const std::string& sub = StrArg(args[0], pos, where);
-      if (name == "find") {
-        const size_t at = s.find(sub);
-        return Value::Int(at == std::string::npos ? -1 : CountCodePoints(std::string_view(s).substr(0, at)));
-      }
-      if (sub.empty()) return Value::Int(CountCodePoints(s) + 1);
-      int64_t n = 0;
-      for (size_t at = s.find(sub); at != std::string::npos; at = s.find(sub, at + sub.size())) ++n;
-      return Value::Int(n);
-    }
-    // removeprefix / removesuffix
-    ExpectArgs(args, kwargs, 1, 1, pos, where);
-    const std::string& a = StrArg(args[0], pos, where);
-    if (name == "removeprefix") return Value::String(s.compare(0, a.size(), a) == 0 ? s.substr(a.size()) : s);
-    if (a.size() <= s.size() && s.compare(s.size() - a.size(), a.size(), a) == 0) {
-      return Value::String(s.substr(0, s.size() - a.size()));
-    }
-    return Value::String(s);
-  });
+        if (name == "replace") {
+          ExpectArgs(args, kwargs, 2, 3, pos, where);
+          const std::string& from = StrArg(args[0], pos, where);
+          const std::string& to = StrArg(args[1], pos, where);
+          int64_t count = args.size() == 3 && args[2].integral() ? args[2].integer() : -1;
+          std::string out;
+          if (from.empty()) {
+            // Python inserts `to` around every code point.
+            const std::vector<uint32_t> cps = CodePoints(s);
+            for (size_t i = 0; i <= cps.size(); ++i) {
+              if (count < 0 || static_cast<int64_t>(i) < count) out += to;
+              if (i < cps.size()) AppendCodePoint(out, cps[i]);
+            }
+            return Value::String(out);
+          }
+          size_t start = 0, at;
+          while (count != 0 && (at = s.find(from, start)) != std::string::npos) {
+            out += s.substr(start, at - start) + to;
+            start = at + from.size();
+            if (count > 0) --count;
+          }
+          return Value::String(out + s.substr(start));
+        }
+        if (name == "upper" || name == "lower") {
+          ExpectArgs(args, kwargs, 0, 0, pos, where);
+          return Value::String(AsciiCase(s, name == "upper", pos, where.c_str()));
+        }
+        if (name == "find" || name == "count") {
+          ExpectArgs(args, kwargs, 1, 1, pos, where);
+          const std::string& sub = StrArg(args[0], pos, where);
+          if (name == "find") {
+            const size_t at = s.find(sub);
+            return Value::Int(
+                at == std::string::npos ? -1 : CountCodePoints(std::string_view(s).substr(0, at)));
+          }
+          if (sub.empty()) return Value::Int(CountCodePoints(s) + 1);
+          int64_t n = 0;
+          for (size_t at = s.find(sub); at != std::string::npos; at = s.find(sub, at + sub.size()))
+            ++n;
+          return Value::Int(n);
+        }
+        // removeprefix / removesuffix
+        ExpectArgs(args, kwargs, 1, 1, pos, where);
+        const std::string& a = StrArg(args[0], pos, where);
+        if (name == "removeprefix")
+          return Value::String(s.compare(0, a.size(), a) == 0 ? s.substr(a.size()) : s);
+        if (a.size() <= s.size() && s.compare(s.size() - a.size(), a.size(), a) == 0) {
+          return Value::String(s.substr(0, s.size() - a.size()));
+        }
+        return Value::String(s);
+      });
 }
 
 Value DictItems(const Dict& d) {
   List items;
-  for (const auto& [k, v] : d.entries) items.push_back(Value::MakeList({Value::String(k), v}, true));
+  for (const auto& [k, v] : d.entries)
+    items.push_back(Value::MakeList({Value::String(k), v}, true));
   return Value::MakeList(std::move(items));
 }
 
@@ -2089,25 +2318,27 @@ Value DictMethod(const Value& self, const std::string& name, Pos pos) {
     Fail(pos, absl::StrCat("the dict method '", name, "' is not supported"));
   }
   if (name != "items" && name != "keys" && name != "values" && name != "get") return Value();
-  return Value::MakeFunction(name, [self, name](Pos pos, std::vector<Value>& args, KwArgs& kwargs) -> Value {
-    const Dict& d = self.dict();
-    if (name == "get") {
-      ExpectArgs(args, kwargs, 1, 2, pos, "dict.get");
-      const Value* v = args[0].is(Kind::kString) ? d.Find(args[0].str()) : nullptr;
-      if (v) return *v;
-      return args.size() == 2 ? args[1] : Value::None();
-    }
-    ExpectArgs(args, kwargs, 0, 0, pos, "dict." + name);
-    if (name == "items") return DictItems(d);
-    List out;
-    for (const auto& [k, v] : d.entries) out.push_back(name == "keys" ? Value::String(k) : v);
-    return Value::MakeList(std::move(out));
-  });
+  return Value::MakeFunction(
+      name, [self, name](Pos pos, std::vector<Value>& args, KwArgs& kwargs) -> Value {
+        const Dict& d = self.dict();
+        if (name == "get") {
+          ExpectArgs(args, kwargs, 1, 2, pos, "dict.get");
+          const Value* v = args[0].is(Kind::kString) ? d.Find(args[0].str()) : nullptr;
+          if (v) return *v;
+          return args.size() == 2 ? args[1] : Value::None();
+        }
+        ExpectArgs(args, kwargs, 0, 0, pos, "dict." + name);
+        if (name == "items") return DictItems(d);
+        List out;
+        for (const auto& [k, v] : d.entries) out.push_back(name == "keys" ? Value::String(k) : v);
+        return Value::MakeList(std::move(out));
+      });
 }
 
 Value Renderer::GetAttr(const Value& obj, const std::string& name, Pos pos) {
   switch (obj.kind()) {
-    case Kind::kUndefined: FailUndefined(obj, pos);
+    case Kind::kUndefined:
+      FailUndefined(obj, pos);
     case Kind::kDict: {
       Value m = DictMethod(obj, name, pos);
       if (!m.undefined()) return m;
@@ -2126,24 +2357,29 @@ Value Renderer::GetAttr(const Value& obj, const std::string& name, Pos pos) {
       }
       return Value::Undefined("loop." + name);
     }
-    case Kind::kString: return StringMethod(obj, name, pos);
+    case Kind::kString:
+      return StringMethod(obj, name, pos);
     case Kind::kList: {
       static const std::set<std::string, std::less<>> kMethods = {
-          "append", "extend", "insert", "remove", "pop", "clear", "index", "count", "sort",
-          "reverse", "copy"};
-      if (kMethods.count(name)) Fail(pos, absl::StrCat("the list method '", name, "' is not supported"));
+          "append", "extend", "insert", "remove",  "pop", "clear",
+          "index",  "count",  "sort",   "reverse", "copy"};
+      if (kMethods.count(name))
+        Fail(pos, absl::StrCat("the list method '", name, "' is not supported"));
       return Value::Undefined(name);
     }
-    default: return Value::Undefined(name);
+    default:
+      return Value::Undefined(name);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Tests and filters.
 
-bool Renderer::EvalTest(const std::string& name, const Value& v, const std::vector<Value>& args, Pos pos) {
+bool Renderer::EvalTest(const std::string& name, const Value& v, const std::vector<Value>& args,
+                        Pos pos) {
   auto arg = [&]() -> const Value& {
-    if (args.size() != 1) Fail(pos, absl::StrCat("the test '", name, "' expects one argument, found ", args.size()));
+    if (args.size() != 1)
+      Fail(pos, absl::StrCat("the test '", name, "' expects one argument, found ", args.size()));
     return args[0];
   };
   if (name == "defined") return !v.undefined();
@@ -2157,14 +2393,17 @@ bool Renderer::EvalTest(const std::string& name, const Value& v, const std::vect
   if (name == "integer") return v.is(Kind::kInt);
   if (name == "float") return v.is(Kind::kFloat);
   if (name == "mapping") return v.is(Kind::kDict);
-  if (name == "iterable") return v.is(Kind::kString) || v.is(Kind::kList) || v.is(Kind::kDict) || v.undefined();
-  if (name == "sequence") return v.is(Kind::kString) || v.is(Kind::kList) || v.is(Kind::kDict) || v.undefined();
+  if (name == "iterable")
+    return v.is(Kind::kString) || v.is(Kind::kList) || v.is(Kind::kDict) || v.undefined();
+  if (name == "sequence")
+    return v.is(Kind::kString) || v.is(Kind::kList) || v.is(Kind::kDict) || v.undefined();
   if (name == "callable") return v.is(Kind::kFunction);
   if (name == "lower" || name == "upper") {
     if (!v.is(Kind::kString)) return false;
     bool cased = false;
     for (unsigned char c : v.str()) {
-      if (c >= 0x80) Fail(pos, absl::StrCat("the test '", name, "' on non-ASCII text is not supported"));
+      if (c >= 0x80)
+        Fail(pos, absl::StrCat("the test '", name, "' on non-ASCII text is not supported"));
       if (std::isalpha(c)) {
         cased = true;
         if (name == "lower" ? std::isupper(c) : std::islower(c)) return false;
@@ -2173,7 +2412,8 @@ bool Renderer::EvalTest(const std::string& name, const Value& v, const std::vect
     return cased;
   }
   if (name == "odd" || name == "even" || name == "divisibleby") {
-    if (!v.integral()) Fail(pos, absl::StrCat("the test '", name, "' expects an integer, found ", TypeName(v)));
+    if (!v.integral())
+      Fail(pos, absl::StrCat("the test '", name, "' expects an integer, found ", TypeName(v)));
     if (name == "divisibleby") {
       const Value& d = arg();
       if (!d.integral() || d.integer() == 0) Fail(pos, "divisibleby: expected a non-zero integer");
@@ -2189,10 +2429,10 @@ bool Renderer::EvalTest(const std::string& name, const Value& v, const std::vect
     if (v.is(Kind::kBool)) return v.boolean() == o.boolean();
     Fail(pos, "the test 'sameas' is supported for none, true and false only");
   }
-  const std::string op = name == "eq" || name == "equalto" || name == "==" ? "=="
-                         : name == "ne" || name == "!="                     ? "!="
-                         : name == "lt" || name == "lessthan" || name == "<" ? "<"
-                         : name == "le" || name == "<="                      ? "<="
+  const std::string op = name == "eq" || name == "equalto" || name == "=="      ? "=="
+                         : name == "ne" || name == "!="                         ? "!="
+                         : name == "lt" || name == "lessthan" || name == "<"    ? "<"
+                         : name == "le" || name == "<="                         ? "<="
                          : name == "gt" || name == "greaterthan" || name == ">" ? ">"
                                                                                 : ">=";
   return CompareOp(op, v, arg(), pos);
@@ -2204,7 +2444,8 @@ Value AttrPath(const Value& v, const std::string& path, Pos pos) {
   size_t start = 0;
   while (true) {
     const size_t dot = path.find('.', start);
-    const std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    const std::string part =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
     int64_t idx = 0;
     auto r = std::from_chars(part.data(), part.data() + part.size(), idx);
     if (r.ec == std::errc() && r.ptr == part.data() + part.size()) {
@@ -2237,7 +2478,9 @@ Value Renderer::EvalFilter(const Expr& e) {
     return i < args.size() ? &args[i] : nullptr;
   };
   auto check_params = [&](std::initializer_list<const char*> names) {
-    if (args.size() > names.size()) Fail(pos, absl::StrCat("the filter '", f, "' takes at most ", names.size(), " arguments, found ", args.size()));
+    if (args.size() > names.size())
+      Fail(pos, absl::StrCat("the filter '", f, "' takes at most ", names.size(),
+                             " arguments, found ", args.size()));
     for (const auto& [k, _] : kwargs) {
       bool known = false;
       for (const char* n : names) known |= k == n;
@@ -2259,7 +2502,8 @@ Value Renderer::EvalFilter(const Expr& e) {
       style.item_sep = ",";
     }
     if (const Value* a = param(2, "separators"); a && !a->is(Kind::kNone)) {
-      if (!a->is(Kind::kList) || a->list().size() != 2 || !a->list()[0].is(Kind::kString) || !a->list()[1].is(Kind::kString)) {
+      if (!a->is(Kind::kList) || a->list().size() != 2 || !a->list()[0].is(Kind::kString) ||
+          !a->list()[1].is(Kind::kString)) {
         Fail(pos, "tojson: expected separators as a pair of strings");
       }
       style.item_sep = a->list()[0].str();
@@ -2280,11 +2524,16 @@ Value Renderer::EvalFilter(const Expr& e) {
   if (f == "length" || f == "count") {
     check_params({});
     switch (v.kind()) {
-      case Kind::kUndefined: return Value::Int(0);
-      case Kind::kString: return Value::Int(CountCodePoints(v.str()));
-      case Kind::kList: return Value::Int(static_cast<int64_t>(v.list().size()));
-      case Kind::kDict: return Value::Int(static_cast<int64_t>(v.dict().entries.size()));
-      default: Fail(pos, absl::StrCat("object of type '", TypeName(v), "' has no len()"));
+      case Kind::kUndefined:
+        return Value::Int(0);
+      case Kind::kString:
+        return Value::Int(CountCodePoints(v.str()));
+      case Kind::kList:
+        return Value::Int(static_cast<int64_t>(v.list().size()));
+      case Kind::kDict:
+        return Value::Int(static_cast<int64_t>(v.dict().entries.size()));
+      default:
+        Fail(pos, absl::StrCat("object of type '", TypeName(v), "' has no len()"));
     }
   }
   if (f == "string") {
@@ -2304,7 +2553,8 @@ Value Renderer::EvalFilter(const Expr& e) {
     std::string s = AsciiCase(ToStr(v, pos), false, pos, f.c_str());
     bool start = true;
     for (char& c : s) {
-      if (start && std::isalpha(static_cast<unsigned char>(c))) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      if (start && std::isalpha(static_cast<unsigned char>(c)))
+        c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
       start = f == "title" ? !std::isalnum(static_cast<unsigned char>(c)) && c != '\'' : false;
     }
     return Value::String(s);
@@ -2319,7 +2569,8 @@ Value Renderer::EvalFilter(const Expr& e) {
   if (f == "items") {
     check_params({});
     if (v.undefined()) return Value::MakeList({});
-    if (!v.is(Kind::kDict)) Fail(pos, absl::StrCat("items: expected a mapping, found ", TypeName(v)));
+    if (!v.is(Kind::kDict))
+      Fail(pos, absl::StrCat("items: expected a mapping, found ", TypeName(v)));
     return DictItems(v.dict());
   }
   if (f == "list") {
@@ -2352,7 +2603,8 @@ Value Renderer::EvalFilter(const Expr& e) {
     for (const Value& item : Iterate(v, pos)) {
       if (!first) out += d ? ToStr(*d, pos) : "";
       first = false;
-      out += ToStr(attr && !attr->is(Kind::kNone) ? AttrPath(item, ToStr(*attr, pos), pos) : item, pos);
+      out += ToStr(attr && !attr->is(Kind::kNone) ? AttrPath(item, ToStr(*attr, pos), pos) : item,
+                   pos);
     }
     return Value::String(out);
   }
@@ -2367,13 +2619,16 @@ Value Renderer::EvalFilter(const Expr& e) {
     return StringMethod(s, "replace", pos).function()(pos, margs, none);
   }
   if (f == "int" || f == "float" || f == "abs") {
-    check_params(f == "abs" ? std::initializer_list<const char*>{} : std::initializer_list<const char*>{"default"});
+    check_params(f == "abs" ? std::initializer_list<const char*>{}
+                            : std::initializer_list<const char*>{"default"});
     if (f == "abs") {
       if (!v.number()) Fail(pos, absl::StrCat("abs: expected a number, found ", TypeName(v)));
       return v.integral() ? Value::Int(std::abs(v.integer())) : Value::Float(std::fabs(v.real()));
     }
     const Value* def = param(0, "default");
-    if (v.number()) return f == "int" ? Value::Int(v.integral() ? v.integer() : static_cast<int64_t>(v.real())) : Value::Float(v.real());
+    if (v.number())
+      return f == "int" ? Value::Int(v.integral() ? v.integer() : static_cast<int64_t>(v.real()))
+                        : Value::Float(v.real());
     if (v.is(Kind::kString)) {
       const std::string t = Strip(v.str(), nullptr, true, true);
       if (f == "int") {
@@ -2402,7 +2657,8 @@ Value Renderer::EvalFilter(const Expr& e) {
     std::string test;
     if (k < args.size()) {
       test = StrArg(args[k++], pos, f);
-      if (!KnownTests().count(test)) Fail(pos, absl::StrCat("expected a supported test, found '", test, "'"));
+      if (!KnownTests().count(test))
+        Fail(pos, absl::StrCat("expected a supported test, found '", test, "'"));
     }
     std::vector<Value> rest(args.begin() + k, args.end());
     List out;
@@ -2425,7 +2681,8 @@ Value Renderer::EvalFilter(const Expr& e) {
     }
     if (args.empty()) Fail(pos, "map: expected a filter name or attribute=");
     const std::string name = StrArg(args[0], pos, "map");
-    if (!KnownFilters().count(name) || name == "map") Fail(pos, absl::StrCat("map: expected a supported filter, found '", name, "'"));
+    if (!KnownFilters().count(name) || name == "map")
+      Fail(pos, absl::StrCat("map: expected a supported filter, found '", name, "'"));
     for (const Value& item : Iterate(v, pos)) {
       Expr call;
       call.type = Expr::Type::kFilter;
@@ -2465,7 +2722,9 @@ std::string Strftime(const std::string& format, const RenderOptions& options) {
 // dict) and jinja2's range.
 std::shared_ptr<Scope> Globals(const RenderOptions* options) {
   auto g = std::make_shared<Scope>();
-  auto def = [&](const std::string& name, Function fn) { (*g)[name] = Value::MakeFunction(name, std::move(fn)); };
+  auto def = [&](const std::string& name, Function fn) {
+    (*g)[name] = Value::MakeFunction(name, std::move(fn));
+  };
   def("raise_exception", [](Pos pos, std::vector<Value>& args, KwArgs& kwargs) -> Value {
     ExpectArgs(args, kwargs, 1, 1, pos, "raise_exception");
     throw RaiseError{pos, ToStr(args[0], pos)};
@@ -2475,10 +2734,13 @@ std::shared_ptr<Scope> Globals(const RenderOptions* options) {
     return Value::String(Strftime(StrArg(args[0], pos, "strftime_now"), *options));
   });
   auto make_dict = [](Pos pos, std::vector<Value>& args, KwArgs& kwargs, const char* what) {
-    if (args.size() > 1) Fail(pos, absl::StrCat(what, ": expected at most one positional argument, found ", args.size()));
+    if (args.size() > 1)
+      Fail(pos,
+           absl::StrCat(what, ": expected at most one positional argument, found ", args.size()));
     auto d = std::make_shared<Dict>();
     if (args.size() == 1) {
-      if (!args[0].is(Kind::kDict)) Fail(pos, absl::StrCat(what, ": expected a dict argument, found ", TypeName(args[0])));
+      if (!args[0].is(Kind::kDict))
+        Fail(pos, absl::StrCat(what, ": expected a dict argument, found ", TypeName(args[0])));
       *d = args[0].dict();
     }
     for (auto& [k, v] : kwargs) d->Set(k, v);
@@ -2487,7 +2749,9 @@ std::shared_ptr<Scope> Globals(const RenderOptions* options) {
   def("namespace", [make_dict](Pos pos, std::vector<Value>& args, KwArgs& kwargs) -> Value {
     auto d = make_dict(pos, args, kwargs, "namespace");
     for (const auto& [k, _] : d->entries) {
-      if (!k.empty() && k[0] == '_') Fail(pos, absl::StrCat("namespace: expected attribute names without a leading '_', found '", k, "'"));
+      if (!k.empty() && k[0] == '_')
+        Fail(pos, absl::StrCat("namespace: expected attribute names without a leading '_', found '",
+                               k, "'"));
     }
     return Value::MakeDict(d, Kind::kNamespace);
   });
@@ -2497,7 +2761,8 @@ std::shared_ptr<Scope> Globals(const RenderOptions* options) {
   def("range", [](Pos pos, std::vector<Value>& args, KwArgs& kwargs) -> Value {
     ExpectArgs(args, kwargs, 1, 3, pos, "range");
     for (const Value& a : args) {
-      if (!a.integral()) Fail(pos, absl::StrCat("range: expected integer arguments, found ", TypeName(a)));
+      if (!a.integral())
+        Fail(pos, absl::StrCat("range: expected integer arguments, found ", TypeName(a)));
     }
     const int64_t start = args.size() == 1 ? 0 : args[0].integer();
     const int64_t stop = args.size() == 1 ? args[0].integer() : args[1].integer();
@@ -2526,26 +2791,32 @@ absl::StatusOr<Template> Template::Parse(std::string_view source, std::string or
     impl->body = parser.ParseTemplate();
     return Template(std::move(impl));
   } catch (const Error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(origin, ":", e.pos.line, ":", e.pos.col, ": ", e.message));
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ":", e.pos.line, ":", e.pos.col, ": ", e.message));
   }
 }
 
-absl::StatusOr<std::string> Template::Render(const Json& context, const RenderOptions& options) const {
+absl::StatusOr<std::string> Template::Render(const Json& context,
+                                             const RenderOptions& options) const {
   const std::string& origin = impl_->origin;
   if (!context.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(origin, ": expected the template variables as a JSON object, found ", context.type_name()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        origin, ": expected the template variables as a JSON object, found ", context.type_name()));
   }
   auto root = std::make_shared<Scope>();
-  for (auto it = context.begin(); it != context.end(); ++it) (*root)[it.key()] = Value::FromJson(*it);
+  for (auto it = context.begin(); it != context.end(); ++it)
+    (*root)[it.key()] = Value::FromJson(*it);
   try {
     Renderer renderer(options, {Globals(&options), root});
     std::string out;
     renderer.Exec(impl_->body, out);
     return out;
   } catch (const Error& e) {
-    return absl::InvalidArgumentError(absl::StrCat(origin, ":", e.pos.line, ":", e.pos.col, ": ", e.message));
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ":", e.pos.line, ":", e.pos.col, ": ", e.message));
   } catch (const RaiseError& e) {
-    return absl::InvalidArgumentError(absl::StrCat(origin, ":", e.pos.line, ":", e.pos.col, ": the template raised an error: ", e.message));
+    return absl::InvalidArgumentError(absl::StrCat(origin, ":", e.pos.line, ":", e.pos.col,
+                                                   ": the template raised an error: ", e.message));
   }
 }
 
