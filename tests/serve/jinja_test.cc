@@ -154,6 +154,23 @@ TEST(JinjaRender, VariablesMustBeAnObject) {
             "t.jinja: expected the template variables as a JSON object, found array");
 }
 
+TEST(JinjaErrors, NestingIsBounded) {
+  std::string deep = "{{ " + std::string(300, '(') + "1" + std::string(300, ')') + " }}";
+  EXPECT_NE(ParseError(deep).find("nested at most 200 deep"), std::string::npos)
+      << ParseError(deep);
+  std::string ifs;
+  for (int i = 0; i < 300; ++i) ifs += "{% if true %}";
+  EXPECT_NE(ParseError(ifs).find("nested at most 200 deep"), std::string::npos);
+  EXPECT_EQ(RenderError("{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"),
+            "t.jinja:1:20: expected macro calls nested at most 100 deep");
+  Json v = 1;
+  for (int i = 0; i < 200; ++i) v = Json::array({v});
+  EXPECT_EQ(RenderError("{{ v }}", {{"v", v}}),
+            "t.jinja: expected template variables nested at most 128 deep");
+  EXPECT_EQ(ParseError("{% if a if b else c %}{% endif %}"),
+            "t.jinja:1:9: expected '%}' ending the 'if' tag, found 'if'");
+}
+
 TEST(JinjaRender, StrftimeNowUsesTheInjectedTime) {
   auto t = Template::Parse("{{ strftime_now('%d %b %Y') }}", "t.jinja");
   ASSERT_TRUE(t.ok());

@@ -199,7 +199,7 @@ class Value {
     v.fn_ = std::make_shared<Function>(std::move(fn));
     return v;
   }
-  static Value FromJson(const Json& j);
+  static Value FromJson(const Json& j, int depth = 0);
 
   Kind kind() const { return kind_; }
   bool is(Kind k) const { return kind_ == k; }
@@ -216,6 +216,10 @@ class Value {
   bool tuple() const { return tuple_; }
   Dict& dict() const { return *dict_; }
   const Function& function() const { return *fn_; }
+  // What `is` compares for namespaces, loops and functions.
+  const void* identity() const {
+    return fn_ ? static_cast<const void*>(fn_.get()) : static_cast<const void*>(dict_.get());
+  }
 
  private:
   explicit Value(Kind kind) : kind_(kind) {}
@@ -249,7 +253,8 @@ struct Dict {
   }
 };
 
-Value Value::FromJson(const Json& j) {
+Value Value::FromJson(const Json& j, int depth) {
+  if (depth > 128) Fail(Pos{}, "expected template variables nested at most 128 deep");
   switch (j.type()) {
     case Json::value_t::null:
       return None();
@@ -266,13 +271,13 @@ Value Value::FromJson(const Json& j) {
       return String(j.get<std::string>());
     case Json::value_t::array: {
       List items;
-      for (const Json& e : j) items.push_back(FromJson(e));
+      for (const Json& e : j) items.push_back(FromJson(e, depth + 1));
       return MakeList(std::move(items));
     }
     case Json::value_t::object: {
       auto d = std::make_shared<Dict>();
       for (auto it = j.begin(); it != j.end(); ++it)
-        d->entries.emplace_back(it.key(), FromJson(*it));
+        d->entries.emplace_back(it.key(), FromJson(*it, depth + 1));
       return MakeDict(std::move(d));
     }
     default:
@@ -489,7 +494,7 @@ bool Equal(const Value& a, const Value& b) {
       return true;
     }
     default:
-      return &a.dict() == &b.dict();
+      return a.identity() == b.identity();
   }
 }
 
@@ -777,7 +782,6 @@ class Lexer {
 
   bool LexExpression(bool block, size_t tag_start) {
     int depth = 0;
-    const char close = block ? '%' : '}';
     const std::string end = block ? "%}" : "}}";
     while (true) {
       while (pos_ < src_.size() && SpaceRun(src_, pos_) > 0) pos_ += SpaceRun(src_, pos_);
@@ -795,7 +799,6 @@ class Lexer {
           return Finish(signed_end && c == '-', block && !(signed_end && c == '+'));
         }
       }
-      (void)close;
       const size_t start = pos_;
       if (std::isalpha(static_cast<unsigned char>(c)) || c == '_') {
         while (pos_ < src_.size() &&
@@ -1101,6 +1104,7 @@ class Parser {
 
   // Statements up to one of `stops` (a block tag name, consumed with its `{%`).
   Body ParseBody(std::initializer_list<const char*> stops, std::string& stopped_by) {
+    const Nesting nesting = Enter();
     Body body;
     while (true) {
       const Token& tok = Peek();
@@ -1151,13 +1155,13 @@ class Parser {
     std::string stop;
     if (kw == "if") {
       node->type = Node::Type::kIf;
-      ExprP cond = ParseTuple(true);
+      ExprP cond = ParseTuple(false);
       ExpectBlockEnd("if");
       while (true) {
         Body b = ParseBody({"elif", "else", "endif"}, stop);
         node->branches.emplace_back(cond, std::move(b));
         if (stop == "elif") {
-          cond = ParseTuple(true);
+          cond = ParseTuple(false);
           ExpectBlockEnd("elif");
         } else if (stop == "else") {
           ExpectBlockEnd("else");
@@ -1381,6 +1385,7 @@ class Parser {
   }
 
   ExprP ParseUnary(bool with_filter) {
+    const Nesting nesting = Enter();
     ExprP e;
     if (IsOp("-") || IsOp("+")) {
       const Token& t = Next();
@@ -1602,9 +1607,20 @@ class Parser {
     }
   }
 
+  // Bounds the recursion of the parser (and so of the renderer) on hostile templates.
+  struct Nesting {
+    int& depth;
+    ~Nesting() { --depth; }
+  };
+  Nesting Enter() {
+    if (++depth_ > 200) Fail(Peek().pos, "expected expressions and tags nested at most 200 deep");
+    return Nesting{depth_};
+  }
+
   std::vector<Token> t_;
   size_t i_ = 0;
   int loop_depth_ = 0;
+  int depth_ = 0;
 };
 
 }  // namespace
@@ -1761,6 +1777,12 @@ class Renderer {
             Fail(pos, absl::StrCat("macro '", node->text, "' takes at most ", node->params.size(),
                                    " arguments, found ", args.size()));
           }
+          static thread_local int calls = 0;
+          if (calls >= 100) Fail(pos, "expected macro calls nested at most 100 deep");
+          ++calls;
+          struct Leave {
+            ~Leave() { --calls; }
+          } leave;
           auto scope = std::make_shared<Scope>();
           std::vector<std::shared_ptr<Scope>> scopes = base;
           scopes.push_back(scope);
@@ -2803,15 +2825,17 @@ absl::StatusOr<std::string> Template::Render(const Json& context,
     return absl::InvalidArgumentError(absl::StrCat(
         origin, ": expected the template variables as a JSON object, found ", context.type_name()));
   }
-  auto root = std::make_shared<Scope>();
-  for (auto it = context.begin(); it != context.end(); ++it)
-    (*root)[it.key()] = Value::FromJson(*it);
   try {
+    auto root = std::make_shared<Scope>();
+    for (auto it = context.begin(); it != context.end(); ++it) {
+      (*root)[it.key()] = Value::FromJson(*it);
+    }
     Renderer renderer(options, {Globals(&options), root});
     std::string out;
     renderer.Exec(impl_->body, out);
     return out;
   } catch (const Error& e) {
+    if (e.pos.line == 0) return absl::InvalidArgumentError(absl::StrCat(origin, ": ", e.message));
     return absl::InvalidArgumentError(
         absl::StrCat(origin, ":", e.pos.line, ":", e.pos.col, ": ", e.message));
   } catch (const RaiseError& e) {
