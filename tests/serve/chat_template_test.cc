@@ -90,6 +90,19 @@ TEST(FixtureCoverage, EveryTemplateHasRenderedAndFailingCases) {
   EXPECT_GE(failing["llama-3.1-instruct.jinja"], 2);
 }
 
+TEST(EndOfTurn, TheTemplatesTurnEndsAndEos) {
+  auto qwen = ChatFormat::FromTemplate(ReadFile(kFixtures / "qwen3.jinja"), "qwen3.jinja",
+                                       {{"eos_token", "<|im_end|>"}});
+  ASSERT_TRUE(qwen.ok()) << qwen.status();
+  EXPECT_EQ(qwen->end_of_turn(), std::vector<std::string>{"<|im_end|>"});
+  auto llama = ChatFormat::FromTemplate(
+      ReadFile(kFixtures / "llama-3.1-instruct.jinja"), "l.jinja",
+      {{"bos_token", "<|begin_of_text|>"}, {"eos_token", "<|end_of_text|>"}});
+  ASSERT_TRUE(llama.ok()) << llama.status();
+  EXPECT_EQ(llama->end_of_turn(),
+            (std::vector<std::string>{"<|eot_id|>", "<|eom_id|>", "<|end_of_text|>"}));
+}
+
 class ModelDirTest : public testing::Test {
  protected:
   void SetUp() override {

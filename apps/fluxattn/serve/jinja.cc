@@ -1001,7 +1001,7 @@ struct Expr {
     kTuple,
     kDict
   };
-  Type type;
+  Type type = Type::kLiteral;
   Pos pos;
   Value literal;
   std::string name;         // variable, attribute, filter, test or operator
@@ -1033,7 +1033,7 @@ struct Node {
     kContinue,
     kGeneration
   };
-  Type type;
+  Type type = Type::kText;
   Pos pos;
   std::string text;
   ExprP expr;                                    // output, for iterable, set value
@@ -1043,6 +1043,13 @@ struct Node {
   Body body, else_body;
   std::vector<std::pair<std::string, ExprP>> params;  // macro parameters and defaults
 };
+
+std::shared_ptr<Node> NewNode(Node::Type type, Pos pos) {
+  auto n = std::make_shared<Node>();
+  n->type = type;
+  n->pos = pos;
+  return n;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Parser.
@@ -1116,7 +1123,7 @@ class Parser {
                                    ", found the end of the template"));
       }
       if (tok.type == Tok::kText) {
-        auto n = std::make_shared<Node>(Node{Node::Type::kText, tok.pos});
+        auto n = NewNode(Node::Type::kText, tok.pos);
         n->text = tok.text;
         body.push_back(n);
         ++i_;
@@ -1124,7 +1131,7 @@ class Parser {
       }
       if (tok.type == Tok::kVarBegin) {
         ++i_;
-        auto n = std::make_shared<Node>(Node{Node::Type::kOutput, tok.pos});
+        auto n = NewNode(Node::Type::kOutput, tok.pos);
         n->expr = ParseTuple(true);
         if (Peek().type != Tok::kVarEnd) Expected("'}}'");
         ++i_;
@@ -1151,7 +1158,7 @@ class Parser {
 
   NodeP ParseStatement(const Token& tag) {
     const std::string& kw = tag.text;
-    auto node = std::make_shared<Node>(Node{Node::Type::kText, tag.pos});
+    auto node = NewNode(Node::Type::kText, tag.pos);
     std::string stop;
     if (kw == "if") {
       node->type = Node::Type::kIf;
