@@ -182,10 +182,23 @@ class Value {
     v.str_ = std::move(s);
     return v;
   }
-  static Value MakeList(List items, bool tuple = false) {
+  // The Python object a kList value stands for. All iterate like lists; only lists and tuples
+  // print, index and slice, and the others keep Python's quirks where they show (a generator is
+  // true even when empty, has no len(), compares equal to nothing).
+  enum class Seq {
+    kList,
+    kTuple,
+    kRange,
+    kGenerator,
+    kReversed,
+    kDictKeys,
+    kDictValues,
+    kDictItems
+  };
+  static Value MakeList(List items, Seq seq = Seq::kList) {
     Value v(Kind::kList);
     v.list_ = std::make_shared<List>(std::move(items));
-    v.tuple_ = tuple;
+    v.seq_ = seq;
     return v;
   }
   static Value MakeDict(std::shared_ptr<Dict> d, Kind kind = Kind::kDict) {
@@ -213,7 +226,12 @@ class Value {
   double real() const { return kind_ == Kind::kFloat ? float_ : static_cast<double>(int_); }
   const std::string& str() const { return str_; }  // the string; a function's or undefined's name
   const List& list() const { return *list_; }
-  bool tuple() const { return tuple_; }
+  Seq seq() const { return seq_; }
+  bool tuple() const { return seq_ == Seq::kTuple; }
+  // A list or a tuple (what Python indexes, slices, prints and concatenates here).
+  bool plain() const { return seq_ == Seq::kList || seq_ == Seq::kTuple; }
+  // A generator or iterator: no len(), no indexing, always true.
+  bool lazy() const { return seq_ == Seq::kGenerator || seq_ == Seq::kReversed; }
   Dict& dict() const { return *dict_; }
   const Function& function() const { return *fn_; }
   // What `is` compares for namespaces, loops and functions.
@@ -226,7 +244,7 @@ class Value {
   Kind kind_ = Kind::kUndefined;
   int64_t int_ = 0;
   double float_ = 0;
-  bool tuple_ = false;
+  Seq seq_ = Seq::kList;
   std::string str_;
   std::shared_ptr<List> list_;
   std::shared_ptr<Dict> dict_;
@@ -286,6 +304,7 @@ Value Value::FromJson(const Json& j, int depth) {
 }
 
 using Kind = Value::Kind;
+using Seq = Value::Seq;
 
 const char* TypeName(const Value& v) {
   switch (v.kind()) {
@@ -302,7 +321,25 @@ const char* TypeName(const Value& v) {
     case Kind::kString:
       return "str";
     case Kind::kList:
-      return v.tuple() ? "tuple" : "list";
+      switch (v.seq()) {
+        case Seq::kList:
+          return "list";
+        case Seq::kTuple:
+          return "tuple";
+        case Seq::kRange:
+          return "range";
+        case Seq::kGenerator:
+          return "generator";
+        case Seq::kReversed:
+          return "list_reverseiterator";
+        case Seq::kDictKeys:
+          return "dict_keys";
+        case Seq::kDictValues:
+          return "dict_values";
+        case Seq::kDictItems:
+          return "dict_items";
+      }
+      return "list";
     case Kind::kDict:
       return "dict";
     case Kind::kNamespace:
@@ -431,8 +468,20 @@ std::string Repr(const Value& v, Pos pos) {
     case Kind::kList: {
       std::vector<std::string> parts;
       for (const Value& e : v.list()) parts.push_back(Repr(e, pos));
-      if (v.tuple()) return "(" + absl::StrJoin(parts, ", ") + (parts.size() == 1 ? ",)" : ")");
-      return "[" + absl::StrJoin(parts, ", ") + "]";
+      const std::string list = "[" + absl::StrJoin(parts, ", ") + "]";
+      switch (v.seq()) {
+        case Seq::kList:
+          return list;
+        case Seq::kTuple:
+          return "(" + absl::StrJoin(parts, ", ") + (parts.size() == 1 ? ",)" : ")");
+        case Seq::kDictKeys:
+        case Seq::kDictValues:
+        case Seq::kDictItems:
+          return absl::StrCat(TypeName(v), "(", list, ")");
+        default:
+          Fail(pos,
+               absl::StrCat("printing a ", TypeName(v), " object is not supported (apply |list)"));
+      }
     }
     case Kind::kDict: {
       std::vector<std::string> parts;
@@ -458,7 +507,7 @@ bool Truthy(const Value& v) {
     case Kind::kString:
       return !v.str().empty();
     case Kind::kList:
-      return !v.list().empty();
+      return v.lazy() || !v.list().empty();
     case Kind::kDict:
       return !v.dict().entries.empty();
     default:
@@ -479,7 +528,7 @@ bool Equal(const Value& a, const Value& b) {
     case Kind::kString:
       return a.str() == b.str();
     case Kind::kList: {
-      if (a.tuple() != b.tuple() || a.list().size() != b.list().size()) return false;
+      if (a.seq() != b.seq() || a.lazy() || a.list().size() != b.list().size()) return false;
       for (size_t i = 0; i < a.list().size(); ++i) {
         if (!Equal(a.list()[i], b.list()[i])) return false;
       }
@@ -512,7 +561,7 @@ int Compare(const Value& a, const Value& b, const char* op, Pos pos) {
     return a.real() < b.real() ? -1 : a.real() > b.real();
   }
   if (a.is(Kind::kString) && b.is(Kind::kString)) return a.str() < b.str() ? -1 : a.str() > b.str();
-  if (a.is(Kind::kList) && b.is(Kind::kList)) {
+  if (a.is(Kind::kList) && b.is(Kind::kList) && a.plain() && a.seq() == b.seq()) {
     const List &x = a.list(), &y = b.list();
     for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
       if (!Equal(x[i], y[i])) return Compare(x[i], y[i], op, pos);
@@ -587,6 +636,10 @@ void DumpJson(const Value& v, const JsonStyle& style, int level, Pos pos, std::s
       JsonString(v.str(), style.ensure_ascii, out);
       return;
     case Kind::kList: {
+      if (!v.plain()) {
+        Fail(pos,
+             absl::StrCat("tojson: an object of type ", TypeName(v), " is not JSON serializable"));
+      }
       if (v.list().empty()) {
         out += "[]";
         return;
@@ -1884,7 +1937,8 @@ class Renderer {
       case Expr::Type::kTuple: {
         List items;
         for (const ExprP& a : e.args) items.push_back(Eval(*a));
-        return Value::MakeList(std::move(items), e.type == Expr::Type::kTuple);
+        return Value::MakeList(std::move(items),
+                               e.type == Expr::Type::kTuple ? Seq::kTuple : Seq::kList);
       }
       case Expr::Type::kDict: {
         auto d = std::make_shared<Dict>();
@@ -2012,12 +2066,12 @@ class Renderer {
     }
     if (op == "+" && a.is(Kind::kString) && b.is(Kind::kString))
       return Value::String(a.str() + b.str());
-    if (op == "+" && a.is(Kind::kList) && b.is(Kind::kList)) {
+    if (op == "+" && a.is(Kind::kList) && b.is(Kind::kList) && a.plain() && a.seq() == b.seq()) {
       List items = a.list();
       items.insert(items.end(), b.list().begin(), b.list().end());
-      return Value::MakeList(std::move(items), a.tuple() && b.tuple());
+      return Value::MakeList(std::move(items), a.seq());
     }
-    if (op == "*" && (a.is(Kind::kString) || a.is(Kind::kList)) && b.integral()) {
+    if (op == "*" && (a.is(Kind::kString) || (a.is(Kind::kList) && a.plain())) && b.integral()) {
       if (a.is(Kind::kString)) {
         std::string s;
         for (int64_t k = 0; k < b.integer(); ++k) s += a.str();
@@ -2026,7 +2080,7 @@ class Renderer {
       List items;
       for (int64_t k = 0; k < b.integer(); ++k)
         items.insert(items.end(), a.list().begin(), a.list().end());
-      return Value::MakeList(std::move(items), a.tuple());
+      return Value::MakeList(std::move(items), a.seq());
     }
     if (op == "%" && a.is(Kind::kString)) Fail(pos, "string formatting with '%' is not supported");
     return unsupported();
@@ -2052,8 +2106,10 @@ class Renderer {
     if (obj.is(Kind::kString)) {
       cps = CodePoints(obj.str());
       n = static_cast<int64_t>(cps.size());
-    } else if (obj.is(Kind::kList)) {
+    } else if (obj.is(Kind::kList) && (obj.plain() || obj.seq() == Seq::kRange)) {
       n = static_cast<int64_t>(obj.list().size());
+    } else if (obj.is(Kind::kList)) {
+      return Value::Undefined(absl::StrCat("a slice of a ", TypeName(obj)));
     } else {
       Fail(e.pos, absl::StrCat("'", TypeName(obj), "' object is not subscriptable"));
     }
@@ -2076,7 +2132,7 @@ class Renderer {
     }
     List items;
     for (int64_t i : picks) items.push_back(obj.list()[i]);
-    return Value::MakeList(std::move(items), obj.tuple());
+    return Value::MakeList(std::move(items), obj.seq());
   }
 
  public:
@@ -2085,6 +2141,9 @@ class Renderer {
     if (obj.is(Kind::kDict) && key.is(Kind::kString)) {
       const Value* v = obj.dict().Find(key.str());
       return v ? *v : Value::Undefined(key.str());
+    }
+    if (obj.is(Kind::kList) && !obj.plain() && obj.seq() != Seq::kRange) {
+      return Value::Undefined(absl::StrCat("an item of a ", TypeName(obj)));
     }
     if ((obj.is(Kind::kList) || obj.is(Kind::kString)) && key.integral()) {
       int64_t i = key.integer();
@@ -2337,8 +2396,8 @@ Value StringMethod(const Value& self, const std::string& name, Pos pos) {
 Value DictItems(const Dict& d) {
   List items;
   for (const auto& [k, v] : d.entries)
-    items.push_back(Value::MakeList({Value::String(k), v}, true));
-  return Value::MakeList(std::move(items));
+    items.push_back(Value::MakeList({Value::String(k), v}, Seq::kTuple));
+  return Value::MakeList(std::move(items), Seq::kDictItems);
 }
 
 Value DictMethod(const Value& self, const std::string& name, Pos pos) {
@@ -2360,7 +2419,7 @@ Value DictMethod(const Value& self, const std::string& name, Pos pos) {
         if (name == "items") return DictItems(d);
         List out;
         for (const auto& [k, v] : d.entries) out.push_back(name == "keys" ? Value::String(k) : v);
-        return Value::MakeList(std::move(out));
+        return Value::MakeList(std::move(out), name == "keys" ? Seq::kDictKeys : Seq::kDictValues);
       });
 }
 
@@ -2558,6 +2617,7 @@ Value Renderer::EvalFilter(const Expr& e) {
       case Kind::kString:
         return Value::Int(CountCodePoints(v.str()));
       case Kind::kList:
+        if (v.lazy()) Fail(pos, absl::StrCat("object of type '", TypeName(v), "' has no len()"));
         return Value::Int(static_cast<int64_t>(v.list().size()));
       case Kind::kDict:
         return Value::Int(static_cast<int64_t>(v.dict().entries.size()));
@@ -2597,10 +2657,10 @@ Value Renderer::EvalFilter(const Expr& e) {
   }
   if (f == "items") {
     check_params({});
-    if (v.undefined()) return Value::MakeList({});
+    if (v.undefined()) return Value::MakeList({}, Seq::kGenerator);
     if (!v.is(Kind::kDict))
       Fail(pos, absl::StrCat("items: expected a mapping, found ", TypeName(v)));
-    return DictItems(v.dict());
+    return Value::MakeList(DictItems(v.dict()).list(), Seq::kGenerator);
   }
   if (f == "list") {
     check_params({});
@@ -2608,6 +2668,10 @@ Value Renderer::EvalFilter(const Expr& e) {
   }
   if (f == "first" || f == "last") {
     check_params({});
+    // jinja2's last takes reversed(value), which a generator does not have.
+    if (f == "last" && v.is(Kind::kList) && v.seq() == Seq::kGenerator) {
+      Fail(pos, "last: a 'generator' object is not reversible (apply |list first)");
+    }
     List items = Iterate(v, pos);
     if (items.empty()) return Value::Undefined(f + " of an empty sequence");
     return f == "first" ? items.front() : items.back();
@@ -2619,9 +2683,12 @@ Value Renderer::EvalFilter(const Expr& e) {
       std::reverse(cps.begin(), cps.end());
       return Value::String(FromCodePoints(cps, 0, cps.size()));
     }
+    // reversed() where Python has it (an iterator), else a reversed list.
+    const bool reversible = v.is(Kind::kList) && !v.lazy() && v.seq() != Seq::kDictItems &&
+                            v.seq() != Seq::kDictKeys && v.seq() != Seq::kDictValues;
     List items = Iterate(v, pos);
     std::reverse(items.begin(), items.end());
-    return Value::MakeList(std::move(items));
+    return Value::MakeList(std::move(items), reversible ? Seq::kReversed : Seq::kList);
   }
   if (f == "join") {
     check_params({"d", "attribute"});
@@ -2696,7 +2763,7 @@ Value Renderer::EvalFilter(const Expr& e) {
       const bool ok = test.empty() ? Truthy(subject) : EvalTest(test, subject, rest, pos);
       if (ok == keep_if) out.push_back(item);
     }
-    return Value::MakeList(std::move(out));
+    return Value::MakeList(std::move(out), Seq::kGenerator);
   }
   if (f == "map") {
     List out;
@@ -2706,7 +2773,7 @@ Value Renderer::EvalFilter(const Expr& e) {
         Value x = AttrPath(item, StrArg(*a, pos, "map"), pos);
         out.push_back(x.undefined() && def ? *def : x);
       }
-      return Value::MakeList(std::move(out));
+      return Value::MakeList(std::move(out), Seq::kGenerator);
     }
     if (args.empty()) Fail(pos, "map: expected a filter name or attribute=");
     const std::string name = StrArg(args[0], pos, "map");
@@ -2728,7 +2795,7 @@ Value Renderer::EvalFilter(const Expr& e) {
       for (const auto& [kk, kv] : kwargs) call.kwargs.emplace_back(kk, lit(kv));
       out.push_back(EvalFilter(call));
     }
-    return Value::MakeList(std::move(out));
+    return Value::MakeList(std::move(out), Seq::kGenerator);
   }
   Fail(pos, absl::StrCat("the filter '", f, "' is not supported"));
 }
@@ -2802,7 +2869,7 @@ std::shared_ptr<Scope> Globals(const RenderOptions* options) {
       if (out.size() >= 100000) Fail(pos, "range: more than 100000 items");
       out.push_back(Value::Int(i));
     }
-    return Value::MakeList(std::move(out));
+    return Value::MakeList(std::move(out), Seq::kRange);
   });
   return g;
 }
