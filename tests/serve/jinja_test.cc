@@ -124,6 +124,12 @@ TEST(JinjaErrors, UnsupportedFeaturesAreErrorsNotOutput) {
   EXPECT_EQ(RenderError("{{ '%s' % 1 }}"),
             "t.jinja:1:9: string formatting with '%' is not supported");
   EXPECT_EQ(RenderError("{{ lipsum() }}"), "t.jinja:1:4: 'lipsum' is undefined");
+  EXPECT_EQ(RenderError("{{ [1] | select }}"),
+            "t.jinja:1:10: printing a generator object is not supported (apply |list)");
+  EXPECT_EQ(RenderError("{{ range(2) }}"),
+            "t.jinja:1:4: printing a range object is not supported (apply |list)");
+  EXPECT_EQ(RenderError("{% set ns = namespace(a=1) %}{{ ns }}"),
+            "t.jinja:1:33: printing a Namespace object is not supported");
 }
 
 TEST(JinjaErrors, RuntimeErrorsNameTheirLine) {

@@ -1724,7 +1724,7 @@ class Renderer {
         out += n.text;
         return Flow::kNormal;
       case Node::Type::kOutput:
-        out += ToStr(Eval(*n.expr), n.pos);
+        out += ToStr(Eval(*n.expr), n.expr->pos);
         return Flow::kNormal;
       case Node::Type::kIf:
         for (const auto& [cond, body] : n.branches) {
