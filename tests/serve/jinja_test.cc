@@ -177,6 +177,25 @@ TEST(JinjaErrors, NestingIsBounded) {
             "t.jinja:1:9: expected '%}' ending the 'if' tag, found 'if'");
 }
 
+TEST(JinjaErrors, RenderingIsBounded) {
+  EXPECT_EQ(RenderError("{{ 9223372036854775807 + 1 }}"),
+            "t.jinja:1:24: integer overflow in 9223372036854775807 + 1 (Python's big integers are "
+            "not supported)");
+  EXPECT_EQ(RenderError("{{ 3 ** 40 }}"),
+            "t.jinja:1:6: integer overflow in 3 ** 40 (Python's big integers are not supported)");
+  EXPECT_EQ(RenderError("{{ 2 ** 62 }} {{ (-1) ** 1000000000000 }} {{ -2 ** 3 }}"),
+            "rendered: 4611686018427387904 1 -8");
+  EXPECT_EQ(RenderError("{{ 'ab' * 100000000 }}"),
+            "t.jinja:1:9: expected a repetition of at most 67108864 items, found 2 * 100000000");
+  EXPECT_EQ(
+      RenderError("{% for i in range(1000) %}{% for j in range(1001) %}{% endfor %}{% endfor %}"),
+      "t.jinja:1:30: expected at most 1000000 loop iterations in a render");
+  EXPECT_EQ(RenderError("{% for i in range(100) %}{{ 'x' * 1000000 }}{% endfor %}"),
+            "t.jinja:1:26: expected at most 67108864 bytes of output");
+  EXPECT_EQ(RenderError("{{ raise_exception('two\nlines') }}"),
+            "t.jinja:1:4: the template raised an error: two\\nlines");
+}
+
 TEST(JinjaRender, StrftimeNowUsesTheInjectedTime) {
   auto t = Template::Parse("{{ strftime_now('%d %b %Y') }}", "t.jinja");
   ASSERT_TRUE(t.ok());

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <set>
 #include <utility>
@@ -12,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "fluxattn/status.h"
 
 namespace fluxattn::serve::jinja {
 namespace {
@@ -1702,16 +1704,26 @@ struct RaiseError {
 
 using Scope = std::map<std::string, Value, std::less<>>;
 
+// What one render may spend: bounds for templates that would loop or grow without end.
+constexpr int64_t kMaxSize = int64_t{1} << 26;  // bytes of output, items of a repetition
+constexpr int64_t kMaxIterations = 1000000;
+
+struct Budget {
+  int64_t iterations = 0;
+};
+
 class Renderer {
  public:
-  Renderer(const RenderOptions& options, std::vector<std::shared_ptr<Scope>> scopes)
-      : options_(options), scopes_(std::move(scopes)) {}
+  Renderer(const RenderOptions& options, std::vector<std::shared_ptr<Scope>> scopes, Budget* budget)
+      : options_(options), scopes_(std::move(scopes)), budget_(budget) {}
 
   enum class Flow { kNormal, kBreak, kContinue };
 
   Flow Exec(const Body& body, std::string& out) {
     for (const NodeP& n : body) {
       const Flow f = ExecNode(*n, out);
+      if (out.size() > static_cast<size_t>(kMaxSize))
+        Fail(n->pos, absl::StrCat("expected at most ", kMaxSize, " bytes of output"));
       if (f != Flow::kNormal) return f;
     }
     return Flow::kNormal;
@@ -1805,25 +1817,38 @@ class Renderer {
       scopes_.pop_back();
       return Flow::kNormal;
     }
+    // One loop object per loop, updated in place as jinja2's LoopContext advances; one scope,
+    // emptied for each iteration.
     const int64_t len = static_cast<int64_t>(all.size());
+    auto loop = std::make_shared<Dict>();
+    for (const char* key : {"index", "index0", "revindex", "revindex0", "first", "last", "length",
+                            "previtem", "nextitem"}) {
+      loop->entries.emplace_back(key, Value());
+    }
+    auto scope = std::make_shared<Scope>();
+    scopes_.push_back(scope);
     for (int64_t i = 0; i < len; ++i) {
-      auto loop = std::make_shared<Dict>();
-      loop->Set("index", Value::Int(i + 1));
-      loop->Set("index0", Value::Int(i));
-      loop->Set("revindex", Value::Int(len - i));
-      loop->Set("revindex0", Value::Int(len - i - 1));
-      loop->Set("first", Value::Bool(i == 0));
-      loop->Set("last", Value::Bool(i == len - 1));
-      loop->Set("length", Value::Int(len));
-      if (i > 0) loop->Set("previtem", all[i - 1]);
-      if (i + 1 < len) loop->Set("nextitem", all[i + 1]);
-      scopes_.push_back(std::make_shared<Scope>());
-      (*scopes_.back())["loop"] = Value::MakeDict(loop, Kind::kLoop);
+      if (++budget_->iterations > kMaxIterations) {
+        Fail(n.pos,
+             absl::StrCat("expected at most ", kMaxIterations, " loop iterations in a render"));
+      }
+      auto& e = loop->entries;
+      e[0].second = Value::Int(i + 1);
+      e[1].second = Value::Int(i);
+      e[2].second = Value::Int(len - i);
+      e[3].second = Value::Int(len - i - 1);
+      e[4].second = Value::Bool(i == 0);
+      e[5].second = Value::Bool(i == len - 1);
+      e[6].second = Value::Int(len);
+      e[7].second = i > 0 ? all[i - 1] : Value::Undefined("loop.previtem");
+      e[8].second = i + 1 < len ? all[i + 1] : Value::Undefined("loop.nextitem");
+      scope->clear();
+      (*scope)["loop"] = Value::MakeDict(loop, Kind::kLoop);
       Assign(n.target, all[i], n.pos);
       const Flow f = Exec(n.body, out);
-      scopes_.pop_back();
       if (f == Flow::kBreak) break;
     }
+    scopes_.pop_back();
     return Flow::kNormal;
   }
 
@@ -1831,8 +1856,9 @@ class Renderer {
     const Node* node = &n;
     const RenderOptions* options = &options_;
     std::vector<std::shared_ptr<Scope>> base(scopes_.begin(), scopes_.begin() + 2);
+    Budget* budget = budget_;
     (*scopes_.back())[n.text] = Value::MakeFunction(
-        n.text, [node, options, base](Pos pos, std::vector<Value>& args, KwArgs& kwargs) {
+        n.text, [node, options, base, budget](Pos pos, std::vector<Value>& args, KwArgs& kwargs) {
           if (args.size() > node->params.size()) {
             Fail(pos, absl::StrCat("macro '", node->text, "' takes at most ", node->params.size(),
                                    " arguments, found ", args.size()));
@@ -1846,7 +1872,7 @@ class Renderer {
           auto scope = std::make_shared<Scope>();
           std::vector<std::shared_ptr<Scope>> scopes = base;
           scopes.push_back(scope);
-          Renderer inner(*options, scopes);
+          Renderer inner(*options, scopes, budget);
           for (size_t i = 0; i < node->params.size(); ++i) {
             const auto& [name, def] = node->params[i];
             Value v = i < args.size() ? args[i] : Value::Undefined(name);
@@ -1907,6 +1933,9 @@ class Renderer {
                absl::StrCat("bad operand type for unary ", e.type == Expr::Type::kNeg ? "-" : "+",
                             ": '", TypeName(v), "'"));
         if (e.type == Expr::Type::kPos) return v.integral() ? Value::Int(v.integer()) : v;
+        if (v.integral() && v.integer() == std::numeric_limits<int64_t>::min()) {
+          Fail(e.pos, "integer overflow in unary - (Python's big integers are not supported)");
+        }
         return v.integral() ? Value::Int(-v.integer()) : Value::Float(-v.real());
       }
       case Expr::Type::kNot:
@@ -2034,11 +2063,26 @@ class Renderer {
       const bool ints = a.integral() && b.integral();
       const int64_t x = a.integer(), y = b.integer();
       const double fx = a.real(), fy = b.real();
-      if (op == "+") return ints ? Value::Int(x + y) : Value::Float(fx + fy);
-      if (op == "-") return ints ? Value::Int(x - y) : Value::Float(fx - fy);
-      if (op == "*") return ints ? Value::Int(x * y) : Value::Float(fx * fy);
+      int64_t r = 0;
+      auto overflow = [&]() -> Value {
+        Fail(pos, absl::StrCat("integer overflow in ", x, " ", op, " ", y,
+                               " (Python's big integers are not supported)"));
+      };
+      if (op == "+") {
+        if (!ints) return Value::Float(fx + fy);
+        return __builtin_add_overflow(x, y, &r) ? overflow() : Value::Int(r);
+      }
+      if (op == "-") {
+        if (!ints) return Value::Float(fx - fy);
+        return __builtin_sub_overflow(x, y, &r) ? overflow() : Value::Int(r);
+      }
+      if (op == "*") {
+        if (!ints) return Value::Float(fx * fy);
+        return __builtin_mul_overflow(x, y, &r) ? overflow() : Value::Int(r);
+      }
       if ((op == "/" || op == "//" || op == "%") && (ints ? y == 0 : fy == 0))
         Fail(pos, "division by zero");
+      if (ints && y == -1 && x == std::numeric_limits<int64_t>::min() && op != "/") overflow();
       if (op == "/") return Value::Float(fx / fy);
       if (op == "//") {
         if (ints) return Value::Int(x / y - ((x % y != 0) && ((x < 0) != (y < 0))));
@@ -2056,8 +2100,12 @@ class Renderer {
       }
       if (op == "**") {
         if (ints && y >= 0) {
-          int64_t r = 1;
-          for (int64_t k = 0; k < y; ++k) r *= x;
+          if (x == 0 || x == 1) return Value::Int(y == 0 ? 1 : x);
+          if (x == -1) return Value::Int(y % 2 == 0 ? 1 : -1);
+          r = 1;
+          for (int64_t k = 0; k < y; ++k) {  // |x| >= 2 overflows within 64 steps
+            if (__builtin_mul_overflow(r, x, &r)) overflow();
+          }
           return Value::Int(r);
         }
         return Value::Float(std::pow(fx, fy));
@@ -2072,8 +2120,14 @@ class Renderer {
       return Value::MakeList(std::move(items), a.seq());
     }
     if (op == "*" && (a.is(Kind::kString) || (a.is(Kind::kList) && a.plain())) && b.integral()) {
+      const double size = a.is(Kind::kString) ? a.str().size() : a.list().size();
+      if (size * static_cast<double>(b.integer()) > static_cast<double>(kMaxSize)) {
+        Fail(pos, absl::StrCat("expected a repetition of at most ", kMaxSize, " items, found ",
+                               size, " * ", b.integer()));
+      }
       if (a.is(Kind::kString)) {
         std::string s;
+        s.reserve(a.str().size() * std::max<int64_t>(0, b.integer()));
         for (int64_t k = 0; k < b.integer(); ++k) s += a.str();
         return Value::String(s);
       }
@@ -2171,6 +2225,7 @@ class Renderer {
 
   const RenderOptions& options_;
   std::vector<std::shared_ptr<Scope>> scopes_;
+  Budget* budget_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -2888,7 +2943,7 @@ absl::StatusOr<Template> Template::Parse(std::string_view source, std::string or
     return Template(std::move(impl));
   } catch (const Error& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat(origin, ":", e.pos.line, ":", e.pos.col, ": ", e.message));
+        absl::StrCat(origin, ":", e.pos.line, ":", e.pos.col, ": ", OneLine(e.message)));
   }
 }
 
@@ -2904,17 +2959,20 @@ absl::StatusOr<std::string> Template::Render(const Json& context,
     for (auto it = context.begin(); it != context.end(); ++it) {
       (*root)[it.key()] = Value::FromJson(*it);
     }
-    Renderer renderer(options, {Globals(&options), root});
+    Budget budget;
+    Renderer renderer(options, {Globals(&options), root}, &budget);
     std::string out;
     renderer.Exec(impl_->body, out);
     return out;
   } catch (const Error& e) {
-    if (e.pos.line == 0) return absl::InvalidArgumentError(absl::StrCat(origin, ": ", e.message));
+    if (e.pos.line == 0)
+      return absl::InvalidArgumentError(absl::StrCat(origin, ": ", OneLine(e.message)));
     return absl::InvalidArgumentError(
-        absl::StrCat(origin, ":", e.pos.line, ":", e.pos.col, ": ", e.message));
+        absl::StrCat(origin, ":", e.pos.line, ":", e.pos.col, ": ", OneLine(e.message)));
   } catch (const RaiseError& e) {
-    return absl::InvalidArgumentError(absl::StrCat(origin, ":", e.pos.line, ":", e.pos.col,
-                                                   ": the template raised an error: ", e.message));
+    return absl::InvalidArgumentError(
+        absl::StrCat(origin, ":", e.pos.line, ":", e.pos.col,
+                     ": the template raised an error: ", OneLine(e.message)));
   }
 }
 
