@@ -188,8 +188,14 @@ TEST(JinjaErrors, RenderingIsBounded) {
   EXPECT_EQ(RenderError("{{ 'ab' * 100000000 }}"),
             "t.jinja:1:9: expected a repetition of at most 67108864 items, found 2 * 100000000");
   EXPECT_EQ(
-      RenderError("{% for i in range(1000) %}{% for j in range(1001) %}{% endfor %}{% endfor %}"),
-      "t.jinja:1:30: expected at most 1000000 loop iterations in a render");
+      RenderError("{% for i in range(100) %}{% for j in range(1001) %}{% endfor %}{% endfor %}"),
+      "t.jinja:1:29: expected at most 100000 loop iterations and macro calls in a render");
+  EXPECT_EQ(RenderError("{% macro f(n) %}{% if n < 30 %}{{ f(n + 1) }}{{ f(n + 1) }}{% endif %}"
+                        "{% endmacro %}{{ f(0) }}"),
+            "t.jinja:1:35: expected at most 100000 loop iterations and macro calls in a render");
+  EXPECT_EQ(RenderError("{% set ns = namespace(s='ab') %}{% for i in range(40) %}"
+                        "{% set ns.s = ns.s ~ ns.s %}{% endfor %}"),
+            "t.jinja:1:76: expected a string of at most 67108864 bytes, found 134217728");
   EXPECT_EQ(RenderError("{% for i in range(100) %}{{ 'x' * 1000000 }}{% endfor %}"),
             "t.jinja:1:26: expected at most 67108864 bytes of output");
   EXPECT_EQ(RenderError("{{ raise_exception('two\nlines') }}"),

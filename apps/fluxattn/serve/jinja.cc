@@ -1706,11 +1706,25 @@ using Scope = std::map<std::string, Value, std::less<>>;
 
 // What one render may spend: bounds for templates that would loop or grow without end.
 constexpr int64_t kMaxSize = int64_t{1} << 26;  // bytes of output, items of a repetition
-constexpr int64_t kMaxIterations = 1000000;
+constexpr int64_t kMaxIterations = 100000;      // loop iterations and macro calls
+constexpr size_t kMaxItems = size_t{1} << 20;   // of a list built by the template
 
 struct Budget {
   int64_t iterations = 0;
 };
+
+// A computed string or list within the bounds.
+Value Bounded(Value v, Pos pos) {
+  if (v.is(Kind::kString) && v.str().size() > static_cast<size_t>(kMaxSize)) {
+    Fail(pos,
+         absl::StrCat("expected a string of at most ", kMaxSize, " bytes, found ", v.str().size()));
+  }
+  if (v.is(Kind::kList) && v.list().size() > kMaxItems) {
+    Fail(pos,
+         absl::StrCat("expected a list of at most ", kMaxItems, " items, found ", v.list().size()));
+  }
+  return v;
+}
 
 class Renderer {
  public:
@@ -1829,8 +1843,8 @@ class Renderer {
     scopes_.push_back(scope);
     for (int64_t i = 0; i < len; ++i) {
       if (++budget_->iterations > kMaxIterations) {
-        Fail(n.pos,
-             absl::StrCat("expected at most ", kMaxIterations, " loop iterations in a render"));
+        Fail(n.pos, absl::StrCat("expected at most ", kMaxIterations,
+                                 " loop iterations and macro calls in a render"));
       }
       auto& e = loop->entries;
       e[0].second = Value::Int(i + 1);
@@ -1865,6 +1879,10 @@ class Renderer {
           }
           static thread_local int calls = 0;
           if (calls >= 100) Fail(pos, "expected macro calls nested at most 100 deep");
+          if (++budget->iterations > kMaxIterations) {
+            Fail(pos, absl::StrCat("expected at most ", kMaxIterations,
+                                   " loop iterations and macro calls in a render"));
+          }
           ++calls;
           struct Leave {
             ~Leave() { --calls; }
@@ -1916,10 +1934,10 @@ class Renderer {
         if (callee.undefined()) FailUndefined(callee, e.pos);
         if (!callee.is(Kind::kFunction))
           Fail(e.pos, absl::StrCat("'", TypeName(callee), "' object is not callable"));
-        return callee.function()(e.pos, args, kwargs);
+        return Bounded(callee.function()(e.pos, args, kwargs), e.pos);
       }
       case Expr::Type::kFilter:
-        return EvalFilter(e);
+        return Bounded(EvalFilter(e), e.pos);
       case Expr::Type::kTest: {
         const bool r = EvalTest(e.name, Eval(*e.args[0]), EvalArgs(e), e.pos);
         return Value::Bool(r != e.negated);
@@ -1949,7 +1967,7 @@ class Renderer {
         return Truthy(a) ? a : Eval(*e.args[1]);
       }
       case Expr::Type::kBinary:
-        return Arith(e.name, Eval(*e.args[0]), Eval(*e.args[1]), e.pos);
+        return Bounded(Arith(e.name, Eval(*e.args[0]), Eval(*e.args[1]), e.pos), e.pos);
       case Expr::Type::kCompare: {
         Value left = Eval(*e.args[0]);
         for (size_t i = 0; i < e.ops.size(); ++i) {
