@@ -1711,6 +1711,8 @@ constexpr size_t kMaxItems = size_t{1} << 20;   // of a list built by the templa
 
 struct Budget {
   int64_t iterations = 0;
+  // The namespaces made, emptied when the render ends: a namespace can hold itself.
+  std::vector<std::shared_ptr<Dict>> namespaces;
 };
 
 // A computed string or list within the bounds.
@@ -2889,7 +2891,7 @@ std::string Strftime(const std::string& format, const RenderOptions& options) {
 
 // The globals transformers gives a chat template (raise_exception, strftime_now, namespace,
 // dict) and jinja2's range.
-std::shared_ptr<Scope> Globals(const RenderOptions* options) {
+std::shared_ptr<Scope> Globals(const RenderOptions* options, Budget* budget) {
   auto g = std::make_shared<Scope>();
   auto def = [&](const std::string& name, Function fn) {
     (*g)[name] = Value::MakeFunction(name, std::move(fn));
@@ -2915,8 +2917,9 @@ std::shared_ptr<Scope> Globals(const RenderOptions* options) {
     for (auto& [k, v] : kwargs) d->Set(k, v);
     return d;
   };
-  def("namespace", [make_dict](Pos pos, std::vector<Value>& args, KwArgs& kwargs) -> Value {
+  def("namespace", [make_dict, budget](Pos pos, std::vector<Value>& args, KwArgs& kwargs) -> Value {
     auto d = make_dict(pos, args, kwargs, "namespace");
+    budget->namespaces.push_back(d);
     for (const auto& [k, _] : d->entries) {
       if (!k.empty() && k[0] == '_')
         Fail(pos, absl::StrCat("namespace: expected attribute names without a leading '_', found '",
@@ -2978,7 +2981,18 @@ absl::StatusOr<std::string> Template::Render(const Json& context,
       (*root)[it.key()] = Value::FromJson(*it);
     }
     Budget budget;
-    Renderer renderer(options, {Globals(&options), root}, &budget);
+    auto globals = Globals(&options, &budget);
+    // Macros hold the scopes they were defined in, namespaces may hold themselves: the cycles
+    // are cut when the render ends, however it ends.
+    struct Cut {
+      Budget& budget;
+      std::vector<std::shared_ptr<Scope>> scopes;
+      ~Cut() {
+        for (auto& s : scopes) s->clear();
+        for (auto& d : budget.namespaces) d->entries.clear();
+      }
+    } cut{budget, {globals, root}};
+    Renderer renderer(options, {globals, root}, &budget);
     std::string out;
     renderer.Exec(impl_->body, out);
     return out;
