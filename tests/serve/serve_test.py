@@ -4,7 +4,8 @@ server with itself (streamed == whole, batched == alone, same seed == same text)
 the configuration implies (routing), never with fixed text.
 
     serve_test.py --binary build/bin/fluxattn --config tests/serve/serve.toml --suite client
-Suites: client, concurrency, malformed, limits.
+Suites: client, concurrency, malformed, limits, template (the demo model with Qwen3's chat
+template: chat prompts against transformers' renderings in tests/fixtures/chat_templates/).
 """
 
 import argparse
@@ -14,9 +15,11 @@ import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
@@ -24,9 +27,11 @@ import traceback
 import openai
 
 MODEL = "flux-tiny"
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+DEMO = os.path.join(ROOT, "models", "demo", "flux-tiny")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "chat_templates")
 # The served checkpoint's shape, read from its config.json rather than assumed.
-_CONFIG = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                                      "models", "demo", "flux-tiny", "config.json")))
+_CONFIG = json.load(open(os.path.join(DEMO, "config.json")))
 VOCAB = _CONFIG["vocab_size"]
 LAYERS = _CONFIG["num_hidden_layers"]
 CONTEXT = _CONFIG["max_position_embeddings"]
@@ -368,6 +373,53 @@ def suite_client(s):
         run(t, s)
 
 
+# --------------------------------------------------------------------------- template suite
+
+def template_checkpoint(tmp):
+    """The demo checkpoint with Qwen3's published chat template as chat_template.jinja."""
+    d = os.path.join(tmp, MODEL)
+    os.makedirs(d)
+    for name in os.listdir(DEMO):
+        src = os.path.abspath(os.path.join(DEMO, name))
+        if name.endswith(".safetensors"):
+            os.symlink(src, os.path.join(d, name))
+        else:
+            shutil.copy(src, d)
+    shutil.copy(os.path.join(FIXTURES, "qwen3.jinja"), os.path.join(d, "chat_template.jinja"))
+    return d
+
+
+def suite_template(s):
+    assert s.client().models.list().data[0].model_extra["chat_format"] == "jinja"
+    c = s.client()
+    cases = json.load(open(os.path.join(FIXTURES, "cases.json")))["cases"]
+    checked = 0
+    for case in cases:
+        if (case["template"] != "qwen3.jinja" or "error" in case or case.get("tools")
+                or not case["add_generation_prompt"]
+                or any(m["role"] == "tool" or "tool_calls" in m for m in case["messages"])):
+            continue
+        # Greedy continuations of the chat and of transformers' text as a plain prompt agree
+        # token for token only if the server built the same prompt.
+        chat = c.chat.completions.create(
+            model=MODEL, messages=case["messages"], max_tokens=4, temperature=0,
+            **extra(ignore_eos=True, chat_template_kwargs=case["kwargs"]))
+        plain = c.completions.create(model=MODEL, prompt=case["expected"], max_tokens=4,
+                                     temperature=0, **extra(ignore_eos=True))
+        assert chat.usage.prompt_tokens == plain.usage.prompt_tokens, (case["name"], chat.usage,
+                                                                       plain.usage)
+        assert chat.choices[0].message.content == plain.choices[0].text, case["name"]
+        checked += 1
+    assert checked >= 8, checked
+    # A template error (Qwen3 concatenates an assistant turn's missing content) is a 400 naming
+    # the template.
+    body = {"model": MODEL, "max_tokens": 2,
+            "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None},
+                         {"role": "user", "content": "again"}]}
+    err = expect_error(s, 400, "POST", "/v1/chat/completions", body, "messages")
+    assert "chat_template.jinja:" in err["message"] and "undefined" in err["message"], err
+
+
 # ------------------------------------------------------------------------ concurrency suite
 
 def suite_concurrency(s):
@@ -523,6 +575,12 @@ def suite_malformed(s):
          "messages[0].content[0]"),
         (400, CH, wc(max_completion_tokens=-3), "max_completion_tokens"),
         (400, CH, wc(tools=[{"type": "function"}]), "tools"),
+        (400, CH, wc(chat_template_kwargs=5), "chat_template_kwargs"),
+        (400, CH, wc(chat_template_kwargs={"messages": []}), "chat_template_kwargs.messages"),
+        (400, CH, wc(messages=[{"role": "user", "content": "x", "reasoning_content": "y"}]),
+         "messages[0].reasoning_content"),
+        (400, CH, wc(messages=[{"role": "assistant", "content": "x", "reasoning": 5}]),
+         "messages[0].reasoning"),
     ]
     for status, path, body, param in corpus:
         expect_error(s, status, "POST", path, body, param)
@@ -656,15 +714,24 @@ def main():
     ap.add_argument("--binary", required=True)
     ap.add_argument("--config", required=True)
     ap.add_argument("--suite", required=True,
-                    choices=["client", "concurrency", "malformed", "limits"])
+                    choices=["client", "concurrency", "malformed", "limits", "template"])
     args = ap.parse_args()
-    s = Server(args.binary, args.config)
+    tmp = tempfile.mkdtemp(prefix="fluxattn_serve_")
+    try:
+        model = ["--model", template_checkpoint(tmp)] if args.suite == "template" else []
+        serve(args, model)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def serve(args, model):
+    s = Server(args.binary, args.config, model)
     try:
         if args.suite == "client":
             suite_client(s)
         else:
             run({"concurrency": suite_concurrency, "malformed": suite_malformed,
-                 "limits": suite_limits}[args.suite], s)
+                 "limits": suite_limits, "template": suite_template}[args.suite], s)
         s.alive()
         s.stop()
     except BaseException:
@@ -675,7 +742,6 @@ def main():
         sys.stderr.write("---- server stderr (last 40 lines) ----\n")
         sys.stderr.write("".join(s.stderr_lines[-40:]))
         sys.exit(1)
-
 
 if __name__ == "__main__":
     main()

@@ -143,6 +143,37 @@ TEST(ProtocolTest, ParsesTheFieldsAndNamesTheBadOne) {
   EXPECT_EQ(r.messages[1].content, "b");
 }
 
+TEST(ProtocolTest, ChatTemplateFields) {
+  CompletionRequest r;
+  json chat = {{"model", "m"},
+               {"messages",
+                {{{"role", "user"}, {"content", "q"}},
+                 {{"role", "assistant"}, {"content", nullptr}, {"reasoning_content", "r1"}},
+                 {{"role", "assistant"}, {"content", "a"}, {"reasoning", "r2"}}}},
+               {"chat_template_kwargs", {{"enable_thinking", false}}}};
+  ASSERT_FALSE(ParseCompletionRequest(chat, Endpoint::kChat, r).has_value());
+  ASSERT_EQ(r.messages.size(), 3u);
+  EXPECT_TRUE(r.messages[0].has_content);
+  EXPECT_FALSE(r.messages[0].reasoning_content.has_value());
+  EXPECT_FALSE(r.messages[1].has_content);
+  EXPECT_EQ(r.messages[1].reasoning_content, "r1");
+  EXPECT_EQ(r.messages[2].reasoning_content, "r2");
+  EXPECT_EQ(r.chat_template_kwargs, json({{"enable_thinking", false}}));
+  const std::vector<std::pair<json, std::string>> bad = {
+      {{{"chat_template_kwargs", "x"}}, "chat_template_kwargs"},
+      {{{"chat_template_kwargs", {{"add_generation_prompt", false}}}},
+       "chat_template_kwargs.add_generation_prompt"},
+      {{{"messages", {{{"role", "user"}, {"content", "q"}, {"reasoning_content", "r"}}}}},
+       "messages[0].reasoning_content"}};
+  for (const auto& [patch, param] : bad) {
+    json body = chat;
+    body.merge_patch(patch);
+    auto e = ParseCompletionRequest(body, Endpoint::kChat, r);
+    ASSERT_TRUE(e.has_value()) << patch.dump();
+    EXPECT_EQ(e->param, param) << e->message;
+  }
+}
+
 TEST(ProtocolTest, DumpReplacesInvalidUtf8) {
   EXPECT_EQ(Dump(json{{"t", std::string("a\xff")}}), "{\"t\":\"a\xEF\xBF\xBD\"}");
 }

@@ -193,7 +193,17 @@ struct HttpServer::Handlers {
       }
     } else {
       const bool chat = endpoint == Endpoint::kChat;
-      const std::string text = chat ? ctx.chat.Render(r.messages) : *r.prompt_text;
+      std::string text;
+      if (chat) {
+        auto rendered = ctx.chat.Render(r.messages, r.chat_template_kwargs);
+        if (!rendered.ok()) {
+          return SendError(res, {400, std::string(rendered.status().message()),
+                                 "invalid_request_error", "messages", ""});
+        }
+        text = std::move(*rendered);
+      } else {
+        text = *r.prompt_text;
+      }
       auto ids = ctx.tokenizer->Encode(text, /*add_special_tokens=*/!chat);
       if (!ids.ok()) {
         return SendError(res, {400, std::string(ids.status().message()), "invalid_request_error",

@@ -27,7 +27,7 @@ struct ServeContext {
   int64_t context_length = 0;
   int64_t vocab_size = 0;
   const models::Tokenizer* tokenizer = nullptr;
-  ChatFormat chat = ChatFormat::Of(ChatFormat::Kind::kChatMl);
+  ChatFormat chat = ChatFormat::ChatMl();
   std::vector<int64_t> chat_stop_ids;         // end-of-turn tokens of the chat format
   std::vector<std::string> routing_policies;  // named [routers.<name>] (the default is "")
   std::string default_routing_name = "router";

@@ -176,6 +176,7 @@ std::optional<ApiError> ParseMessages(const json& body, CompletionRequest& out) 
     auto content = msg.find("content");
     if (content == msg.end() || content->is_null()) {
       if (parsed.role != "assistant") return Bad(where + ".content", "a string", json());
+      parsed.has_content = false;
     } else if (content->is_string()) {
       parsed.content = content->get<std::string>();
     } else if (content->is_array()) {
@@ -195,7 +196,25 @@ std::optional<ApiError> ParseMessages(const json& body, CompletionRequest& out) 
     } else {
       return Bad(where + ".content", "a string or an array of text parts", *content);
     }
+    for (const char* key : {"reasoning_content", "reasoning"}) {
+      const json* r = Field(msg, key);
+      if (r == nullptr) continue;
+      if (parsed.role != "assistant" || !r->is_string()) {
+        return Bad(absl::StrCat(where, ".", key), "a string on an assistant message", *r);
+      }
+      if (!parsed.reasoning_content) parsed.reasoning_content = r->get<std::string>();
+    }
     out.messages.push_back(std::move(parsed));
+  }
+  if (const json* k = Field(body, "chat_template_kwargs")) {
+    if (!k->is_object()) return Bad("chat_template_kwargs", "an object", *k);
+    for (const char* reserved : {"messages", "tools", "documents", "add_generation_prompt"}) {
+      if (k->contains(reserved)) {
+        return Bad(absl::StrCat("chat_template_kwargs.", reserved),
+                   "no such key (the server sets it)", (*k)[reserved]);
+      }
+    }
+    out.chat_template_kwargs = *k;
   }
   return std::nullopt;
 }

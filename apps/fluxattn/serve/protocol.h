@@ -28,6 +28,10 @@ std::string Dump(const nlohmann::json& j);
 struct ChatMessage {
   std::string role;
   std::string content;
+  bool has_content = true;  // false: an assistant message whose content was null or absent
+  // An assistant turn's reasoning ("reasoning_content", or "reasoning"), which templates such as
+  // Qwen3's render in a <think> block.
+  std::optional<std::string> reasoning_content;
 };
 
 enum class Endpoint { kCompletions, kChat };
@@ -39,6 +43,8 @@ struct CompletionRequest {
   std::optional<std::string> prompt_text;
   std::optional<std::vector<int64_t>> prompt_ids;
   std::vector<ChatMessage> messages;
+  // Extra variables of the chat template (chat: "chat_template_kwargs", an object).
+  nlohmann::json chat_template_kwargs = nlohmann::json::object();
   std::optional<int64_t> max_tokens;  // absent: the endpoint's default
   double temperature = 1.0;
   double top_p = 1.0;
