@@ -64,7 +64,8 @@ def main():
     p.add_argument("--samples", type=int, default=2)
     p.add_argument("--random-seeds", default="1",
                    help="seeds of the random hybrid at each ratio; the plot shows their mean "
-                        "(an eval routes all its prompts with one pattern per seed)")
+                        "(each sample of an eval is a request with its own seed, so every "
+                        "prompt draws its own pattern; the config seed varies the draws)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     points = {"flux": [], "static": [], "random": []}

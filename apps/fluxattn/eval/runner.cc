@@ -221,8 +221,11 @@ namespace {
 
 // Perplexity of the last `scored_tokens` document tokens: one prefill per scored position, each
 // reading the next token's logits from the prefill (the engine exposes last-position logits).
-absl::Status ScorePerplexity(Session& session, const TaskSample& sample, SampleResult& out) {
+absl::Status ScorePerplexity(Session& session, const TaskSample& sample, uint64_t seed,
+                             SampleResult& out) {
   GenerationOptions options;
+  // The sample's own seed: a seeded routing policy draws its layers per sample.
+  options.sampling.seed = seed;
   options.max_new_tokens = 1;
   options.record_logits = true;
   options.ignore_eos = true;
@@ -281,12 +284,15 @@ absl::StatusOr<EvalResult> RunEvalTask(Session& session, TaskKind kind, int64_t 
     s.seed = sample_seed;
     s.prompt_tokens = static_cast<int64_t>(sample.prompt_ids.size());
     if (kind == TaskKind::kLmPerplexity) {
-      FLUXATTN_RETURN_IF_ERROR(ScorePerplexity(session, sample, s));
+      FLUXATTN_RETURN_IF_ERROR(ScorePerplexity(session, sample, sample_seed, s));
       nll += s.nll;
     } else {
       FLUXATTN_ASSIGN_OR_RETURN(std::vector<int64_t> answer_ids,
                                 generator.Encode(absl::StrCat(" ", sample.answer)));
       GenerationOptions options;
+      // Each sample is its own request with its own seed (decoding is greedy; a seeded routing
+      // policy such as `random` draws its layers per sample, as it would per user request).
+      options.sampling.seed = sample_seed;
       // Room for the answer plus a few tokens of spacing or punctuation; a longer output could
       // not match anyway.
       options.max_new_tokens = static_cast<int>(answer_ids.size()) + 6;
