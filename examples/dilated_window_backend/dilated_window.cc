@@ -14,6 +14,7 @@
 #include "fluxattn/attention/param_reader.h"
 #include "fluxattn/attention_backend.h"
 #include "fluxattn/plugin_abi.h"
+#include "fluxattn/status.h"
 
 namespace dilated {
 
@@ -87,7 +88,7 @@ class DilatedWindowBackend : public fluxattn::AttentionBackend {
         AddTile(builder, p0, p1, kt * kTile, kTile);
       }
     }
-    *layout = builder.Finish();
+    FLUXATTN_ASSIGN_OR_RETURN(*layout, builder.Build());
     return absl::OkStatus();
   }
 

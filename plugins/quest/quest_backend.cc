@@ -177,7 +177,7 @@ absl::Status QuestBackend::BuildDecodeLayout(const AttentionProblem& p, const Qu
     builder.StartRow();
     for (int32_t b : selected[h]) builder.AddBlock(b);
   }
-  *layout = builder.Finish();
+  FLUXATTN_ASSIGN_OR_RETURN(*layout, builder.Build());
   return absl::OkStatus();
 }
 

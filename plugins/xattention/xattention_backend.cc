@@ -233,7 +233,7 @@ absl::Status XAttentionBackend::BuildPrefillLayout(const AttentionProblem& p,
       for (int32_t b : selected[qb * heads + h]) builder.AddBlock(b);
     }
   }
-  *layout = builder.Finish();
+  FLUXATTN_ASSIGN_OR_RETURN(*layout, builder.Build());
   return absl::OkStatus();
 }
 

@@ -169,6 +169,63 @@ TEST(KernelThreads, SplitDecodeIsIndependentOfTheThreadCount) {
   EXPECT_LT(RelativeError(outs[0], want), 1e-5);
 }
 
+// Misusing LayoutBuilder is an error from Build(), naming what was wrong, not a crash.
+TEST(LayoutBuilderErrors, MisuseIsReportedByBuild) {
+  auto message = [](LayoutBuilder& b) {
+    absl::StatusOr<BlockSparseLayout> l = b.Build();
+    EXPECT_FALSE(l.ok());
+    return l.ok() ? std::string() : std::string(l.status().message());
+  };
+  {
+    LayoutBuilder b(0, 64, 0, 100, 100, 1);
+    b.StartRow();
+    b.AddBlock(0);
+    EXPECT_NE(message(b).find("expected integers > 0, found 0 / 64 / 1"), std::string::npos);
+  }
+  {
+    LayoutBuilder b(64, 64, 0, 64, 128, 1);
+    b.StartRow();
+    b.AddBlock(1);
+    b.AddBlock(0);
+    // The first error sticks; a masked block after it gets a writable scratch mask.
+    uint64_t* mask = b.AddMaskedBlock(5);
+    LayoutBuilder::SetMaskBit(mask, 64, 63, 63);
+    EXPECT_NE(message(b).find("block 0 after block 1"), std::string::npos) << b.status();
+  }
+  {
+    LayoutBuilder b(64, 64, 0, 100, 100, 1);  // two query blocks, one head: two rows
+    b.StartRow();
+    b.StartRow();
+    b.StartRow();
+    EXPECT_NE(message(b).find("expected at most 2"), std::string::npos) << b.status();
+  }
+  {
+    LayoutBuilder b(64, 64, 0, 100, 100, 2);  // four rows
+    b.StartRow();
+    b.AddBlock(0);
+    EXPECT_NE(message(b).find("expected 4 (query blocks x layout heads), found 1 rows started"),
+              std::string::npos)
+        << b.status();
+  }
+  {
+    LayoutBuilder b(64, 64, 0, 64, 64, 1);
+    b.AddBlock(0);
+    EXPECT_NE(message(b).find("StartRow() before the first block"), std::string::npos);
+  }
+  {
+    LayoutBuilder b(64, 64, 0, 100, 100, 1);
+    b.StartRow();
+    b.AddBlock(0);
+    b.StartRow();
+    b.AddBlock(0);
+    b.AddBlock(1);
+    absl::StatusOr<BlockSparseLayout> ok = b.Build();
+    ASSERT_TRUE(ok.ok()) << ok.status();
+    EXPECT_EQ(ok->row_begin, (std::vector<int64_t>{0, 1, 3}));
+    EXPECT_TRUE(ValidateLayout(*ok).ok());
+  }
+}
+
 TEST(KernelErrors, ReadingAReleasedPageIsAnError) {
   RandomAttention in(2, 1, 64, 0, 1, 1, 1, 3);
   RandomAttention big(2, 1, 64, 199, 1, 200, 16, 3);

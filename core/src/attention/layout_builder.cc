@@ -1,6 +1,8 @@
 #include "fluxattn/attention/layout_builder.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -14,49 +16,99 @@ LayoutBuilder::LayoutBuilder(const BlockSparseLayout& shape)
 
 LayoutBuilder::LayoutBuilder(int q_block_tokens, int kv_block_tokens, int64_t q_pos0,
                              int64_t num_queries, int64_t kv_length, int num_layout_heads) {
-  FLUXATTN_CHECK(q_block_tokens > 0 && kv_block_tokens > 0 && num_layout_heads > 0);
   layout_.q_block_tokens = q_block_tokens;
   layout_.kv_block_tokens = kv_block_tokens;
   layout_.q_pos0 = q_pos0;
   layout_.num_queries = num_queries;
   layout_.kv_length = kv_length;
   layout_.num_layout_heads = num_layout_heads;
-  layout_.row_begin.reserve(layout_.num_rows() + 1);
   layout_.row_begin.push_back(0);
+  if (q_block_tokens <= 0 || kv_block_tokens <= 0 || num_layout_heads <= 0) {
+    Fail(InvalidInput(
+        "layout q_block_tokens / kv_block_tokens / num_layout_heads", "integers > 0",
+        absl::StrCat(q_block_tokens, " / ", kv_block_tokens, " / ", num_layout_heads)));
+    return;
+  }
+  if (num_queries < 0 || kv_length < 0 || q_pos0 < 0) {
+    Fail(InvalidInput("layout q_pos0 / num_queries / kv_length", "integers >= 0",
+                      absl::StrCat(q_pos0, " / ", num_queries, " / ", kv_length)));
+    return;
+  }
+  layout_.row_begin.reserve(layout_.num_rows() + 1);
 }
 
 void LayoutBuilder::StartRow() {
+  if (!status_.ok()) return;
+  if (rows_started() + (started_any_ ? 1 : 0) >= layout_.num_rows()) {
+    Fail(
+        InvalidInput("layout rows",
+                     absl::StrCat("at most ", layout_.num_rows(), " (query blocks x layout heads)"),
+                     absl::StrCat("row ", rows_started() + (started_any_ ? 1 : 0), " started")));
+    return;
+  }
   // row_begin holds one more element than the rows closed so far; opening a row closes the
   // previous one by recording where the new one begins.
   if (started_any_) {
     layout_.row_begin.push_back(static_cast<int64_t>(layout_.kv_block.size()));
   }
   started_any_ = true;
-  FLUXATTN_CHECK(rows_started() <= layout_.num_rows());
 }
 
 void LayoutBuilder::AddBlock(int32_t kv_block) {
-  FLUXATTN_CHECK(started_any_);
-  FLUXATTN_CHECK(layout_.kv_block.size() == static_cast<size_t>(layout_.row_begin.back()) ||
-                 layout_.kv_block.back() < kv_block);
+  if (!status_.ok()) return;
+  if (!started_any_) {
+    Fail(InvalidInput("layout block", "StartRow() before the first block",
+                      absl::StrCat("block ", kv_block, " with no row started")));
+    return;
+  }
+  const bool row_empty = layout_.kv_block.size() == static_cast<size_t>(layout_.row_begin.back());
+  if (kv_block < 0 || (!row_empty && layout_.kv_block.back() >= kv_block)) {
+    Fail(InvalidInput(
+        absl::StrCat("layout row ", rows_started(), " blocks"), "ascending block indices >= 0",
+        absl::StrCat("block ", kv_block,
+                     row_empty ? "" : absl::StrCat(" after block ", layout_.kv_block.back()))));
+    return;
+  }
   layout_.kv_block.push_back(kv_block);
   layout_.mask_index.push_back(-1);
 }
 
 uint64_t* LayoutBuilder::AddMaskedBlock(int32_t kv_block) {
   AddBlock(kv_block);
-  const int64_t words = layout_.words_per_mask();
+  const int64_t words = status_.ok() ? layout_.words_per_mask() : 0;
+  if (!status_.ok()) {
+    // Somewhere the caller may write its bits; nothing of it reaches a layout.
+    const int64_t q = std::max(layout_.q_block_tokens, 1), k = std::max(layout_.kv_block_tokens, 1);
+    scratch_mask_.assign(static_cast<size_t>((q * k + 63) / 64), 0);
+    return scratch_mask_.data();
+  }
   const int64_t index = static_cast<int64_t>(layout_.masks.size()) / words;
   layout_.mask_index.back() = static_cast<int32_t>(index);
   layout_.masks.resize(layout_.masks.size() + words, 0);
   return layout_.masks.data() + index * words;
 }
 
-BlockSparseLayout LayoutBuilder::Finish() {
+absl::StatusOr<BlockSparseLayout> LayoutBuilder::Build() {
+  if (!status_.ok()) return status_;
   if (started_any_) layout_.row_begin.push_back(static_cast<int64_t>(layout_.kv_block.size()));
-  FLUXATTN_CHECK(static_cast<int64_t>(layout_.row_begin.size()) == layout_.num_rows() + 1);
   started_any_ = false;
+  if (static_cast<int64_t>(layout_.row_begin.size()) != layout_.num_rows() + 1) {
+    Fail(InvalidInput("layout rows",
+                      absl::StrCat(layout_.num_rows(), " (query blocks x layout heads)"),
+                      absl::StrCat(layout_.row_begin.size() - 1, " rows started")));
+    return status_;
+  }
   return std::move(layout_);
+}
+
+BlockSparseLayout LayoutBuilder::Finish() {
+  absl::StatusOr<BlockSparseLayout> layout = Build();
+  if (!layout.ok()) {
+    std::fprintf(stderr, "LayoutBuilder::Finish: %s\n",
+                 std::string(layout.status().message()).c_str());
+    std::abort();
+  }
+  return *std::move(layout);
 }
 
 BlockSparseLayout DenseCausalLayout(int64_t q_pos0, int64_t num_queries, int64_t kv_length,

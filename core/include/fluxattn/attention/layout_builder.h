@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "fluxattn/block_sparse_layout.h"
 
 namespace fluxattn {
@@ -19,7 +20,11 @@ inline bool MaskAllows(const uint64_t* mask, int kv_block_tokens, int q_in_block
 }
 
 // Appends rows of a layout one after another. Usage:
-//   LayoutBuilder b(shape); for each row: b.StartRow(); b.AddBlock(...)...; then b.Finish().
+//   LayoutBuilder b(shape); for each row: b.StartRow(); b.AddBlock(...)...;
+//   then FLUXATTN_ASSIGN_OR_RETURN(*layout, b.Build()).
+// Misuse (block sizes or heads <= 0, more rows than the shape has, blocks of a row not
+// ascending, a block before the first row, rows missing at the end) is not a crash: the first
+// such error sticks, later calls do nothing, and Build() returns it.
 class LayoutBuilder {
  public:
   // Shape fields of `shape` are copied (its CSR arrays are ignored).
@@ -41,12 +46,22 @@ class LayoutBuilder {
   }
 
   int64_t rows_started() const { return static_cast<int64_t>(layout_.row_begin.size()) - 1; }
-  // Closes the last row and returns the layout; every row must have been started.
+  // OK, or the first misuse.
+  const absl::Status& status() const { return status_; }
+  // Closes the last row and returns the layout, or the first misuse (every row of the shape
+  // must have been started).
+  absl::StatusOr<BlockSparseLayout> Build();
+  // Build() for callers whose shape is known to be valid; aborts with the message otherwise.
   BlockSparseLayout Finish();
 
  private:
+  void Fail(absl::Status status) {
+    if (status_.ok()) status_ = std::move(status);
+  }
   BlockSparseLayout layout_;
   bool started_any_ = false;
+  absl::Status status_;
+  std::vector<uint64_t> scratch_mask_;  // handed out by AddMaskedBlock after an error
 };
 
 // Every causal pair: each query block reads KV blocks 0 .. (last position of the block) / B.
