@@ -249,5 +249,19 @@ TEST(Failure, UnloadableModelIsExitCodeOne) {
   EXPECT_EQ(r.code, 1) << r.err;
 }
 
+// cuDNN's attention on a CPU run is one error naming the key, not a silently ignored setting.
+TEST(Failure, CudnnPrefillOnTheCpuNamesTheKey) {
+  const std::string dir = Fresh("cudnn_cpu");
+  const std::string config = dir + "/cudnn.toml";
+  std::ofstream(config) << "[model]\npath = \"" << FLUXATTN_SOURCE_DIR
+                        << "/models/demo/flux-tiny\"\ndevice = \"cpu\"\n[attention]\n"
+                           "dense_prefill = \"cudnn\"\n[backends.full]\nplugin = \"full\"\n";
+  RunResult r = RunCli(absl::StrCat("bench --config ", config, " --context 64 --decode-tokens 1"));
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("attention.dense_prefill"));
+  EXPECT_THAT(r.err, HasSubstr("\"auto\" or \"fluxattn\" on the cpu"));
+  EXPECT_THAT(r.err, HasSubstr("found \"cudnn\""));
+}
+
 }  // namespace
 }  // namespace fluxattn::eval
