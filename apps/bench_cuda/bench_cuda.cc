@@ -85,6 +85,13 @@ class DeviceMemory {
   size_t bytes_;
 };
 
+// A device copy of `v`.
+std::unique_ptr<DeviceMemory> UploadInts(const std::vector<int32_t>& v) {
+  auto m = std::make_unique<DeviceMemory>(v.size() * 4);
+  BENCH_CHECK_CUDA(cudaMemcpy(m->get(), v.data(), v.size() * 4, cudaMemcpyHostToDevice));
+  return m;
+}
+
 // Random bf16 in [-1, 1) (never zeros: they time faster than real data), tiled from 16 MiB.
 void FillRandomBf16(void* dst, size_t count, uint64_t seed) {
   static std::vector<uint16_t> pattern = [] {
@@ -159,16 +166,11 @@ Pool MakePool(int num_seqs, int kv_len, int q_rows_per_seq, const Options& o, bo
     pos0.push_back(decode ? kv_len - 1 : kv_len - q_rows_per_seq);
     qind.push_back(qind.back() + q_rows_per_seq);
   }
-  auto upload = [](const std::vector<int32_t>& v) {
-    auto m = std::make_unique<DeviceMemory>(v.size() * 4);
-    BENCH_CHECK_CUDA(cudaMemcpy(m->get(), v.data(), v.size() * 4, cudaMemcpyHostToDevice));
-    return m;
-  };
-  p.page_indptr = upload(indptr);
-  p.page_indices = upload(indices);
-  p.kv_len = upload(lens);
-  p.q_pos0 = upload(pos0);
-  p.q_indptr = upload(qind);
+  p.page_indptr = UploadInts(indptr);
+  p.page_indices = UploadInts(indices);
+  p.kv_len = UploadInts(lens);
+  p.q_pos0 = UploadInts(pos0);
+  p.q_indptr = UploadInts(qind);
   p.view = {p.k->get(), p.v->get(), static_cast<int32_t>(num_pages), o.page_tokens};
   p.seqs.num_seqs = num_seqs;
   p.seqs.q_indptr = p.q_indptr->as<int32_t>();
@@ -204,14 +206,9 @@ StreamingLayout MakeStreaming(int t, int block, int window_blocks) {
       s.allowed_pairs += kb == qb ? block * (block + 1) / 2.0 : static_cast<double>(block) * block;
     }
   }
-  auto upload = [](const std::vector<int32_t>& v) {
-    auto m = std::make_unique<DeviceMemory>(v.size() * 4);
-    BENCH_CHECK_CUDA(cudaMemcpy(m->get(), v.data(), v.size() * 4, cudaMemcpyHostToDevice));
-    return m;
-  };
-  s.seq_row_begin = upload(begin);
-  s.row_indptr = upload(indptr);
-  s.kv_block = upload(blocks);
+  s.seq_row_begin = UploadInts(begin);
+  s.row_indptr = UploadInts(indptr);
+  s.kv_block = UploadInts(blocks);
   s.view.q_block_tokens = block;
   s.view.kv_block_tokens = block;
   s.view.num_layout_heads = 1;
@@ -248,20 +245,14 @@ void BenchPrefill(const Options& o, std::vector<Row>& rows) {
       std::vector<int32_t> table(width, 0), q_off = {0, static_cast<int32_t>(q_elems)},
                                             kv_off = {0, t * o.kv_heads * o.head_dim}, lens = {t};
       for (int i = 0; i < (t + o.page_tokens - 1) / o.page_tokens; ++i) table[i] = i;
-      auto upload = [](const std::vector<int32_t>& v) {
-        auto m = std::make_unique<DeviceMemory>(v.size() * 4);
-        BENCH_CHECK_CUDA(cudaMemcpy(m->get(), v.data(), v.size() * 4, cudaMemcpyHostToDevice));
-        return m;
-      };
-      auto d_table = upload(table), d_q_off = upload(q_off), d_kv_off = upload(kv_off),
-           d_lens = upload(lens);
+      auto d_table = UploadInts(table), d_q_off = UploadInts(q_off), d_kv_off = UploadInts(kv_off),
+           d_lens = UploadInts(lens);
       fluxattn::cudnn::PrefillArgs a;
       a.num_seqs = 1;
       a.num_q_heads = o.q_heads;
       a.num_kv_heads = o.kv_heads;
       a.head_dim = o.head_dim;
       a.scale = Shape(o).scale;
-      a.total_q_rows = t;
       a.max_q_rows = t;
       a.max_kv_len = t;
       a.q = q.get();

@@ -524,7 +524,6 @@ void CheckCudnnPrefill(const Problem& p, bool paged, const char* what) {
   a.num_kv_heads = p.hkv;
   a.head_dim = p.d;
   a.scale = ShapeOf(p).scale;
-  a.total_q_rows = p.total_rows();
   a.max_q_rows = max_q;
   a.max_kv_len = max_kv;
   a.q = dp.q.get();

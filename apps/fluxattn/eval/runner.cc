@@ -5,7 +5,6 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
-#include <map>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -111,47 +110,18 @@ absl::StatusOr<std::unique_ptr<Session>> OpenSession(EngineConfig config,
 
 namespace {
 
-// Runs `prompts` as one batch through the step API, request i with sampling seed
-// options.sampling.seed + i; the first step (every prefill) is timed apart from the decode steps.
+// Runs `prompts` as one batch, request i with sampling seed options.sampling.seed + i; the
+// first step (every prefill) is timed apart from the decode steps.
 absl::StatusOr<BatchResult> RunSeededBatch(Engine& engine,
                                            const std::vector<std::vector<int64_t>>& prompts,
                                            const GenerationOptions& options) {
-  BatchResult result;
-  result.requests.resize(prompts.size());
-  std::map<uint64_t, size_t> index;
+  std::vector<RequestSpec> requests(prompts.size());
   for (size_t i = 0; i < prompts.size(); ++i) {
-    RequestSpec spec;
-    spec.prompt = prompts[i];
-    spec.options = options;
-    spec.options.sampling.seed = options.sampling.seed + i;
-    absl::StatusOr<uint64_t> id = engine.Add(std::move(spec));
-    if (!id.ok()) {
-      for (const auto& [added, unused] : index) engine.Cancel(added);
-      return id.status();
-    }
-    index[*id] = i;
+    requests[i].prompt = prompts[i];
+    requests[i].options = options;
+    requests[i].options.sampling.seed = options.sampling.seed + i;
   }
-  bool first = true;
-  while (!engine.idle()) {
-    absl::StatusOr<StepResult> step = engine.Step();
-    if (!step.ok() || !step->failed.empty()) {
-      for (const auto& [id, unused] : index) engine.Cancel(id);
-      return step.ok() ? step->failed[0].status : step.status();
-    }
-    if (first) {
-      result.timing.prefill_seconds = step->seconds;
-      result.timing.prefill_tokens = step->prefill_tokens;
-      first = false;
-    } else {
-      result.timing.decode_seconds += step->seconds;
-      result.timing.decode_tokens += step->decode_tokens;
-      ++result.timing.decode_steps;
-    }
-    for (GenerationResult& r : step->finished) {
-      result.requests[index.at(r.request_id)] = std::move(r);
-    }
-  }
-  return result;
+  return engine.Generate(std::move(requests));
 }
 
 }  // namespace

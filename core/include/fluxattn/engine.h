@@ -175,6 +175,10 @@ class Engine {
   absl::StatusOr<BatchResult> Generate(const std::vector<std::vector<int64_t>>& prompts,
                                        const GenerationOptions& options,
                                        const TokenCallback& on_token = {});
+  // The same for requests of their own (each its options, seed, routing policy and hints);
+  // on_token's index is the request's position in `requests`.
+  absl::StatusOr<BatchResult> Generate(std::vector<RequestSpec> requests,
+                                       const TokenCallback& on_token = {});
 
  private:
   struct Impl;

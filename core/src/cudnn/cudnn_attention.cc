@@ -59,7 +59,7 @@ class CudnnAttention : public Attention {
   }
 
  private:
-  absl::StatusOr<fe::graph::Graph*> GraphFor(const Key& key, int64_t total_q_rows);
+  absl::StatusOr<fe::graph::Graph*> GraphFor(const Key& key);
 
   cudnnHandle_t handle_;
   DeviceBuffer workspace_;
@@ -67,7 +67,7 @@ class CudnnAttention : public Attention {
   std::map<Key, std::string> unsupported_;  // shapes cuDNN refused, with its reason
 };
 
-absl::StatusOr<fe::graph::Graph*> CudnnAttention::GraphFor(const Key& key, int64_t total_q_rows) {
+absl::StatusOr<fe::graph::Graph*> CudnnAttention::GraphFor(const Key& key) {
   if (auto it = graphs_.find(key); it != graphs_.end()) return it->second.get();
   if (auto it = unsupported_.find(key); it != unsupported_.end()) {
     return absl::UnimplementedError(it->second);
@@ -146,7 +146,6 @@ absl::StatusOr<fe::graph::Graph*> CudnnAttention::GraphFor(const Key& key, int64
       .set_dim({b, hq, sq, d})
       .set_stride({sq * hq * d, d, hq * d, 1})
       .set_ragged_offset(q_offsets);
-  (void)total_q_rows;
   fe::error_t e = graph->validate();
   if (e.is_good()) e = graph->build_operation_graph(handle_);
   if (e.is_good()) e = graph->create_execution_plans({fe::HeurMode_t::A});
@@ -186,7 +185,7 @@ absl::Status CudnnAttention::Prefill(const PrefillArgs& a, void* stream) {
   }
   std::memcpy(&key.scale_bits, &a.scale, sizeof(a.scale));
   try {
-    FLUXATTN_ASSIGN_OR_RETURN(fe::graph::Graph * graph, GraphFor(key, a.total_q_rows));
+    FLUXATTN_ASSIGN_OR_RETURN(fe::graph::Graph * graph, GraphFor(key));
     int64_t ws_bytes = 0;
     fe::error_t e = graph->get_workspace_size(ws_bytes);
     if (!e.is_good()) return absl::InternalError(absl::StrCat("cuDNN workspace: ", Message(e)));

@@ -24,11 +24,10 @@ struct PrefillArgs {
   int32_t num_kv_heads = 0;
   int32_t head_dim = 0;
   float scale = 1.0f;
-  int64_t total_q_rows = 0;  // rows of q and out
-  int32_t max_q_rows = 0;    // the longest sequence's query rows
-  int32_t max_kv_len = 0;    // the longest sequence's keys
-  const void* q = nullptr;   // [total_q_rows, num_q_heads, head_dim] bf16, sequences packed
-  void* out = nullptr;       // same layout
+  int32_t max_q_rows = 0;   // the longest sequence's query rows
+  int32_t max_kv_len = 0;   // the longest sequence's keys
+  const void* q = nullptr;  // [rows, num_q_heads, head_dim] bf16, sequences packed
+  void* out = nullptr;      // same layout
   // Packed keys/values ([rows, num_kv_heads, head_dim], sequence b at kv_offsets[b] elements;
   // every sequence has as many keys as queries), or the pool ([num_pages, page_tokens,
   // num_kv_heads, head_dim]) read through page_table.

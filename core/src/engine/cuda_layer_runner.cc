@@ -452,7 +452,6 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
     ca.num_kv_heads = batch.num_kv_heads;
     ca.head_dim = batch.head_dim;
     ca.scale = batch.scale;
-    ca.total_q_rows = rows;
     ca.max_q_rows = cd_max_q;
     ca.max_kv_len = static_cast<int32_t>(max_kv_tokens);
     ca.q = q;

@@ -845,16 +845,23 @@ absl::StatusOr<BatchResult> Engine::Generate(const std::vector<std::vector<int64
                                              const GenerationOptions& options,
                                              const TokenCallback& on_token) {
   FLUXATTN_RETURN_IF_ERROR(ValidateOptions(options));
+  std::vector<RequestSpec> requests(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    requests[i].prompt = prompts[i];
+    requests[i].options = options;
+  }
+  return Generate(std::move(requests), on_token);
+}
+
+absl::StatusOr<BatchResult> Engine::Generate(std::vector<RequestSpec> requests,
+                                             const TokenCallback& on_token) {
   BatchResult result;
-  const size_t n = prompts.size();
+  const size_t n = requests.size();
   result.requests.resize(n);
   std::unordered_map<uint64_t, int> index;
   std::vector<uint64_t> ids;
   for (size_t i = 0; i < n; ++i) {
-    RequestSpec spec;
-    spec.prompt = prompts[i];
-    spec.options = options;
-    absl::StatusOr<uint64_t> id = Add(std::move(spec));
+    absl::StatusOr<uint64_t> id = Add(std::move(requests[i]));
     if (!id.ok()) {
       for (uint64_t added : ids) Cancel(added);
       return Annotate(id.status(), absl::StrCat("prompt ", i));
