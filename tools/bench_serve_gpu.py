@@ -105,6 +105,8 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--port", type=int, default=8123)
+    ap.add_argument("--prefill-chunk", default="256,0",
+                    help="comma list of `fluxattn serve --prefill-chunk` values (0: whole prompts)")
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
@@ -117,10 +119,68 @@ def main():
     with open(config, "w") as f:
         f.write(f'[model]\npath = "{folder}"\ndevice = "cuda"\n\n[kv]\npool_mib = 16384\n\n'
                 '[backends.full]\nplugin = "full"\n\n[server]\nmax_running_requests = 64\nmax_queued_requests = 256\n')
-    log = open(os.path.join(args.out, "serve.log"), "w")
+    summary = []
+    for chunk in [int(c) for c in args.prefill_chunk.split(",")]:
+        summary.append((chunk, serve_levels(args, config, vocab, chunk)))
+    print("\nprefill chunk | clients | tok/s | ITL p50 ms | ITL p99 ms | TTFT p50 ms")
+    for chunk, levels in summary:
+        for lv in levels:
+            if lv["policy"] != "all":
+                continue
+            sv = lv.get("server", {}).get("step_seconds", {})
+            print(f"{chunk or 'whole':>13} | {lv['clients']:>7} | {lv['output_tokens_per_second']:8.1f} | "
+                  f"{lv['itl_p50_ms']:10.2f} | {lv['itl_p99_ms']:10.2f} | {lv['ttft_p50_ms']:10.1f}"
+                  f" | server steps > 10/25/50 ms: {100 * sv.get('above_10ms', 0):.1f}% / "
+                  f"{100 * sv.get('above_25ms', 0):.2f}% / {100 * sv.get('above_50ms', 0):.2f}%")
+        by = {lv["clients"]: lv for lv in levels if lv["policy"] == "all"}
+        if 1 in by and 32 in by:
+            print(f"prefill chunk {chunk or 'whole'}: throughput 32 / 1 clients "
+                  f"{by[32]['output_tokens_per_second'] / by[1]['output_tokens_per_second']:.1f}x; "
+                  f"p99 inter-token latency 32 / 1: {by[32]['itl_p99_ms'] / by[1]['itl_p99_ms']:.2f}x")
+
+
+def scrape(url):
+    """The server's histograms: {name: [(le, cumulative count), ...]}."""
+    text = urllib.request.urlopen(url + "/metrics", timeout=30).read().decode()
+    hist = {}
+    for line in text.splitlines():
+        if "_bucket{" not in line:
+            continue
+        name, rest = line.split("_bucket{", 1)
+        le = rest.split('le="', 1)[1].split('"', 1)[0]
+        hist.setdefault(name, []).append((float("inf") if le == "+Inf" else float(le),
+                                          float(line.rsplit(" ", 1)[1])))
+    return hist
+
+
+def server_view(before, after):
+    """What the server saw during one level: per histogram, the share of observations above
+    10, 25 and 50 ms, and the bucket bound below which 99% fall."""
+    out = {}
+    for name in ("fluxattn_step_seconds", "fluxattn_inter_token_latency_seconds"):
+        if name not in after:
+            continue
+        b = dict(before.get(name, []))
+        rows = [(le, n - b.get(le, 0.0)) for le, n in after[name]]
+        total = rows[-1][1] if rows else 0.0
+        if total <= 0:
+            continue
+        above = {f"above_{int(t * 1e3)}ms": 1.0 - next(n for le, n in rows if le >= t) / total
+                 for t in (0.01, 0.025, 0.05)}
+        p99 = next(le for le, n in rows if n >= 0.99 * total)
+        out[name.replace("fluxattn_", "")] = dict(above, count=total, p99_bound_s=p99)
+    return out
+
+
+def serve_levels(args, config, vocab, chunk):
+    """Starts the server with `--prefill-chunk chunk` (0: whole prompts), runs the load levels,
+    returns them (also written to serve_load_chunk<chunk>.json)."""
+    log = open(os.path.join(args.out, f"serve_chunk{chunk}.log"), "w")
     proc = subprocess.Popen([args.fluxattn, "serve", "--config", config, "--port",
-                             str(args.port)], stdout=log, stderr=subprocess.STDOUT)
+                             str(args.port), "--prefill-chunk", str(chunk)],
+                            stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{args.port}"
+    out_json = os.path.join(args.out, f"serve_load_chunk{chunk}.json")
     try:
         wait_healthy(url, proc, 300)
         # One short warm-up level (GEMM heuristics, cuDNN graphs), then the measured levels.
@@ -130,22 +190,25 @@ def main():
                 str(args.max_tokens), "--vocab", str(vocab - 1)]
         subprocess.run(base + ["--concurrency", "4", "--requests", "2"], check=True,
                        stdout=subprocess.DEVNULL)
-        subprocess.run(base + ["--concurrency", args.concurrency, "--seconds",
-                               str(args.seconds), "--json",
-                               os.path.join(args.out, "serve_load.json")], check=True)
+        levels = []
+        for clients in args.concurrency.split(","):
+            before = scrape(url)
+            level_json = out_json + f".{clients}"
+            subprocess.run(base + ["--concurrency", clients, "--seconds", str(args.seconds),
+                                   "--json", level_json], check=True)
+            after = scrape(url)
+            for lv in json.load(open(level_json))["levels"]:
+                lv["server"] = server_view(before, after)
+                levels.append(lv)
+            os.remove(level_json)
+        json.dump({"levels": levels}, open(out_json, "w"), indent=2)
     finally:
         proc.terminate()
         try:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
-    levels = json.load(open(os.path.join(args.out, "serve_load.json")))["levels"]
-    by = {lv["clients"]: lv for lv in levels if lv["policy"] == "all"}
-    if 1 in by and 32 in by:
-        print(f"\nthroughput 32 / 1 clients: "
-              f"{by[32]['output_tokens_per_second'] / by[1]['output_tokens_per_second']:.1f}x; "
-              f"p99 inter-token latency 32 / 1: {by[32]['itl_p99_ms'] / by[1]['itl_p99_ms']:.2f}x")
-
+    return json.load(open(out_json))["levels"]
 
 if __name__ == "__main__":
     main()

@@ -6,7 +6,8 @@ For each concurrency level, that many clients send streaming completions back to
 --seconds (or --requests per client); it reports requests/s, output tokens/s, time to first token
 and inter-token latency percentiles, per routing policy when --routing names several (the policies
 are assigned round-robin to the requests, so they share the batches: a live A/B comparison of
-latency and SA ratio).
+latency and SA ratio). The clients of a level are spread over several processes (--processes),
+so that parsing the event streams in Python does not delay the reads and distort the latencies.
 
     $(tools/serve-venv.sh) tools/serve_loadgen.py --url http://127.0.0.1:8000/v1 \\
         --concurrency 1,8,32 --prompt-tokens 128 --max-tokens 64 --routing default,all_full
@@ -16,6 +17,8 @@ Prints a table and, with --json FILE, writes every figure.
 import argparse
 import asyncio
 import json
+import multiprocessing
+import os
 import random
 import statistics
 import sys
@@ -62,12 +65,12 @@ async def one_request(client, model, prompt, max_tokens, routing, seed):
     return {"ttft": ttft, "itl": itl, "tokens": tokens, "seconds": end - t0, "sa_ratio": sa}
 
 
-async def run_level(args, model, concurrency, policies):
+async def run_level(args, model, concurrency, policies, part=0, parts=1):
     limits = httpx.Limits(max_connections=concurrency + 8, max_keepalive_connections=concurrency)
     client = openai.AsyncOpenAI(base_url=args.url, api_key=args.api_key or "unused",
                                 max_retries=0, timeout=600,
                                 http_client=openai.DefaultAsyncHttpxClient(limits=limits))
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed * 1000003 + part)
     results = []
     counter = [0]
     deadline = time.perf_counter() + args.seconds
@@ -79,7 +82,7 @@ async def run_level(args, model, concurrency, policies):
                 return
             if not args.requests and time.perf_counter() >= deadline:
                 return
-            i = counter[0]
+            i = counter[0] * parts + part  # request numbers unique over the processes
             counter[0] += 1
             policy = policies[i % len(policies)]
             prompt = [rng.randrange(args.vocab) for _ in range(args.prompt_tokens)]
@@ -93,6 +96,23 @@ async def run_level(args, model, concurrency, policies):
     wall = time.perf_counter() - t0
     await client.close()
     return results, wall
+
+
+def run_part(job):
+    args, model, clients, policies, part, parts = job
+    return asyncio.run(run_level(args, model, clients, policies, part, parts))
+
+
+def run_spread(args, model, concurrency, policies):
+    """The level's clients in `parts` processes (as evenly as they go); wall = the longest."""
+    parts = max(1, min(concurrency, args.processes or min(8, (os.cpu_count() or 2) // 2)))
+    if parts == 1:
+        return asyncio.run(run_level(args, model, concurrency, policies))
+    jobs = [(args, model, concurrency // parts + (k < concurrency % parts), policies, k, parts)
+            for k in range(parts)]
+    with multiprocessing.get_context("spawn").Pool(parts) as pool:
+        outs = pool.map(run_part, jobs)
+    return [r for res, _ in outs for r in res], max(wall for _, wall in outs)
 
 
 def summarize(results, wall):
@@ -129,6 +149,8 @@ def main():
     ap.add_argument("--routing", default="default",
                     help="comma-separated policies (default = the server's [router])")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--processes", type=int, default=0,
+                    help="processes the clients are spread over (0: min(8, cores / 2))")
     ap.add_argument("--json", default="")
     args = ap.parse_args()
 
@@ -143,7 +165,7 @@ def main():
               f"{'ttft p50':>9} {'p99':>8} {'itl p50':>8} {'p90':>7} {'p99':>7} {'SA':>5}")
     print(header)
     for level in [int(x) for x in args.concurrency.split(",")]:
-        results, wall = asyncio.run(run_level(args, model, level, policies))
+        results, wall = run_spread(args, model, level, policies)
         rows = [("all", summarize(results, wall))]
         if len(policies) > 1:
             for p in policies:

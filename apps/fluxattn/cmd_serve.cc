@@ -31,6 +31,9 @@
 namespace fluxattn::cli {
 namespace {
 
+// The prompt tokens one step of the server runs when the configuration does not say.
+constexpr int64_t kServePrefillChunkTokens = 256;
+
 struct ServeArgs {
   std::string model;
   std::string config;
@@ -39,8 +42,9 @@ struct ServeArgs {
   std::string api_key;
   std::string model_name;
   int threads = -1;
-  std::string device;      // empty: the config's [model] device
-  int kv_page_tokens = 0;  // 0: [kv] page_tokens of the config
+  std::string device;          // empty: the config's [model] device
+  int kv_page_tokens = 0;      // 0: [kv] page_tokens of the config
+  int64_t prefill_chunk = -1;  // -1: [scheduler] prefill_chunk_tokens, else 256
   std::vector<std::string> plugin_paths;
 };
 
@@ -100,6 +104,13 @@ int RunServe(const ServeArgs& args) {
   if (!composition.ok()) return fail(composition.status());
   EngineOptions engine_options = EngineOptionsFor(config);
   if (args.kv_page_tokens > 0) engine_options.kv_page_tokens = args.kv_page_tokens;
+  // A server runs prompts in chunks unless told otherwise, so that a long prompt never stalls
+  // the running decodes for longer than one chunk.
+  if (args.prefill_chunk >= 0) {
+    engine_options.prefill_chunk_tokens = args.prefill_chunk;
+  } else if (!config.locations.count("scheduler.prefill_chunk_tokens")) {
+    engine_options.prefill_chunk_tokens = kServePrefillChunkTokens;
+  }
   engine_options.open_weights = [](const std::string& path) {
     return models::OpenSafetensorsWeights(path);
   };
@@ -144,7 +155,11 @@ int RunServe(const ServeArgs& args) {
             << ctx.model_name << "', routing policies: default"
             << (ctx.routing_policies.empty() ? "" : ", ")
             << absl::StrJoin(ctx.routing_policies, ", ") << "; chat format " << ctx.chat.name()
-            << "; KV pool " << (*engine)->kv_pages_total() << " pages)" << std::endl;
+            << "; KV pool " << (*engine)->kv_pages_total() << " pages; prefill chunk "
+            << (engine_options.prefill_chunk_tokens > 0
+                    ? absl::StrCat(engine_options.prefill_chunk_tokens, " tokens")
+                    : std::string("whole prompts"))
+            << ")" << std::endl;
   std::thread stopper([&] {
     int sig = 0;
     sigwait(&signals, &sig);
@@ -183,6 +198,10 @@ std::function<int()> SetupServe(CLI::App& app) {
   app.add_option("--kv-page-tokens", args->kv_page_tokens,
                  "Tokens per KV page (default: [kv] page_tokens, 64)")
       ->check(CLI::Range(1, 65536));
+  app.add_option("--prefill-chunk", args->prefill_chunk,
+                 "Most prompt tokens per engine step (0: whole prompts; default: [scheduler] "
+                 "prefill_chunk_tokens, else 256)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   app.add_option("--plugin-path", args->plugin_paths, "Extra plugin directories");
   return [args] { return RunServe(*args); };
 }

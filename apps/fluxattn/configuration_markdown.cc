@@ -54,6 +54,14 @@ const std::vector<CoreSection>& CoreSections() {
          "pair): cuDNN's fused attention (`cudnn`, an error where the build or the machine has "
          "no cuDNN), the library's own block-sparse kernel (`fluxattn`), or cuDNN where it "
          "loads (`auto`); on the cpu only `auto` and `fluxattn`, which are the same"}}},
+      {"[scheduler]",
+       "How the engine fills its steps.",
+       {{"prefill_chunk_tokens", "integer", "0 (`fluxattn serve`: 256)", "0 .. 16777216",
+         "The most prompt tokens one step runs, over all prefilling requests: a longer prompt "
+         "runs chunk by chunk over several steps, beside the decode tokens of running requests, "
+         "which then wait at most one chunk. 0 runs every admitted prompt whole. Chunks never "
+         "change a result: a request whose routing policy reads the queries of the prompt's "
+         "last rows (`flux`) runs its prompt whole"}}},
       {"[plugins]",
        "Where plugins are searched, before `FLUXATTN_PLUGIN_PATH` and "
        "`<exe>/../lib/fluxattn/plugins`.",

@@ -249,6 +249,21 @@ class Parser {
     return absl::OkStatus();
   }
 
+  absl::Status ParseScheduler(const toml::table& table, EngineConfig& config) {
+    FLUXATTN_RETURN_IF_ERROR(
+        CheckKeys(table, "scheduler", {"prefill_chunk_tokens"}, "[scheduler]"));
+    if (const toml::node* n = table.get("prefill_chunk_tokens")) {
+      const std::string key = "scheduler.prefill_chunk_tokens";
+      const std::string expected = "an integer in [0, 16777216] (0: whole prompts)";
+      if (!n->is_integer()) return KeyError(Where(*n), key, expected, Describe(*n));
+      const int64_t v = *n->value<int64_t>();
+      if (v < 0 || v > (int64_t{1} << 24)) return KeyError(Where(*n), key, expected, Describe(*n));
+      config.scheduler.prefill_chunk_tokens = v;
+      config.locations[key] = Where(*n);
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status ParseAttention(const toml::table& table, EngineConfig& config) {
     FLUXATTN_RETURN_IF_ERROR(CheckKeys(table, "attention", {"dense_prefill"}, "[attention]"));
     if (const toml::node* n = table.get("dense_prefill")) {
@@ -346,12 +361,16 @@ class Parser {
   absl::Status Parse(const toml::table& root, EngineConfig& config) {
     // [server] belongs to `fluxattn serve`, which reads and checks it.
     FLUXATTN_RETURN_IF_ERROR(CheckKeys(root, "",
-                                       {"model", "kv", "attention", "plugins", "backends", "router",
-                                        "routers", "layers", "server"},
+                                       {"model", "kv", "attention", "scheduler", "plugins",
+                                        "backends", "router", "routers", "layers", "server"},
                                        "the config"));
     if (const toml::node* n = root.get("attention")) {
       FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "attention"));
       FLUXATTN_RETURN_IF_ERROR(ParseAttention(*t, config));
+    }
+    if (const toml::node* n = root.get("scheduler")) {
+      FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "scheduler"));
+      FLUXATTN_RETURN_IF_ERROR(ParseScheduler(*t, config));
     }
     if (const toml::node* n = root.get("kv")) {
       FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "kv"));

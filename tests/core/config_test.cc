@@ -161,7 +161,8 @@ TEST(ConfigTest, UnknownKeysInEverySection) {
   EXPECT_EQ(LoadError("[modle]\npath = \"x\"\n", &path),
             path +
                 ":1:2: key 'modle': expected one of the keys of the config (model, kv, attention, "
-                "plugins, backends, router, routers, layers, server), found unknown key 'modle'");
+                "scheduler, plugins, backends, router, routers, layers, server), found unknown "
+                "key 'modle'");
   EXPECT_EQ(LoadError("[model]\npath = \"x\"\ndtpye = \"f32\"\n", &path),
             path +
                 ":3:1: key 'model.dtpye': expected one of the keys of [model] (path, device, "
@@ -265,6 +266,27 @@ TEST(ConfigTest, AttentionSection) {
   EXPECT_EQ(config->attention.dense_prefill, "cudnn");
   EXPECT_EQ(EngineOptionsFor(*config).dense_prefill, "cudnn");
   EXPECT_EQ(ParseEngineConfig("", "x.toml")->attention.dense_prefill, "auto");
+}
+
+TEST(ConfigTest, SchedulerSection) {
+  const std::string path = ConfigPath();
+  EXPECT_EQ(LoadError("[scheduler]\nprefill_chunk_tokens = -1\n", &path),
+            path +
+                ":2:24: key 'scheduler.prefill_chunk_tokens': expected an integer in [0, 16777216] "
+                "(0: whole prompts), found integer -1");
+  EXPECT_EQ(LoadError("[scheduler]\nprefill_chunk_tokens = \"512\"\n", &path),
+            path +
+                ":2:24: key 'scheduler.prefill_chunk_tokens': expected an integer in [0, 16777216] "
+                "(0: whole prompts), found string \"512\"");
+  EXPECT_EQ(LoadError("[scheduler]\nchunk = 4\n", &path).find(path + ":2:1: key 'scheduler.chunk'"),
+            0u)
+      << LoadError("[scheduler]\nchunk = 4\n", &path);
+  auto config = ParseEngineConfig("[scheduler]\nprefill_chunk_tokens = 2048\n", "x.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->scheduler.prefill_chunk_tokens, 2048);
+  EXPECT_EQ(EngineOptionsFor(*config).prefill_chunk_tokens, 2048);
+  EXPECT_EQ(config->locations.count("scheduler.prefill_chunk_tokens"), 1u);
+  EXPECT_EQ(ParseEngineConfig("", "x.toml")->scheduler.prefill_chunk_tokens, 0);
 }
 
 TEST(ConfigTest, RouterNamingAMissingBackend) {

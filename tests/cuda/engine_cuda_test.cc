@@ -125,9 +125,11 @@ TEST(CudaEngine, FixtureModelsMatchTransformersAndCpu) {
     const nlohmann::json ref = nlohmann::json::parse(in);
     const auto prompts = ref["prompts"].get<std::vector<std::vector<int64_t>>>();
     // The CPU, then CUDA with dense prefill on cuDNN where the build has it ("auto"), then CUDA
-    // with the library's own prefill kernel.
-    BatchResult runs[3];
-    for (int dev = 0; dev < 3; ++dev) {
+    // with the library's own prefill kernel, then CUDA with prompts in chunks of 5 tokens
+    // (chunks continuing a prompt read the page pool).
+    constexpr int kRuns = 4;
+    BatchResult runs[kRuns];
+    for (int dev = 0; dev < kRuns; ++dev) {
       models::ModelLoadOptions load;
       load.threads = 2;
       load.device = dev == 0 ? "cpu" : "cuda";
@@ -135,6 +137,7 @@ TEST(CudaEngine, FixtureModelsMatchTransformersAndCpu) {
       ASSERT_TRUE(model.ok()) << name << ": " << model.status();
       EngineConfig config = DefaultEngineConfig((*model)->info());
       if (dev == 2) config.attention.dense_prefill = "fluxattn";
+      if (dev == 3) config.scheduler.prefill_chunk_tokens = 5;
       auto engine = MakeEngine(std::move(*model), config);
       ASSERT_NE(engine, nullptr) << name;
       auto result = engine->Generate(prompts, Greedy(6));
@@ -145,8 +148,9 @@ TEST(CudaEngine, FixtureModelsMatchTransformersAndCpu) {
     // load, which adds its own error.
     const bool f32_weights = ref["dtype"].get<std::string>() == "f32";
     const double tol = f32_weights ? 3e-2 : 2e-2;
-    for (int dev = 1; dev < 3; ++dev) {
-      const std::string what = absl::StrCat(name, dev == 1 ? " (auto)" : " (fluxattn prefill)");
+    for (int dev = 1; dev < kRuns; ++dev) {
+      const char* how[kRuns] = {"", " (auto)", " (fluxattn prefill)", " (chunks of 5)"};
+      const std::string what = absl::StrCat(name, how[dev]);
       for (size_t i = 0; i < prompts.size(); ++i) {
         const auto want = ref["last_logits"][i].get<std::vector<double>>();
         EXPECT_LT(RelativeL2(runs[dev].requests[i].step_logits[0], want), tol)
@@ -231,11 +235,15 @@ TEST(CudaEngine, HybridBatchMatchesCpu) {
     prompts.push_back(std::move(p));
   }
   for (int head_dim : {128, 64, 32}) {
-    BatchResult runs[2];
-    for (int dev = 0; dev < 2; ++dev) {
+    // The CPU with whole prompts; CUDA with whole prompts; CUDA with chunks of 300 tokens (not a
+    // multiple of the 64-token streaming blocks or pages, shared by several prompts per step).
+    BatchResult runs[3];
+    for (int dev = 0; dev < 3; ++dev) {
       auto model = RandomModel(dev == 0 ? "cpu" : "cuda", 4, head_dim, 5);
       ASSERT_TRUE(model.ok()) << model.status();
-      auto engine = MakeEngine(std::move(*model), HybridConfig());
+      EngineConfig config = HybridConfig();
+      if (dev == 2) config.scheduler.prefill_chunk_tokens = 300;
+      auto engine = MakeEngine(std::move(*model), config);
       ASSERT_NE(engine, nullptr);
       auto result = engine->Generate(prompts, Greedy(5));
       ASSERT_TRUE(result.ok()) << result.status();
@@ -243,7 +251,9 @@ TEST(CudaEngine, HybridBatchMatchesCpu) {
     }
     // Weights 5x the usual scale (clear margins) make logits large and bf16 activations show.
     ExpectSameRun(runs[0], runs[1], 3e-2, "head_dim " + std::to_string(head_dim));
+    ExpectSameRun(runs[0], runs[2], 3e-2, "head_dim " + std::to_string(head_dim) + " chunked");
     EXPECT_EQ(runs[1].requests[0].trace.sa_ratio, 0.5);
+    EXPECT_EQ(runs[2].requests[6].trace.kv_bytes, runs[1].requests[6].trace.kv_bytes);
   }
 }
 

@@ -84,12 +84,16 @@ TEST_P(FixtureTest, LogitsAtEveryPositionMatchTransformers) {
   }
 }
 
-TEST_P(FixtureTest, EngineBatchMatchesTransformers) {
-  const std::string dir = FixturePath(GetParam());
+// All prompts of the fixture in one batch through the engine; with prefill_chunk_tokens > 0 the
+// prompts run chunk by chunk, several of them sharing a step's chunk budget.
+void CheckEngineBatch(const std::string& name, int64_t prefill_chunk_tokens) {
+  const std::string dir = FixturePath(name);
   const auto ref = ReadJson(dir + "/reference.json");
   auto model = LoadLanguageModel(dir, {.threads = 2});
   ASSERT_TRUE(model.ok()) << model.status();
-  auto engine = Engine::Create(std::move(*model), testing::NaiveComposition());
+  EngineOptions engine_options;
+  engine_options.prefill_chunk_tokens = prefill_chunk_tokens;
+  auto engine = Engine::Create(std::move(*model), testing::NaiveComposition(), engine_options);
   ASSERT_TRUE(engine.ok()) << engine.status();
   // Prompts up to kNaivePromptTokens: the double-precision oracle is quadratic (the long prompts
   // of the *_d128_* fixtures go through the full plugin's kernel in plugin_engine_test).
@@ -122,7 +126,16 @@ TEST_P(FixtureTest, EngineBatchMatchesTransformers) {
     for (const auto& layer : r.trace.layers) EXPECT_EQ(layer.backend, "full");
     EXPECT_EQ(r.trace.sa_ratio, 0.0);
   }
+  int64_t prompt_tokens = 0;
+  for (const auto& p : prompts) prompt_tokens += static_cast<int64_t>(p.size());
+  EXPECT_EQ(result->timing.prefill_tokens, prompt_tokens);
 }
+
+TEST_P(FixtureTest, EngineBatchMatchesTransformers) { CheckEngineBatch(GetParam(), 0); }
+
+// Prompts of 7, 1, 23, ... tokens in chunks of 5: chunks that start mid-prompt, prompts shorter
+// than a chunk sharing a step with the tail of a longer one.
+TEST_P(FixtureTest, ChunkedPrefillMatchesTransformers) { CheckEngineBatch(GetParam(), 5); }
 
 INSTANTIATE_TEST_SUITE_P(Models, FixtureTest, ::testing::ValuesIn(FixtureNames()),
                          [](const auto& info) { return info.param; });

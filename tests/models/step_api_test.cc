@@ -222,6 +222,191 @@ TEST(StepApi, RequestsJoinAndLeaveBetweenSteps) {
   EXPECT_EQ(done[*id_b].tokens, Alone(b).tokens);
 }
 
+// Prompts run in chunks of 6 tokens beside a running decode: the decode gets its token in every
+// step, no step runs more prompt tokens than the chunk, chunks start mid-block (streaming blocks
+// of 4) and mid-page, and every request ends as it does when run alone with whole prompts.
+TEST(StepApi, ChunkedPrefillNeverStallsTheRunningDecodes) {
+  PlanLog log;
+  EngineOptions options;
+  options.prefill_chunk_tokens = 6;
+  std::unique_ptr<Engine> engine = MakeEngine(&log, options);
+  RequestSpec a = Spec(5, 11, 30, false), b = Spec(40, 12, 5, true), c = Spec(9, 13, 4, false);
+  for (RequestSpec* spec : {&a, &b, &c}) spec->options.record_logits = true;
+  std::map<uint64_t, GenerationResult> done;
+  auto id_a = engine->Add(a);
+  ASSERT_TRUE(id_a.ok());
+  auto first = engine->Step();
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->prefill_tokens, 5);
+  ASSERT_EQ(first->tokens.size(), 1u);
+  auto id_b = engine->Add(b);
+  auto id_c = engine->Add(c);
+  ASSERT_TRUE(id_b.ok() && id_c.ok());
+  int steps = 0;
+  int64_t prompt_tokens = 0;
+  std::map<uint64_t, int> first_token_step = {{*id_a, 0}};
+  while (!engine->idle()) {
+    auto step = engine->Step();
+    ASSERT_TRUE(step.ok()) << step.status();
+    ASSERT_TRUE(step->failed.empty());
+    ++steps;
+    EXPECT_LE(step->prefill_tokens, 6) << "step " << steps;
+    prompt_tokens += step->prefill_tokens;
+    // Every request past its prompt decodes in every step until it ends; the first one has no
+    // step without its token.
+    int64_t decoding = 0;
+    for (const auto& [rid, at] : first_token_step) decoding += !done.count(rid);
+    EXPECT_EQ(step->decode_tokens, decoding) << "step " << steps;
+    if (!done.count(*id_a)) {
+      bool a_token = false;
+      for (const StepToken& t : step->tokens) a_token = a_token || t.request_id == *id_a;
+      EXPECT_TRUE(a_token) << "step " << steps;
+    }
+    for (const StepToken& t : step->tokens) first_token_step.emplace(t.request_id, steps);
+    for (GenerationResult& r : step->finished) done[r.request_id] = std::move(r);
+  }
+  EXPECT_EQ(prompt_tokens, 49);
+  // 40 prompt tokens in chunks of 6: b's first token comes with its 7th chunk (4 tokens), and
+  // c's 9 tokens take the 2 left in that step and 6 + 1 of the next two.
+  EXPECT_EQ(first_token_step[*id_b], 7);
+  EXPECT_EQ(first_token_step[*id_c], 9);
+  for (const auto& [id, spec] : {std::pair{*id_a, &a}, {*id_b, &b}, {*id_c, &c}}) {
+    const GenerationResult alone = Alone(*spec);
+    const GenerationResult& got = done[id];
+    EXPECT_EQ(got.tokens, alone.tokens) << "request " << id;
+    EXPECT_EQ(Backends(got.trace), Backends(alone.trace)) << "request " << id;
+    ASSERT_EQ(got.step_logits.size(), alone.step_logits.size());
+    for (size_t t = 0; t < got.step_logits.size(); ++t) {
+      const auto& w = alone.step_logits[t];
+      EXPECT_LT(testing::RelativeError(got.step_logits[t], std::vector<double>(w.begin(), w.end())),
+                1e-5)
+          << "request " << id << " token " << t;
+    }
+    EXPECT_EQ(got.trace.kv_bytes, alone.trace.kv_bytes) << "request " << id;
+  }
+  EXPECT_NE(Backends(done[*id_b].trace), Backends(done[*id_a].trace));
+  EXPECT_EQ(engine->kv_pages_used(), 0);
+}
+
+// A request cancelled between two of its chunks gives back the pages of its whole prompt.
+TEST(StepApi, CancellingARequestInTheMiddleOfItsPrefillReturnsItsPages) {
+  PlanLog log;
+  EngineOptions options;
+  options.prefill_chunk_tokens = 8;
+  std::unique_ptr<Engine> engine = MakeEngine(&log, options);
+  auto id = engine->Add(Spec(50, 14, 3, false));
+  ASSERT_TRUE(id.ok());
+  for (int s = 0; s < 2; ++s) {
+    auto step = engine->Step();
+    ASSERT_TRUE(step.ok());
+    EXPECT_EQ(step->prefill_tokens, 8);
+    EXPECT_TRUE(step->tokens.empty());
+  }
+  EXPECT_EQ(engine->num_running(), 1);
+  EXPECT_GT(engine->kv_pages_used(), 0);
+  EXPECT_TRUE(engine->Cancel(*id));
+  EXPECT_EQ(engine->kv_pages_used(), 0);
+  EXPECT_TRUE(engine->idle());
+}
+
+// Reads the pre-RoPE queries of a window of the prompt: sparse where their sum is positive.
+class WindowReader : public RoutingPolicy {
+ public:
+  explicit WindowReader(QueryWindow window) : window_(window) {}
+  absl::Status Prepare(const RoutingSetup&) override { return absl::OkStatus(); }
+  bool NeedsQueries() const override { return true; }
+  QueryWindow QueriesRead() const override { return window_; }
+  absl::StatusOr<RoutingDecision> Decide(const RoutingInput& in) override {
+    // On the CPU `queries` holds every row of the prompt: the window's rows are picked here.
+    const int64_t row = int64_t{in.num_q_heads} * in.head_dim;
+    double sum = 0;
+    for (int64_t r = 0; r < in.query_rows; ++r) {
+      const bool read = window_.all() || r < window_.head || r >= in.query_rows - window_.tail;
+      for (int64_t i = 0; read && i < row; ++i) sum += in.queries[r * row + i];
+    }
+    return RoutingDecision{sum > 0 ? AttentionChoice::kSparse : AttentionChoice::kFull, {}};
+  }
+
+ private:
+  QueryWindow window_;
+};
+
+// A policy reading the queries of the prompt's last rows decides only on whole prompts: such a
+// request runs its prompt in one step whatever the chunk; one reading the first 8 rows gets
+// them in its first chunk. Either way the result is the one of a run with whole prompts.
+TEST(StepApi, ChunkingNeverChangesWhatAQueryReadingPolicySees) {
+  for (const QueryWindow window : {QueryWindow{3, 3}, QueryWindow{}, QueryWindow{8, 0}}) {
+    std::vector<int64_t> prefill_per_step;
+    std::vector<std::string> backends[2];
+    std::vector<int64_t> tokens[2];
+    for (int chunked = 0; chunked < 2; ++chunked) {
+      PlanLog log;
+      Composition c;
+      c.backends["full"] = Own(new CountingDense("full", &log));
+      c.backends["stream"] = Own(new CountingStreaming("stream", &log));
+      c.router = Own(new WindowReader(window));
+      c.full_backend = "full";
+      c.sparse_backend = "stream";
+      EngineOptions options;
+      options.kv_page_tokens = 4;
+      options.prefill_chunk_tokens = chunked ? 5 : 0;
+      auto engine = Engine::Create(Model(), std::move(c), options);
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      ASSERT_TRUE((*engine)->Add(Spec(21, 15, 4, false)).ok());
+      while (!(*engine)->idle()) {
+        auto step = (*engine)->Step();
+        ASSERT_TRUE(step.ok()) << step.status();
+        if (chunked && step->prefill_tokens > 0) prefill_per_step.push_back(step->prefill_tokens);
+        for (GenerationResult& r : step->finished) {
+          backends[chunked] = Backends(r.trace);
+          tokens[chunked] = r.tokens;
+        }
+      }
+    }
+    const std::vector<int64_t> want_steps =
+        window.head == 8 ? std::vector<int64_t>{8, 5, 5, 3} : std::vector<int64_t>{21};
+    EXPECT_EQ(prefill_per_step, want_steps) << window.head << "/" << window.tail;
+    EXPECT_EQ(backends[1], backends[0]) << window.head << "/" << window.tail;
+    EXPECT_EQ(tokens[1], tokens[0]) << window.head << "/" << window.tail;
+  }
+}
+
+// Log probabilities against a double log-softmax of the recorded logits, the alternatives
+// against a sort of the row; asking for them changes no sampled token.
+TEST(StepApi, LogprobsAreTheLogSoftmaxOfTheRawLogits) {
+  RequestSpec spec = Spec(13, 16, 6, false);
+  spec.options.sampling.temperature = 0.9;
+  spec.options.sampling.seed = 77;
+  const GenerationResult plain = Alone(spec);
+  spec.options.logprobs = 4;
+  spec.options.record_logits = true;
+  const GenerationResult got = Alone(spec);
+  EXPECT_EQ(got.tokens, plain.tokens);
+  ASSERT_EQ(got.logprobs.size(), got.tokens.size());
+  ASSERT_EQ(got.top_logprobs.size(), got.tokens.size());
+  for (size_t t = 0; t < got.tokens.size(); ++t) {
+    const std::vector<float>& row = got.step_logits[t];
+    double m = -INFINITY, z = 0;
+    for (float x : row) m = std::max(m, static_cast<double>(x));
+    for (float x : row) z += std::exp(x - m);
+    const double log_z = m + std::log(z);
+    EXPECT_NEAR(got.logprobs[t], row[got.tokens[t]] - log_z, 1e-5) << "token " << t;
+    std::vector<int64_t> ids(row.size());
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i);
+    std::stable_sort(ids.begin(), ids.end(), [&](int64_t a, int64_t b) { return row[a] > row[b]; });
+    ASSERT_EQ(got.top_logprobs[t].size(), 4u);
+    for (size_t k = 0; k < 4; ++k) {
+      EXPECT_EQ(got.top_logprobs[t][k].token, ids[k]) << "token " << t << " rank " << k;
+      EXPECT_NEAR(got.top_logprobs[t][k].logprob, row[ids[k]] - log_z, 1e-5);
+    }
+  }
+  PlanLog log;
+  std::unique_ptr<Engine> engine = MakeEngine(&log);
+  spec.options.logprobs = kMaxTopLogprobs + 1;
+  EXPECT_EQ(engine->Add(spec).status().message(),
+            "logprobs: expected -1 (none) or a number in [0, 20], found 21");
+}
+
 TEST(StepApi, CancelReturnsPagesAndTheOthersGoOn) {
   PlanLog log;
   std::unique_ptr<Engine> engine = MakeEngine(&log);

@@ -148,6 +148,9 @@ pool_mib = 64
 [attention]
 dense_prefill = "fluxattn"
 
+[scheduler]
+prefill_chunk_tokens = 128
+
 [plugins]
 paths = ["plugins"]
 
@@ -188,6 +191,7 @@ backend = "a"
   EXPECT_EQ(config->kv.page_tokens, 32);
   EXPECT_EQ(config->kv.pool_mib, 64);
   EXPECT_EQ(config->attention.dense_prefill, "fluxattn");
+  EXPECT_EQ(config->scheduler.prefill_chunk_tokens, 128);
   EXPECT_EQ(config->router_sparse, "b");
   EXPECT_EQ(config->layer_backends.at(0), "a");
   EXPECT_EQ(config->routers.count("other"), 1u);

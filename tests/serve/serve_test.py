@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import http.client
 import json
+import math
 import os
 import random
 import re
@@ -367,9 +368,52 @@ def test_disconnect(s):
     assert m["fluxattn_completion_tokens_total"] - m0["fluxattn_completion_tokens_total"] < 1900
 
 
+def test_logprobs(s):
+    """Log probabilities (checked against a double log-softmax in the engine's own tests):
+    shapes, the greedy token is the most likely one, the alternatives are a distribution's
+    part, asking changes no token, streamed == whole; chat's form too."""
+    c = s.client()
+    ids = random_ids(random.Random(12), 21)
+    kw = dict(model=MODEL, prompt=ids, max_tokens=8, temperature=0, **extra(ignore_eos=True))
+    plain = c.completions.create(**kw)
+    r = c.completions.create(logprobs=3, **kw)
+    assert r.choices[0].text == plain.choices[0].text
+    assert plain.choices[0].logprobs is None
+    lp = r.choices[0].logprobs
+    n = r.usage.completion_tokens
+    assert n == 8 and len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == n
+    assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
+    for tok, l, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert l <= 0 and 1 <= len(top) <= 3, (tok, l, top)
+        assert abs(max(top.values()) - l) < 1e-5, (tok, l, top)
+        assert sum(math.exp(v) for v in top.values()) <= 1 + 1e-5
+    joined = "".join(lp.tokens)
+    if "\ufffd" not in joined:
+        assert joined == r.choices[0].text, (joined, r.choices[0].text)
+    streamed = []
+    for chunk in c.completions.create(stream=True, logprobs=3, **kw):
+        for ch in chunk.choices:
+            if ch.logprobs is not None:
+                streamed += ch.logprobs.token_logprobs
+    assert len(streamed) == n and all(abs(a - b) < 1e-6 for a, b in zip(streamed, lp.token_logprobs))
+    zero = c.completions.create(logprobs=0, **kw).choices[0].logprobs
+    assert len(zero.token_logprobs) == n and all(t == {} for t in zero.top_logprobs)
+    messages = [{"role": "user", "content": "Say something about attention."}]
+    rc = c.chat.completions.create(model=MODEL, messages=messages, max_tokens=6, temperature=0,
+                                   logprobs=True, top_logprobs=2, **extra(ignore_eos=True))
+    content = rc.choices[0].logprobs.content
+    assert len(content) == rc.usage.completion_tokens
+    for e in content:
+        assert e.logprob <= 0 and len(e.top_logprobs) == 2
+        assert e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob
+        assert abs(e.top_logprobs[0].logprob - e.logprob) < 1e-5
+        assert bytes(e.bytes).decode("utf-8", "replace") == e.token or "\ufffd" in e.token
+
+
 def suite_client(s):
     for t in (test_models, test_completion_usage_and_stream, test_chat, test_seeds,
-              test_stop_strings, test_routing, test_metrics_counts, test_disconnect):
+              test_stop_strings, test_routing, test_metrics_counts, test_disconnect,
+              test_logprobs):
         run(t, s)
 
 
@@ -556,7 +600,11 @@ def suite_malformed(s):
         (400, C, w(stream="yes"), "stream"), (400, C, w(stop=5), "stop"),
         (400, C, w(stop=["a", "b", "c", "d", "e"]), "stop"), (400, C, w(stop=[""]), "stop"),
         (400, C, w(stop=[1]), "stop"), (400, C, w(n=2), "n"), (400, C, w(n="1"), "n"),
-        (400, C, w(logprobs=3), "logprobs"), (400, C, w(echo=True), "echo"),
+        (400, C, w(logprobs=6), "logprobs"), (400, C, w(logprobs="3"), "logprobs"),
+        (400, C, w(logprobs=-1), "logprobs"), (400, C, w(top_logprobs=2), "top_logprobs"),
+        (400, CH, wc(logprobs=3), "logprobs"), (400, CH, wc(top_logprobs=2), "top_logprobs"),
+        (400, CH, wc(logprobs=True, top_logprobs=21), "top_logprobs"),
+        (400, C, w(echo=True), "echo"),
         (400, C, w(presence_penalty=0.5), "presence_penalty"),
         (400, C, w(stream_options={"include_usage": True}), "stream_options"),
         (400, C, w(stream=True, stream_options=3), "stream_options"),

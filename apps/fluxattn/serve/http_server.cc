@@ -59,9 +59,10 @@ int64_t UnixNow() { return static_cast<int64_t>(std::time(nullptr)); }
 struct Generation {
   enum class Outcome { kMore, kDone, kError };
 
-  Generation(const ServeContext& ctx, std::shared_ptr<RequestChannel> channel,
+  Generation(const ServeContext& ctx, Endpoint endpoint, std::shared_ptr<RequestChannel> channel,
              std::vector<std::string> stop, int64_t prompt_tokens)
       : ctx(ctx),
+        endpoint(endpoint),
         channel(std::move(channel)),
         text(*ctx.tokenizer, std::move(stop)),
         deadline(Clock::now() +
@@ -84,9 +85,10 @@ struct Generation {
                    "timeout", "", "timeout"};
       return Outcome::kError;
     }
-    for (int64_t token : u.tokens) {
+    for (const StepToken& t : u.tokens) {
       ++usage.completion_tokens;
-      delta += text.Push(token);
+      if (channel->spec().options.logprobs >= 0) AddLogprobs(t);
+      delta += text.Push(t.token);
       if (text.stopped()) {
         finish_reason = "stop";
         End("stop");
@@ -113,6 +115,30 @@ struct Generation {
     return Outcome::kMore;
   }
 
+  // The entries of `t`: token texts are the bytes each id decodes to.
+  void AddLogprobs(const StepToken& t) {
+    auto bytes = [&](int64_t id) {
+      absl::StatusOr<std::string> b = ctx.tokenizer->IdToBytes(static_cast<int32_t>(id));
+      return b.ok() ? *b : std::string();
+    };
+    LogprobEntry e;
+    e.text = bytes(t.token);
+    e.logprob = t.logprob;
+    for (const TokenLogprob& alt : t.top_logprobs) e.top.push_back({bytes(alt.token), alt.logprob});
+    logprobs.push_back(std::move(e));
+  }
+
+  // The logprobs object of the entries not sent yet (null when the request asked for none).
+  json TakeLogprobs() {
+    if (channel->spec().options.logprobs < 0) return nullptr;
+    const std::span<const LogprobEntry> fresh(logprobs.data() + logprobs_sent,
+                                              logprobs.size() - logprobs_sent);
+    json j = LogprobsJson(endpoint, fresh, text_offset);
+    for (const LogprobEntry& e : fresh) text_offset += static_cast<int64_t>(e.text.size());
+    logprobs_sent = logprobs.size();
+    return j;
+  }
+
   // The client went away: the request is dropped.
   void Disconnected() { End("disconnected"); }
 
@@ -127,8 +153,12 @@ struct Generation {
   ~Generation() { End("disconnected"); }
 
   const ServeContext& ctx;
+  Endpoint endpoint;
   std::shared_ptr<RequestChannel> channel;
   TextStream text;
+  std::vector<LogprobEntry> logprobs;  // one per token received
+  size_t logprobs_sent = 0;
+  int64_t text_offset = 0;  // of the next entry, in bytes of the completion
   Clock::time_point deadline;
   Usage usage;
   std::string finish_reason;
@@ -251,12 +281,13 @@ struct HttpServer::Handlers {
     spec.options.sampling.top_k = r.top_k;
     spec.options.sampling.top_p = r.top_p;
     spec.options.sampling.seed = r.seed ? static_cast<uint64_t>(*r.seed) : RandomSeed();
+    spec.options.logprobs = r.logprobs;
     if (endpoint == Endpoint::kChat) spec.options.stop_tokens = ctx.chat_stop_ids;
     spec.routing = r.routing;
     spec.wait_for_kv = true;
     auto channel = ctx.scheduler->Submit(std::move(spec));
     if (!channel.ok()) return SendError(res, FromStatus(channel.status()));
-    auto gen = std::make_shared<Generation>(ctx, std::move(*channel), r.stop, n);
+    auto gen = std::make_shared<Generation>(ctx, endpoint, std::move(*channel), r.stop, n);
     const std::string id = NextId(endpoint);
     const int64_t created = UnixNow();
     if (!r.stream) {
@@ -266,9 +297,10 @@ struct HttpServer::Handlers {
       while ((o = gen->Next(text, error)) == Generation::Outcome::kMore) {
       }
       if (o == Generation::Outcome::kError) return SendError(res, error);
-      res.set_content(Dump(CompletionResponse(endpoint, id, created, ctx.model_name, text,
-                                              gen->finish_reason, gen->usage, gen->routing)),
-                      "application/json");
+      res.set_content(
+          Dump(CompletionResponse(endpoint, id, created, ctx.model_name, text, gen->finish_reason,
+                                  gen->usage, gen->routing, gen->TakeLogprobs())),
+          "application/json");
       return;
     }
     res.set_header("Cache-Control", "no-cache");
@@ -289,8 +321,11 @@ struct HttpServer::Handlers {
             std::string delta;
             ApiError error;
             const Generation::Outcome o = gen->Next(delta, error);
-            if (!delta.empty() && !send(SseEvent(StreamChunk(endpoint, id, created, ctx.model_name,
-                                                             delta, "", false)))) {
+            // Tokens whose text is held back (a possible stop string) send their log
+            // probabilities with the text.
+            if (!delta.empty() &&
+                !send(SseEvent(StreamChunk(endpoint, id, created, ctx.model_name, delta, "", false,
+                                           gen->TakeLogprobs())))) {
               return false;
             }
             if (o == Generation::Outcome::kMore) continue;
@@ -298,8 +333,8 @@ struct HttpServer::Handlers {
               Log(absl::StrCat("stream ", id, " -> ", error.status, ": ", error.message));
               if (!send(SseEvent(ErrorJson(error)))) return false;
             } else {
-              json last =
-                  StreamChunk(endpoint, id, created, ctx.model_name, "", gen->finish_reason, false);
+              json last = StreamChunk(endpoint, id, created, ctx.model_name, "", gen->finish_reason,
+                                      false, gen->TakeLogprobs());
               last["fluxattn"] = RoutingJson(gen->routing);
               if (!send(SseEvent(last))) return false;
               if (include_usage &&
@@ -358,6 +393,9 @@ HttpServer::HttpServer(ServeContext context)
   Handlers* h = handlers_.get();
   const int threads = ctx_.options.http_threads;
   s.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  // Streamed tokens are small writes: without TCP_NODELAY, Nagle's algorithm holds one back
+  // until the client acknowledges the last (up to its 40 ms delayed-ACK timer).
+  s.set_tcp_nodelay(true);
   s.set_payload_max_length(static_cast<size_t>(ctx_.options.max_body_bytes));
   s.set_read_timeout(std::chrono::duration<double>(ctx_.options.read_timeout_seconds));
   const std::string key = ctx_.options.api_key;

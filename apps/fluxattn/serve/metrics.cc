@@ -8,7 +8,8 @@ namespace fluxattn::serve {
 namespace {
 
 std::vector<double> LatencyBounds() {
-  return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0};
+  return {0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.05,
+          0.1,   0.25,   0.5,   1.0,    2.5,  5.0,   10.0, 30.0};
 }
 
 std::string Labels(const std::string& labels, const std::string& extra) {

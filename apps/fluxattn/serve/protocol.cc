@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "fluxattn/engine.h"
 
 namespace fluxattn::serve {
 namespace {
@@ -79,16 +80,6 @@ std::optional<ApiError> CheckUnsupported(const json& body, Endpoint endpoint) {
       return e;
     }
   }
-  if (const json* v = Field(body, "logprobs")) {
-    if (!(v->is_boolean() && !v->get<bool>())) {
-      return Bad("logprobs", "null or false (log probabilities are not returned)", *v);
-    }
-  }
-  if (const json* v = Field(body, "top_logprobs")) {
-    if (!(v->is_number_integer() && v->get<int64_t>() == 0)) {
-      return Bad("top_logprobs", "null or 0 (log probabilities are not returned)", *v);
-    }
-  }
   if (endpoint == Endpoint::kCompletions) {
     bool echo = false;
     if (auto e = GetBool(body, "echo", echo)) return e;
@@ -114,6 +105,30 @@ std::optional<ApiError> CheckUnsupported(const json& body, Endpoint endpoint) {
       return Bad("response_format", "null or {\"type\": \"text\"}", *v);
     }
   }
+  return std::nullopt;
+}
+
+// Completions: `logprobs` = N alternatives (0..5). Chat: `logprobs` true, with `top_logprobs`
+// alternatives (0..20).
+std::optional<ApiError> ParseLogprobs(const json& body, Endpoint endpoint, CompletionRequest& out) {
+  if (endpoint == Endpoint::kCompletions) {
+    const json* v = Field(body, "logprobs");
+    if (v != nullptr && v->is_boolean() && !v->get<bool>()) return std::nullopt;
+    std::optional<int64_t> n;
+    if (auto e = GetInt(body, "logprobs", 0, kMaxCompletionLogprobs, n)) return e;
+    if (n) out.logprobs = static_cast<int>(*n);
+    if (Field(body, "top_logprobs") != nullptr) {
+      return Bad("top_logprobs", "null (completions take the count in 'logprobs')",
+                 body["top_logprobs"]);
+    }
+    return std::nullopt;
+  }
+  bool want = false;
+  if (auto e = GetBool(body, "logprobs", want)) return e;
+  std::optional<int64_t> top;
+  if (auto e = GetInt(body, "top_logprobs", 0, kMaxTopLogprobs, top)) return e;
+  if (top && !want) return Bad("top_logprobs", "null unless 'logprobs' is true", *top);
+  if (want) out.logprobs = static_cast<int>(top.value_or(0));
   return std::nullopt;
 }
 
@@ -289,6 +304,7 @@ std::optional<ApiError> ParseCompletionRequest(const json& body, Endpoint endpoi
     if (!out.stream) return Bad("stream_options", "null unless 'stream' is true", *so);
   }
   if (auto e = GetBool(body, "ignore_eos", out.ignore_eos)) return e;
+  if (auto e = ParseLogprobs(body, endpoint, out)) return e;
   if (const json* r = Field(body, "routing")) {
     if (!r->is_string()) return Bad("routing", "the name of a routing policy (a string)", *r);
     out.routing = r->get<std::string>();
@@ -316,11 +332,50 @@ json UsageJson(const Usage& usage) {
           {"total_tokens", usage.prompt_tokens + usage.completion_tokens}};
 }
 
+json LogprobsJson(Endpoint endpoint, std::span<const LogprobEntry> entries, int64_t text_offset) {
+  auto bytes = [](const std::string& s) {
+    json b = json::array();
+    for (unsigned char c : s) b.push_back(static_cast<int>(c));
+    return b;
+  };
+  if (endpoint == Endpoint::kCompletions) {
+    json tokens = json::array(), logprobs = json::array(), top = json::array(),
+         offsets = json::array();
+    for (const LogprobEntry& e : entries) {
+      tokens.push_back(e.text);
+      logprobs.push_back(e.logprob);
+      json alternatives = json::object();
+      for (const auto& [text, lp] : e.top) {
+        if (!alternatives.contains(text)) alternatives[text] = lp;
+      }
+      top.push_back(alternatives);
+      offsets.push_back(text_offset);
+      text_offset += static_cast<int64_t>(e.text.size());
+    }
+    return {{"tokens", tokens},
+            {"token_logprobs", logprobs},
+            {"top_logprobs", top},
+            {"text_offset", offsets}};
+  }
+  json content = json::array();
+  for (const LogprobEntry& e : entries) {
+    json top = json::array();
+    for (const auto& [text, lp] : e.top) {
+      top.push_back({{"token", text}, {"logprob", lp}, {"bytes", bytes(text)}});
+    }
+    content.push_back({{"token", e.text},
+                       {"logprob", e.logprob},
+                       {"bytes", bytes(e.text)},
+                       {"top_logprobs", top}});
+  }
+  return {{"content", content}, {"refusal", nullptr}};
+}
+
 json CompletionResponse(Endpoint endpoint, const std::string& id, int64_t created,
                         const std::string& model, const std::string& text,
                         const std::string& finish_reason, const Usage& usage,
-                        const RoutingReport& routing) {
-  json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason}};
+                        const RoutingReport& routing, const json& logprobs) {
+  json choice = {{"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish_reason}};
   if (endpoint == Endpoint::kCompletions) {
     choice["text"] = text;
   } else {
@@ -337,9 +392,9 @@ json CompletionResponse(Endpoint endpoint, const std::string& id, int64_t create
 
 json StreamChunk(Endpoint endpoint, const std::string& id, int64_t created,
                  const std::string& model, const std::string& text,
-                 const std::string& finish_reason, bool first) {
+                 const std::string& finish_reason, bool first, const json& logprobs) {
   json choice = {{"index", 0},
-                 {"logprobs", nullptr},
+                 {"logprobs", logprobs},
                  {"finish_reason", finish_reason.empty() ? json() : json(finish_reason)}};
   if (endpoint == Endpoint::kCompletions) {
     choice["text"] = text;

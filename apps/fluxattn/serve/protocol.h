@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -55,7 +56,25 @@ struct CompletionRequest {
   bool include_usage = false;
   bool ignore_eos = false;
   std::string routing;  // "" = the configuration's [router]
+  // -1: no log probabilities; N >= 0: each token's, with N alternatives (completions:
+  // `logprobs` = N; chat: `logprobs` true and `top_logprobs` = N).
+  int logprobs = -1;
 };
+
+inline constexpr int kMaxCompletionLogprobs = 5;
+
+// One generated token's log probability: its text (the bytes it decodes to; part of a UTF-8
+// character is sent as U+FFFD, the chat form's `bytes` keeps them), and the alternatives.
+struct LogprobEntry {
+  std::string text;
+  float logprob = 0.0f;
+  std::vector<std::pair<std::string, float>> top;
+};
+
+// The `logprobs` object of a choice: the legacy completions form (tokens, token_logprobs,
+// top_logprobs, text_offset from `text_offset`) or the chat form ({"content": [...]}).
+nlohmann::json LogprobsJson(Endpoint endpoint, std::span<const LogprobEntry> entries,
+                            int64_t text_offset);
 
 // Parses and checks a request body (already valid JSON). Unknown fields are ignored; known
 // fields of the wrong type or out of range, and features that are not offered (n > 1, logprobs,
@@ -85,13 +104,15 @@ nlohmann::json UsageJson(const Usage& usage);
 nlohmann::json CompletionResponse(Endpoint endpoint, const std::string& id, int64_t created,
                                   const std::string& model, const std::string& text,
                                   const std::string& finish_reason, const Usage& usage,
-                                  const RoutingReport& routing);
+                                  const RoutingReport& routing,
+                                  const nlohmann::json& logprobs = nullptr);
 
 // One chunk of a stream: `text` is the delta; `finish_reason` empty while not finished. A chat
 // stream's first chunk carries the role (`first`).
 nlohmann::json StreamChunk(Endpoint endpoint, const std::string& id, int64_t created,
                            const std::string& model, const std::string& text,
-                           const std::string& finish_reason, bool first);
+                           const std::string& finish_reason, bool first,
+                           const nlohmann::json& logprobs = nullptr);
 
 // The final chunk of `stream_options.include_usage`: no choices, the usage.
 nlohmann::json UsageChunk(Endpoint endpoint, const std::string& id, int64_t created,

@@ -16,11 +16,13 @@ bool RequestChannel::Wait(Clock::time_point deadline, RequestUpdate& out) {
   return true;
 }
 
-void RequestChannel::Deliver(std::vector<int64_t> tokens, std::optional<GenerationResult> finished,
+void RequestChannel::Deliver(std::vector<StepToken> tokens,
+                             std::optional<GenerationResult> finished,
                              std::optional<absl::Status> failed) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    news_.tokens.insert(news_.tokens.end(), tokens.begin(), tokens.end());
+    news_.tokens.insert(news_.tokens.end(), std::make_move_iterator(tokens.begin()),
+                        std::make_move_iterator(tokens.end()));
     if (finished) news_.finished = std::move(finished);
     if (failed) news_.failed = std::move(failed);
     has_news_ = true;
@@ -173,8 +175,8 @@ void Scheduler::RunStep() {
   // Gauges first: a client that reads its tokens and then /metrics sees this step's state.
   PublishGauges();
   const Clock::time_point now = Clock::now();
-  std::unordered_map<uint64_t, std::vector<int64_t>> tokens;
-  for (const StepToken& t : step->tokens) tokens[t.request_id].push_back(t.token);
+  std::unordered_map<uint64_t, std::vector<StepToken>> tokens;
+  for (StepToken& t : step->tokens) tokens[t.request_id].push_back(std::move(t));
   std::unordered_set<uint64_t> done;
   for (GenerationResult& r : step->finished) {
     auto it = running_.find(r.request_id);

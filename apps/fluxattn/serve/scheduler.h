@@ -26,7 +26,7 @@ using Clock = std::chrono::steady_clock;
 
 // What a request got since the handler last looked.
 struct RequestUpdate {
-  std::vector<int64_t> tokens;
+  std::vector<StepToken> tokens;
   std::optional<GenerationResult> finished;  // ended (eos, stop token, length)
   std::optional<absl::Status> failed;        // dropped by the engine or the scheduler
 };
@@ -41,7 +41,7 @@ class RequestChannel {
 
  private:
   friend class Scheduler;
-  void Deliver(std::vector<int64_t> tokens, std::optional<GenerationResult> finished,
+  void Deliver(std::vector<StepToken> tokens, std::optional<GenerationResult> finished,
                std::optional<absl::Status> failed);
 
   std::mutex mu_;

@@ -69,10 +69,16 @@ struct AttentionConfig {
   std::string dense_prefill = "auto";
 };
 
+struct SchedulerConfig {
+  // The most prompt tokens one engine step runs; 0: whole prompts (see EngineOptions).
+  int64_t prefill_chunk_tokens = 0;
+};
+
 struct EngineConfig {
   std::string source_path;  // the TOML file ("" when built in code)
   ModelConfig model;
   KvConfig kv;
+  SchedulerConfig scheduler;
   AttentionConfig attention;
   std::vector<std::string> plugin_paths;
   std::map<std::string, PluginInstanceConfig> backends;

@@ -1,8 +1,10 @@
 // The inference engine: runs a LanguageModel with a composition of attention backends and
 // routing policies. It works in steps: requests join (Add) and leave (finish, Cancel) between
-// steps, and every Step() runs ONE forward pass over the prefill of newly admitted requests and
-// one decode token of every running request. At prefill, for every (request, layer), the engine
-// asks the request's routing policy (with the layer's pre-RoPE queries when the policy reads
+// steps, and every Step() runs ONE forward pass over prompt tokens of admitted requests (whole
+// prompts, or with EngineOptions::prefill_chunk_tokens at most that many, so that a long prompt
+// is run chunk by chunk over several steps and never stalls the decodes for longer than one
+// chunk) and one decode token of every running request. At prefill, for every (request, layer), the
+// engine asks the request's routing policy (with the layer's pre-RoPE queries when the policy reads
 // them), applies [layers.N] overrides, checks the chosen backend's support for the problem
 // (falling back to the full backend, and saying so in the trace), and keeps that decision for
 // every decode step of the request. Each layer's attention is one call per backend for the whole
@@ -36,6 +38,17 @@ struct GenerationOptions {
   bool ignore_eos = false;           // ignore the model's eos ids (explicit stop_tokens still stop)
   std::vector<int64_t> stop_tokens;  // in addition to the model's eos ids
   bool record_logits = false;        // keep each step's logits in GenerationResult::step_logits
+  // -1: none. N in [0, kMaxTopLogprobs]: every new token's log probability under the model (the
+  // log-softmax of its raw logits, before temperature, top-k and top-p), with the N most likely
+  // tokens of that step and theirs. Logits then come back to the host every step.
+  int logprobs = -1;
+};
+
+inline constexpr int kMaxTopLogprobs = 20;
+
+struct TokenLogprob {
+  int64_t token = 0;
+  float logprob = 0.0f;
 };
 
 // How one layer of one request was run.
@@ -68,6 +81,10 @@ struct GenerationResult {
   std::string finish_reason;    // "stop" or "length"
   RequestTrace trace;
   std::vector<std::vector<float>> step_logits;  // with record_logits: one row per new token
+  // With options.logprobs >= 0, one entry per new token: its log probability, and the most
+  // likely tokens of its step (most likely first).
+  std::vector<float> logprobs;
+  std::vector<std::vector<TokenLogprob>> top_logprobs;
 };
 
 struct GenerationTiming {
@@ -93,12 +110,19 @@ struct EngineOptions {
   size_t kv_pool_bytes = 0;
   // [attention] dense_prefill: "auto", "cudnn" or "fluxattn" (see AttentionConfig).
   std::string dense_prefill = "auto";
+  // [scheduler] prefill_chunk_tokens: the most prompt tokens one step runs (over all prefilling
+  // requests); 0: every admitted prompt whole in one step. Chunks never change a result: the
+  // routing decisions are made on a request's first chunk and hold for its later chunks and its
+  // decode, so a request whose policy reads the queries of the prompt's last rows (the flux
+  // router) or of all of them runs its prompt whole, and one that reads its first rows gets
+  // them all in its first chunk.
+  int64_t prefill_chunk_tokens = 0;
   // Opens a separate safetensors file for routers that ship their weights apart.
   std::function<absl::StatusOr<std::unique_ptr<WeightSource>>(const std::string& path)>
       open_weights;
 };
 
-// The engine options a configuration asks for ([kv] page_tokens, pool_mib).
+// The engine options a configuration asks for ([kv], [attention], [scheduler]).
 EngineOptions EngineOptionsFor(const EngineConfig& config);
 
 // One request for the step API.
@@ -116,6 +140,9 @@ struct RequestSpec {
 struct StepToken {
   uint64_t request_id = 0;
   int64_t token = 0;
+  // With the request's options.logprobs >= 0 (else 0 and empty).
+  float logprob = 0.0f;
+  std::vector<TokenLogprob> top_logprobs;
 };
 
 // A request that could not go on (the others of the batch did).
@@ -153,8 +180,9 @@ class Engine {
   // Queues a request; it is prefilled by the next Step. Errors (bad ids, options, unknown routing
   // policy) name the field.
   absl::StatusOr<uint64_t> Add(RequestSpec request);
-  // Runs one step: admits queued requests (reserving their KV pages), then one forward pass over
-  // their prompts and one decode token of every running request.
+  // Runs one step: admits queued requests (reserving the KV pages of their whole prompt), then
+  // one forward pass over prompt tokens (a chunk of each, within prefill_chunk_tokens) and one
+  // decode token of every running request. A request's first token comes with its last chunk.
   absl::StatusOr<StepResult> Step();
   // Drops a queued or running request and returns its KV pages to the pool. False when unknown.
   bool Cancel(uint64_t request_id);

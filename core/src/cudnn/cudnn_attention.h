@@ -50,6 +50,13 @@ inline int32_t BucketLength(int32_t n) {
   while (b < n) b *= 2;
   return b;
 }
+// The sequences a graph is built for: `n` rounded up to a power of two (the caller pads its
+// tables with empty sequences), so that a server's changing batch needs few graphs.
+inline int32_t BucketCount(int32_t n) {
+  int32_t b = 1;
+  while (b < n) b *= 2;
+  return b;
+}
 // Page-table entries per sequence for keys up to `max_kv_len` (its bucket, in pages).
 inline int32_t TableWidth(int32_t max_kv_len, int32_t page_tokens) {
   return (BucketLength(max_kv_len) + page_tokens - 1) / page_tokens;

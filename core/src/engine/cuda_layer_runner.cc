@@ -303,7 +303,7 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
   bool use_cudnn = cudnn_ != nullptr && dense && !decode;
   bool cudnn_packed = true;
   size_t cd_q_off = 0, cd_kv_off = 0, cd_seq_q = 0, cd_seq_kv = 0, cd_table = 0;
-  int32_t cd_width = 0, cd_max_q = 1;
+  int32_t cd_width = 0, cd_max_q = 1, cd_count = 0;
   if (use_cudnn) {
     for (int i : seqs) {
       cudnn_packed = cudnn_packed && batch.seqs[i].q_pos0 == 0;
@@ -311,20 +311,25 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
     }
     const int32_t hq_d = batch.num_q_heads * batch.head_dim;
     const int32_t hkv_d = batch.num_kv_heads * batch.head_dim;
-    cd_q_off = Reserve(host_, b_count + 1);
-    cd_seq_q = Reserve(host_, b_count);
-    cd_seq_kv = Reserve(host_, b_count);
-    if (cudnn_packed) cd_kv_off = Reserve(host_, b_count + 1);
-    for (int32_t b = 0; b <= b_count; ++b) {
-      host_[cd_q_off + b] = host_[q_indptr + b] * hq_d;
-      if (cudnn_packed) host_[cd_kv_off + b] = host_[q_indptr + b] * hkv_d;
-      if (b == b_count) break;
-      host_[cd_seq_q + b] = host_[q_indptr + b + 1] - host_[q_indptr + b];
-      host_[cd_seq_kv + b] = host_[kv_len + b];
+    // Padded with empty sequences (no rows, no keys) up to the graph's sequence count.
+    cd_count = cudnn::BucketCount(b_count);
+    cd_q_off = Reserve(host_, cd_count + 1);
+    cd_seq_q = Reserve(host_, cd_count);
+    cd_seq_kv = Reserve(host_, cd_count);
+    if (cudnn_packed) cd_kv_off = Reserve(host_, cd_count + 1);
+    for (int32_t b = 0; b <= cd_count; ++b) {
+      const int32_t real = std::min(b, b_count);
+      host_[cd_q_off + b] = host_[q_indptr + real] * hq_d;
+      if (cudnn_packed) host_[cd_kv_off + b] = host_[q_indptr + real] * hkv_d;
+      if (b == cd_count) break;
+      host_[cd_seq_q + b] = b < b_count ? host_[q_indptr + b + 1] - host_[q_indptr + b] : 0;
+      host_[cd_seq_kv + b] = b < b_count ? host_[kv_len + b] : 0;
     }
     if (!cudnn_packed) {
       cd_width = cudnn::TableWidth(static_cast<int32_t>(max_kv_tokens), batch.kv.page_tokens);
-      cd_table = Reserve(host_, static_cast<size_t>(b_count) * cd_width);
+      cd_table = Reserve(host_, static_cast<size_t>(cd_count) * cd_width);
+      std::fill(host_.begin() + cd_table + static_cast<size_t>(b_count) * cd_width,
+                host_.begin() + cd_table + static_cast<size_t>(cd_count) * cd_width, 0);
       for (int32_t b = 0; b < b_count && use_cudnn; ++b) {
         const AttentionProblem& p = batch.seqs[seqs[b]];
         const int64_t needed = (p.kv.length + batch.kv.page_tokens - 1) / batch.kv.page_tokens;
@@ -447,7 +452,7 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
   }
   if (use_cudnn) {
     cudnn::PrefillArgs ca;
-    ca.num_seqs = b_count;
+    ca.num_seqs = cd_count;
     ca.num_q_heads = batch.num_q_heads;
     ca.num_kv_heads = batch.num_kv_heads;
     ca.head_dim = batch.head_dim;

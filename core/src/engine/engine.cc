@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <optional>
 #include <unordered_map>
@@ -67,7 +68,36 @@ absl::Status ValidateOptions(const GenerationOptions& options) {
   if (options.sampling.top_k < 0) {
     return InvalidInput("top_k", "a number >= 0 (0: off)", absl::StrCat(options.sampling.top_k));
   }
+  if (options.logprobs < -1 || options.logprobs > kMaxTopLogprobs) {
+    return InvalidInput("logprobs",
+                        absl::StrCat("-1 (none) or a number in [0, ", kMaxTopLogprobs, "]"),
+                        absl::StrCat(options.logprobs));
+  }
   return absl::OkStatus();
+}
+
+// The log probability of `token` under the log-softmax of `row`, and the `top` most likely
+// tokens (most likely first, ties by id).
+float LogProbabilities(std::span<const float> row, int64_t token, int top,
+                       std::vector<TokenLogprob>* most_likely) {
+  double max_logit = -INFINITY;
+  for (float x : row) max_logit = std::max(max_logit, static_cast<double>(x));
+  double total = 0.0;
+  for (float x : row) total += std::exp(static_cast<double>(x) - max_logit);
+  const double log_z = max_logit + std::log(total);
+  most_likely->clear();
+  if (top > 0) {
+    std::vector<int64_t> ids(row.size());
+    for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int64_t>(i);
+    const size_t n = std::min(static_cast<size_t>(top), ids.size());
+    std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), [&](int64_t a, int64_t b) {
+      return row[a] != row[b] ? row[a] > row[b] : a < b;
+    });
+    for (size_t i = 0; i < n; ++i) {
+      most_likely->push_back({ids[i], static_cast<float>(row[ids[i]] - log_z)});
+    }
+  }
+  return static_cast<float>(row[token] - log_z);
 }
 
 }  // namespace
@@ -80,7 +110,9 @@ struct Engine::Impl : public LayerAttention {
     std::optional<LayerKvCache> kv;
     LayerRouting routing;
   };
-  enum class Phase : uint8_t { kQueued, kRunning };
+  // kQueued: waiting for admission; kPrefilling: admitted (pages of the whole prompt reserved),
+  // its prompt run chunk by chunk; kRunning: decoding.
+  enum class Phase : uint8_t { kQueued, kPrefilling, kRunning };
   struct Request {
     uint64_t id = 0;
     RequestSpec spec;
@@ -106,9 +138,11 @@ struct Engine::Impl : public LayerAttention {
   uint64_t next_request_id = 1;
   std::map<uint64_t, std::unique_ptr<Request>> requests;  // by id = the order they were added
 
-  // The step in progress: sequence index -> request, and whether it is prefilling.
+  // The step in progress: sequence index -> request, whether it is prefilling and how many of
+  // its tokens the step runs (1 for a decode step).
   std::vector<Request*> active;
   std::vector<uint8_t> active_prefill;
+  std::vector<int64_t> active_tokens;
 
   // Per-layer scratch reused by every call.
   std::vector<AttentionProblem> problems;
@@ -465,6 +499,20 @@ struct Engine::Impl : public LayerAttention {
     return absl::OkStatus();
   }
 
+  // The prompt tokens `req` runs next within `budget`. Chunking never changes a routing
+  // decision: a policy that reads the queries of the prompt's last rows (or of every row) sees
+  // them only when the prompt runs whole, and one that reads its first rows gets them all in the
+  // first chunk.
+  int64_t NextChunk(const Request& req, int64_t budget) const {
+    const int64_t left = static_cast<int64_t>(req.spec.prompt.size()) - req.length;
+    if (req.policy->NeedsQueries()) {
+      const QueryWindow window = req.policy->QueriesRead();
+      if (window.all() || window.tail > 0) return left;
+      if (req.length == 0) return std::min(left, std::max(budget, window.head));
+    }
+    return std::min(left, budget);
+  }
+
   // Pages for positions [0, length) in every layer of `req`, all or nothing per layer.
   absl::Status Reserve(Request& req, int64_t length) {
     for (LayerState& L : req.layers) {
@@ -534,6 +582,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
   if (options.kv_page_tokens <= 0 || options.kv_page_tokens > 65536) {
     return InvalidInput("kv page_tokens", "a number in [1, 65536]",
                         absl::StrCat(options.kv_page_tokens));
+  }
+  if (options.prefill_chunk_tokens < 0) {
+    return InvalidInput("scheduler prefill_chunk_tokens", "0 (whole prompts) or more",
+                        absl::StrCat(options.prefill_chunk_tokens));
   }
   auto impl = std::make_unique<Impl>();
   impl->options = std::move(options);
@@ -659,6 +711,7 @@ EngineOptions EngineOptionsFor(const EngineConfig& config) {
   options.kv_page_tokens = config.kv.page_tokens;
   options.kv_pool_bytes = static_cast<size_t>(config.kv.pool_mib) << 20;
   options.dense_prefill = config.attention.dense_prefill;
+  options.prefill_chunk_tokens = config.scheduler.prefill_chunk_tokens;
   return options;
 }
 
@@ -733,10 +786,12 @@ absl::StatusOr<StepResult> Engine::Step() {
     out.failed.push_back({req.id, std::move(status)});
     dropped.push_back(req.id);
   };
-  // Admission: running requests need one more position, queued ones their prompt. Pages are
-  // reserved here so that the forward pass never allocates.
+  // Admission: running requests need one more position; prefilling ones go on with their
+  // prompt; queued ones are admitted (the pages of their whole prompt reserved here, so that the
+  // forward pass never allocates) while the step's prompt-token budget lasts.
   I.active.clear();
   I.active_prefill.clear();
+  I.active_tokens.clear();
   for (auto& [id, req] : I.requests) {
     if (req->phase != Impl::Phase::kRunning) continue;
     absl::Status st = I.Reserve(*req, req->length + 1);
@@ -746,41 +801,51 @@ absl::StatusOr<StepResult> Engine::Step() {
     }
     I.active.push_back(req.get());
     I.active_prefill.push_back(0);
+    I.active_tokens.push_back(1);
   }
+  int64_t budget = I.options.prefill_chunk_tokens > 0 ? I.options.prefill_chunk_tokens
+                                                      : std::numeric_limits<int64_t>::max();
   for (auto& [id, req] : I.requests) {
-    if (req->phase != Impl::Phase::kQueued) continue;
+    if (budget == 0) break;
+    if (req->phase == Impl::Phase::kRunning) continue;
     const int64_t len = static_cast<int64_t>(req->spec.prompt.size());
-    absl::Status st = I.Reserve(*req, len);
-    if (!st.ok()) {
-      if (req->spec.wait_for_kv && absl::IsResourceExhausted(st)) {
-        I.ReleaseAll(*req);  // waits in the queue, in order
-        break;
+    if (req->phase == Impl::Phase::kQueued) {
+      absl::Status st = I.Reserve(*req, len);
+      if (!st.ok()) {
+        if (req->spec.wait_for_kv && absl::IsResourceExhausted(st)) {
+          I.ReleaseAll(*req);  // waits in the queue, in order
+          break;
+        }
+        fail(*req, st);
+        continue;
       }
-      fail(*req, st);
-      continue;
+      req->phase = Impl::Phase::kPrefilling;
     }
+    const int64_t chunk = I.NextChunk(*req, budget);
+    budget -= std::min(chunk, budget);
     I.active.push_back(req.get());
     I.active_prefill.push_back(1);
+    I.active_tokens.push_back(chunk);
   }
   if (!I.active.empty()) {
     std::vector<SequenceChunk> batch(I.active.size());
     for (size_t s = 0; s < I.active.size(); ++s) {
       Impl::Request& req = *I.active[s];
       if (I.active_prefill[s]) {
-        batch[s].tokens = req.spec.prompt;
-        batch[s].pos0 = 0;
+        batch[s].tokens =
+            std::span<const int64_t>(req.spec.prompt).subspan(req.length, I.active_tokens[s]);
       } else {
         batch[s].tokens = std::span<const int64_t>(&req.result.tokens.back(), 1);
-        batch[s].pos0 = req.length;
       }
+      batch[s].pos0 = req.length;
     }
     // Every request greedy and none recording logits: only the chosen ids leave the model
     // (on a GPU the argmax runs there, instead of copying vocab floats per sequence back).
     bool greedy = true;
     for (const Impl::Request* req : I.active) {
       const GenerationOptions& o = req->spec.options;
-      greedy =
-          greedy && !o.record_logits && (o.sampling.temperature <= 0.0 || o.sampling.top_k == 1);
+      greedy = greedy && !o.record_logits && o.logprobs < 0 &&
+               (o.sampling.temperature <= 0.0 || o.sampling.top_k == 1);
     }
     std::vector<float>& logits = I.logits;
     std::vector<int64_t>& greedy_tokens = I.greedy_tokens;
@@ -796,10 +861,12 @@ absl::StatusOr<StepResult> Engine::Step() {
         GenerationResult& r = req.result;
         const GenerationOptions& o = req.spec.options;
         if (I.active_prefill[s]) {
-          req.length = static_cast<int64_t>(req.spec.prompt.size());
+          req.length += I.active_tokens[s];
+          out.prefill_tokens += I.active_tokens[s];
+          // A chunk before the prompt's last one samples nothing.
+          if (req.length < static_cast<int64_t>(req.spec.prompt.size())) continue;
           req.phase = Impl::Phase::kRunning;
           req.kv_after_prefill = I.KvBytes(req);
-          out.prefill_tokens += req.length;
         } else {
           ++req.length;
           ++out.decode_tokens;
@@ -809,16 +876,22 @@ absl::StatusOr<StepResult> Engine::Step() {
           r.finish_reason = "length";
           done = true;
         } else {
-          int64_t token = 0;
+          StepToken t{req.id, 0};
           if (greedy) {
-            token = greedy_tokens[s];
+            t.token = greedy_tokens[s];
           } else {
             std::span<const float> row(&logits[s * vocab], vocab);
             if (o.record_logits) r.step_logits.emplace_back(row.begin(), row.end());
-            token = SampleToken(row, o.sampling, req.rng);
+            t.token = SampleToken(row, o.sampling, req.rng);
+            if (o.logprobs >= 0) {
+              t.logprob = LogProbabilities(row, t.token, o.logprobs, &t.top_logprobs);
+              r.logprobs.push_back(t.logprob);
+              r.top_logprobs.push_back(t.top_logprobs);
+            }
           }
+          const int64_t token = t.token;
           r.tokens.push_back(token);
-          out.tokens.push_back({req.id, token});
+          out.tokens.push_back(std::move(t));
           if (std::find(req.stops.begin(), req.stops.end(), token) != req.stops.end()) {
             r.finish_reason = "stop";
             done = true;
@@ -837,6 +910,7 @@ absl::StatusOr<StepResult> Engine::Step() {
   for (uint64_t id : dropped) I.requests.erase(id);
   I.active.clear();
   I.active_prefill.clear();
+  I.active_tokens.clear();
   out.seconds = Seconds(t0, Clock::now());
   return out;
 }
@@ -869,17 +943,16 @@ absl::StatusOr<BatchResult> Engine::Generate(std::vector<RequestSpec> requests,
     index[*id] = static_cast<int>(i);
     ids.push_back(*id);
   }
-  bool first = true;
   while (!ids.empty() && !idle()) {
     absl::StatusOr<StepResult> step = Step();
     if (!step.ok() || !step->failed.empty()) {
       for (uint64_t id : ids) Cancel(id);
       return step.ok() ? step->failed[0].status : step.status();
     }
-    if (first) {
-      result.timing.prefill_seconds = step->seconds;
-      result.timing.prefill_tokens = step->prefill_tokens;
-      first = false;
+    // Steps that ran prompt tokens count as prefill (with chunked prefill, several).
+    if (step->prefill_tokens > 0) {
+      result.timing.prefill_seconds += step->seconds;
+      result.timing.prefill_tokens += step->prefill_tokens;
     } else {
       result.timing.decode_seconds += step->seconds;
       result.timing.decode_tokens += step->decode_tokens;
