@@ -228,6 +228,22 @@ TEST(Usage, BadFlagsAreExitCodeTwoWithOneLine) {
   EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1);
 }
 
+// compare --server: configs and --server exclude each other, --model is required, and a URL
+// with no server behind it is one line naming it.
+TEST(Usage, CompareServerErrorsNameTheFlag) {
+  RunResult both = RunCli(absl::StrCat("compare ", kConfigs, "fa_only.toml --server http://x"));
+  EXPECT_EQ(both.code, 2) << both.err;
+  EXPECT_THAT(both.err, HasSubstr("either configs or --server"));
+  RunResult no_model = RunCli("compare --server http://127.0.0.1:1");
+  EXPECT_EQ(no_model.code, 2) << no_model.err;
+  EXPECT_THAT(no_model.err, HasSubstr("--model"));
+  RunResult down = RunCli(absl::StrCat("compare --server http://127.0.0.1:1 --model ", kConfigs,
+                                       "../flux-tiny --tasks passkey --lengths 256 --samples 1"));
+  EXPECT_NE(down.code, 0);
+  EXPECT_THAT(down.err, HasSubstr("http://127.0.0.1:1"));
+  EXPECT_EQ(std::count(down.err.begin(), down.err.end(), '\n'), 1) << down.err;
+}
+
 TEST(Usage, HelpHasExamples) {
   for (const char* cmd : {"bench", "eval", "compare"}) {
     RunResult r = RunCli(absl::StrCat(cmd, " --help"));

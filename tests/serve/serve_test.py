@@ -40,6 +40,7 @@ CONTEXT = _CONFIG["max_position_embeddings"]
 
 class Server:
     def __init__(self, binary, config, extra=()):
+        self.binary = binary
         self.proc = subprocess.Popen(
             [binary, "serve", "--config", config, "--port", "0", *extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
@@ -410,10 +411,74 @@ def test_logprobs(s):
         assert bytes(e.bytes).decode("utf-8", "replace") == e.token or "\ufffd" in e.token
 
 
+def expected_answer(output):
+    """The eval's exact-match rule, written again: the first non-empty line, whitespace
+    collapsed, one trailing period dropped."""
+    for line in output.split("\n"):
+        line = " ".join(line.split())
+        if line:
+            return line[:-1] if line.endswith(".") else line
+    return ""
+
+
+def run_compare(s, policies, out):
+    r = subprocess.run([s.binary, "compare", "--server", s.base, "--model", DEMO, "--routing",
+                        ",".join(policies), "--tasks", "passkey,kv_retrieval,lm_ppl", "--lengths",
+                        "256", "--samples", "2", "--concurrency", "6", "--json", out],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "all_sparse" in r.stdout and "accuracy" in r.stdout, r.stdout
+    report = json.load(open(out))
+    assert [p["policy"] for p in report["policies"]] == policies
+    return report
+
+
+def test_compare_server(s):
+    """`fluxattn compare --server`: policies A/B-compared on the live server; scores recomputed
+    here from the outputs, SA ratios against what the static policies imply."""
+    policies = ["default", "all_full", "all_sparse", "random_half"]
+    with tempfile.TemporaryDirectory(prefix="fluxattn_cmp_") as tmp:
+        report = run_compare(s, policies, os.path.join(tmp, "compare.json"))
+        # The same samples through `fluxattn eval` on a local all-full engine.
+        config = os.path.join(tmp, "full.toml")
+        with open(config, "w") as f:
+            f.write(f'[model]\npath = "{os.path.abspath(DEMO)}"\nthreads = 1\n\n'
+                    '[backends.full]\nplugin = "full"\n')
+        local = os.path.join(tmp, "eval.json")
+        e = subprocess.run([s.binary, "eval", "--config", config, "--tasks", "passkey,kv_retrieval",
+                            "--lengths", "256", "--samples", "2", "--details", "--json", local],
+                           capture_output=True, text=True, timeout=300)
+        assert e.returncode == 0, e.stderr
+        local_results = json.load(open(local))["results"]
+    remote = {(smp["task"], smp["seed"]): smp for smp in report["policies"][1]["samples"]}
+    for res in local_results:
+        for d in res["details"]:
+            smp = remote[(res["task"], d["seed"])]
+            assert smp["prompt_tokens"] == d["prompt_tokens"], (smp, d)
+            assert expected_answer(smp["output"]) == expected_answer(d["output"]), (smp, d)
+            assert smp["correct"] == d["correct"]
+    want_sa = {"default": 0.5, "all_full": 0.0, "all_sparse": 1.0}
+    for p in report["policies"]:
+        assert p["requests"] == 4 and len(p["samples"]) == 4, p["policy"]  # lm_ppl is skipped
+        correct = 0
+        for smp in p["samples"]:
+            ok = expected_answer(smp["output"]) == " ".join(smp["expected"].split())
+            assert smp["correct"] == ok, smp
+            correct += ok
+            if p["policy"] in want_sa:
+                assert smp["sa_ratio"] == want_sa[p["policy"]], (p["policy"], smp)
+        assert abs(p["accuracy"] - correct / 4) < 1e-12
+        assert 0 < p["latency_p50_s"] <= p["latency_p90_s"]
+    bad = subprocess.run([s.binary, "compare", "--server", s.base, "--model", DEMO, "--routing",
+                          "nope", "--tasks", "passkey", "--lengths", "256", "--samples", "1"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "nope" in bad.stderr, bad.stderr
+
+
 def suite_client(s):
     for t in (test_models, test_completion_usage_and_stream, test_chat, test_seeds,
               test_stop_strings, test_routing, test_metrics_counts, test_disconnect,
-              test_logprobs):
+              test_logprobs, test_compare_server):
         run(t, s)
 
 
