@@ -119,9 +119,9 @@ absl::StatusOr<nlohmann::ordered_json> RunRemoteCompare(const RemoteCompareOptio
   if (models->status != 200 || !listing.is_object() || !listing.contains("data") ||
       !listing["data"].is_array() || listing["data"].empty() ||
       !listing["data"][0].value("id", json()).is_string()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        o.url, "/v1/models: expected a model list, found HTTP ", models->status, ": ",
-        ServerMessage(models->body)));
+    return absl::FailedPreconditionError(
+        absl::StrCat(o.url, "/v1/models: expected a model list, found HTTP ", models->status, ": ",
+                     ServerMessage(models->body)));
   }
   const std::string model = listing["data"][0]["id"].get<std::string>();
 
@@ -154,8 +154,9 @@ absl::StatusOr<nlohmann::ordered_json> RunRemoteCompare(const RemoteCompareOptio
     }
   }
   if (jobs.empty()) {
-    return absl::InvalidArgumentError("--tasks: expected at least one generation task (lm_ppl "
-                                      "needs prompt log-likelihoods, which the API does not give)");
+    return absl::InvalidArgumentError(
+        "--tasks: expected at least one generation task (lm_ppl "
+        "needs prompt log-likelihoods, which the API does not give)");
   }
 
   std::atomic<size_t> next{0};
@@ -179,7 +180,8 @@ absl::StatusOr<nlohmann::ordered_json> RunRemoteCompare(const RemoteCompareOptio
   }
   for (std::thread& t : workers) t.join();
   if (!failure.ok()) return failure;
-  const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
 
   // Per policy: accuracy per (task, length) and overall, latency, SA ratio.
   nlohmann::ordered_json report;
