@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the bundled Hugging Face folder of the demo model (models/demo/flux-tiny).
 
-Inputs: the base checkpoint (train.py base: model-*.safetensors), the router checkpoint
+Inputs: the base checkpoint (train.py base: model-*.safetensors, or an exported folder's
+model.safetensors), the router checkpoint
 (train.py router: router-*.safetensors) and the tokenizer folder (train_tokenizer.py). Output:
 config.json (PawQwen3ForCausalLM with pooling_mode, pool_size, use_softmax, toggle_type,
 sink_size, local_window_size), model.safetensors in bfloat16 (Qwen3 tensors, tied embeddings,
@@ -20,7 +21,7 @@ import shutil
 import sys
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import model as M  # noqa: E402
@@ -35,7 +36,11 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--check", action="store_true")
     args = p.parse_args()
-    state = load_shards(args.base, "model")
+    exported = os.path.join(args.base, "model.safetensors")
+    if os.path.isfile(exported):  # an exported folder (its bfloat16 values are kept exactly)
+        state = {n: t.float() for n, t in load_file(exported).items()}
+    else:
+        state = load_shards(args.base, "model")
     state = {n: t for n, t in state.items() if "mask_allocator" not in n}
     router = load_shards(args.router, "router")
     state.update(router)

@@ -21,7 +21,8 @@ checkpoint (float32 safetensors shards of at most 15 MiB) plus a JSON log of the
 Usage:
   train.py base --tokenizer T --corpus C --out DIR [--resume DIR | --init-hf FOLDER]
            [--minutes 7] [--probe N]
-  train.py router --tokenizer T --corpus C --init DIR --out DIR [--minutes 2.5]
+  train.py router --tokenizer T --corpus C (--init DIR | --init-hf FOLDER) --out DIR
+           [--minutes 2.5] [--targets KIND=FRACTION,...]
 """
 
 import argparse
@@ -257,11 +258,36 @@ def train_base(args):
         json.dump(log, open(os.path.join(args.out, "base_log.json"), "w"))
 
 
+def parse_targets(text):
+    """--targets "passkey=0.75,kv_retrieval=0.75": SA targets replacing those of TARGETS."""
+    targets = dict(TARGETS)
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        kind, sep, value = item.partition("=")
+        if not sep or kind not in targets:
+            raise SystemExit(f"--targets: expected KIND=FRACTION with KIND one of "
+                             f"{', '.join(sorted(targets))}, found '{item}'")
+        try:
+            targets[kind] = float(value)
+        except ValueError:
+            raise SystemExit(f"--targets: {kind}: expected a number in [0, 1], found '{value}'")
+        if not 0.0 <= targets[kind] <= 1.0:
+            raise SystemExit(f"--targets: {kind}: expected a number in [0, 1], found {value}")
+    return targets
+
+
 def train_router(args):
     m, device = common(args)
-    state = load_shards(args.init, "model")
+    if bool(args.init) == bool(args.init_hf):
+        raise SystemExit("router: give the frozen base as exactly one of --init DIR (training "
+                         "shards) or --init-hf FOLDER (an exported model)")
+    if args.init:
+        state = load_shards(args.init, "model")
+    else:
+        state = {n: t.float() for n, t in
+                 load_file(os.path.join(args.init_hf, "model.safetensors")).items()}
     m.load_state_dict({n: p for n, p in state.items() if "mask_allocator" not in n}, strict=False)
-    log = {"steps": [], "targets": TARGETS}
+    targets = parse_targets(args.targets)
+    log = {"steps": [], "targets": targets, "init": args.init or args.init_hf}
     step0, elapsed0 = 0, 0.0
     if args.resume:
         m.load_state_dict(load_shards(args.resume, "router"), strict=False)
@@ -278,7 +304,7 @@ def train_router(args):
     kinds = data.KINDS
     lam1 = torch.zeros(len(kinds), device=device, requires_grad=True)
     lam2 = torch.zeros(len(kinds), device=device, requires_grad=True)
-    target = torch.tensor([TARGETS[k] for k in kinds], device=device)
+    target = torch.tensor([targets[k] for k in kinds], device=device)
     opt = torch.optim.AdamW(m.router_parameters(), lr=args.lr, weight_decay=0.0)
     opt_lam = torch.optim.SGD([lam1, lam2], lr=args.lambda_lr, maximize=True)
     total = args.total_minutes * 60.0
@@ -344,7 +370,11 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--init", help="router: the trained base checkpoint folder")
     p.add_argument("--resume")
-    p.add_argument("--init-hf", help="base: initial weights from an exported model folder")
+    p.add_argument("--init-hf", help="base: initial weights from an exported model folder; "
+                   "router: the frozen base from an exported model folder (instead of --init)")
+    p.add_argument("--targets", default="",
+                   help="router: SA targets per kind replacing the defaults, "
+                        "e.g. passkey=0.75,kv_retrieval=0.75")
     p.add_argument("--minutes", type=float, default=7.0, help="training time of this call")
     p.add_argument("--total-minutes", type=float, default=None,
                    help="length of the whole schedule (default: --minutes)")
