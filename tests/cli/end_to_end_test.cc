@@ -124,7 +124,7 @@ TEST(Bench, ExactLengthsKvAndFixedRoutersSaRatios) {
     const auto& fa = by[{"fa_only", ctx}];
     const auto& hybrid = by[{"static_hybrid", ctx}];
     EXPECT_EQ(fa["sa_ratio"].get<double>(), 0.0);
-    EXPECT_EQ(hybrid["sa_ratio"].get<double>(), 0.5);  // pattern "FS" on 8 layers
+    EXPECT_EQ(hybrid["sa_ratio"].get<double>(), 0.75);  // pattern "FSSS" on 8 layers
     EXPECT_EQ(fa["kv_bytes"].get<size_t>(), fa["kv_bytes_full_cache"].get<size_t>());
     // Streaming layers (sink 64, window 256, block 128) drop the middle of the prompt.
     EXPECT_LT(hybrid["kv_bytes"].get<size_t>(), fa["kv_bytes"].get<size_t>());
@@ -151,7 +151,7 @@ TEST(Eval, UsesTheTasksOfTheGeneratorAndScoresEverySample) {
   for (const auto& res : json["results"]) {
     const std::string task = res["task"];
     EXPECT_EQ(res["samples"], 2);
-    EXPECT_EQ(res["sa_ratio"].get<double>(), 0.5);
+    EXPECT_EQ(res["sa_ratio"].get<double>(), 0.75);  // static_hybrid: "FSSS" on 8 layers
     ASSERT_EQ(res["details"].size(), 2u);
     int correct = 0;
     for (size_t i = 0; i < 2; ++i) {

@@ -109,7 +109,11 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(Case{1, 1, 1, DType::kF32, false}, Case{7, 13, 37, DType::kF32, true},
                       Case{13, 50, 16, DType::kF32, false}, Case{6, 29, 130, DType::kBF16, true},
                       Case{1, 300, 64, DType::kBF16, false}, Case{19, 97, 259, DType::kBF16, false},
-                      Case{5, 31, 48, DType::kF16, true}, Case{12, 24, 200, DType::kF16, false}));
+                      Case{5, 31, 48, DType::kF16, true}, Case{12, 24, 200, DType::kF16, false},
+                      // Few activation rows over many weight rows: tiles of rows spread over
+                      // each task's range, with remainders, several tasks per thread.
+                      Case{2, 1003, 72, DType::kF32, true},
+                      Case{3, 517, 1030, DType::kBF16, true}));
 
 TEST(LinearParts, EachPartWritesItsOwnOutput) {
   std::mt19937 rng(5);
