@@ -99,9 +99,10 @@ def config(tmp_path, router, name="policy.toml"):
 def test_python_policy_equals_the_static_plugin(policies, rng, tmp_path):
     # Python "sparse when layer % 2 == 1" against the C++ static policy with pattern "FS".
     path = config(tmp_path, f'plugin = "python:{policies}.Alternate"\n')
+    static = config(tmp_path, 'plugin = "static"\npattern = "FS"\n', name="static_fs.toml")
     prompt = random_prompt(rng, rng.randrange(300, 600))
-    expected, trace = cli_generate(["--config", CONFIGS / "static_hybrid.toml"], [prompt],
-                                   tmp_path, max_new_tokens=5, ignore_eos=True)
+    expected, trace = cli_generate(["--config", static], [prompt], tmp_path, max_new_tokens=5,
+                                   ignore_eos=True)
     engine = fluxattn.Engine.from_config(path)
     got = engine.generate(prompt, max_new_tokens=5, ignore_eos=True)
     n = engine.model_info.num_layers
