@@ -126,8 +126,9 @@ def time_transformers(folder, contexts, decode_tokens, repeats):
 
 
 def time_fluxattn(binary, folder, contexts, decode_tokens, repeats, work_dir, name,
-                  dense_prefill):
-    """One `fluxattn bench` call over one config per [attention] dense_prefill choice."""
+                  dense_prefill, env=None, label=""):
+    """One `fluxattn bench` call over one config per [attention] dense_prefill choice, with
+    `env` added to the environment."""
     pool_mib = 12288
     configs = []
     for kernel in dense_prefill:
@@ -137,13 +138,14 @@ def time_fluxattn(binary, folder, contexts, decode_tokens, repeats, work_dir, na
                     f'[attention]\ndense_prefill = "{kernel}"\n\n'
                     f'[backends.full]\nplugin = "full"\n\n[kv]\npool_mib = {pool_mib}\n')
         configs += ["--config", config]
-    out_json = os.path.join(work_dir, f"{name}-fluxattn.json")
+    out_json = os.path.join(work_dir, f"{name}-fluxattn{'-' + label if label else ''}.json")
     cmd = [binary, "bench", *configs, "--context",
            ",".join(str(c) for c in contexts), "--decode-tokens", str(decode_tokens),
            "--repeats", str(repeats), "--warmup", "1", "--json", out_json]
-    print("  $ " + " ".join(cmd), flush=True)
+    print("  $ " + "".join(f"{k}={v} " for k, v in (env or {}).items()) + " ".join(cmd),
+          flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
     print(proc.stdout, end="")
     if proc.returncode != 0:
         print(proc.stderr[-4000:], file=sys.stderr)
@@ -165,7 +167,17 @@ def main():
     ap.add_argument("--dense-prefill", default="auto",
                     help="comma-separated [attention] dense_prefill choices, one FluxAttn "
                          "config each (auto, cudnn, fluxattn)")
+    ap.add_argument("--variants", default="",
+                    help="FluxAttn runs under other environments, one bench call each, in the "
+                         "order given: 'LABEL:VAR=VALUE,VAR=VALUE;LABEL:...' (for example "
+                         "'pdl-off:FLUXATTN_CUDA_PDL=0;pdl-on:FLUXATTN_CUDA_PDL=1')")
     args = ap.parse_args()
+    variants = []
+    for item in filter(None, args.variants.split(";")):
+        label, _, assignments = item.partition(":")
+        env = dict(a.split("=", 1) for a in filter(None, assignments.split(",")))
+        variants.append((label, env))
+    variants = variants or [("", {})]
     contexts = [int(c) for c in args.contexts.split(",")]
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
@@ -179,8 +191,11 @@ def main():
         make_checkpoint(name, shape, folder)
         print(f"  checkpoint: {time.perf_counter() - t0:.1f} s", flush=True)
         hf = time_transformers(folder, contexts, args.decode_tokens, args.repeats)
-        fa = time_fluxattn(args.fluxattn, folder, contexts, args.decode_tokens, args.repeats,
-                           args.work, name, args.dense_prefill.split(","))
+        fa = {label: dict(env=env, **time_fluxattn(args.fluxattn, folder, contexts,
+                                                    args.decode_tokens, args.repeats, args.work,
+                                                    name, args.dense_prefill.split(","), env,
+                                                    label))
+              for label, env in variants}
         report["shapes"][name] = dict(transformers=hf, fluxattn=fa)
         with open(os.path.join(args.out, "e2e.json"), "w") as f:
             json.dump(report, f, indent=2)
@@ -191,11 +206,12 @@ def main():
     print("\nshape        T      phase   work          transformers (sdpa)              "
           "FluxAttn                          transformers / FluxAttn")
     for name, r in report["shapes"].items():
-        fa_rows = {}  # (config, context) -> row
-        if "result" in r["fluxattn"]:
-            for row in r["fluxattn"]["result"]["bench"]:
-                fa_rows[(row["config"], int(row.get("context", 0)))] = row
-        configs = sorted({c for c, _ in fa_rows})
+        fa_rows = {}  # (variant config, context) -> row
+        for label, run in r["fluxattn"].items():
+            for row in run.get("result", {}).get("bench", []):
+                config = f"{label} {row['config']}".strip()
+                fa_rows[(config, int(row.get("context", 0)))] = row
+        configs = list(dict.fromkeys(c for c, _ in fa_rows))
         for row in r["transformers"]["rows"]:
             t = row["context"]
             flops, dbytes, _ = work(SHAPES[name], t)

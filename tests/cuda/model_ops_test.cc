@@ -327,6 +327,51 @@ TEST_F(CudaModelOpsTest, GemmLinearBf16AndF32) {
   }
 }
 
+// A decode-like chain, x <- x + W RmsNorm(x), a dozen times on one stream with no host sync:
+// each kernel reads what the one before it wrote (and the norm overwrites what the product read
+// the round before), so a kernel that started reading before its predecessor had finished (the
+// launches overlap under programmatic dependent launch) would give another x. The reference
+// rounds to bf16 where the kernels store.
+TEST_F(CudaModelOpsTest, ChainedLaunchesSeeTheirPredecessorsWrites) {
+  absl::StatusOr<std::unique_ptr<Gemm>> gemm = Gemm::Create(32 << 20, true);
+  ASSERT_TRUE(gemm.ok()) << gemm.status();
+  constexpr int kRounds = 12;
+  for (auto [m, h] : {std::pair{1, 2560}, {3, 1032}}) {
+    std::vector<float> x, w, nw;
+    auto xb = RandomBf16(m * h, rng_, 1.f, &x);
+    auto wb = RandomBf16(int64_t{h} * h, rng_, 1.f / std::sqrt(static_cast<float>(h)), &w);
+    auto nb = RandomBf16(h, rng_, 1.f, &nw);
+    DeviceBuffer xd(xb), wd(wb), nd(nb), xn(m * h * 2), y(m * h * 2);
+    for (int round = 0; round < kRounds; ++round) {
+      ASSERT_TRUE(RmsNorm(xd.get(), nd.get(), xn.get(), m, h, 1e-6f, 0.f, nullptr).ok());
+      ASSERT_TRUE(
+          (*gemm)
+              ->Linear(xn.get(), wd.get(), y.get(), m, h, h, Gemm::OutputType::kBf16, nullptr)
+              .ok());
+      ASSERT_TRUE(Add(xd.get(), y.get(), xd.get(), int64_t{m} * h, nullptr).ok());
+    }
+    std::vector<double> ref(x.begin(), x.end());
+    std::vector<float> cur(x);
+    for (int round = 0; round < kRounds; ++round) {
+      const std::vector<double> normed = RmsRef(cur, nw, m, h, 1e-6, 0.0);
+      std::vector<float> xnr(normed.size());
+      for (size_t i = 0; i < normed.size(); ++i) {
+        xnr[i] = testing::RoundBf16(static_cast<float>(normed[i]));
+      }
+      for (int r = 0; r < m; ++r) {
+        for (int j = 0; j < h; ++j) {
+          double acc = 0;
+          for (int t = 0; t < h; ++t) acc += double{xnr[r * h + t]} * w[int64_t{j} * h + t];
+          const float yj = testing::RoundBf16(static_cast<float>(acc));
+          cur[r * h + j] = testing::RoundBf16(cur[r * h + j] + yj);
+        }
+      }
+    }
+    for (size_t i = 0; i < cur.size(); ++i) ref[i] = cur[i];
+    ExpectNear(Floats(xd.Download<uint16_t>()), ref, 5e-2, 2e-2, 1e-2, "chained x");
+  }
+}
+
 // The kept set and the chosen token of Sample, in double, from the definition in the header.
 int32_t SampleRef(const std::vector<float>& row, const SamplingParams& sp, std::set<int>* kept) {
   const int v = static_cast<int>(row.size());

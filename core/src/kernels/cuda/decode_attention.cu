@@ -16,6 +16,7 @@
 #include "cuda_check.cuh"
 #include "fluxattn/kernels/cuda_attention.h"
 #include "mma_util.cuh"
+#include "pdl.cuh"
 
 namespace fluxattn::kernels::cuda {
 namespace {
@@ -73,6 +74,8 @@ constexpr int kStageBytes = 16 * 1024;
 template <int D, int kG>
 __global__ void __launch_bounds__(kDecodeThreads)
     DecodeKernel(const __grid_constant__ DecodeParams p) {
+  PdlLaunchDependents();
+  PdlWait();
   constexpr int kLanes = D / 8;  // lanes per key row
   constexpr int kGroups = kDecodeThreads / kLanes;
   constexpr int kRowsPerStage = kStageBytes / (D * 2);
@@ -292,6 +295,8 @@ constexpr int kMmaStages = 3;
 template <int D>
 __global__ void __launch_bounds__(kDecodeThreads)
     DecodeMmaKernel(const __grid_constant__ DecodeParams p) {
+  PdlLaunchDependents();
+  PdlWait();
   extern __shared__ __align__(128) unsigned char smem_raw[];
   __nv_bfloat16* sq = reinterpret_cast<__nv_bfloat16*>(smem_raw);  // [16][D]
   __nv_bfloat16* sk = sq + 16 * D;                                 // [stage][64][D]
@@ -509,6 +514,8 @@ template <int D>
 __global__ void DecodeCombineKernel(const float* __restrict__ partial_o,
                                     const float* __restrict__ partial_lse, int32_t num_splits,
                                     __nv_bfloat16* __restrict__ out) {
+  PdlLaunchDependents();
+  PdlWait();
   const int64_t ph = blockIdx.x;  // seq * num_q_heads + head
   const int d = threadIdx.x;
   const float* lse = partial_lse + ph * num_splits;
@@ -526,12 +533,12 @@ __global__ void DecodeCombineKernel(const float* __restrict__ partial_o,
 }
 
 template <int D, int kG>
-void LaunchDecodeKernel(const DecodeParams& p, dim3 grid, cudaStream_t stream) {
+cudaError_t LaunchDecodeKernel(const DecodeParams& p, dim3 grid, cudaStream_t stream) {
   constexpr size_t kSmem = static_cast<size_t>(kStages) * 2 * kStageBytes;
   static const cudaError_t attr =
       cudaFuncSetAttribute(DecodeKernel<D, kG>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
   (void)attr;  // a failure shows as the launch error
-  DecodeKernel<D, kG><<<grid, kDecodeThreads, kSmem, stream>>>(p);
+  return LaunchPdl(DecodeKernel<D, kG>, grid, kDecodeThreads, kSmem, stream, p);
 }
 
 template <int D>
@@ -544,28 +551,34 @@ absl::Status LaunchDecode(const DecodeParams& p, int32_t num_seqs, int q_heads_p
     static const cudaError_t attr = cudaFuncSetAttribute(
         DecodeMmaKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
     FLUXATTN_RETURN_IF_CUDA(attr, "RunDecode", "cudaFuncSetAttribute");
-    DecodeMmaKernel<D>
-        <<<dim3(p.num_splits, p.num_kv_heads, num_seqs), kDecodeThreads, kSmem, stream>>>(p);
+    FLUXATTN_RETURN_IF_CUDA(
+        LaunchPdl(DecodeMmaKernel<D>, dim3(p.num_splits, p.num_kv_heads, num_seqs), kDecodeThreads,
+                  kSmem, stream, p),
+        "RunDecode", "kernel launch");
   } else {
     const dim3 grid(p.num_splits, p.num_kv_heads / p.heads_per_cta * p.head_chunks, num_seqs);
+    cudaError_t err = cudaSuccess;
     switch (q_heads_per_cta) {
       case 1:
-        LaunchDecodeKernel<D, 1>(p, grid, stream);
+        err = LaunchDecodeKernel<D, 1>(p, grid, stream);
         break;
       case 2:
-        LaunchDecodeKernel<D, 2>(p, grid, stream);
+        err = LaunchDecodeKernel<D, 2>(p, grid, stream);
         break;
       case 4:
-        LaunchDecodeKernel<D, 4>(p, grid, stream);
+        err = LaunchDecodeKernel<D, 4>(p, grid, stream);
         break;
       default:
-        LaunchDecodeKernel<D, 8>(p, grid, stream);
+        err = LaunchDecodeKernel<D, 8>(p, grid, stream);
         break;
     }
+    FLUXATTN_RETURN_IF_CUDA(err, "RunDecode", "kernel launch");
   }
   FLUXATTN_RETURN_IF_ERROR(LaunchStatus("RunDecode"));
-  DecodeCombineKernel<D><<<static_cast<unsigned>(num_seqs) * p.num_q_heads, D, 0, stream>>>(
-      p.partial_o, p.partial_lse, p.num_splits, static_cast<__nv_bfloat16*>(out));
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(DecodeCombineKernel<D>, static_cast<unsigned>(num_seqs) * p.num_q_heads, D, 0,
+                stream, p.partial_o, p.partial_lse, p.num_splits, static_cast<__nv_bfloat16*>(out)),
+      "RunDecode (combine)", "kernel launch");
   return LaunchStatus("RunDecode (combine)");
 }
 

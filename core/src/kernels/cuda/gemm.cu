@@ -17,6 +17,7 @@
 
 #include "cuda_check.cuh"
 #include "fluxattn/kernels/cuda_model_ops.h"
+#include "pdl.cuh"
 
 namespace fluxattn::kernels::cuda {
 namespace {
@@ -58,11 +59,14 @@ __device__ __forceinline__ float Dot8(const uint4& a, const uint4& b) {
   return s;
 }
 
-// y[r, col] = sum_t x[r, t] * w[col, t] for r < M; k % 8 == 0, rows 16-byte aligned.
+// y[r, col] = sum_t x[r, t] * w[col, t] for r < M; k % 8 == 0, rows 16-byte aligned. Launched
+// with programmatic dependent launch (pdl.cuh) like the model's other decode kernels.
 template <int M>
 __global__ void __launch_bounds__(256)
     GemvKernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, void* y,
                int64_t n, int64_t k, bool f32_out) {
+  PdlLaunchDependents();
+  PdlWait();
   const int lane = threadIdx.x % 32;
   const int64_t col = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
   if (col >= n) return;
@@ -106,42 +110,45 @@ __global__ void __launch_bounds__(256)
 }
 
 template <int M>
-void LaunchGemv(const void* x, const void* w, void* y, int64_t n, int64_t k, bool f32,
-                cudaStream_t stream) {
+cudaError_t LaunchGemv(const void* x, const void* w, void* y, int64_t n, int64_t k, bool f32,
+                       cudaStream_t stream) {
   constexpr int kWarps = 8;
   const unsigned blocks = static_cast<unsigned>((n + kWarps - 1) / kWarps);
-  GemvKernel<M><<<blocks, kWarps * 32, 0, stream>>>(
-      static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(w), y, n, k, f32);
+  return LaunchPdl(GemvKernel<M>, blocks, kWarps * 32, 0, stream,
+                   static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(w), y, n,
+                   k, f32);
 }
 
 absl::Status Gemv(const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k, bool f32,
                   cudaStream_t stream) {
+  cudaError_t err = cudaSuccess;
   switch (m) {
     case 1:
-      LaunchGemv<1>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<1>(x, w, y, n, k, f32, stream);
       break;
     case 2:
-      LaunchGemv<2>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<2>(x, w, y, n, k, f32, stream);
       break;
     case 3:
-      LaunchGemv<3>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<3>(x, w, y, n, k, f32, stream);
       break;
     case 4:
-      LaunchGemv<4>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<4>(x, w, y, n, k, f32, stream);
       break;
     case 5:
-      LaunchGemv<5>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<5>(x, w, y, n, k, f32, stream);
       break;
     case 6:
-      LaunchGemv<6>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<6>(x, w, y, n, k, f32, stream);
       break;
     case 7:
-      LaunchGemv<7>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<7>(x, w, y, n, k, f32, stream);
       break;
     default:
-      LaunchGemv<8>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<8>(x, w, y, n, k, f32, stream);
       break;
   }
+  FLUXATTN_RETURN_IF_CUDA(err, "Gemm (small batch)", "kernel launch");
   return LaunchStatus("Gemm (small batch)");
 }
 

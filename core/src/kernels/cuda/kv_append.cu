@@ -4,6 +4,7 @@
 
 #include "cuda_check.cuh"
 #include "fluxattn/kernels/cuda_attention.h"
+#include "pdl.cuh"
 
 namespace fluxattn::kernels::cuda {
 namespace {
@@ -14,6 +15,8 @@ __global__ void AppendKvKernel(const uint4* k_rows, const uint4* v_rows, int64_t
                                int32_t page_shift, int32_t num_seqs, const int32_t* q_indptr,
                                const int32_t* q_pos0, const int32_t* page_indptr,
                                const int32_t* page_indices) {
+  PdlLaunchDependents();
+  PdlWait();
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
   const int lane = threadIdx.x % 32;
   for (int64_t w = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
@@ -56,11 +59,12 @@ absl::Status AppendKv(const void* k_rows, const void* v_rows, int64_t total_rows
   if (total_rows == 0 || seqs.num_seqs == 0) return absl::OkStatus();
   const int64_t warps = total_rows * num_kv_heads;
   const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((warps + 7) / 8, 132 * 64));
-  AppendKvKernel<<<blocks, 256, 0, AsStream(stream)>>>(
-      static_cast<const uint4*>(k_rows), static_cast<const uint4*>(v_rows), total_rows,
-      num_kv_heads, head_dim / 8, static_cast<uint4*>(k_pool), static_cast<uint4*>(v_pool),
-      Log2(page_tokens), seqs.num_seqs, seqs.q_indptr, seqs.q_pos0, seqs.page_indptr,
-      seqs.page_indices);
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(AppendKvKernel, blocks, 256, 0, AsStream(stream), static_cast<const uint4*>(k_rows),
+                static_cast<const uint4*>(v_rows), total_rows, num_kv_heads, head_dim / 8,
+                static_cast<uint4*>(k_pool), static_cast<uint4*>(v_pool), Log2(page_tokens),
+                seqs.num_seqs, seqs.q_indptr, seqs.q_pos0, seqs.page_indptr, seqs.page_indices),
+      "AppendKv", "kernel launch");
   return LaunchStatus("AppendKv");
 }
 

@@ -9,6 +9,7 @@
 
 #include "cuda_check.cuh"
 #include "fluxattn/kernels/cuda_model_ops.h"
+#include "pdl.cuh"
 
 namespace fluxattn::kernels::cuda {
 namespace {
@@ -53,6 +54,8 @@ template <bool kAdd>
 __global__ void RmsNormKernel(bf16* residual, const bf16* x, const int32_t* q_indptr,
                               const bf16* weight, bf16* y, int64_t rows, int32_t dim, float eps,
                               float weight_offset) {
+  PdlLaunchDependents();
+  PdlWait();
   const int lane = threadIdx.x % 32;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
   for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; r < rows;
@@ -93,6 +96,8 @@ template <int kVec>
 __global__ void RopeKernel(bf16* q, bf16* k, int64_t rows, int32_t hq, int32_t hkv, int32_t d,
                            int32_t half, const int32_t* positions, const float* inv_freq,
                            float factor) {
+  PdlLaunchDependents();
+  PdlWait();
   const int32_t groups = half / kVec;
   const int64_t total = rows * groups;
   const int32_t heads = hq + (k != nullptr ? hkv : 0);
@@ -137,6 +142,8 @@ __global__ void RopeKernel(bf16* q, bf16* k, int64_t rows, int32_t hq, int32_t h
 
 __global__ void SwiGluKernel(const bf16* gate, const bf16* up, int64_t stride, bf16* out,
                              int64_t rows, int32_t cols, bool vec) {
+  PdlLaunchDependents();
+  PdlWait();
   const int64_t per_row = vec ? cols / 8 : cols;
   const int64_t total = rows * per_row;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
@@ -160,6 +167,8 @@ __global__ void SwiGluKernel(const bf16* gate, const bf16* up, int64_t stride, b
 
 __global__ void EmbeddingKernel(const int32_t* ids, int64_t n, const bf16* table, int64_t vocab,
                                 int32_t hidden, bf16* out, int32_t* error_flag) {
+  PdlLaunchDependents();
+  PdlWait();
   for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
     const int32_t id = ids[t];
     const bool ok = id >= 0 && id < vocab;
@@ -180,6 +189,8 @@ __global__ void EmbeddingKernel(const int32_t* ids, int64_t n, const bf16* table
 }
 
 __global__ void AddKernel(const bf16* a, const bf16* b, bf16* y, int64_t n) {
+  PdlLaunchDependents();
+  PdlWait();
   const int64_t n8 = n / 8;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   const int64_t first = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -199,6 +210,8 @@ __global__ void AddKernel(const bf16* a, const bf16* b, bf16* y, int64_t n) {
 // y[r, c] += bias[c] over rows of `cols` (row stride `row_stride` elements).
 __global__ void AddBiasKernel(bf16* y, const bf16* bias, int64_t rows, int32_t cols,
                               int64_t row_stride) {
+  PdlLaunchDependents();
+  PdlWait();
   const int64_t n = rows * cols;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -218,6 +231,8 @@ __global__ void SplitQkvKernel(const bf16* qkv, int64_t rows, int32_t hq, int32_
                                int32_t half, const bf16* q_norm, const bf16* k_norm, float eps,
                                const int32_t* positions, const float* inv_freq, float factor,
                                bf16* q_pre, bf16* q, bf16* k, bf16* v) {
+  PdlLaunchDependents();
+  PdlWait();
   const int lane = threadIdx.x % 32;
   const int32_t heads = hq + 2 * hkv;
   const int64_t warps = static_cast<int64_t>(gridDim.x) * (blockDim.x / 32);
@@ -279,6 +294,8 @@ __global__ void SplitQkvKernel(const bf16* qkv, int64_t rows, int32_t hq, int32_
 
 __global__ void CopyColumnsKernel(const bf16* src, int64_t rows, int32_t src_cols, bf16* dst,
                                   int32_t dst_cols) {
+  PdlLaunchDependents();
+  PdlWait();
   const int64_t n = rows * dst_cols;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
@@ -290,6 +307,8 @@ __global__ void CopyColumnsKernel(const bf16* src, int64_t rows, int32_t src_col
 }
 
 __global__ void Bf16ToF32Kernel(const bf16* x, float* y, int64_t n) {
+  PdlLaunchDependents();
+  PdlWait();
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += stride) {
@@ -301,6 +320,8 @@ __global__ void Bf16ToF32Kernel(const bf16* x, float* y, int64_t n) {
 constexpr int kPoolSlices = 8;
 __global__ void RouterPoolKernel(const bf16* q, const int32_t* q_indptr, int32_t heads, int32_t d,
                                  int32_t pool_size, float* pooled) {
+  PdlLaunchDependents();
+  PdlWait();
   extern __shared__ float partial[];  // [kPoolSlices][d]
   const int b = blockIdx.x;
   const int32_t begin = q_indptr[b];
@@ -338,9 +359,11 @@ absl::Status RmsNorm(const void* x, const void* weight, void* y, int64_t rows, i
                      float eps, float weight_offset, void* stream) {
   FLUXATTN_RETURN_IF_ERROR(CheckRows("RmsNorm", rows, dim));
   if (rows == 0) return absl::OkStatus();
-  RmsNormKernel<false><<<BlocksFor(rows, kThreads / 32), kThreads, 0, AsStream(stream)>>>(
-      nullptr, static_cast<const bf16*>(x), nullptr, static_cast<const bf16*>(weight),
-      static_cast<bf16*>(y), rows, dim, eps, weight_offset);
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(RmsNormKernel<false>, BlocksFor(rows, kThreads / 32), kThreads, 0, AsStream(stream),
+                nullptr, static_cast<const bf16*>(x), nullptr, static_cast<const bf16*>(weight),
+                static_cast<bf16*>(y), rows, dim, eps, weight_offset),
+      "RmsNorm", "kernel launch");
   return LaunchStatus("RmsNorm");
 }
 
@@ -348,9 +371,12 @@ absl::Status AddRmsNorm(void* residual, const void* x, const void* weight, void*
                         int32_t dim, float eps, float weight_offset, void* stream) {
   FLUXATTN_RETURN_IF_ERROR(CheckRows("AddRmsNorm", rows, dim));
   if (rows == 0) return absl::OkStatus();
-  RmsNormKernel<true><<<BlocksFor(rows, kThreads / 32), kThreads, 0, AsStream(stream)>>>(
-      static_cast<bf16*>(residual), static_cast<const bf16*>(x), nullptr,
-      static_cast<const bf16*>(weight), static_cast<bf16*>(y), rows, dim, eps, weight_offset);
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(RmsNormKernel<true>, BlocksFor(rows, kThreads / 32), kThreads, 0, AsStream(stream),
+                static_cast<bf16*>(residual), static_cast<const bf16*>(x), nullptr,
+                static_cast<const bf16*>(weight), static_cast<bf16*>(y), rows, dim, eps,
+                weight_offset),
+      "AddRmsNorm", "kernel launch");
   return LaunchStatus("AddRmsNorm");
 }
 
@@ -359,9 +385,12 @@ absl::Status RmsNormLastRows(const void* x, const int32_t* q_indptr, int32_t num
                              float weight_offset, void* stream) {
   FLUXATTN_RETURN_IF_ERROR(CheckRows("RmsNormLastRows", num_seqs, dim));
   if (num_seqs == 0) return absl::OkStatus();
-  RmsNormKernel<false><<<BlocksFor(num_seqs, kThreads / 32), kThreads, 0, AsStream(stream)>>>(
-      nullptr, static_cast<const bf16*>(x), q_indptr, static_cast<const bf16*>(weight),
-      static_cast<bf16*>(y), num_seqs, dim, eps, weight_offset);
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(RmsNormKernel<false>, BlocksFor(num_seqs, kThreads / 32), kThreads, 0,
+                AsStream(stream), nullptr, static_cast<const bf16*>(x), q_indptr,
+                static_cast<const bf16*>(weight), static_cast<bf16*>(y), num_seqs, dim, eps,
+                weight_offset),
+      "RmsNormLastRows", "kernel launch");
   return LaunchStatus("RmsNormLastRows");
 }
 
@@ -381,13 +410,17 @@ absl::Status RopeInPlace(void* q, void* k, int64_t rows, int32_t num_q_heads, in
   if (rows == 0) return absl::OkStatus();
   const int32_t half = rotary_dim / 2;
   if (half % 8 == 0 && head_dim % 8 == 0) {
-    RopeKernel<8><<<BlocksFor(rows * (half / 8)), kThreads, 0, AsStream(stream)>>>(
-        static_cast<bf16*>(q), static_cast<bf16*>(k), rows, num_q_heads, num_kv_heads, head_dim,
-        half, positions, inv_freq, attention_factor);
+    FLUXATTN_RETURN_IF_CUDA(
+        LaunchPdl(RopeKernel<8>, BlocksFor(rows * (half / 8)), kThreads, 0, AsStream(stream),
+                  static_cast<bf16*>(q), static_cast<bf16*>(k), rows, num_q_heads, num_kv_heads,
+                  head_dim, half, positions, inv_freq, attention_factor),
+        "RopeInPlace", "kernel launch");
   } else {
-    RopeKernel<1><<<BlocksFor(rows * half), kThreads, 0, AsStream(stream)>>>(
-        static_cast<bf16*>(q), static_cast<bf16*>(k), rows, num_q_heads, num_kv_heads, head_dim,
-        half, positions, inv_freq, attention_factor);
+    FLUXATTN_RETURN_IF_CUDA(
+        LaunchPdl(RopeKernel<1>, BlocksFor(rows * half), kThreads, 0, AsStream(stream),
+                  static_cast<bf16*>(q), static_cast<bf16*>(k), rows, num_q_heads, num_kv_heads,
+                  head_dim, half, positions, inv_freq, attention_factor),
+        "RopeInPlace", "kernel launch");
   }
   return LaunchStatus("RopeInPlace");
 }
@@ -405,9 +438,10 @@ absl::Status SwiGlu(const void* gate, const void* up, int64_t in_row_stride, voi
                    reinterpret_cast<uintptr_t>(gate) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(up) % 16 == 0;
   const int64_t work = rows * (vec ? cols / 8 : cols);
-  SwiGluKernel<<<BlocksFor(work), kThreads, 0, AsStream(stream)>>>(
-      static_cast<const bf16*>(gate), static_cast<const bf16*>(up), in_row_stride,
-      static_cast<bf16*>(out), rows, cols, vec);
+  FLUXATTN_RETURN_IF_CUDA(LaunchPdl(SwiGluKernel, BlocksFor(work), kThreads, 0, AsStream(stream),
+                                    static_cast<const bf16*>(gate), static_cast<const bf16*>(up),
+                                    in_row_stride, static_cast<bf16*>(out), rows, cols, vec),
+                          "SwiGlu", "kernel launch");
   return LaunchStatus("SwiGlu");
 }
 
@@ -419,9 +453,11 @@ absl::Status EmbeddingGather(const int32_t* ids, int64_t num_ids, const void* ta
                      num_ids, " / ", vocab, " / ", hidden));
   }
   if (num_ids == 0) return absl::OkStatus();
-  EmbeddingKernel<<<static_cast<unsigned>(std::min<int64_t>(num_ids, 65535)), 128, 0,
-                    AsStream(stream)>>>(ids, num_ids, static_cast<const bf16*>(table), vocab,
-                                        hidden, static_cast<bf16*>(out), maybe_error_flag);
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(EmbeddingKernel, static_cast<unsigned>(std::min<int64_t>(num_ids, 65535)), 128, 0,
+                AsStream(stream), ids, num_ids, static_cast<const bf16*>(table), vocab, hidden,
+                static_cast<bf16*>(out), maybe_error_flag),
+      "EmbeddingGather", "kernel launch");
   return LaunchStatus("EmbeddingGather");
 }
 
@@ -430,8 +466,10 @@ absl::Status Add(const void* a, const void* b, void* y, int64_t n, void* stream)
     return absl::InvalidArgumentError(absl::StrCat("Add: n: expected >= 0, found ", n));
   }
   if (n == 0) return absl::OkStatus();
-  AddKernel<<<BlocksFor(std::max<int64_t>(n / 8, 1)), kThreads, 0, AsStream(stream)>>>(
-      static_cast<const bf16*>(a), static_cast<const bf16*>(b), static_cast<bf16*>(y), n);
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(AddKernel, BlocksFor(std::max<int64_t>(n / 8, 1)), kThreads, 0, AsStream(stream),
+                static_cast<const bf16*>(a), static_cast<const bf16*>(b), static_cast<bf16*>(y), n),
+      "Add", "kernel launch");
   return LaunchStatus("Add");
 }
 
@@ -443,8 +481,10 @@ absl::Status AddBias(void* y, const void* bias, int64_t rows, int32_t cols, int6
         rows, " / ", cols, " / ", row_stride));
   }
   if (rows == 0) return absl::OkStatus();
-  AddBiasKernel<<<BlocksFor(rows * cols), kThreads, 0, AsStream(stream)>>>(
-      static_cast<bf16*>(y), static_cast<const bf16*>(bias), rows, cols, row_stride);
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(AddBiasKernel, BlocksFor(rows * cols), kThreads, 0, AsStream(stream),
+                static_cast<bf16*>(y), static_cast<const bf16*>(bias), rows, cols, row_stride),
+      "AddBias", "kernel launch");
   return LaunchStatus("AddBias");
 }
 
@@ -463,11 +503,13 @@ absl::Status SplitQkvNormRope(const void* qkv, int64_t rows, int32_t num_q_heads
   }
   if (rows == 0) return absl::OkStatus();
   const int64_t warps = rows * (num_q_heads + 2 * int64_t{num_kv_heads});
-  SplitQkvKernel<<<BlocksFor(warps, kThreads / 32), kThreads, 0, AsStream(stream)>>>(
-      static_cast<const bf16*>(qkv), rows, num_q_heads, num_kv_heads, head_dim, rotary_dim / 2,
-      static_cast<const bf16*>(q_norm), static_cast<const bf16*>(k_norm), eps, positions, inv_freq,
-      attention_factor, static_cast<bf16*>(q_pre), static_cast<bf16*>(q), static_cast<bf16*>(k),
-      static_cast<bf16*>(v));
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(SplitQkvKernel, BlocksFor(warps, kThreads / 32), kThreads, 0, AsStream(stream),
+                static_cast<const bf16*>(qkv), rows, num_q_heads, num_kv_heads, head_dim,
+                rotary_dim / 2, static_cast<const bf16*>(q_norm), static_cast<const bf16*>(k_norm),
+                eps, positions, inv_freq, attention_factor, static_cast<bf16*>(q_pre),
+                static_cast<bf16*>(q), static_cast<bf16*>(k), static_cast<bf16*>(v)),
+      "SplitQkvNormRope", "kernel launch");
   return LaunchStatus("SplitQkvNormRope");
 }
 
@@ -479,8 +521,10 @@ absl::Status CopyColumns(const void* src, int64_t rows, int32_t src_cols, void* 
                      rows, " / ", src_cols, " / ", dst_cols));
   }
   if (rows == 0) return absl::OkStatus();
-  CopyColumnsKernel<<<BlocksFor(rows * dst_cols), kThreads, 0, AsStream(stream)>>>(
-      static_cast<const bf16*>(src), rows, src_cols, static_cast<bf16*>(dst), dst_cols);
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(CopyColumnsKernel, BlocksFor(rows * dst_cols), kThreads, 0, AsStream(stream),
+                static_cast<const bf16*>(src), rows, src_cols, static_cast<bf16*>(dst), dst_cols),
+      "CopyColumns", "kernel launch");
   return LaunchStatus("CopyColumns");
 }
 
@@ -489,8 +533,9 @@ absl::Status Bf16ToF32(const void* x, float* y, int64_t n, void* stream) {
     return absl::InvalidArgumentError(absl::StrCat("Bf16ToF32: n: expected >= 0, found ", n));
   }
   if (n == 0) return absl::OkStatus();
-  Bf16ToF32Kernel<<<BlocksFor(n), kThreads, 0, AsStream(stream)>>>(static_cast<const bf16*>(x), y,
-                                                                   n);
+  FLUXATTN_RETURN_IF_CUDA(LaunchPdl(Bf16ToF32Kernel, BlocksFor(n), kThreads, 0, AsStream(stream),
+                                    static_cast<const bf16*>(x), y, n),
+                          "Bf16ToF32", "kernel launch");
   return LaunchStatus("Bf16ToF32");
 }
 
@@ -505,8 +550,11 @@ absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs
   }
   if (num_seqs == 0) return absl::OkStatus();
   const dim3 block(head_dim, kPoolSlices);
-  RouterPoolKernel<<<num_seqs, block, kPoolSlices * head_dim * sizeof(float), AsStream(stream)>>>(
-      static_cast<const bf16*>(q), q_indptr, num_heads, head_dim, pool_size, pooled);
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(RouterPoolKernel, num_seqs, block, kPoolSlices * head_dim * sizeof(float),
+                AsStream(stream), static_cast<const bf16*>(q), q_indptr, num_heads, head_dim,
+                pool_size, pooled),
+      "RouterPool", "kernel launch");
   return LaunchStatus("RouterPool");
 }
 
