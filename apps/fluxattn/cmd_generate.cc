@@ -18,12 +18,12 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "command.h"
+#include "eval/runner.h"
 #include "fluxattn/config.h"
 #include "fluxattn/default_composition.h"
 #include "fluxattn/engine.h"
 #include "fluxattn/models/decoder_model.h"
 #include "fluxattn/models/model_config.h"
-#include "fluxattn/models/safetensors.h"
 #include "fluxattn/plugin_registry.h"
 #include "fluxattn/status.h"
 #include "nlohmann/json.hpp"
@@ -318,18 +318,13 @@ int RunGenerate(const GenerateArgs& args) {
     auto loaded = LoadEngineConfig(args.config);
     if (!loaded.ok()) return fail(loaded.status());
     config = std::move(*loaded);
-    if (model_dir.empty()) model_dir = config.model.path;
-    if (model_dir.empty()) {
-      return fail(InvalidInput(absl::StrCat(args.config, ": [model] path"), "a checkpoint folder",
-                               "nothing"));
-    }
+    auto resolved = eval::ResolveModelDir(args.config, config, model_dir);
+    if (!resolved.ok()) return fail(resolved.status());
+    model_dir = *resolved;
   }
   auto spec = models::LoadModelConfig(model_dir);
   if (!spec.ok()) return fail(spec.status());
-  if (args.config.empty()) {
-    config = DefaultEngineConfig(spec->info);
-  } else {
-  }
+  if (args.config.empty()) config = DefaultEngineConfig(spec->info);
   if (args.explain) {
     // The composition only: plugins found and parameters validated, no weights loaded.
     PluginRegistry registry;
@@ -365,17 +360,7 @@ int RunGenerate(const GenerateArgs& args) {
 
   auto model = models::LoadLanguageModel(model_dir, *load);
   if (!model.ok()) return fail(model.status());
-  PluginRegistry registry;
-  for (const std::string& dir : args.plugin_paths) config.plugin_paths.push_back(dir);
-  absl::Status prepared = PrepareRegistry(config, registry);
-  if (!prepared.ok()) return fail(prepared);
-  auto composition = Compose(config, registry);
-  if (!composition.ok()) return fail(composition.status());
-  EngineOptions engine_options = EngineOptionsFor(config);
-  engine_options.open_weights = [](const std::string& path) {
-    return models::OpenSafetensorsWeights(path);
-  };
-  auto engine = Engine::Create(std::move(*model), std::move(*composition), engine_options);
+  auto engine = eval::CreateEngine(config, std::move(*model), {.plugin_paths = args.plugin_paths});
   if (!engine.ok()) return fail(engine.status());
   // Positions past the checkpoint's trained range are allowed, but never silently.
   if (auto max_pos = (*engine)->model().info().ConfigNumber("max_position_embeddings")) {

@@ -14,11 +14,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "command.h"
+#include "eval/runner.h"
 #include "fluxattn/config.h"
 #include "fluxattn/engine.h"
 #include "fluxattn/models/decoder_model.h"
 #include "fluxattn/models/model_config.h"
-#include "fluxattn/models/safetensors.h"
 #include "fluxattn/models/tokenizer.h"
 #include "fluxattn/plugin_registry.h"
 #include "fluxattn/status.h"
@@ -66,11 +66,9 @@ int RunServe(const ServeArgs& args) {
     config = std::move(*loaded);
     absl::Status server = serve::LoadServerTable(args.config, options);
     if (!server.ok()) return fail(server);
-    if (model_dir.empty()) model_dir = config.model.path;
-    if (model_dir.empty()) {
-      return fail(InvalidInput(absl::StrCat(args.config, ": [model] path"), "a checkpoint folder",
-                               "nothing"));
-    }
+    auto resolved = eval::ResolveModelDir(args.config, config, model_dir);
+    if (!resolved.ok()) return fail(resolved.status());
+    model_dir = *resolved;
   }
   if (!args.host.empty()) options.host = args.host;
   if (args.port >= 0) options.port = args.port;
@@ -96,25 +94,21 @@ int RunServe(const ServeArgs& args) {
 
   auto model = models::LoadLanguageModel(model_dir, *load);
   if (!model.ok()) return fail(model.status());
-  PluginRegistry registry;
-  for (const std::string& dir : args.plugin_paths) config.plugin_paths.push_back(dir);
-  absl::Status prepared = PrepareRegistry(config, registry);
-  if (!prepared.ok()) return fail(prepared);
-  auto composition = Compose(config, registry);
-  if (!composition.ok()) return fail(composition.status());
-  EngineOptions engine_options = EngineOptionsFor(config);
-  if (args.kv_page_tokens > 0) engine_options.kv_page_tokens = args.kv_page_tokens;
-  // A server runs prompts in chunks unless told otherwise, so that a long prompt never stalls
-  // the running decodes for longer than one chunk.
-  if (args.prefill_chunk >= 0) {
-    engine_options.prefill_chunk_tokens = args.prefill_chunk;
-  } else if (!config.locations.count("scheduler.prefill_chunk_tokens")) {
-    engine_options.prefill_chunk_tokens = kServePrefillChunkTokens;
-  }
-  engine_options.open_weights = [](const std::string& path) {
-    return models::OpenSafetensorsWeights(path);
+  EngineOptions engine_options;
+  eval::EngineSetup setup;
+  setup.plugin_paths = args.plugin_paths;
+  setup.adjust_options = [&](EngineOptions& o) {
+    if (args.kv_page_tokens > 0) o.kv_page_tokens = args.kv_page_tokens;
+    // A server runs prompts in chunks unless told otherwise, so that a long prompt never stalls
+    // the running decodes for longer than one chunk.
+    if (args.prefill_chunk >= 0) {
+      o.prefill_chunk_tokens = args.prefill_chunk;
+    } else if (!config.locations.count("scheduler.prefill_chunk_tokens")) {
+      o.prefill_chunk_tokens = kServePrefillChunkTokens;
+    }
+    engine_options = o;
   };
-  auto engine = Engine::Create(std::move(*model), std::move(*composition), engine_options);
+  auto engine = eval::CreateEngine(config, std::move(*model), setup);
   if (!engine.ok()) return fail(engine.status());
 
   serve::Metrics metrics;

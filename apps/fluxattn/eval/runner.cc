@@ -36,6 +36,33 @@ double Seconds(std::chrono::steady_clock::time_point a, std::chrono::steady_cloc
 
 }  // namespace
 
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(EngineConfig config,
+                                                     std::unique_ptr<LanguageModel> model,
+                                                     const EngineSetup& setup) {
+  PluginRegistry registry;
+  for (const std::string& dir : setup.plugin_paths) config.plugin_paths.push_back(dir);
+  FLUXATTN_RETURN_IF_ERROR(PrepareRegistry(config, registry));
+  if (setup.extend_registry) FLUXATTN_RETURN_IF_ERROR(setup.extend_registry(config, registry));
+  FLUXATTN_ASSIGN_OR_RETURN(Composition composition, Compose(config, registry));
+  EngineOptions options = EngineOptionsFor(config);
+  options.open_weights = [](const std::string& path) {
+    return models::OpenSafetensorsWeights(path);
+  };
+  if (setup.adjust_options) setup.adjust_options(options);
+  return Engine::Create(std::move(model), std::move(composition), options);
+}
+
+absl::StatusOr<std::string> ResolveModelDir(const std::string& config_path,
+                                            const EngineConfig& config,
+                                            const std::string& model_flag) {
+  if (!model_flag.empty()) return model_flag;
+  if (config.model.path.empty()) {
+    return InvalidInput(absl::StrCat(config_path, ": [model] path"), "a checkpoint folder",
+                        "nothing");
+  }
+  return config.model.path;
+}
+
 absl::StatusOr<std::unique_ptr<Session>> OpenSession(const std::string& config_path, int threads,
                                                      bool need_tokenizer,
                                                      const std::string& device) {
@@ -92,19 +119,11 @@ absl::StatusOr<std::unique_ptr<Session>> OpenSession(EngineConfig config,
         absl::StrCat("at most ", model->info().vocab_size, " ids (config.json vocab_size)"),
         absl::StrCat(session->tokenizer->vocab_size(), " ids"));
   }
-  PluginRegistry registry;
-  for (const std::string& dir : session_options.plugin_paths) config.plugin_paths.push_back(dir);
-  FLUXATTN_RETURN_IF_ERROR(PrepareRegistry(config, registry));
-  if (session_options.extend_registry) {
-    FLUXATTN_RETURN_IF_ERROR(session_options.extend_registry(config, registry));
-  }
-  FLUXATTN_ASSIGN_OR_RETURN(Composition composition, Compose(config, registry));
-  EngineOptions options = EngineOptionsFor(config);
-  options.open_weights = [](const std::string& path) {
-    return models::OpenSafetensorsWeights(path);
-  };
+  EngineSetup setup;
+  setup.plugin_paths = session_options.plugin_paths;
+  setup.extend_registry = session_options.extend_registry;
   FLUXATTN_ASSIGN_OR_RETURN(session->engine,
-                            Engine::Create(std::move(model), std::move(composition), options));
+                            CreateEngine(std::move(config), std::move(model), setup));
   return session;
 }
 

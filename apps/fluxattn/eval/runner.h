@@ -38,6 +38,29 @@ struct SessionOptions {
   std::function<absl::Status(EngineConfig& config, PluginRegistry& registry)> extend_registry;
 };
 
+// How CreateEngine composes: plugin directories searched after the config's [plugins] paths
+// (before the default ones), in-process plugins added once the registry has scanned them (the
+// Python package's routing policies), and changes to EngineOptionsFor(config) (a server's
+// prefill chunks, say).
+struct EngineSetup {
+  std::vector<std::string> plugin_paths;
+  std::function<absl::Status(EngineConfig& config, PluginRegistry& registry)> extend_registry;
+  std::function<void(EngineOptions& options)> adjust_options;
+};
+
+// The engine of `config` over a loaded `model`: registry, composition, options (learned
+// policies' weights opened from safetensors). What every subcommand and the Python package
+// build their engine with.
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(EngineConfig config,
+                                                     std::unique_ptr<LanguageModel> model,
+                                                     const EngineSetup& setup);
+
+// The checkpoint folder of a command: `model_flag` when given, else the config's [model] path;
+// an error naming "<config_path>: [model] path" when neither is set.
+absl::StatusOr<std::string> ResolveModelDir(const std::string& config_path,
+                                            const EngineConfig& config,
+                                            const std::string& model_flag);
+
 // Loads the TOML config, its checkpoint and plugins, and creates the engine. `threads` < 0
 // keeps the config's [model] threads. `need_tokenizer`: fail when the checkpoint has no
 // tokenizer.json (eval needs one; bench does not). `device` (e.g. "cuda") overrides the config's
