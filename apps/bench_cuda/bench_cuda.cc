@@ -489,6 +489,49 @@ void BenchGemm(const Options& o, std::vector<Row>& rows, double* measured_tflops
   }
 }
 
+// One-row products as a decode step runs them: back to back on one stream (the launches
+// overlap under programmatic dependent launch), each on another copy of W so that the weights
+// come from HBM and not from the 60 MB L2. Every kernel shape, so that ChooseGemvConfig's rule
+// can be read off the table; the row named "chosen" is what Gemm::Linear runs.
+void BenchGemvShapes(const Options& o, std::vector<Row>& rows) {
+  struct Case {
+    const char* name;
+    int64_t n, k;
+  };
+  for (const Case& c :
+       {Case{"qkv_proj", 6144, 2560}, Case{"q_proj", 4096, 2560}, Case{"o_proj", 2560, 4096},
+        Case{"gate_up", 19456, 2560}, Case{"down", 2560, 9728}, Case{"lm_head", 151936, 2560}}) {
+    const size_t w_bytes = static_cast<size_t>(c.n * c.k * 2);
+    const int copies = static_cast<int>(std::max<size_t>(2, (size_t{512} << 20) / w_bytes + 1));
+    const int launches = std::max(copies, 24);
+    DeviceMemory x(c.k * 2), w(w_bytes * copies), y(c.n * 4);
+    FillRandomBf16(x.get(), c.k, 14);
+    FillRandomBf16(w.get(), c.n * c.k * static_cast<int64_t>(copies), 15);
+    std::vector<GemvConfig> configs = {GemvConfig{}};
+    for (int splits : {1, 2, 4, 8}) {
+      for (int loads : {4, 8, 16}) configs.push_back(GemvConfig{splits, loads});
+    }
+    for (const GemvConfig& g : configs) {
+      const double ms = TimeMs(
+          [&] {
+            for (int i = 0; i < launches; ++i) {
+              BENCH_CHECK_OK(SmallBatchLinear(x.get(), w.as<char>() + (i % copies) * w_bytes,
+                                              y.get(), 1, c.n, c.k, false, g, nullptr));
+            }
+          },
+          o.repeats);
+      const GemvConfig used = g.k_splits == 0 ? ChooseGemvConfig(1, c.n, c.k) : g;
+      rows.push_back({absl::StrCat("gemv chain m=1 ", c.name, " [", c.n, " x ", c.k, "] ",
+                                   g.k_splits == 0 ? "chosen " : "", "splits=", used.k_splits,
+                                   " loads=", used.loads),
+                      ms / launches,
+                      2.0 * c.n * c.k,
+                      2.0 * (c.k + c.n * c.k + c.n),
+                      {{"k_splits", used.k_splits}, {"loads", used.loads}}});
+    }
+  }
+}
+
 double MeasureCopyTbps() {
   const size_t bytes = size_t{2} << 30;
   DeviceMemory a(bytes), b(bytes);
@@ -510,7 +553,7 @@ int Main(int argc, char** argv) {
   app.add_option("--json", o.json_path, "Write the rows as JSON to this file");
   app.add_flag("!--no-measure-peaks", o.measure_peaks, "Use the given peaks instead of measuring");
   std::vector<std::string> only;
-  app.add_option("--only", only, "Sections: prefill,decode,ops,gemm")->delimiter(',');
+  app.add_option("--only", only, "Sections: prefill,decode,ops,gemm,gemv")->delimiter(',');
   CLI11_PARSE(app, argc, argv);
   auto want = [&](const char* s) {
     return only.empty() || std::find(only.begin(), only.end(), s) != only.end();
@@ -521,6 +564,7 @@ int Main(int argc, char** argv) {
   std::vector<Row> rows;
   double gemm_tflops = 0;
   if (want("gemm")) BenchGemm(o, rows, &gemm_tflops);
+  if (want("gemv")) BenchGemvShapes(o, rows);
   double copy_tbps = 0;
   if (o.measure_peaks) {
     copy_tbps = MeasureCopyTbps();

@@ -1,6 +1,7 @@
 #include "cuda_decoder_model.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -56,6 +57,7 @@ class CudaDecoderModel : public LanguageModel {
   }
   ~CudaDecoderModel() override {
     (void)device_->Synchronize();
+    if (profile_ != nullptr) std::fputs(profile_->Report().c_str(), stderr);
     for (void* p : owned_) device_->Free(p);
   }
 
@@ -142,6 +144,9 @@ class CudaDecoderModel : public LanguageModel {
   std::vector<int32_t> host_ids_;
   std::vector<int32_t> host_staging_;
   std::vector<SequenceRows> seq_rows_;
+  // FLUXATTN_CUDA_PROFILE=1: GPU time per operation, printed when the model goes.
+  std::unique_ptr<kc::OpProfile> profile_ =
+      kc::OpProfile::EnabledByEnvironment() ? std::make_unique<kc::OpProfile>() : nullptr;
 };
 
 absl::Status CudaDecoderModel::Load() {
@@ -320,6 +325,11 @@ absl::StatusOr<const float*> CudaDecoderModel::Run(std::span<const SequenceChunk
   const int32_t* d_positions = d_ids + n;
   const int32_t* d_q_indptr = d_positions + n;
   using OT = kc::Gemm::OutputType;
+  const bool decode_pass = n == num_seqs;
+  if (profile_ != nullptr) profile_->Begin(decode_pass ? "decode" : "prefill", s);
+  auto mark = [&](const char* what) {
+    if (profile_ != nullptr) profile_->Mark(what, s);
+  };
   auto linear = [&](const void* in, const void* w, const void* b, void* out, int64_t rows,
                     int64_t cols, int64_t inner) -> absl::Status {
     FLUXATTN_RETURN_IF_ERROR(gemm_->Linear(in, w, out, rows, cols, inner, OT::kBf16, s));
@@ -330,6 +340,7 @@ absl::StatusOr<const float*> CudaDecoderModel::Run(std::span<const SequenceChunk
   };
   FLUXATTN_RETURN_IF_ERROR(
       kc::EmbeddingGather(d_ids, n, embed_, vocab, static_cast<int32_t>(h), x, nullptr, s));
+  mark("embedding");
   const int32_t hi = static_cast<int32_t>(h), di = static_cast<int32_t>(d);
   for (int li = 0; li < m.num_layers; ++li) {
     const Layer& L = layers_[li];
@@ -338,10 +349,13 @@ absl::StatusOr<const float*> CudaDecoderModel::Run(std::span<const SequenceChunk
     } else {
       FLUXATTN_RETURN_IF_ERROR(kc::AddRmsNorm(x, tmp, L.input_norm, xn, n, hi, eps, 0.f, s));
     }
+    mark("input norm");
     // One GEMM for q, k and v, then one pass: q/k norms, RoPE, the pre-RoPE queries.
     FLUXATTN_RETURN_IF_ERROR(linear(xn, L.qkv, L.qkv_bias, qkv, n, q_dim + 2 * kv_dim, h));
+    mark("qkv_proj");
     FLUXATTN_RETURN_IF_ERROR(kc::SplitQkvNormRope(qkv, n, hq, hkv, di, di, L.q_norm, L.k_norm, eps,
                                                   d_positions, inv_freq_, 1.0f, q_pre, q, k, v, s));
+    mark("q/k norm + rope");
     {
       LayerAttentionBatch in;
       in.layer = li;
@@ -358,12 +372,18 @@ absl::StatusOr<const float*> CudaDecoderModel::Run(std::span<const SequenceChunk
       FLUXATTN_RETURN_IF_ERROR(
           attention.Attend(in, TensorView::Contiguous(attn, DType::kBF16, dt, {n, hq, d}, ord)));
     }
+    mark("attention");
     FLUXATTN_RETURN_IF_ERROR(linear(attn, L.o, L.o_bias, tmp, n, h, q_dim));
+    mark("o_proj");
     FLUXATTN_RETURN_IF_ERROR(kc::AddRmsNorm(x, tmp, L.post_norm, xn, n, hi, eps, 0.f, s));
+    mark("post norm");
     FLUXATTN_RETURN_IF_ERROR(linear(xn, L.gate_up, L.gate_up_bias, tmp, n, 2 * inter, h));
+    mark("gate_up_proj");
     FLUXATTN_RETURN_IF_ERROR(kc::SwiGlu(tmp, static_cast<char*>(tmp) + inter * bf, 2 * inter, act,
                                         n, static_cast<int32_t>(inter), s));
+    mark("swiglu");
     FLUXATTN_RETURN_IF_ERROR(linear(act, L.down, L.down_bias, tmp, n, h, inter));
+    mark("down_proj");
   }
   // The last residual add, then the final norm of the rows asked for and their logits.
   FLUXATTN_RETURN_IF_ERROR(kc::Add(x, tmp, x, n * h, s));
@@ -373,7 +393,10 @@ absl::StatusOr<const float*> CudaDecoderModel::Run(std::span<const SequenceChunk
     FLUXATTN_RETURN_IF_ERROR(
         kc::RmsNormLastRows(x, d_q_indptr, num_seqs, final_norm_, sel, hi, eps, 0.f, s));
   }
+  mark("final norm");
   FLUXATTN_RETURN_IF_ERROR(gemm_->Linear(sel, lm_head_, out_logits, nr, vocab, h, OT::kF32, s));
+  mark("lm_head");
+  if (profile_ != nullptr) profile_->End();
   *rows_out = nr;
   return static_cast<const float*>(out_logits);
 }

@@ -8,6 +8,7 @@
 #include <set>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "cuda_test_util.h"
 #include "fluxattn/kernels/cuda_model_ops.h"
 #include "gtest/gtest.h"
@@ -59,7 +60,15 @@ std::vector<double> RmsRef(const std::vector<float>& x, const std::vector<float>
 }
 
 TEST_F(CudaModelOpsTest, RmsNormPlainAddedAndLastRows) {
-  for (auto [rows, dim, offset] : {std::tuple{37, 136, 0.f}, {1, 2560, 1.f}, {1000, 128, 0.f}}) {
+  // Rows of a decode batch (one block per row, up to 8192 wide) and of a prompt (a warp per
+  // row), on both sides of each kernel's limits.
+  for (auto [rows, dim, offset] : {std::tuple{37, 136, 0.f},
+                                   {1, 2560, 1.f},
+                                   {1000, 128, 0.f},
+                                   {3, 8192, 0.f},
+                                   {2, 8200, 1.f},
+                                   {265, 1032, 0.f},
+                                   {264, 2056, 0.f}}) {
     std::vector<float> x, w, res;
     auto xb = RandomBf16(rows * dim, rng_, 3.f, &x);
     auto wb = RandomBf16(dim, rng_, 1.f, &w);
@@ -289,6 +298,20 @@ TEST_F(CudaModelOpsTest, RouterPoolMatchesTheFluxDefinition) {
   ExpectNear(pd.Download<float>(), ref, 1e-5, 1e-4, 1e-4, "RouterPool");
 }
 
+// y = x W^T in double: x [m, k], W [n, k].
+std::vector<double> LinearRef(const std::vector<float>& x, const std::vector<float>& w, int m,
+                              int n, int k) {
+  std::vector<double> ref(static_cast<size_t>(m) * n);
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      double acc = 0;
+      for (int t = 0; t < k; ++t) acc += double{x[i * k + t]} * w[j * k + t];
+      ref[i * n + j] = acc;
+    }
+  }
+  return ref;
+}
+
 TEST_F(CudaModelOpsTest, GemmLinearBf16AndF32) {
   for (bool small_batch_kernel : {true, false}) {
     absl::StatusOr<std::unique_ptr<Gemm>> gemm = Gemm::Create(32 << 20, small_batch_kernel);
@@ -302,14 +325,7 @@ TEST_F(CudaModelOpsTest, GemmLinearBf16AndF32) {
       std::vector<float> x, w;
       auto xb = RandomBf16(m * k, rng_, 1.f, &x);
       auto wb = RandomBf16(n * k, rng_, 1.f, &w);
-      std::vector<double> ref(m * n);
-      for (int i = 0; i < m; ++i) {
-        for (int j = 0; j < n; ++j) {
-          double acc = 0;
-          for (int t = 0; t < k; ++t) acc += double{x[i * k + t]} * w[j * k + t];
-          ref[i * n + j] = acc;
-        }
-      }
+      const std::vector<double> ref = LinearRef(x, w, m, n, k);
       DeviceBuffer xd(xb), wd(wb), yb(m * n * 2), yf(m * n * 4);
       yb.Poison();
       yf.Poison();
@@ -325,6 +341,33 @@ TEST_F(CudaModelOpsTest, GemmLinearBf16AndF32) {
       ExpectNear(yf.Download<float>(), ref, 1e-3, 1e-4, 1e-5, "gemm f32");
     }
   }
+}
+
+// Every shape the one-row kernel is built for (k splits x loads in flight), and the rows the
+// others take, on k that leave partial rounds, parts shorter than a round and empty parts, and n
+// that leave a block's last columns unused.
+TEST_F(CudaModelOpsTest, SmallBatchKernelEveryShape) {
+  for (auto [m, n, k] :
+       {std::tuple{1, 13, 8}, {1, 301, 1032}, {1, 77, 9736}, {1, 8, 4096}, {3, 45, 2568}}) {
+    std::vector<float> x, w;
+    auto xb = RandomBf16(m * k, rng_, 1.f, &x);
+    auto wb = RandomBf16(n * k, rng_, 1.f, &w);
+    const std::vector<double> ref = LinearRef(x, w, m, n, k);
+    DeviceBuffer xd(xb), wd(wb), yf(m * n * 4);
+    for (int splits : {1, 2, 4, 8}) {
+      for (int loads : {4, 8, 16}) {
+        if (m > 1 && (splits != 1 || loads != 4)) continue;
+        yf.Poison();
+        const absl::Status st = SmallBatchLinear(xd.get(), wd.get(), yf.get(), m, n, k, true,
+                                                 GemvConfig{splits, loads}, nullptr);
+        ASSERT_TRUE(st.ok()) << st;
+        const std::string what =
+            absl::StrCat("m=", m, " n=", n, " k=", k, " splits=", splits, " loads=", loads);
+        ExpectNear(yf.Download<float>(), ref, 1e-3, 1e-4, 1e-5, what.c_str());
+      }
+    }
+  }
+  EXPECT_FALSE(SmallBatchLinear(nullptr, nullptr, nullptr, 9, 8, 8, true, {}, nullptr).ok());
 }
 
 // A decode-like chain, x <- x + W RmsNorm(x), a dozen times on one stream with no host sync:

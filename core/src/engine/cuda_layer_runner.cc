@@ -390,11 +390,14 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
   FLUXATTN_ASSIGN_OR_RETURN(void* tables, tables_.Ensure(host_.size() * sizeof(int32_t)));
   Stream* stream = batch.stream != nullptr ? batch.stream : device_->default_stream();
   void* s = stream->native_handle();
+  // FLUXATTN_CUDA_PROFILE=1: the GPU's wait for the host's planning, then each step below.
+  kc::OpProfile::MarkActive("attention: host plan", s);
   FLUXATTN_ASSIGN_OR_RETURN(void* staged, pinned_.Take(host_.size() * sizeof(int32_t), stream));
   std::memcpy(staged, host_.data(), host_.size() * sizeof(int32_t));
   FLUXATTN_RETURN_IF_ERROR(device_->Copy(tables, staged, host_.size() * sizeof(int32_t),
                                          CopyKind::kHostToDevice, stream));
   const int32_t* t = static_cast<const int32_t*>(tables);
+  kc::OpProfile::MarkActive("attention: table copy", s);
 
   kc::SequenceBatch sb;
   sb.num_seqs = b_count;
@@ -416,6 +419,7 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
                                         static_cast<const char*>(v.data) + base_row * kv_row * bf,
                                         rows, batch.num_kv_heads, batch.head_dim, batch.kv.k.data,
                                         batch.kv.v.data, batch.kv.page_tokens, sb, s));
+  kc::OpProfile::MarkActive("attention: kv append", s);
   kc::BlockSparseLayoutView lv;
   if (!dense) {
     const BlockSparseLayout& geo = layouts[seqs[0]];
@@ -448,7 +452,9 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
     args.kv = pool;
     args.seqs = sb;
     args.maybe_layout = dense ? nullptr : &lv;
-    return kc::RunDecode(args, plan, s);
+    FLUXATTN_RETURN_IF_ERROR(kc::RunDecode(args, plan, s));
+    kc::OpProfile::MarkActive("attention: decode kernels", s);
+    return absl::OkStatus();
   }
   if (use_cudnn) {
     cudnn::PrefillArgs ca;

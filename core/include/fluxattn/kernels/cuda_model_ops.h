@@ -6,7 +6,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -106,6 +109,55 @@ class Gemm {
   virtual ~Gemm() = default;
   virtual absl::Status Linear(const void* x, const void* w, void* y, int64_t m, int64_t n,
                               int64_t k, OutputType out_type, void* stream) = 0;
+};
+
+// The small-batch kernel's shape for a product of m rows: k_splits warps share each output
+// column (1, 2, 4 or 8) and every lane keeps `loads` 16-byte loads of W in flight (4, 8 or 16;
+// one row only, more rows use {1, 4}). {0, 0} asks for the library's choice.
+struct GemvConfig {
+  int k_splits = 0;
+  int loads = 0;
+};
+// The library's choice for m x [n, k] (FLUXATTN_CUDA_GEMV="SxU" in the environment overrides it
+// for one-row products, for benchmarks' A/B).
+GemvConfig ChooseGemvConfig(int64_t m, int64_t n, int64_t k);
+// y = x W^T on the small-batch kernel with an explicit shape (m in 1..8, k % 8 == 0, 16-byte
+// aligned x and W): what Gemm::Linear runs for decode-shaped products, for benchmarks and tests.
+absl::Status SmallBatchLinear(const void* x, const void* w, void* y, int64_t m, int64_t n,
+                              int64_t k, bool f32_out, GemvConfig config, void* stream);
+
+// GPU time per operation of forward passes (FLUXATTN_CUDA_PROFILE=1): Begin(pass), Mark(op)
+// after each operation, End() waits for the pass and adds its times to the pass's totals.
+class OpProfile {
+ public:
+  static bool EnabledByEnvironment();
+  OpProfile() = default;
+  OpProfile(const OpProfile&) = delete;
+  OpProfile& operator=(const OpProfile&) = delete;
+  ~OpProfile();
+  void Begin(const char* pass, void* stream);
+  void Mark(const char* what, void* stream);
+  void End();
+  // The profile between Begin and End on this thread (null outside), for marks of the
+  // operations that run inside one of the model's (attention's tables, KV append, kernels).
+  static OpProfile* Active();
+  static void MarkActive(const char* what, void* stream) {
+    if (OpProfile* p = Active()) p->Mark(what, stream);
+  }
+  // Per pass kind: passes, ms per pass, and each operation's share, largest first.
+  std::string Report() const;
+
+ private:
+  struct Totals {
+    int passes = 0;
+    std::map<std::string, double> ms;
+    std::map<std::string, int> count;
+  };
+  std::vector<void*> events_;
+  size_t used_ = 0;
+  std::vector<const char*> names_;
+  const char* pass_ = "";
+  std::map<std::string, Totals> totals_;
 };
 
 // Sampling on the device, one request per row of logits [num_seqs, vocab] f32.

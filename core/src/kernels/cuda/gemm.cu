@@ -11,6 +11,8 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -35,7 +37,6 @@ absl::Status LtStatus(cublasStatus_t status, const char* what) {
   } while (false)
 
 constexpr int kGemvMaxRows = 8;
-constexpr int kGemvUnroll = 4;
 
 __device__ __forceinline__ uint4 LoadStreaming(const uint4* p) {
   uint4 v;
@@ -59,45 +60,70 @@ __device__ __forceinline__ float Dot8(const uint4& a, const uint4& b) {
   return s;
 }
 
-// y[r, col] = sum_t x[r, t] * w[col, t] for r < M; k % 8 == 0, rows 16-byte aligned. Launched
-// with programmatic dependent launch (pdl.cuh) like the model's other decode kernels.
-template <int M>
+// y[r, col] = sum_t x[r, t] * w[col, t] for r < M; k % 8 == 0, rows 16-byte aligned. A block
+// of 8 warps holds 8 / S columns; the S warps of a column split its k into S parts, and each lane
+// issues U 16-byte loads of W before it multiplies any (U * 512 bytes in flight per warp), so
+// that short products (a few MB of weights) keep enough reads in flight to stream at the HBM's
+// rate and long rows (down_proj) spread over more warps than there are columns. Launched with
+// programmatic dependent launch (pdl.cuh) like the model's other decode kernels.
+template <int M, int S, int U>
 __global__ void __launch_bounds__(256)
     GemvKernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, void* y,
                int64_t n, int64_t k, bool f32_out) {
+  static_assert(S == 1 || S == 2 || S == 4 || S == 8, "k splits: a divisor of the block's warps");
+  constexpr int kCols = 8 / S;
   PdlLaunchDependents();
   PdlWait();
-  const int lane = threadIdx.x % 32;
-  const int64_t col = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32;
-  if (col >= n) return;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t col = blockIdx.x * static_cast<int64_t>(kCols) + warp / S;
+  const int part = warp % S;
   const int64_t chunks = k / 8;
-  const uint4* wr = reinterpret_cast<const uint4*>(w + col * k);
-  const uint4* xr = reinterpret_cast<const uint4*>(x);
+  // Part p reads chunks [c0, c1): whole 32-chunk rounds, the last part the rest.
+  const int64_t per = (chunks + 32 * S - 1) / (32 * S) * 32;
+  const int64_t c0 = part * per, c1 = c0 + per < chunks ? c0 + per : chunks;
   float acc[M];
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = 0.f;
-  int64_t c = lane;
-  for (; c + 32 * (kGemvUnroll - 1) < chunks; c += 32 * kGemvUnroll) {
-    uint4 wv[kGemvUnroll];
+  if (col < n) {
+    const uint4* wr = reinterpret_cast<const uint4*>(w + col * k);
+    const uint4* xr = reinterpret_cast<const uint4*>(x);
+    for (int64_t c = c0 + lane; c < c1; c += 32 * U) {
+      uint4 wv[U];
 #pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) wv[u] = LoadStreaming(wr + c + 32 * u);
+      for (int u = 0; u < U; ++u) {
+        wv[u] = c + 32 * u < c1 ? LoadStreaming(wr + c + 32 * u) : make_uint4(0, 0, 0, 0);
+      }
 #pragma unroll
-    for (int u = 0; u < kGemvUnroll; ++u) {
+      for (int u = 0; u < U; ++u) {
+        if (c + 32 * u < c1) {
 #pragma unroll
-      for (int r = 0; r < M; ++r) acc[r] += Dot8(wv[u], __ldg(xr + r * chunks + c + 32 * u));
+          for (int r = 0; r < M; ++r) acc[r] += Dot8(wv[u], __ldg(xr + r * chunks + c + 32 * u));
+        }
+      }
     }
-  }
-  for (; c < chunks; c += 32) {
-    const uint4 wv = LoadStreaming(wr + c);
-#pragma unroll
-    for (int r = 0; r < M; ++r) acc[r] += Dot8(wv, __ldg(xr + r * chunks + c));
   }
 #pragma unroll
   for (int r = 0; r < M; ++r) {
 #pragma unroll
     for (int off = 16; off > 0; off /= 2) acc[r] += __shfl_xor_sync(0xffffffff, acc[r], off);
   }
-  if (lane == 0) {
+  if constexpr (S > 1) {
+    __shared__ float parts[8][M];
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < M; ++r) parts[warp][r] = acc[r];
+    }
+    __syncthreads();
+    if (part != 0) return;
+#pragma unroll
+    for (int r = 0; r < M; ++r) {
+      float sum = 0.f;
+#pragma unroll
+      for (int p = 0; p < S; ++p) sum += parts[warp + p][r];
+      acc[r] = sum;
+    }
+  }
+  if (lane == 0 && col < n) {
 #pragma unroll
     for (int r = 0; r < M; ++r) {
       if (f32_out) {
@@ -109,43 +135,86 @@ __global__ void __launch_bounds__(256)
   }
 }
 
-template <int M>
+template <int M, int S, int U>
 cudaError_t LaunchGemv(const void* x, const void* w, void* y, int64_t n, int64_t k, bool f32,
                        cudaStream_t stream) {
-  constexpr int kWarps = 8;
-  const unsigned blocks = static_cast<unsigned>((n + kWarps - 1) / kWarps);
-  return LaunchPdl(GemvKernel<M>, blocks, kWarps * 32, 0, stream,
+  constexpr int kCols = 8 / S;
+  const unsigned blocks = static_cast<unsigned>((n + kCols - 1) / kCols);
+  return LaunchPdl(GemvKernel<M, S, U>, blocks, 256, 0, stream,
                    static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(w), y, n,
                    k, f32);
 }
 
+// One row: every (splits, loads) pair the kernel is built for. More rows: one split, four loads.
+template <int S>
+cudaError_t LaunchGemvRow(const void* x, const void* w, void* y, int64_t n, int64_t k, bool f32,
+                          int loads, cudaStream_t stream) {
+  switch (loads) {
+    case 16:
+      return LaunchGemv<1, S, 16>(x, w, y, n, k, f32, stream);
+    case 8:
+      return LaunchGemv<1, S, 8>(x, w, y, n, k, f32, stream);
+    default:
+      return LaunchGemv<1, S, 4>(x, w, y, n, k, f32, stream);
+  }
+}
+
+// FLUXATTN_CUDA_GEMV="SxU" (a benchmark's A/B): every one-row product with S k splits and U
+// loads per lane. Read once per process; {0, 0} when unset.
+GemvConfig EnvGemvConfig() {
+  static const GemvConfig config = [] {
+    GemvConfig c;
+    const char* v = std::getenv("FLUXATTN_CUDA_GEMV");
+    if (v != nullptr && std::sscanf(v, "%dx%d", &c.k_splits, &c.loads) != 2) c = GemvConfig{};
+    return c;
+  }();
+  return config;
+}
+
 absl::Status Gemv(const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k, bool f32,
-                  cudaStream_t stream) {
+                  GemvConfig config, cudaStream_t stream) {
+  if (m == 1) {
+    if (config.k_splits == 0) config = EnvGemvConfig();
+    if (config.k_splits == 0) config = ChooseGemvConfig(m, n, k);
+  }
   cudaError_t err = cudaSuccess;
   switch (m) {
     case 1:
-      err = LaunchGemv<1>(x, w, y, n, k, f32, stream);
+      switch (config.k_splits) {
+        case 8:
+          err = LaunchGemvRow<8>(x, w, y, n, k, f32, config.loads, stream);
+          break;
+        case 4:
+          err = LaunchGemvRow<4>(x, w, y, n, k, f32, config.loads, stream);
+          break;
+        case 2:
+          err = LaunchGemvRow<2>(x, w, y, n, k, f32, config.loads, stream);
+          break;
+        default:
+          err = LaunchGemvRow<1>(x, w, y, n, k, f32, config.loads, stream);
+          break;
+      }
       break;
     case 2:
-      err = LaunchGemv<2>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<2, 1, 4>(x, w, y, n, k, f32, stream);
       break;
     case 3:
-      err = LaunchGemv<3>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<3, 1, 4>(x, w, y, n, k, f32, stream);
       break;
     case 4:
-      err = LaunchGemv<4>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<4, 1, 4>(x, w, y, n, k, f32, stream);
       break;
     case 5:
-      err = LaunchGemv<5>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<5, 1, 4>(x, w, y, n, k, f32, stream);
       break;
     case 6:
-      err = LaunchGemv<6>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<6, 1, 4>(x, w, y, n, k, f32, stream);
       break;
     case 7:
-      err = LaunchGemv<7>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<7, 1, 4>(x, w, y, n, k, f32, stream);
       break;
     default:
-      err = LaunchGemv<8>(x, w, y, n, k, f32, stream);
+      err = LaunchGemv<8, 1, 4>(x, w, y, n, k, f32, stream);
       break;
   }
   FLUXATTN_RETURN_IF_CUDA(err, "Gemm (small batch)", "kernel launch");
@@ -190,7 +259,7 @@ class LtGemm final : public Gemm {
     // small weights (cuBLASLt's tiles win from about 4M weights at 8 rows).
     const bool small = m == 1 || (m <= kGemvMaxRows && n * k <= (int64_t{4} << 20));
     if (small_batch_kernel_ && small && k % 8 == 0 && Aligned16(x) && Aligned16(w)) {
-      return Gemv(x, w, y, m, n, k, out_type == OutputType::kF32, AsStream(stream));
+      return Gemv(x, w, y, m, n, k, out_type == OutputType::kF32, GemvConfig{}, AsStream(stream));
     }
     const Plan* plan = nullptr;
     FLUXATTN_RETURN_IF_ERROR(GetPlan(m, n, k, out_type, &plan));
@@ -260,6 +329,35 @@ class LtGemm final : public Gemm {
 };
 
 }  // namespace
+
+GemvConfig ChooseGemvConfig(int64_t m, int64_t n, int64_t k) {
+  // Measured on an H200 (bench_cuda --only gemv, products back to back as in a decode step):
+  // four loads per lane in flight beat eight or sixteen at every Qwen3-4B shape but gate_up
+  // (within 3%); splitting k pays where the columns alone leave the GPU short of warps (o_proj
+  // 2560 x 4096: 7.9 against 10.0 us; down_proj 2560 x 9728: 15.4 against 20.2 us) and costs
+  // where they do not (lm_head 151936 columns: 172 us unsplit, 190 at four splits). So: double
+  // the splits until there are 6144 warps, while each part keeps two 32-chunk rounds.
+  GemvConfig c{1, 4};
+  if (m != 1) return c;
+  const int64_t chunks = k / 8;
+  while (c.k_splits < 8 && n * c.k_splits < 6144 && chunks / (2 * c.k_splits) >= 64) {
+    c.k_splits *= 2;
+  }
+  return c;
+}
+
+absl::Status SmallBatchLinear(const void* x, const void* w, void* y, int64_t m, int64_t n,
+                              int64_t k, bool f32_out, GemvConfig config, void* stream) {
+  if (m < 1 || m > kGemvMaxRows || n <= 0 || k <= 0 || k % 8 != 0 || !Aligned16(x) ||
+      !Aligned16(w)) {
+    return absl::InvalidArgumentError(absl::StrCat("SmallBatchLinear: m / n / k: expected 1..",
+                                                   kGemvMaxRows,
+                                                   " / > 0 / a multiple of 8 "
+                                                   "(16-byte aligned operands), found ",
+                                                   m, " / ", n, " / ", k));
+  }
+  return Gemv(x, w, y, m, n, k, f32_out, config, AsStream(stream));
+}
 
 absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(size_t workspace_bytes,
                                                    bool small_batch_kernel) {

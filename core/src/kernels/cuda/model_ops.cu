@@ -89,6 +89,88 @@ __global__ void RmsNormKernel(bf16* residual, const bf16* x, const int32_t* q_in
   }
 }
 
+// The same for a few rows (decode): one block per row, every load of the row issued before the
+// first store (a warp walking a 2560-wide row in dependent steps takes about ten L2 round trips),
+// the row kept in registers, the norm's weights read before waiting for the kernel before (they
+// are constant). dim <= kRowKernelMaxDim.
+constexpr int kRowChunks = 4;  // 16-byte pieces per thread
+constexpr int32_t kRowKernelMaxDim = kThreads * 8 * kRowChunks;
+constexpr int64_t kRowKernelMaxRows = 264;
+
+template <bool kAdd>
+__global__ void __launch_bounds__(kThreads)
+    RmsNormRowKernel(bf16* residual, const bf16* x, const int32_t* q_indptr, const bf16* weight,
+                     bf16* y, int32_t dim, float eps, float weight_offset) {
+  PdlLaunchDependents();
+  float w[kRowChunks][8], f[kRowChunks][8];
+#pragma unroll
+  for (int j = 0; j < kRowChunks; ++j) {
+    const int c = (threadIdx.x + j * kThreads) * 8;
+    if (c < dim) Load8(weight + c, w[j]);
+  }
+  PdlWait();
+  const int64_t r = blockIdx.x;
+  const int64_t src_row = q_indptr != nullptr ? q_indptr[r + 1] - 1 : r;
+  const bf16* in = (kAdd ? residual : x) + src_row * dim;
+#pragma unroll
+  for (int j = 0; j < kRowChunks; ++j) {
+    const int c = (threadIdx.x + j * kThreads) * 8;
+    if (c < dim) Load8(in + c, f[j]);
+  }
+  if constexpr (kAdd) {
+    float g[kRowChunks][8];
+#pragma unroll
+    for (int j = 0; j < kRowChunks; ++j) {
+      const int c = (threadIdx.x + j * kThreads) * 8;
+      if (c < dim) Load8(x + r * dim + c, g[j]);
+    }
+#pragma unroll
+    for (int j = 0; j < kRowChunks; ++j) {
+      const int c = (threadIdx.x + j * kThreads) * 8;
+      if (c >= dim) continue;
+#pragma unroll
+      for (int i = 0; i < 8; ++i) f[j][i] = __bfloat162float(__float2bfloat16(f[j][i] + g[j][i]));
+      Store8(residual + r * dim + c, f[j]);
+    }
+  }
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < kRowChunks; ++j) {
+    if ((threadIdx.x + j * kThreads) * 8 >= dim) continue;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) ss = fmaf(f[j][i], f[j][i], ss);
+  }
+  __shared__ float warp_sums[kThreads / 32];
+  ss = WarpSum(ss);
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = ss;
+  __syncthreads();
+  float total = 0.f;
+#pragma unroll
+  for (int i = 0; i < kThreads / 32; ++i) total += warp_sums[i];
+  const float inv = rsqrtf(total / static_cast<float>(dim) + eps);
+#pragma unroll
+  for (int j = 0; j < kRowChunks; ++j) {
+    const int c = (threadIdx.x + j * kThreads) * 8;
+    if (c >= dim) continue;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) f[j][i] = f[j][i] * inv * (weight_offset + w[j][i]);
+    Store8(y + r * dim + c, f[j]);
+  }
+}
+
+// RMSNorm of `rows` rows on whichever kernel suits the count.
+template <bool kAdd>
+cudaError_t LaunchRmsNorm(bf16* residual, const bf16* x, const int32_t* q_indptr,
+                          const bf16* weight, bf16* y, int64_t rows, int32_t dim, float eps,
+                          float weight_offset, cudaStream_t stream) {
+  if (rows <= kRowKernelMaxRows && dim <= kRowKernelMaxDim) {
+    return LaunchPdl(RmsNormRowKernel<kAdd>, static_cast<unsigned>(rows), kThreads, 0, stream,
+                     residual, x, q_indptr, weight, y, dim, eps, weight_offset);
+  }
+  return LaunchPdl(RmsNormKernel<kAdd>, BlocksFor(rows, kThreads / 32), kThreads, 0, stream,
+                   residual, x, q_indptr, weight, y, rows, dim, eps, weight_offset);
+}
+
 // One thread per (row, 8 consecutive frequencies) when half % 8 == 0 (16-byte accesses), else
 // per (row, frequency): the sines and cosines are computed once and applied to that part of
 // every q and k head of the row.
@@ -360,9 +442,9 @@ absl::Status RmsNorm(const void* x, const void* weight, void* y, int64_t rows, i
   FLUXATTN_RETURN_IF_ERROR(CheckRows("RmsNorm", rows, dim));
   if (rows == 0) return absl::OkStatus();
   FLUXATTN_RETURN_IF_CUDA(
-      LaunchPdl(RmsNormKernel<false>, BlocksFor(rows, kThreads / 32), kThreads, 0, AsStream(stream),
-                nullptr, static_cast<const bf16*>(x), nullptr, static_cast<const bf16*>(weight),
-                static_cast<bf16*>(y), rows, dim, eps, weight_offset),
+      LaunchRmsNorm<false>(nullptr, static_cast<const bf16*>(x), nullptr,
+                           static_cast<const bf16*>(weight), static_cast<bf16*>(y), rows, dim, eps,
+                           weight_offset, AsStream(stream)),
       "RmsNorm", "kernel launch");
   return LaunchStatus("RmsNorm");
 }
@@ -372,10 +454,9 @@ absl::Status AddRmsNorm(void* residual, const void* x, const void* weight, void*
   FLUXATTN_RETURN_IF_ERROR(CheckRows("AddRmsNorm", rows, dim));
   if (rows == 0) return absl::OkStatus();
   FLUXATTN_RETURN_IF_CUDA(
-      LaunchPdl(RmsNormKernel<true>, BlocksFor(rows, kThreads / 32), kThreads, 0, AsStream(stream),
-                static_cast<bf16*>(residual), static_cast<const bf16*>(x), nullptr,
-                static_cast<const bf16*>(weight), static_cast<bf16*>(y), rows, dim, eps,
-                weight_offset),
+      LaunchRmsNorm<true>(static_cast<bf16*>(residual), static_cast<const bf16*>(x), nullptr,
+                          static_cast<const bf16*>(weight), static_cast<bf16*>(y), rows, dim, eps,
+                          weight_offset, AsStream(stream)),
       "AddRmsNorm", "kernel launch");
   return LaunchStatus("AddRmsNorm");
 }
@@ -386,10 +467,9 @@ absl::Status RmsNormLastRows(const void* x, const int32_t* q_indptr, int32_t num
   FLUXATTN_RETURN_IF_ERROR(CheckRows("RmsNormLastRows", num_seqs, dim));
   if (num_seqs == 0) return absl::OkStatus();
   FLUXATTN_RETURN_IF_CUDA(
-      LaunchPdl(RmsNormKernel<false>, BlocksFor(num_seqs, kThreads / 32), kThreads, 0,
-                AsStream(stream), nullptr, static_cast<const bf16*>(x), q_indptr,
-                static_cast<const bf16*>(weight), static_cast<bf16*>(y), num_seqs, dim, eps,
-                weight_offset),
+      LaunchRmsNorm<false>(nullptr, static_cast<const bf16*>(x), q_indptr,
+                           static_cast<const bf16*>(weight), static_cast<bf16*>(y), num_seqs, dim,
+                           eps, weight_offset, AsStream(stream)),
       "RmsNormLastRows", "kernel launch");
   return LaunchStatus("RmsNormLastRows");
 }
