@@ -323,7 +323,7 @@ void BenchDecode(const Options& o, std::vector<Row>& rows) {
       const double flops = 4.0 * b * static_cast<double>(kv) * o.q_heads * o.head_dim;
       const int chosen = ChooseDecodeSplits(b, o.kv_heads, kv);
       std::vector<int> splits = {chosen};
-      for (int alt : {chosen / 2, chosen * 3 / 4, chosen * 3 / 2, chosen * 2}) {
+      for (int alt : {chosen / 2, chosen * 3 / 4, chosen * 3 / 2, chosen * 2, chosen * 4}) {
         if (alt >= 1 && alt <= 1024 && alt != chosen) splits.push_back(alt);
       }
       for (int sp : splits) {

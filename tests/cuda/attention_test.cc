@@ -447,6 +447,56 @@ TEST_F(CudaAttentionTest, AppendKvWritesThroughThePageTable) {
   }
 }
 
+// The one-launch staging of a layer's tables and its append: words of page-locked host memory
+// (a count that leaves a partial group of four) arrive on the device unchanged, and every new
+// row lands in the slot its sequence's page table gives (slots computed here from the table).
+TEST_F(CudaAttentionTest, StageTablesAndAppendKvCopiesAndAppends) {
+  const Problem p = MakeProblem({{5, 3, 8}, {40, 0, 40}, {1, 36, 37}}, 4, 2, 64, 16, 33);
+  DeviceProblem dp(p);
+  const size_t row = static_cast<size_t>(p.hkv) * p.d;
+  std::mt19937 rng(7);
+  std::vector<uint16_t> k_rows = testing::RandomBf16(p.total_rows() * row, rng, 1.f, nullptr);
+  std::vector<uint16_t> v_rows = testing::RandomBf16(p.total_rows() * row, rng, 1.f, nullptr);
+  DeviceBuffer kd(k_rows), vd(v_rows);
+  const int64_t words = 4097;
+  const int64_t rows = p.total_rows();
+  int32_t* host = nullptr;
+  ASSERT_EQ(cudaMallocHost(reinterpret_cast<void**>(&host), (words + rows) * sizeof(int32_t)),
+            cudaSuccess);
+  std::uniform_int_distribution<int32_t> any(-1000000, 1000000);
+  std::vector<int32_t> expected(words);
+  for (int64_t i = 0; i < words; ++i) host[i] = expected[i] = any(rng);
+  std::vector<size_t> slot_of_row(rows);
+  for (size_t b = 0; b < p.seqs.size(); ++b) {
+    for (int r = 0; r < p.seqs[b].q_len; ++r) {
+      const int pos = p.seqs[b].q_pos0 + r;
+      slot_of_row[p.q_indptr[b] + r] =
+          static_cast<size_t>(p.page_indices[p.page_indptr[b] + pos / p.page_tokens]) *
+              p.page_tokens +
+          pos % p.page_tokens;
+      host[words + p.q_indptr[b] + r] = static_cast<int32_t>(slot_of_row[p.q_indptr[b] + r]);
+    }
+  }
+  DeviceBuffer out(words * sizeof(int32_t));
+  out.Poison();
+  absl::Status st =
+      StageTablesAndAppendKv(host, out.as<int32_t>(), words, host + words, kd.get(), vd.get(), rows,
+                             p.hkv, p.d, dp.k.get(), dp.v.get(), nullptr);
+  ASSERT_TRUE(st.ok()) << st;
+  EXPECT_EQ(out.Download<int32_t>(), expected);
+  std::vector<uint16_t> kp = dp.k.Download<uint16_t>(), vp = dp.v.Download<uint16_t>();
+  for (int64_t r = 0; r < rows; ++r) {
+    for (size_t i = 0; i < row; ++i) {
+      ASSERT_EQ(kp[slot_of_row[r] * row + i], k_rows[r * row + i]) << r;
+      ASSERT_EQ(vp[slot_of_row[r] * row + i], v_rows[r * row + i]) << r;
+    }
+  }
+  cudaFreeHost(host);
+  EXPECT_FALSE(StageTablesAndAppendKv(host, nullptr, -1, nullptr, nullptr, nullptr, 0, 2, 64,
+                                      nullptr, nullptr, nullptr)
+                   .ok());
+}
+
 TEST_F(CudaAttentionTest, BadShapesAreNamed) {
   AttentionShape shape{8, 2, 96, 0.1f};
   std::vector<int32_t> indptr = {0, 4}, pos0 = {0};

@@ -298,6 +298,22 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
     std::memcpy(&host_[page_indices + host_[page_indptr + b]], p.kv.pages,
                 p.kv.num_pages * sizeof(int32_t));
   }
+  // The pool slot of every new row (page * page_tokens + offset), for the append.
+  const size_t slots = Reserve(host_, rows);
+  for (int32_t b = 0, row = 0; b < b_count; ++b) {
+    const AttentionProblem& p = batch.seqs[seqs[b]];
+    for (int64_t r = 0; r < p.num_queries; ++r, ++row) {
+      const int64_t pos = p.q_pos0 + r;
+      const int64_t j = pos / batch.kv.page_tokens;
+      const int32_t page = j < p.kv.num_pages ? p.kv.pages[j] : -1;
+      if (page < 0) {
+        return absl::InternalError(absl::StrCat("attention on cuda, layer ", batch.layer,
+                                                ": no page for the new key at position ", pos));
+      }
+      host_[slots + row] =
+          static_cast<int32_t>(int64_t{page} * batch.kv.page_tokens + pos % batch.kv.page_tokens);
+    }
+  }
   // cuDNN's tables (dense prefill): element offsets of the packed rows, the lengths, and for
   // prompts continued after earlier tokens a rectangular page table.
   bool use_cudnn = cudnn_ != nullptr && dense && !decode;
@@ -394,10 +410,7 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
   kc::OpProfile::MarkActive("attention: host plan", s);
   FLUXATTN_ASSIGN_OR_RETURN(void* staged, pinned_.Take(host_.size() * sizeof(int32_t), stream));
   std::memcpy(staged, host_.data(), host_.size() * sizeof(int32_t));
-  FLUXATTN_RETURN_IF_ERROR(device_->Copy(tables, staged, host_.size() * sizeof(int32_t),
-                                         CopyKind::kHostToDevice, stream));
   const int32_t* t = static_cast<const int32_t*>(tables);
-  kc::OpProfile::MarkActive("attention: table copy", s);
 
   kc::SequenceBatch sb;
   sb.num_seqs = b_count;
@@ -414,12 +427,15 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
   const int64_t kv_row = int64_t{batch.num_kv_heads} * batch.head_dim;
   const int64_t q_row = int64_t{batch.num_q_heads} * batch.head_dim;
   const size_t bf = sizeof(uint16_t);
-  // New keys and values into the pages (they are counted in kv_len already).
-  FLUXATTN_RETURN_IF_ERROR(kc::AppendKv(static_cast<const char*>(k.data) + base_row * kv_row * bf,
-                                        static_cast<const char*>(v.data) + base_row * kv_row * bf,
-                                        rows, batch.num_kv_heads, batch.head_dim, batch.kv.k.data,
-                                        batch.kv.v.data, batch.kv.page_tokens, sb, s));
-  kc::OpProfile::MarkActive("attention: kv append", s);
+  // The tables to the device and the new keys and values into their pages (they are counted in
+  // kv_len already), in one launch that reads the staged tables through unified addressing.
+  const int32_t* staged_words = static_cast<const int32_t*>(staged);
+  FLUXATTN_RETURN_IF_ERROR(kc::StageTablesAndAppendKv(
+      staged_words, static_cast<int32_t*>(tables), static_cast<int64_t>(host_.size()),
+      staged_words + slots, static_cast<const char*>(k.data) + base_row * kv_row * bf,
+      static_cast<const char*>(v.data) + base_row * kv_row * bf, rows, batch.num_kv_heads,
+      batch.head_dim, batch.kv.k.data, batch.kv.v.data, s));
+  kc::OpProfile::MarkActive("attention: tables + kv append", s);
   kc::BlockSparseLayoutView lv;
   if (!dense) {
     const BlockSparseLayout& geo = layouts[seqs[0]];

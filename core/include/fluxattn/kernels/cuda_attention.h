@@ -155,4 +155,15 @@ absl::Status AppendKv(const void* k_rows, const void* v_rows, int64_t total_rows
                       int32_t num_kv_heads, int32_t head_dim, void* k_pool, void* v_pool,
                       int32_t page_tokens, const SequenceBatch& seqs, void* stream);
 
+// One launch for what a layer's attention needs before its kernels: `words` int32 copied from
+// page-locked host memory (cudaMallocHost; the device reads it through unified addressing) to
+// device_words, and rows [total_rows, num_kv_heads, head_dim] bf16 of new keys and values
+// written to the pool slots host_slots[row] (slot = page * page_tokens + offset; host_slots is
+// page-locked host memory too). Launched with programmatic dependent launch: the host memory is
+// read while the kernel before finishes; the writes wait for it.
+absl::Status StageTablesAndAppendKv(const int32_t* host_words, int32_t* device_words, int64_t words,
+                                    const int32_t* host_slots, const void* k_rows,
+                                    const void* v_rows, int64_t total_rows, int32_t num_kv_heads,
+                                    int32_t head_dim, void* k_pool, void* v_pool, void* stream);
+
 }  // namespace fluxattn::kernels::cuda

@@ -73,7 +73,6 @@ __global__ void __launch_bounds__(256)
   static_assert(S == 1 || S == 2 || S == 4 || S == 8, "k splits: a divisor of the block's warps");
   constexpr int kCols = 8 / S;
   PdlLaunchDependents();
-  PdlWait();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int64_t col = blockIdx.x * static_cast<int64_t>(kCols) + warp / S;
   const int part = warp % S;
@@ -81,6 +80,7 @@ __global__ void __launch_bounds__(256)
   // Part p reads chunks [c0, c1): whole 32-chunk rounds, the last part the rest.
   const int64_t per = (chunks + 32 * S - 1) / (32 * S) * 32;
   const int64_t c0 = part * per, c1 = c0 + per < chunks ? c0 + per : chunks;
+  PdlWait();
   float acc[M];
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = 0.f;
