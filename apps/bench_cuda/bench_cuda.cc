@@ -409,6 +409,24 @@ void BenchModelOps(const Options& o, std::vector<Row>& rows) {
                   0,
                   2.0 * t * 40 * 128 * 2,
                   {}});
+  // The fused q/k/v split of a 32K-row prompt (Qwen3-4B: q/k norms, full RoPE, pre-RoPE copy).
+  DeviceMemory qkv(t * 48 * 128 * 2), qn(128 * 2), kn(128 * 2), q_pre(t * 32 * 128 * 2),
+      q_out(t * 32 * 128 * 2), k_out(t * 8 * 128 * 2), v_out(t * 8 * 128 * 2);
+  FillRandomBf16(qkv.get(), t * 48 * 128, 16);
+  FillRandomBf16(qn.get(), 128, 17);
+  FillRandomBf16(kn.get(), 128, 18);
+  rows.push_back({"split q/k/v + norms + rope [32768, 32+8+8, 128]",
+                  TimeMs(
+                      [&] {
+                        BENCH_CHECK_OK(SplitQkvNormRope(
+                            qkv.get(), t, 32, 8, 128, 128, qn.get(), kn.get(), 1e-6f,
+                            pos.as<int32_t>(), inv.as<float>(), 1.f, q_pre.get(), q_out.get(),
+                            k_out.get(), v_out.get(), nullptr));
+                      },
+                      o.repeats),
+                  0,
+                  2.0 * t * 128 * (48 + 32 + 32 + 8 + 8),
+                  {}});
   // Sampling over a Qwen-sized vocabulary, batch 8, top-k 50 + top-p 0.9.
   const int vocab = 151936, batch = 8;
   std::vector<float> logits(static_cast<size_t>(vocab) * batch);
@@ -446,6 +464,9 @@ void BenchGemm(const Options& o, std::vector<Row>& rows, double* measured_tflops
   for (const Case& c :
        {Case{"gemm 8192^3", 8192, 8192, 8192},
         Case{"gemm qwen3-4b up+gate [32768 x 2560] x [19456 x 2560]^T", 32768, 19456, 2560},
+        Case{"gemm qwen3-4b qkv [32768 x 2560] x [6144 x 2560]^T", 32768, 6144, 2560},
+        Case{"gemm qwen3-4b o [32768 x 4096] x [2560 x 4096]^T", 32768, 2560, 4096},
+        Case{"gemm qwen3-4b down [32768 x 9728] x [2560 x 9728]^T", 32768, 2560, 9728},
         Case{"gemv qwen3-4b down [1 x 9728] x [2560 x 9728]^T", 1, 2560, 9728}}) {
     DeviceMemory a(c.m * c.k * 2), b(c.n * c.k * 2), y(c.m * c.n * 2);
     FillRandomBf16(a.get(), c.m * c.k, 10);

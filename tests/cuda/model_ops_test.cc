@@ -160,7 +160,9 @@ TEST_F(CudaModelOpsTest, SplitQkvNormRopeMatchesDefinition) {
                                {32, 32, false},
                                {24, 24, true},
                                {64, 32, true},
-                               {256, 256, false}}) {
+                               {256, 256, false},
+                               {128, 64, true},
+                               {64, 64, false}}) {
     const int heads = hq + 2 * hkv;
     std::vector<float> x, qw, kw;
     auto xb = RandomBf16(rows * heads * d, rng_, 3.f, &x);
