@@ -96,28 +96,7 @@ absl::StatusOr<EngineConfig> LoadEngineConfig(const std::string& path);
 absl::StatusOr<EngineConfig> ParseEngineConfig(std::string_view toml_text,
                                                const std::string& source_name);
 
-// Checks `instance.raw_params` against `specs` (unknown keys, types, ranges, choices, required)
-// and fills `instance.params` with explicit values and defaults.
-absl::Status ValidatePluginParams(const std::vector<ParamSpec>& specs,
-                                  PluginInstanceConfig& instance);
-
-// Loads the plugin files the config names by path, then scans plugins.paths and the default
-// search path into `registry`.
-absl::Status PrepareRegistry(EngineConfig& config, PluginRegistry& registry);
-
-// Plugins instantiated from a config: every name resolved, every parameter validated.
-struct Composition {
-  std::map<std::string, PluginPtr<AttentionBackend>> backends;
-  std::map<std::string, std::string> backend_plugins;  // instance -> plugin name (for traces)
-  PluginPtr<RoutingPolicy> router;
-  std::string full_backend;
-  std::string sparse_backend;
-  std::map<std::string, PluginPtr<RoutingPolicy>> routers;
-  std::map<int, std::string> layer_backends;
-};
-
-// Finds each plugin (right kind), validates parameters, checks that the router and the layer
-// overrides name existing backends, and creates the instances.
-absl::StatusOr<Composition> Compose(EngineConfig& config, const PluginRegistry& registry);
-
 }  // namespace fluxattn
+
+// Composing plugins from a config (PrepareRegistry, Compose) lives in composition.h.
+#include "fluxattn/composition.h"  // IWYU pragma: export
