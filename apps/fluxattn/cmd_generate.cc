@@ -260,6 +260,9 @@ json RoutingJson(const RequestTrace& trace) {
               {"decided_by", L.decided_by}, {"logits", L.logits},
               {"kv_bytes", L.kv_bytes}};
     if (!L.fallback.empty()) j["fallback"] = L.fallback;
+    // Named only where the routed instance delegates the phase ([backends.<name>] *_with).
+    if (L.prefill_backend != L.backend) j["prefill_backend"] = L.prefill_backend;
+    if (L.decode_backend != L.backend) j["decode_backend"] = L.decode_backend;
     layers.push_back(std::move(j));
   }
   return layers;

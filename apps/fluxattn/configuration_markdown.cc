@@ -69,9 +69,16 @@ const std::vector<CoreSection>& CoreSections() {
          "Plugin folders scanned for libfluxattn_*.so; relative to the config file's folder"}}},
       {"[backends.<name>]",
        "One attention backend instance per table; `<name>` is how the router and [layers.N] "
-       "refer to it. The other keys are the plugin's parameters (see below).",
+       "refer to it. `prefill_with` / `decode_with` hand one phase of the layers routed to this "
+       "instance to another instance (which serves it itself: no chains); the decode instance "
+       "also decides which KV stays, and a prompt with chunks still to come keeps what its "
+       "prefill instance reads too. The other keys are the plugin's parameters (see below).",
        {{"plugin", "string", "required", "a plugin name, or a path to a plugin file (has a '/')",
-         "The attention plugin this instance is made from"}}},
+         "The attention plugin this instance is made from"},
+        {"prefill_with", "string", "this instance", "another [backends.<name>] name",
+         "The instance that runs the prompts of the layers routed here"},
+        {"decode_with", "string", "this instance", "another [backends.<name>] name",
+         "The instance that runs the decode steps of the layers routed here"}}},
       {"[router]",
        "The routing policy that picks full or sparse attention per request and layer. May be "
        "left out when exactly one backend is configured. The other keys are the plugin's "

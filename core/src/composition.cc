@@ -236,6 +236,14 @@ absl::StatusOr<Composition> Compose(EngineConfig& config, const PluginRegistry& 
   for (const auto& [layer, backend] : config.layer_backends) {
     FLUXATTN_RETURN_IF_ERROR(check(absl::StrCat("layers.", layer, ".backend"), backend));
   }
+  FLUXATTN_RETURN_IF_ERROR(config_internal::CheckPhaseDelegates(config, [&](const std::string& k) {
+    auto it = config.locations.find(k);
+    return it != config.locations.end() ? it->second : SourceLocation{config.source_path, 0, 0};
+  }));
+  for (const auto& [name, instance] : config.backends) {
+    if (!instance.prefill_with.empty()) composition.prefill_with[name] = instance.prefill_with;
+    if (!instance.decode_with.empty()) composition.decode_with[name] = instance.decode_with;
+  }
   composition.full_backend = config.router_full;
   composition.sparse_backend = config.router_sparse;
   composition.layer_backends = config.layer_backends;

@@ -288,12 +288,29 @@ class Parser {
   absl::Status ParseNamedInstances(const toml::table& table, const std::string& section,
                                    std::map<std::string, PluginInstanceConfig>& out,
                                    EngineConfig& config) {
+    const bool backends = section == "backends";
     for (auto&& [key, node] : table) {
       std::string name(key.str());
       std::string prefix = JoinKey(section, name);
       FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(node, prefix));
-      FLUXATTN_ASSIGN_OR_RETURN(PluginInstanceConfig instance,
-                                ParseInstance(*t, name, prefix, {}, config));
+      FLUXATTN_ASSIGN_OR_RETURN(
+          PluginInstanceConfig instance,
+          ParseInstance(*t, name, prefix,
+                        backends ? std::vector<std::string>{"prefill_with", "decode_with"}
+                                 : std::vector<std::string>{},
+                        config));
+      if (backends) {
+        for (const char* phase : {"prefill_with", "decode_with"}) {
+          const toml::node* n = t->get(phase);
+          if (n == nullptr) continue;
+          const std::string k = JoinKey(prefix, phase);
+          FLUXATTN_ASSIGN_OR_RETURN(
+              std::string other, GetString(*n, k, "the name of another [backends.<name>] table"));
+          (std::string(phase) == "prefill_with" ? instance.prefill_with : instance.decode_with) =
+              other;
+          config.locations[k] = Where(*n);
+        }
+      }
       out[name] = std::move(instance);
     }
     return absl::OkStatus();
@@ -373,6 +390,11 @@ class Parser {
     if (const toml::node* n = root.get("backends")) {
       FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "backends"));
       FLUXATTN_RETURN_IF_ERROR(ParseNamedInstances(*t, "backends", config.backends, config));
+      FLUXATTN_RETURN_IF_ERROR(
+          config_internal::CheckPhaseDelegates(config, [&](const std::string& key) {
+            auto loc = config.locations.find(key);
+            return loc != config.locations.end() ? loc->second : SourceLocation{file_, 0, 0};
+          }));
     }
     if (const toml::node* n = root.get("routers")) {
       FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "routers"));
@@ -381,13 +403,26 @@ class Parser {
     if (const toml::node* n = root.get("router")) {
       FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "router"));
       FLUXATTN_RETURN_IF_ERROR(ParseRouter(*t, config));
-    } else if (config.backends.size() == 1) {
-      config.router_full = config.router_sparse = config.backends.begin()->first;
-    } else if (config.backends.size() > 1) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(file_.empty() ? "<config>" : file_,
-                       ": key 'router': expected a [router] "
-                       "table (required with more than one backend), found none"));
+    } else {
+      // Without a router every layer goes to the one backend that is not only another's
+      // prefill_with / decode_with.
+      std::set<std::string> delegates;
+      for (const auto& [name, b] : config.backends) {
+        if (!b.prefill_with.empty()) delegates.insert(b.prefill_with);
+        if (!b.decode_with.empty()) delegates.insert(b.decode_with);
+      }
+      std::vector<std::string> routable;
+      for (const auto& [name, b] : config.backends) {
+        if (delegates.count(name) == 0) routable.push_back(name);
+      }
+      if (routable.size() == 1) {
+        config.router_full = config.router_sparse = routable[0];
+      } else if (!config.backends.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            file_.empty() ? "<config>" : file_,
+            ": key 'router': expected a [router] table (required with more than one backend "
+            "that is not another's prefill_with / decode_with), found none"));
+      }
     }
     if (const toml::node* n = root.get("layers")) {
       FLUXATTN_ASSIGN_OR_RETURN(const toml::table* t, RequireTable(*n, "layers"));

@@ -16,7 +16,7 @@ namespace fluxattn::config_internal {
 
 // "<file:line:col>: key '<key>': expected <expected>, found <found>"
 inline absl::Status KeyError(const SourceLocation& where, const std::string& key,
-                      const std::string& expected, const std::string& found) {
+                             const std::string& expected, const std::string& found) {
   return absl::InvalidArgumentError(OneLine(
       absl::StrCat(where.ToString(), ": key '", key, "': expected ", expected, ", found ", found)));
 }
@@ -32,6 +32,41 @@ inline std::string FormatNumber(double v, bool integral) {
     return absl::StrCat(static_cast<int64_t>(v));
   }
   return ParamValueToString(ParamValue(v));
+}
+
+// Each backend's prefill_with / decode_with names another configured backend, one that serves
+// its phase itself (no chains), with `where(key)` the location of a key for the error.
+template <typename Where>
+absl::Status CheckPhaseDelegates(const EngineConfig& config, const Where& where) {
+  for (const auto& [name, instance] : config.backends) {
+    for (const auto& [phase, other] :
+         {std::pair<std::string, std::string>{"prefill_with", instance.prefill_with},
+          {"decode_with", instance.decode_with}}) {
+      if (other.empty()) continue;
+      const std::string key = JoinKey(JoinKey("backends", name), phase);
+      auto it = config.backends.find(other);
+      if (it == config.backends.end() || other == name) {
+        std::string names;
+        for (const auto& [n, b] : config.backends) {
+          if (n == name) continue;
+          names += names.empty() ? n : ", " + n;
+        }
+        return KeyError(where(key), key,
+                        absl::StrCat("the name of another [backends.<name>] table (",
+                                     names.empty() ? "none defined" : names, ")"),
+                        Quoted(other));
+      }
+      const std::string& chained =
+          phase == "prefill_with" ? it->second.prefill_with : it->second.decode_with;
+      if (!chained.empty()) {
+        return KeyError(
+            where(key), key,
+            absl::StrCat("a backend that serves its ", phase.substr(0, phase.find('_')), " itself"),
+            absl::StrCat(Quoted(other), ", whose ", phase, " is ", Quoted(chained)));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace fluxattn::config_internal

@@ -68,9 +68,10 @@ class LayerRouting:
     layer: int
     choice: str  # "full" or "sparse": the policy's answer
     decided_by: str  # "router" or "override"
-    backend: str  # backend instance that ran the layer's prefill
+    backend: str  # backend instance the layer was routed to
     plugin: str  # the plugin behind it
-    decode_backend: str  # instance that runs its decode steps
+    prefill_backend: str  # instance that ran its prompt (another with prefill_with)
+    decode_backend: str  # instance that runs its decode steps (another with decode_with)
     logits: List[float]  # the router's raw outputs (may be empty)
     fallback: str  # non-empty: why the chosen backend was replaced by the full one
     kv_bytes: int  # KV bytes the layer holds at the end
@@ -88,6 +89,10 @@ class LayerRouting:
         }
         if self.fallback:
             out["fallback"] = self.fallback
+        if self.prefill_backend != self.backend:
+            out["prefill_backend"] = self.prefill_backend
+        if self.decode_backend != self.backend:
+            out["decode_backend"] = self.decode_backend
         return out
 
 

@@ -98,6 +98,7 @@ nb::dict TraceDict(const RequestTrace& t) {
     l["decided_by"] = L.decided_by;
     l["backend"] = L.backend;
     l["plugin"] = L.plugin;
+    l["prefill_backend"] = L.prefill_backend;
     l["decode_backend"] = L.decode_backend;
     l["logits"] = L.logits;
     l["fallback"] = L.fallback;

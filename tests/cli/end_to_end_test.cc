@@ -211,6 +211,67 @@ TEST(Compare, TableCsvJsonAndSvg) {
   EXPECT_THAT(svg, HasSubstr(">flux_router</text>"));
 }
 
+// A phase served by another backend instance ([backends.<name>] prefill_with / decode_with)
+// gives what the plugins' own phase modes give (quest's streaming prefill, xattention's
+// streaming decode; two implementations of one rule): the same tokens, the same last logits,
+// the same KV bytes (the decode instance decides what stays), and a trace naming who ran what.
+TEST(Generate, PhaseDelegationMatchesThePluginsOwnModes) {
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/delegation_", getpid());
+  std::filesystem::create_directories(dir);
+  const std::string model = absl::StrCat(FLUXATTN_SOURCE_DIR, "/models/demo/flux-tiny");
+  auto write = [&](const std::string& name, const std::string& body) {
+    const std::string path = absl::StrCat(dir, "/", name);
+    std::ofstream(path) << "[model]\npath = \"" << model << "\"\n\n" << body;
+    return path;
+  };
+  const std::string stream =
+      "[backends.s]\nplugin = \"streaming\"\nsink_tokens = 32\nwindow_tokens = 64\n"
+      "block_size = 32\n\n[router]\nplugin = \"static\"\nfull = \"s\"\nsparse = \"x\"\n"
+      "pattern = \"S\"\n\n";
+  struct Pair {
+    std::string own, delegated, phase;
+  };
+  const std::vector<Pair> pairs = {
+      {write("quest_own.toml",
+             "[backends.x]\nplugin = \"quest\"\npage_size = 16\nbudget_tokens = 64\n"
+             "prefill = \"streaming\"\nprefill_sink_tokens = 32\nprefill_window_tokens = 64\n"
+             "prefill_block_size = 32\n"),
+       write("quest_delegated.toml",
+             stream + "[backends.x]\nplugin = \"quest\"\npage_size = 16\nbudget_tokens = 64\n"
+                      "prefill_with = \"s\"\n"),
+       "prefill_backend"},
+      {write("xattn_own.toml",
+             "[backends.x]\nplugin = \"xattention\"\nblock_size = 32\ndecode = \"streaming\"\n"
+             "decode_sink_tokens = 32\ndecode_window_tokens = 64\ndecode_block_size = 32\n"),
+       write("xattn_delegated.toml", stream +
+                                         "[backends.x]\nplugin = \"xattention\"\nblock_size = 32\n"
+                                         "decode_with = \"s\"\n"),
+       "decode_backend"}};
+  std::string ids;
+  for (int i = 0; i < 300; ++i) absl::StrAppend(&ids, i == 0 ? "" : ",", (i * 37 + 11) % 500);
+  for (const Pair& p : pairs) {
+    RunResult own = RunCli(absl::StrCat("generate --config ", p.own, " --prompt-ids ", ids,
+                                        " --max-new-tokens 12 --ignore-eos --json --logits"));
+    RunResult delegated =
+        RunCli(absl::StrCat("generate --config ", p.delegated, " --prompt-ids ", ids,
+                            " --max-new-tokens 12 --ignore-eos --json --logits"));
+    ASSERT_EQ(own.code, 0) << own.err;
+    ASSERT_EQ(delegated.code, 0) << delegated.err;
+    const nlohmann::json a = nlohmann::json::parse(own.out);  // one prompt: one object
+    const nlohmann::json b = nlohmann::json::parse(delegated.out);
+    EXPECT_EQ(a["tokens"], b["tokens"]) << p.delegated;
+    EXPECT_EQ(a["logits"], b["logits"]) << p.delegated;
+    EXPECT_EQ(a["kv_bytes"], b["kv_bytes"]) << p.delegated;
+    for (const nlohmann::json& layer : b["routing"]) {
+      EXPECT_EQ(layer["backend"], "x");
+      EXPECT_EQ(layer[p.phase], "s") << layer.dump();
+    }
+    for (const nlohmann::json& layer : a["routing"]) {
+      EXPECT_FALSE(layer.contains(p.phase)) << layer.dump();
+    }
+  }
+}
+
 TEST(Usage, BadFlagsAreExitCodeTwoWithOneLine) {
   for (const std::string& args :
        {absl::StrCat("bench --config ", kConfigs, "fa_only.toml --context 4q"),

@@ -184,6 +184,75 @@ TEST(ConfigTest, UnknownKeysInEverySection) {
                 "found unknown key 'blok_size'");
 }
 
+// [backends.<name>] prefill_with / decode_with: core keys (never passed to the plugin), another
+// configured backend each, one that serves the phase itself; configs built in code get the
+// same checks at composition.
+TEST(ConfigTest, PhaseDelegation) {
+  const std::string path = ConfigPath();
+  const std::string two =
+      "[backends.a]\nplugin = \"fixture_backend\"\ndecode_with = \"b\"\n"
+      "[backends.b]\nplugin = \"fixture_backend\"\nprefill_with = \"a\"\n"
+      "[router]\nplugin = \"r\"\nfull = \"a\"\nsparse = \"b\"\n";
+  {
+    const std::string text =
+        "[backends.a]\nplugin = \"x\"\nprefill_with = \"b\"\n"
+        "[backends.b]\nplugin = \"y\"\n";
+    absl::StatusOr<EngineConfig> config = ParseEngineConfig(text, "inline.toml");
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->backends.at("a").prefill_with, "b");
+    EXPECT_EQ(config->backends.at("a").decode_with, "");
+    EXPECT_EQ(config->backends.at("a").raw_params.count("prefill_with"), 0u);
+  }
+  EXPECT_EQ(ComposeError("[backends.a]\nplugin = \"fixture_backend\"\ndecode_with = \"b\"\n"
+                         "[backends.b]\nplugin = \"fixture_backend\"\n",
+                         &path),
+            "OK");
+  EXPECT_EQ(LoadError("[backends.a]\nplugin = \"x\"\ndecode_with = \"c\"\n"
+                      "[backends.b]\nplugin = \"y\"\n",
+                      &path),
+            path +
+                ":3:15: key 'backends.a.decode_with': expected the name of another "
+                "[backends.<name>] table (b), found \"c\"");
+  EXPECT_EQ(LoadError("[backends.a]\nplugin = \"x\"\nprefill_with = \"a\"\n", &path),
+            path +
+                ":3:16: key 'backends.a.prefill_with': expected the name of another "
+                "[backends.<name>] table (none defined), found \"a\"");
+  EXPECT_EQ(LoadError("[backends.a]\nplugin = \"x\"\nprefill_with = 3\n", &path),
+            path +
+                ":3:16: key 'backends.a.prefill_with': expected the name of another "
+                "[backends.<name>] table, found integer 3");
+  EXPECT_EQ(LoadError("[backends.a]\nplugin = \"x\"\ndecode_with = \"b\"\n"
+                      "[backends.b]\nplugin = \"y\"\ndecode_with = \"c\"\n"
+                      "[backends.c]\nplugin = \"z\"\n",
+                      &path),
+            path +
+                ":3:15: key 'backends.a.decode_with': expected a backend that serves its decode "
+                "itself, found \"b\", whose decode_with is \"c\"");
+  EXPECT_EQ(LoadError(two, &path), "OK");  // each delegates the other phase: no chain
+  // A router's table does not take them: they go to its plugin as parameters and are refused.
+  EXPECT_NE(ComposeError("[backends.a]\nplugin = \"fixture_backend\"\n"
+                         "[router]\nplugin = \"fixture_router\"\nfull = \"a\"\nsparse = \"a\"\n"
+                         "decode_with = \"a\"\n",
+                         &path)
+                .find("key 'router.decode_with': expected a parameter of plugin"),
+            std::string::npos);
+  // Built in code: the same check when composing.
+  absl::StatusOr<EngineConfig> config = ParseEngineConfig(
+      "[plugins]\npaths = [\"" + FixtureDir() + "\"]\n[backends.a]\nplugin = \"fixture_backend\"\n",
+      "inline.toml");
+  ASSERT_TRUE(config.ok()) << config.status();
+  config->backends.at("a").decode_with = "nowhere";
+  PluginRegistry registry;
+  ASSERT_TRUE(PrepareRegistry(*config, registry).ok());
+  absl::StatusOr<Composition> composition = Compose(*config, registry);
+  ASSERT_FALSE(composition.ok());
+  EXPECT_NE(composition.status().message().find(
+                "key 'backends.a.decode_with': expected the name of another [backends.<name>] "
+                "table (none defined), found \"nowhere\""),
+            std::string::npos)
+      << composition.status();
+}
+
 TEST(ConfigTest, WrongValueTypes) {
   const std::string path = ConfigPath();
   EXPECT_EQ(LoadError("[model]\nthreads = \"4\"\n", &path),
@@ -310,7 +379,14 @@ TEST(ConfigTest, RouterNamingAMissingBackend) {
   EXPECT_EQ(LoadError("[backends.a]\nplugin = \"a\"\n[backends.b]\nplugin = \"b\"\n", &path),
             path +
                 ": key 'router': expected a [router] table (required with more than one "
-                "backend), found none");
+                "backend that is not another's prefill_with / decode_with), found none");
+  // One backend that only serves another's phase leaves exactly one to route to.
+  absl::StatusOr<EngineConfig> one = ParseEngineConfig(
+      "[backends.a]\nplugin = \"a\"\ndecode_with = \"b\"\n[backends.b]\nplugin = \"b\"\n",
+      "inline.toml");
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_EQ(one->router_full, "a");
+  EXPECT_EQ(one->router_sparse, "a");
 }
 
 TEST(ConfigTest, UnknownPluginName) {

@@ -159,6 +159,11 @@ plugin = "full"
 
 [backends.b]
 plugin = "streaming"
+prefill_with = "a"
+
+[backends.c]
+plugin = "xattention"
+decode_with = "b"
 
 [router]
 plugin = "static"
@@ -194,6 +199,8 @@ backend = "a"
   EXPECT_EQ(config->scheduler.prefill_chunk_tokens, 128);
   EXPECT_EQ(config->router_sparse, "b");
   EXPECT_EQ(config->layer_backends.at(0), "a");
+  EXPECT_EQ(config->backends.at("b").prefill_with, "a");
+  EXPECT_EQ(config->backends.at("c").decode_with, "b");
   EXPECT_EQ(config->routers.count("other"), 1u);
   EXPECT_FALSE(ParseEngineConfig("[model]\nundocumented = 1\n", "doc.toml").ok());
 }

@@ -35,6 +35,10 @@ struct Composition {
   std::string sparse_backend;
   std::map<std::string, PluginPtr<RoutingPolicy>> routers;
   std::map<int, std::string> layer_backends;
+  // Backend instance -> the instance that serves its prefill / decode ([backends.<name>]
+  // prefill_with / decode_with); absent: the instance itself.
+  std::map<std::string, std::string> prefill_with;
+  std::map<std::string, std::string> decode_with;
 };
 
 // Finds each plugin (right kind), validates parameters, checks that the router and the layer

@@ -5,7 +5,9 @@
 //   [model]            path, device ("cpu", "cuda", "cuda:N"), dtype ("f32", "bf16"), threads
 //   [kv]               page_tokens (tokens per KV page), pool_mib (KV pool size; 0 = automatic)
 //   [plugins]          paths = ["dir", ...]   extra plugin search directories (before defaults)
-//   [backends.<name>]  plugin = "<attention plugin>", then that plugin's parameters
+//   [backends.<name>]  plugin = "<attention plugin>", optionally prefill_with / decode_with =
+//                      "<another backend>" (that instance serves the phase), then that
+//                      plugin's parameters
 //   [router]           plugin = "<routing plugin>", full = "<backend>", sparse = "<backend>",
 //                      then that plugin's parameters
 //   [routers.<name>]   further routing policies another policy can delegate to
@@ -49,6 +51,10 @@ struct PluginInstanceConfig {
   std::map<std::string, RawParam> raw_params;
   ParamValues params;  // filled by ValidatePluginParams
   SourceLocation where;
+  // [backends.<name>] only: other backend instances that serve one phase of the layers routed
+  // to this one (empty: this one serves it). The decode instance also decides which KV stays.
+  std::string prefill_with;
+  std::string decode_with;
 };
 
 struct ModelConfig {

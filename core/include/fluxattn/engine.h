@@ -56,12 +56,13 @@ struct LayerRouting {
   int layer = 0;
   AttentionChoice choice = AttentionChoice::kFull;  // the policy's answer
   std::string decided_by;                           // "router" or "override"
-  std::string backend;         // backend instance that ran the layer (its prefill)
-  std::string plugin;          // the plugin behind that instance
-  std::string decode_backend;  // instance that runs its decode steps (differs with decode_with)
-  std::vector<float> logits;   // the router's raw outputs (may be empty)
-  std::string fallback;        // non-empty: why the chosen backend was replaced by the full one
-  size_t kv_bytes = 0;         // KV bytes this layer holds at the end (pool pages held)
+  std::string backend;                              // backend instance the layer was routed to
+  std::string plugin;                               // the plugin behind that instance
+  std::string prefill_backend;  // instance that ran its prompt (differs with prefill_with)
+  std::string decode_backend;   // instance that runs its decode steps (differs with decode_with)
+  std::vector<float> logits;    // the router's raw outputs (may be empty)
+  std::string fallback;         // non-empty: why the chosen backend was replaced by the full one
+  size_t kv_bytes = 0;          // KV bytes this layer holds at the end (pool pages held)
 };
 
 struct RequestTrace {

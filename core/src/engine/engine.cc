@@ -105,8 +105,13 @@ float LogProbabilities(std::span<const float> row, int64_t token, int top,
 struct Engine::Impl : public LayerAttention {
   struct LayerState {
     bool decided = false;
+    // The backend of the layer's decode steps (it also decides which KV stays) and of its
+    // prompt; they differ when the routed instance delegates a phase (prefill_with /
+    // decode_with). prefill_state is set only when they differ.
     AttentionBackend* backend = nullptr;
     std::unique_ptr<AttentionState> state;
+    AttentionBackend* prefill_backend = nullptr;
+    std::unique_ptr<AttentionState> prefill_state;
     std::optional<LayerKvCache> kv;
     LayerRouting routing;
   };
@@ -224,10 +229,41 @@ struct Engine::Impl : public LayerAttention {
       }
     }
     r.backend = name;
-    r.decode_backend = name;
     r.plugin = PluginOf(name);
-    L.backend = backend;
-    L.state = backend->CreateState(info.num_q_heads, info.num_kv_heads, info.head_dim);
+    // The instances that serve each phase (the routed one unless it delegates the phase).
+    auto phase_backend = [&](const std::map<std::string, std::string>& with, const char* phase,
+                             std::string* phase_name) -> absl::StatusOr<AttentionBackend*> {
+      auto it = with.find(name);
+      *phase_name = name;
+      if (it == with.end()) return backend;
+      AttentionBackend* other = BackendNamed(it->second);
+      if (other == nullptr) {
+        return absl::InvalidArgumentError(absl::StrCat("layer ", layer, ": backend \"", name, "\" ",
+                                                       phase, " \"", it->second,
+                                                       "\", which is not configured"));
+      }
+      const std::string other_gap = SupportGap(*other, info, device, dtype);
+      if (!other_gap.empty()) {
+        r.fallback = absl::StrCat(r.fallback, r.fallback.empty() ? "" : "; ", "backend \"",
+                                  it->second, "\" (", phase, " of \"", name,
+                                  "\") skipped: ", other_gap, "; \"", name, "\" serves it");
+        return backend;
+      }
+      *phase_name = it->second;
+      return other;
+    };
+    FLUXATTN_ASSIGN_OR_RETURN(
+        AttentionBackend * prefill,
+        phase_backend(composition.prefill_with, "prefill_with", &r.prefill_backend));
+    FLUXATTN_ASSIGN_OR_RETURN(
+        AttentionBackend * decode,
+        phase_backend(composition.decode_with, "decode_with", &r.decode_backend));
+    L.backend = decode;
+    L.state = decode->CreateState(info.num_q_heads, info.num_kv_heads, info.head_dim);
+    L.prefill_backend = prefill;
+    L.prefill_state = prefill == decode ? nullptr
+                                        : prefill->CreateState(info.num_q_heads, info.num_kv_heads,
+                                                               info.head_dim);
     L.decided = true;
     return absl::OkStatus();
   }
@@ -393,7 +429,8 @@ struct Engine::Impl : public LayerAttention {
     std::vector<AttentionBackend*> group_backend;
     std::vector<int> group_of(in.seqs.size());
     for (size_t s = 0; s < in.seqs.size(); ++s) {
-      AttentionBackend* b = active[s]->layers[layer].backend;
+      const LayerState& L = active[s]->layers[layer];
+      AttentionBackend* b = active_prefill[s] ? L.prefill_backend : L.backend;
       auto it = std::find(group_backend.begin(), group_backend.end(), b);
       group_of[s] = static_cast<int>(it - group_backend.begin());
       if (it == group_backend.end()) group_backend.push_back(b);
@@ -430,7 +467,7 @@ struct Engine::Impl : public LayerAttention {
       p.dtype = dtype;
       p.layer = layer;
       p.request_id = req.id;
-      p.state = L.state.get();
+      p.state = active_prefill[s] && L.prefill_state ? L.prefill_state.get() : L.state.get();
     }
     AttentionBatch all;
     all.layer = layer;
@@ -491,10 +528,18 @@ struct Engine::Impl : public LayerAttention {
       }
     }
     // What the backends will no longer read goes back to the pool.
+    // A prompt with chunks still to come keeps what its prefill backend reads too.
     for (size_t s = 0; s < in.seqs.size(); ++s) {
       LayerState& L = active[s]->layers[layer];
-      L.kv->Release(L.backend->RetainedKv(in.seqs[s].pos0 + in.seqs[s].num_tokens),
-                    cuda ? model->device()->default_stream() : nullptr);
+      const int64_t next = in.seqs[s].pos0 + in.seqs[s].num_tokens;
+      KvRetention keep = L.backend->RetainedKv(next);
+      if (L.prefill_backend != L.backend &&
+          next < static_cast<int64_t>(active[s]->spec.prompt.size())) {
+        const KvRetention also = L.prefill_backend->RetainedKv(next);
+        keep.keep_prefix = std::max(keep.keep_prefix, also.keep_prefix);
+        keep.keep_from = std::min(keep.keep_from, also.keep_from);
+      }
+      L.kv->Release(keep, cuda ? model->device()->default_stream() : nullptr);
     }
     return absl::OkStatus();
   }
