@@ -71,8 +71,8 @@ const std::vector<CoreSection>& CoreSections() {
        "One attention backend instance per table; `<name>` is how the router and [layers.N] "
        "refer to it. `prefill_with` / `decode_with` hand one phase of the layers routed to this "
        "instance to another instance (which serves it itself: no chains); the decode instance "
-       "also decides which KV stays, and a prompt with chunks still to come keeps what its "
-       "prefill instance reads too. The other keys are the plugin's parameters (see below).",
+       "also decides which KV stays once the prompt is done. The other keys are the plugin's "
+       "parameters (see below).",
        {{"plugin", "string", "required", "a plugin name, or a path to a plugin file (has a '/')",
          "The attention plugin this instance is made from"},
         {"prefill_with", "string", "this instance", "another [backends.<name>] name",

@@ -246,6 +246,17 @@ TEST(Generate, PhaseDelegationMatchesThePluginsOwnModes) {
        write("xattn_delegated.toml", stream +
                                          "[backends.x]\nplugin = \"xattention\"\nblock_size = 32\n"
                                          "decode_with = \"s\"\n"),
+       "decode_backend"},
+      // The same in chunks of 64: until the prompt's last chunk the KV that xattention's
+      // prefill reads stays, though the decode instance would keep only sink + window.
+      {write("xattn_own_chunked.toml",
+             "[scheduler]\nprefill_chunk_tokens = 64\n\n[backends.x]\nplugin = \"xattention\"\n"
+             "block_size = 32\ndecode = \"streaming\"\ndecode_sink_tokens = 32\n"
+             "decode_window_tokens = 64\ndecode_block_size = 32\n"),
+       write("xattn_delegated_chunked.toml",
+             "[scheduler]\nprefill_chunk_tokens = 64\n\n" + stream +
+                 "[backends.x]\nplugin = \"xattention\"\nblock_size = 32\n"
+                 "decode_with = \"s\"\n"),
        "decode_backend"}};
   std::string ids;
   for (int i = 0; i < 300; ++i) absl::StrAppend(&ids, i == 0 ? "" : ",", (i * 37 + 11) % 500);

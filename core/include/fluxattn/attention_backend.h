@@ -140,9 +140,10 @@ class AttentionBackend {
   // back and writes it into the trace). Default: from capabilities().
   virtual absl::Status Supports(const ProblemDesc& problem) const;
 
-  // KV that queries at positions >= next_query_pos will still read. Called after EVERY call for
-  // each sequence (prefill chunks and decode steps alike); the engine releases the rest for the
-  // layers this backend serves. Default: everything.
+  // KV that decode queries at positions >= next_query_pos will still read. Called after the
+  // prompt's last chunk and after every decode step, on the backend that serves the layer's
+  // decode (a prompt with chunks to come keeps all of its KV); the engine releases the rest.
+  // Default: everything.
   virtual KvRetention RetainedKv(int64_t next_query_pos) const;
 
   // New per-(request, layer) state; default none.

@@ -528,18 +528,16 @@ struct Engine::Impl : public LayerAttention {
       }
     }
     // What the backends will no longer read goes back to the pool.
-    // A prompt with chunks still to come keeps what its prefill backend reads too.
+    // A prompt with chunks still to come keeps all of its KV (its pages are reserved from
+    // admission anyway): RetainedKv speaks of the queries after next_query_pos, and the next
+    // chunk's queries are prompt rows, which a backend's prefill may read in full where its
+    // decode would not (xattention with a streaming decode, any decode_with).
     for (size_t s = 0; s < in.seqs.size(); ++s) {
       LayerState& L = active[s]->layers[layer];
       const int64_t next = in.seqs[s].pos0 + in.seqs[s].num_tokens;
-      KvRetention keep = L.backend->RetainedKv(next);
-      if (L.prefill_backend != L.backend &&
-          next < static_cast<int64_t>(active[s]->spec.prompt.size())) {
-        const KvRetention also = L.prefill_backend->RetainedKv(next);
-        keep.keep_prefix = std::max(keep.keep_prefix, also.keep_prefix);
-        keep.keep_from = std::min(keep.keep_from, also.keep_from);
-      }
-      L.kv->Release(keep, cuda ? model->device()->default_stream() : nullptr);
+      if (next < static_cast<int64_t>(active[s]->spec.prompt.size())) continue;
+      L.kv->Release(L.backend->RetainedKv(next),
+                    cuda ? model->device()->default_stream() : nullptr);
     }
     return absl::OkStatus();
   }
