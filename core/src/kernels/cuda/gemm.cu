@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
 
 #include "cuda_check.cuh"
@@ -69,7 +70,7 @@ __device__ __forceinline__ float Dot8(const uint4& a, const uint4& b) {
 template <int M, int S, int U>
 __global__ void __launch_bounds__(256)
     GemvKernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, void* y,
-               int64_t n, int64_t k, bool f32_out) {
+               int64_t n, int64_t k, bool f32_out, bool early) {
   static_assert(S == 1 || S == 2 || S == 4 || S == 8, "k splits: a divisor of the block's warps");
   constexpr int kCols = 8 / S;
   PdlLaunchDependents();
@@ -80,19 +81,25 @@ __global__ void __launch_bounds__(256)
   // Part p reads chunks [c0, c1): whole 32-chunk rounds, the last part the rest.
   const int64_t per = (chunks + 32 * S - 1) / (32 * S) * 32;
   const int64_t c0 = part * per, c1 = c0 + per < chunks ? c0 + per : chunks;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + (col < n ? col : 0) * k);
+  uint4 wv[U];
+  auto load_round = [&](int64_t c) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      wv[u] = c + 32 * u < c1 ? LoadStreaming(wr + c + 32 * u) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  // The first round of W may be read before the wait (no kernel writes the weights).
+  early = early && col < n;
+  if (early) load_round(c0 + lane);
   PdlWait();
   float acc[M];
 #pragma unroll
   for (int r = 0; r < M; ++r) acc[r] = 0.f;
   if (col < n) {
-    const uint4* wr = reinterpret_cast<const uint4*>(w + col * k);
     const uint4* xr = reinterpret_cast<const uint4*>(x);
     for (int64_t c = c0 + lane; c < c1; c += 32 * U) {
-      uint4 wv[U];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        wv[u] = c + 32 * u < c1 ? LoadStreaming(wr + c + 32 * u) : make_uint4(0, 0, 0, 0);
-      }
+      if (!early || c != c0 + lane) load_round(c);
 #pragma unroll
       for (int u = 0; u < U; ++u) {
         if (c + 32 * u < c1) {
@@ -135,6 +142,16 @@ __global__ void __launch_bounds__(256)
   }
 }
 
+// Whether the first round of W loads goes before the wait for the kernel before:
+// FLUXATTN_CUDA_GEMV_EARLY=0 turns it off (a benchmark's A/B); read once per process.
+bool EarlyWeightLoads() {
+  static const bool early = [] {
+    const char* v = std::getenv("FLUXATTN_CUDA_GEMV_EARLY");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return early;
+}
+
 template <int M, int S, int U>
 cudaError_t LaunchGemv(const void* x, const void* w, void* y, int64_t n, int64_t k, bool f32,
                        cudaStream_t stream) {
@@ -142,7 +159,7 @@ cudaError_t LaunchGemv(const void* x, const void* w, void* y, int64_t n, int64_t
   const unsigned blocks = static_cast<unsigned>((n + kCols - 1) / kCols);
   return LaunchPdl(GemvKernel<M, S, U>, blocks, 256, 0, stream,
                    static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(w), y, n,
-                   k, f32);
+                   k, f32, EarlyWeightLoads());
 }
 
 // One row: every (splits, loads) pair the kernel is built for. More rows: one split, four loads.
