@@ -137,7 +137,16 @@ std::string ExplainToml(const EngineConfig& config, const std::string& model_dir
     }
     absl::StrAppend(&out, "\n[plugins]\npaths = [", absl::StrJoin(paths, ", "), "]\n");
   }
-  for (const auto& [name, backend] : config.backends) AppendInstanceToml(backend, {}, &out);
+  for (const auto& [name, backend] : config.backends) {
+    std::vector<std::pair<std::string, std::string>> phases;
+    if (!backend.prefill_with.empty()) {
+      phases.emplace_back("prefill_with", TomlString(backend.prefill_with));
+    }
+    if (!backend.decode_with.empty()) {
+      phases.emplace_back("decode_with", TomlString(backend.decode_with));
+    }
+    AppendInstanceToml(backend, phases, &out);
+  }
   if (!config.router.plugin.empty()) {
     AppendInstanceToml(
         config.router,

@@ -1,10 +1,12 @@
 """Engine.generate and the step API against `fluxattn generate --json --trace`."""
 
+import json
+
 import numpy as np
 import pytest
 
 import fluxattn
-from conftest import CONFIGS, MODEL, cli_generate, random_prompt
+from conftest import CONFIGS, MODEL, SOURCE, cli_generate, random_prompt
 
 
 def strip_timing(obj):
@@ -26,6 +28,26 @@ def test_generate_equals_cli(config, rng, tmp_path):
     assert got.to_json() == strip_timing(expected)
     assert len(got.tokens) == max_new
     assert [got.trace.to_json()] == trace["requests"]
+
+
+def test_builtin_composition_with_a_delegated_decode_equals_cli(tmp_path):
+    # A triangle checkpoint: its SA layers decode on the streaming instance `sparse_decode`.
+    fixtures = SOURCE / "tests" / "fixtures" / "router"
+    model = fixtures / "flux_tiny_triangle"
+    expected_json = json.loads((fixtures / "flux_tiny_triangle_expected.json").read_text())
+    prompt = expected_json["prompts"][0]["prompt_ids"]
+    assert "sparse" in expected_json["prompts"][0]["decisions"]
+    expected, trace = cli_generate(["--model", model], [prompt], tmp_path, max_new_tokens=6,
+                                   ignore_eos=True)
+    engine = fluxattn.Engine.from_model(model)
+    got = engine.generate(prompt, max_new_tokens=6, ignore_eos=True)
+    assert got.to_json() == strip_timing(expected)
+    assert [got.trace.to_json()] == trace["requests"]
+    sparse = [layer for layer in got.trace.layers if layer.backend == "sparse"]
+    assert sparse
+    for layer in got.trace.layers:
+        want = "sparse_decode" if layer.backend == "sparse" else layer.backend
+        assert (layer.prefill_backend, layer.decode_backend) == (layer.backend, want), layer
 
 
 def test_batch_sampling_and_text_equal_cli(rng, tmp_path):

@@ -142,26 +142,44 @@ TEST_P(FluxVariantTest, BuiltInCompositionFollowsConfigJson) {
   auto raw_int = [](const PluginInstanceConfig& c, const std::string& key) {
     return std::get<int64_t>(c.raw_params.at(key).value);
   };
+  auto expect_streaming_rule = [&](const PluginInstanceConfig& c) {
+    EXPECT_EQ(raw_int(c, "sink_tokens"), expected_.at("sink_size").get<int64_t>()) << c.name;
+    EXPECT_EQ(raw_int(c, "window_tokens"), expected_.at("local_window_size").get<int64_t>())
+        << c.name;
+    EXPECT_EQ(raw_int(c, "block_size"), 128) << c.name;
+  };
+  expect_streaming_rule(sparse);
   if (expected_.at("toggle_type") == "triangle") {
     EXPECT_EQ(sparse.plugin, "triangle");
     EXPECT_EQ(raw_int(sparse, "last_n"), expected_.at("triangle_n_last").get<int64_t>());
-    EXPECT_EQ(std::get<std::string>(sparse.raw_params.at("decode").value), "streaming");
+    // The sink + window decode: a streaming instance with the same rule serves it.
+    EXPECT_EQ(sparse.raw_params.size(), 4u);
+    EXPECT_EQ(sparse.decode_with, "sparse_decode");
+    ASSERT_EQ(config.backends.count("sparse_decode"), 1u);
+    const PluginInstanceConfig& decode = config.backends["sparse_decode"];
+    EXPECT_EQ(decode.plugin, "streaming");
+    EXPECT_EQ(decode.raw_params.size(), 3u);
+    expect_streaming_rule(decode);
+    EXPECT_EQ(config.backends.size(), 3u);
   } else {
     EXPECT_EQ(sparse.plugin, "streaming");
+    EXPECT_EQ(sparse.decode_with, "");
+    EXPECT_EQ(config.backends.size(), 2u);
   }
-  EXPECT_EQ(raw_int(sparse, "sink_tokens"), expected_.at("sink_size").get<int64_t>());
-  EXPECT_EQ(raw_int(sparse, "window_tokens"), expected_.at("local_window_size").get<int64_t>());
-  EXPECT_EQ(raw_int(sparse, "block_size"), 128);
+  EXPECT_EQ(sparse.prefill_with, "");
   if (expected_.at("retrieval_mode") == "xattn") {
     EXPECT_EQ(full.plugin, "xattention");
     EXPECT_EQ(raw_int(full, "stride"), expected_.at("xattn_stride").get<int64_t>());
     EXPECT_EQ(std::get<double>(full.raw_params.at("threshold").value),
               expected_.at("xattn_threshold").get<double>());
     EXPECT_EQ(raw_int(full, "block_size"), 128);
-    EXPECT_EQ(std::get<std::string>(full.raw_params.at("decode").value), "full");
+    EXPECT_EQ(raw_int(full, "sink_blocks"), 1);
+    EXPECT_EQ(full.raw_params.size(), 4u);  // its own (dense) decode
   } else {
     EXPECT_EQ(full.plugin, "full");
   }
+  EXPECT_EQ(full.prefill_with, "");
+  EXPECT_EQ(full.decode_with, "");
 }
 
 TEST_P(FluxVariantTest, MatchesTheOriginalSemantics) {
@@ -222,7 +240,7 @@ TEST_P(FluxVariantTest, AnotherMethodIsCaught) {
       backend.plugin = triangle ? "streaming" : "full";
       if (triangle) {
         backend.raw_params.erase("last_n");
-        backend.raw_params.erase("decode");
+        backend.decode_with.clear();
       } else {
         backend.raw_params.clear();
       }
@@ -242,12 +260,13 @@ TEST_P(FluxVariantTest, AnotherMethodIsCaught) {
 }
 
 TEST_P(FluxVariantTest, DenseDecodeOnSparseLayersIsCaught) {
-  // Triangle SA layers decode with the sink + window rule in the original (the streaming
-  // backend always does); a dense decode changes the last step's logits of a prompt longer
-  // than sink + window.
+  // Triangle SA layers decode with the sink + window rule in the original (the built-in
+  // composition hands their decode to a streaming instance); triangle decoding them itself
+  // (densely) changes the last step's logits of a prompt longer than sink + window.
   if (expected_.at("toggle_type") != "triangle") GTEST_SKIP() << "streaming decode is fixed";
   std::unique_ptr<Engine> engine = MakeEngine(Config([](EngineConfig& config) {
-    config.backends["sparse"].raw_params["decode"] = RawParam{ParamValue(std::string("full")), {}};
+    ASSERT_EQ(config.backends["sparse"].decode_with, "sparse_decode");
+    config.backends["sparse"].decode_with.clear();
   }));
   ASSERT_NE(engine, nullptr);
   const int64_t span =
@@ -285,6 +304,8 @@ TEST_P(FluxVariantTest, ExplainPrintsTomlThatRunsTheSameComposition) {
   for (const auto& [name, backend] : built_in.backends) {
     ASSERT_EQ(parsed->backends.count(name), 1u) << toml;
     EXPECT_EQ(parsed->backends[name].plugin, backend.plugin);
+    EXPECT_EQ(parsed->backends[name].prefill_with, backend.prefill_with) << name;
+    EXPECT_EQ(parsed->backends[name].decode_with, backend.decode_with) << name;
     for (const auto& [key, raw] : backend.raw_params) {
       ASSERT_EQ(parsed->backends[name].raw_params.count(key), 1u) << name << "." << key;
       EXPECT_EQ(parsed->backends[name].raw_params[key].value, raw.value) << name << "." << key;
@@ -406,6 +427,45 @@ TEST(FluxConfigKeys, SupportedValuesAndTrainingOnlyKeysAreAccepted) {
   config["architectures"] = {"Qwen3ForCausalLM"};
   config["toggle_type"] = "local";
   EXPECT_TRUE(models::ParseModelConfig(config.dump(), "config.json").ok());
+}
+
+// Every toggle_type / retrieval_mode pair composes with the bundled plugins; where the SA side
+// decodes with the sink + window rule (triangle, xattn) a streaming instance serves it.
+TEST(FluxConfigKeys, EveryVariantComposes) {
+  PluginRegistry registry;
+  ASSERT_TRUE(registry.ScanDirectory(FLUXATTN_PLUGIN_DIR).ok());
+  nlohmann::json config =
+      nlohmann::json::parse(ReadFile(kFixtureDir + "/flux_tiny_triangle/config.json"));
+  for (const char* toggle : {"streaming", "triangle", "xattn"}) {
+    for (const char* retrieval : {"full", "xattn"}) {
+      SCOPED_TRACE(absl::StrCat(toggle, " / ", retrieval));
+      config["toggle_type"] = toggle;
+      config["retrieval_mode"] = retrieval;
+      absl::StatusOr<models::ModelSpec> spec =
+          models::ParseModelConfig(config.dump(), "config.json");
+      ASSERT_TRUE(spec.ok()) << spec.status();
+      EngineConfig built_in = DefaultEngineConfig(spec->info);
+      absl::StatusOr<Composition> composition = Compose(built_in, registry);
+      ASSERT_TRUE(composition.ok()) << composition.status();
+      EXPECT_EQ(composition->backend_plugins.at("sparse"),
+                std::string(toggle) == "xattn" ? "xattention" : toggle);
+      EXPECT_EQ(composition->backend_plugins.at("full"),
+                std::string(retrieval) == "xattn" ? "xattention" : "full");
+      EXPECT_TRUE(composition->prefill_with.empty());
+      if (std::string(toggle) == "streaming") {
+        EXPECT_TRUE(composition->decode_with.empty());
+        EXPECT_EQ(composition->backends.size(), 2u);
+        continue;
+      }
+      ASSERT_EQ(composition->decode_with.size(), 1u);
+      EXPECT_EQ(composition->decode_with.at("sparse"), "sparse_decode");
+      EXPECT_EQ(composition->backend_plugins.at("sparse_decode"), "streaming");
+      const ParamValues& rule = built_in.backends.at("sparse_decode").params;
+      EXPECT_EQ(rule.GetInt("sink_tokens"), config["sink_size"].get<int64_t>());
+      EXPECT_EQ(rule.GetInt("window_tokens"), config["local_window_size"].get<int64_t>());
+      EXPECT_EQ(rule.GetInt("block_size"), 128);
+    }
+  }
 }
 
 TEST(FluxConfigKeys, GenerateRefusesWithOneLine) {

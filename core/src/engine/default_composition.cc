@@ -21,6 +21,10 @@ constexpr int64_t kDefaultTriangleNLast = 128;
 constexpr int64_t kDefaultPoolSize = 100;
 constexpr bool kDefaultUseSoftmax = false;
 
+// The streaming instance that serves the decode of `sparse` where the SA side decodes with the
+// sink + window rule (toggle_type "triangle" and "xattn").
+constexpr char kSparseDecode[] = "sparse_decode";
+
 SourceLocation Builtin() { return SourceLocation{"<built-in defaults>", 0, 0}; }
 
 PluginInstanceConfig Instance(const std::string& name, const std::string& plugin,
@@ -41,19 +45,19 @@ int64_t ConfigInt(const ModelInfo& info, const std::string& key, int64_t fallbac
   return static_cast<int64_t>(info.ConfigNumber(key).value_or(static_cast<double>(fallback)));
 }
 
-// XAttention prefill as the original runs it; `decode_rule` set: sink + window decode.
-void SetXAttention(PluginInstanceConfig& backend, bool streaming_decode, int64_t sink,
-                   int64_t window) {
+// XAttention prefill as the original runs it (its decode is dense).
+void SetXAttention(PluginInstanceConfig& backend) {
   Set(backend, "block_size", kBlockTokens);
   Set(backend, "stride", kXAttentionStride);
   Set(backend, "threshold", kXAttentionThreshold);
   Set(backend, "sink_blocks", kXAttentionSinkBlocks);
-  Set(backend, "decode", std::string(streaming_decode ? "streaming" : "full"));
-  if (streaming_decode) {
-    Set(backend, "decode_sink_tokens", sink);
-    Set(backend, "decode_window_tokens", window);
-    Set(backend, "decode_block_size", kBlockTokens);
-  }
+}
+
+// The sink + window rule in 128-token blocks.
+void SetStreaming(PluginInstanceConfig& backend, int64_t sink, int64_t window) {
+  Set(backend, "sink_tokens", sink);
+  Set(backend, "window_tokens", window);
+  Set(backend, "block_size", kBlockTokens);
 }
 
 }  // namespace
@@ -74,7 +78,7 @@ EngineConfig DefaultEngineConfig(const ModelInfo& info) {
   PluginInstanceConfig& full = config.backends["full"];
   if (retrieval == "xattn") {
     full.plugin = "xattention";
-    SetXAttention(full, /*streaming_decode=*/false, sink, window);
+    SetXAttention(full);
   } else if (retrieval != "full") {
     full.plugin = retrieval;
   }
@@ -82,15 +86,21 @@ EngineConfig DefaultEngineConfig(const ModelInfo& info) {
   const std::string sparse_plugin = toggle == "xattn" ? "xattention" : toggle;
   PluginInstanceConfig sparse = Instance("sparse", sparse_plugin, "backends.sparse");
   if (toggle == "xattn") {
-    SetXAttention(sparse, /*streaming_decode=*/true, sink, window);
+    SetXAttention(sparse);
   } else if (toggle == "streaming" || toggle == "triangle") {
-    Set(sparse, "sink_tokens", sink);
-    Set(sparse, "window_tokens", window);
-    Set(sparse, "block_size", kBlockTokens);
+    SetStreaming(sparse, sink, window);
     if (toggle == "triangle") {
       Set(sparse, "last_n", ConfigInt(info, "triangle_n_last", kDefaultTriangleNLast));
-      Set(sparse, "decode", std::string("streaming"));
     }
+  }
+  if (toggle == "xattn" || toggle == "triangle") {
+    // Their SA layers decode with the sink + window rule: a streaming instance serves it (and
+    // decides which KV stays once the prompt is done).
+    PluginInstanceConfig decode =
+        Instance(kSparseDecode, "streaming", std::string("backends.") + kSparseDecode);
+    SetStreaming(decode, sink, window);
+    config.backends[kSparseDecode] = decode;
+    sparse.decode_with = kSparseDecode;
   }
   config.backends["sparse"] = sparse;
 
