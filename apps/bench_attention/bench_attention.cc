@@ -187,9 +187,9 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "bench_attention: %s\n", std::string(scanned.message()).c_str());
     return 2;
   }
-  std::map<std::string, PluginPtr<AttentionBackend>> backends;
+  std::map<std::string, BenchInstances> backends;
   for (const std::string& name : o.backends) {
-    absl::StatusOr<PluginPtr<AttentionBackend>> made = MakeBenchBackend(registry, name);
+    absl::StatusOr<BenchInstances> made = MakeBenchBackend(registry, name);
     if (!made.ok()) {
       std::fprintf(stderr, "bench_attention: backend %s: %s\n", name.c_str(),
                    std::string(made.status().message()).c_str());
@@ -220,7 +220,7 @@ int Main(int argc, char** argv) {
       Inputs in = MakeInputs(o, length, 1234 + length);
       double full_cpu = 0;
       for (const std::string& name : o.backends) {
-        absl::StatusOr<Measurement> m = TimePrefill(*backends[name], o, in, length);
+        absl::StatusOr<Measurement> m = TimePrefill(*backends[name].prefill, o, in, length);
         if (!m.ok()) return fail(absl::StrCat(name, " prefill ", length), m.status());
         if (name == "full") full_cpu = m->cpu_seconds;
         const double ratio = full_cpu > 0 ? full_cpu / m->cpu_seconds : 0;
@@ -244,7 +244,7 @@ int Main(int argc, char** argv) {
       Inputs in = MakeInputs(o, length, 99 + length);
       double full_cpu = 0;
       for (const std::string& name : o.backends) {
-        absl::StatusOr<Measurement> m = TimeDecode(*backends[name], o, in, length);
+        absl::StatusOr<Measurement> m = TimeDecode(backends[name].decode_backend(), o, in, length);
         if (!m.ok()) return fail(absl::StrCat(name, " decode ", length), m.status());
         if (name == "full") full_cpu = m->cpu_seconds;
         const double ratio = full_cpu > 0 ? full_cpu / m->cpu_seconds : 0;

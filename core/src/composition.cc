@@ -112,6 +112,27 @@ absl::StatusOr<ParamValue> CheckParam(const ParamSpec& spec, const RawParam& raw
   return mismatch();
 }
 
+// For an unknown key of a [backends.<name>] table that speaks of one phase ("decode",
+// "prefill_sink_tokens", ...) when the plugin declares no parameter of that phase: how a config
+// hands the phase to another backend (plugins have no phase modes of their own).
+std::string PhaseKeyHint(const std::vector<ParamSpec>& specs, const PluginInstanceConfig& instance,
+                         const std::string& key) {
+  if (instance.table.rfind("backends.", 0) != 0) return "";
+  for (const std::string phase : {"prefill", "decode"}) {
+    auto of_phase = [&](const std::string& name) {
+      return name == phase || name.rfind(phase + "_", 0) == 0;
+    };
+    if (!of_phase(key) || std::any_of(specs.begin(), specs.end(),
+                                      [&](const ParamSpec& s) { return of_phase(s.name); })) {
+      continue;
+    }
+    return absl::StrCat(" (to have another backend serve the ", phase, ", use ", phase,
+                        "_with = \"<its [backends.<name>] name>\", e.g. a \"streaming\" "
+                        "instance)");
+  }
+  return "";
+}
+
 }  // namespace
 
 absl::Status ValidatePluginParams(const std::vector<ParamSpec>& specs,
@@ -128,8 +149,9 @@ absl::Status ValidatePluginParams(const std::vector<ParamSpec>& specs,
           names.empty() ? absl::StrCat("no parameters (plugin '", instance.plugin, "' takes none)")
                         : absl::StrCat("a parameter of plugin '", instance.plugin, "' (",
                                        absl::StrJoin(names, ", "), ")");
-      return KeyError(raw.where, JoinKey(prefix, name), expected,
-                      absl::StrCat("unknown key '", name, "'"));
+      return KeyError(
+          raw.where, JoinKey(prefix, name), expected,
+          absl::StrCat("unknown key '", name, "'", PhaseKeyHint(specs, instance, name)));
     }
     FLUXATTN_ASSIGN_OR_RETURN(ParamValue value, CheckParam(*spec, raw, JoinKey(prefix, name)));
     values.Set(name, std::move(value), /*is_explicit=*/true);

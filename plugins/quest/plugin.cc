@@ -4,4 +4,4 @@
 
 FLUXATTN_DEFINE_ATTENTION_PLUGIN(fluxattn::plugins::QuestBackend, "quest", "1.0.0",
                                  "Query-aware top-k page selection for decode (per-page key "
-                                 "bounds); dense or streaming prefill")
+                                 "bounds); dense prefill")

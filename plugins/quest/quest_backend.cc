@@ -49,14 +49,6 @@ std::vector<ParamSpec> QuestBackend::Params() {
   specs.push_back(IntParamSpec("sink_pages", 1, 0, 1 << 20, "First pages always read."));
   specs.push_back(IntParamSpec("recent_pages", 1, 1, 1 << 20,
                                "Last pages (the query's own included) always read."));
-  specs.push_back(ChoiceParamSpec(
-      "prefill", "full", {"full", "streaming"},
-      "Prefill strategy: \"full\" (dense causal) or \"streaming\" (sink + window with the "
-      "prefill_* parameters)."));
-  for (ParamSpec& spec : StreamingParamSpecs("prefill_")) {
-    spec.description = "Prefill with \"streaming\": " + spec.description;
-    specs.push_back(spec);
-  }
   return specs;
 }
 
@@ -66,7 +58,6 @@ absl::StatusOr<std::unique_ptr<QuestBackend>> QuestBackend::Create(const ParamVa
   FLUXATTN_ASSIGN_OR_RETURN(config.budget_tokens, ReadParam<int64_t>(params, "budget_tokens"));
   FLUXATTN_ASSIGN_OR_RETURN(int64_t sinks, ReadParam<int64_t>(params, "sink_pages"));
   FLUXATTN_ASSIGN_OR_RETURN(int64_t recent, ReadParam<int64_t>(params, "recent_pages"));
-  FLUXATTN_ASSIGN_OR_RETURN(std::string prefill, ReadParam<std::string>(params, "prefill"));
   if (page < 1 || page > 4096) {
     return absl::InvalidArgumentError(
         absl::StrCat("page_size: expected an integer in [1, 4096], found ", page));
@@ -83,12 +74,6 @@ absl::StatusOr<std::unique_ptr<QuestBackend>> QuestBackend::Create(const ParamVa
         absl::StrCat("budget_tokens: expected at least (sink_pages + recent_pages) * page_size = ",
                      (sinks + recent) * page, " tokens, found ", config.budget_tokens));
   }
-  if (prefill != "full" && prefill != "streaming") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("prefill: expected \"full\" or \"streaming\", found \"", prefill, "\""));
-  }
-  config.prefill_streaming = prefill == "streaming";
-  FLUXATTN_ASSIGN_OR_RETURN(config.prefill_rule, StreamingRuleFromParams(params, "prefill_"));
   return std::make_unique<QuestBackend>(config);
 }
 
@@ -116,12 +101,7 @@ absl::Status QuestBackend::BuildLayout(const AttentionProblem& problem, BlockSpa
   }
   if (state != nullptr) FLUXATTN_RETURN_IF_ERROR(state->Update(problem.kv));
   if (problem.phase == AttentionPhase::kDecode) return BuildDecodeLayout(problem, *state, layout);
-  if (config_.prefill_streaming) {
-    *layout = BuildStreamingLayout(config_.prefill_rule, problem.q_pos0, problem.num_queries,
-                                   problem.kv.length);
-  } else {
-    *layout = DenseCausalLayout(problem.q_pos0, problem.num_queries, problem.kv.length);
-  }
+  *layout = DenseCausalLayout(problem.q_pos0, problem.num_queries, problem.kv.length);
   return absl::OkStatus();
 }
 

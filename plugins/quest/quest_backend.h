@@ -4,14 +4,14 @@
 // logit on a page is bounded by sum_d max(q_d * min_d, q_d * max_d); each decode step reads the
 // pages with the highest bounds within `budget_tokens`, always including `sink_pages` first and
 // `recent_pages` last pages. With grouped-query attention a KV head's pages are ranked by the
-// largest bound over its query heads. Prefill is dense ("full") or sink + window ("streaming").
+// largest bound over its query heads. Prefill is dense; a config that wants another prefill hands
+// it to another instance (`prefill_with`).
 #pragma once
 
 #include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "fluxattn/attention/sink_window.h"
 #include "fluxattn/attention_backend.h"
 #include "fluxattn/params.h"
 
@@ -22,8 +22,6 @@ struct QuestConfig {
   int64_t budget_tokens = 2048;
   int sink_pages = 1;
   int recent_pages = 1;
-  bool prefill_streaming = false;
-  StreamingRule prefill_rule;
   int64_t budget_pages() const { return (budget_tokens + page_size - 1) / page_size; }
 };
 

@@ -4,4 +4,4 @@
 
 FLUXATTN_DEFINE_ATTENTION_PLUGIN(fluxattn::plugins::TriangleBackend, "triangle", "1.0.0",
                                  "Sink + window prefill with a dense tail of last_n queries; "
-                                 "dense or sink + window decode")
+                                 "dense decode")

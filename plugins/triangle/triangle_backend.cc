@@ -12,10 +12,6 @@ std::vector<ParamSpec> TriangleBackend::Params() {
       "last_n", 128, 0, 1e9,
       "The last last_n queries of the prompt (of the prefill call) attend densely; the others "
       "use the sink + window rule."));
-  specs.push_back(ChoiceParamSpec(
-      "decode", "full", {"full", "streaming"},
-      "Decode strategy: \"full\" (dense causal) or \"streaming\" (the prefill's sink + window "
-      "rule)."));
   return specs;
 }
 
@@ -29,13 +25,7 @@ absl::StatusOr<std::unique_ptr<TriangleBackend>> TriangleBackend::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("last_n: expected an integer >= 0, found ", *last_n));
   }
-  absl::StatusOr<std::string> decode = ReadParam<std::string>(params, "decode");
-  if (!decode.ok()) return decode.status();
-  if (*decode != "full" && *decode != "streaming") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("decode: expected \"full\" or \"streaming\", found \"", *decode, "\""));
-  }
-  return std::make_unique<TriangleBackend>(*rule, *last_n, *decode == "streaming");
+  return std::make_unique<TriangleBackend>(*rule, *last_n);
 }
 
 AttentionCapabilities TriangleBackend::capabilities() const { return ShapeLayoutCapabilities(); }
@@ -43,10 +33,7 @@ AttentionCapabilities TriangleBackend::capabilities() const { return ShapeLayout
 absl::Status TriangleBackend::BuildLayout(const AttentionProblem& problem,
                                           BlockSparseLayout* layout) {
   if (problem.phase == AttentionPhase::kDecode) {
-    *layout =
-        decode_streaming_
-            ? BuildStreamingLayout(rule_, problem.q_pos0, problem.num_queries, problem.kv.length)
-            : DenseCausalLayout(problem.q_pos0, problem.num_queries, problem.kv.length);
+    *layout = DenseCausalLayout(problem.q_pos0, problem.num_queries, problem.kv.length);
     return absl::OkStatus();
   }
   const int64_t dense_from = problem.q_pos0 + problem.num_queries - last_n_;

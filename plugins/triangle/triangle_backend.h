@@ -1,7 +1,7 @@
 // `triangle`: streaming (sinks + local window) for every prompt query except the last `last_n`,
 // which attend densely. The dense tail lets the prompt's final tokens see the whole context at a
-// cost linear in its length. Decode is dense (`decode = "full"`) or follows the same sink +
-// window rule (`decode = "streaming"`, what the Flux Attention triangle checkpoints run).
+// cost linear in its length. Decode is dense; the sink + window decode of the Flux Attention
+// triangle checkpoints is a `streaming` instance serving this one's decode (`decode_with`).
 #pragma once
 
 #include <memory>
@@ -18,8 +18,7 @@ class TriangleBackend : public AttentionBackend {
  public:
   static std::vector<ParamSpec> Params();
   static absl::StatusOr<std::unique_ptr<TriangleBackend>> Create(const ParamValues& params);
-  TriangleBackend(const StreamingRule& rule, int64_t last_n, bool decode_streaming)
-      : rule_(rule), last_n_(last_n), decode_streaming_(decode_streaming) {}
+  TriangleBackend(const StreamingRule& rule, int64_t last_n) : rule_(rule), last_n_(last_n) {}
 
   AttentionCapabilities capabilities() const override;
   // Nothing is released: a later prefill call's dense tail may read any position.
@@ -28,7 +27,6 @@ class TriangleBackend : public AttentionBackend {
  private:
   StreamingRule rule_;
   int64_t last_n_;
-  bool decode_streaming_;
 };
 
 }  // namespace fluxattn::plugins

@@ -23,14 +23,6 @@ std::vector<ParamSpec> XAttentionBackend::Params() {
       "they hold this share of the estimated attention mass (1 keeps every causal block)."));
   specs.push_back(IntParamSpec("sink_blocks", 1, 0, 1 << 20,
                                "Leading KV blocks every query block keeps (attention sinks)."));
-  specs.push_back(ChoiceParamSpec(
-      "decode", "full", {"full", "streaming"},
-      "Decode strategy: \"full\" (dense causal) or \"streaming\" (sink + window with the "
-      "decode_* parameters)."));
-  for (ParamSpec& spec : StreamingParamSpecs("decode_")) {
-    spec.description = "Decode with \"streaming\": " + spec.description;
-    specs.push_back(spec);
-  }
   return specs;
 }
 
@@ -41,7 +33,6 @@ absl::StatusOr<std::unique_ptr<XAttentionBackend>> XAttentionBackend::Create(
   FLUXATTN_ASSIGN_OR_RETURN(int64_t stride, ReadParam<int64_t>(params, "stride"));
   FLUXATTN_ASSIGN_OR_RETURN(config.threshold, ReadParam<double>(params, "threshold"));
   FLUXATTN_ASSIGN_OR_RETURN(int64_t sinks, ReadParam<int64_t>(params, "sink_blocks"));
-  FLUXATTN_ASSIGN_OR_RETURN(std::string decode, ReadParam<std::string>(params, "decode"));
   if (block < 1 || block > 4096) {
     return absl::InvalidArgumentError(
         absl::StrCat("block_size: expected an integer in [1, 4096], found ", block));
@@ -58,15 +49,9 @@ absl::StatusOr<std::unique_ptr<XAttentionBackend>> XAttentionBackend::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("sink_blocks: expected an integer >= 0, found ", sinks));
   }
-  if (decode != "full" && decode != "streaming") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("decode: expected \"full\" or \"streaming\", found \"", decode, "\""));
-  }
   config.block_size = static_cast<int>(block);
   config.stride = static_cast<int>(stride);
   config.sink_blocks = static_cast<int>(std::min<int64_t>(sinks, 1 << 20));
-  config.decode_streaming = decode == "streaming";
-  FLUXATTN_ASSIGN_OR_RETURN(config.decode_rule, StreamingRuleFromParams(params, "decode_"));
   return std::make_unique<XAttentionBackend>(config);
 }
 
@@ -76,20 +61,10 @@ AttentionCapabilities XAttentionBackend::capabilities() const {
   return caps;
 }
 
-KvRetention XAttentionBackend::RetainedKv(int64_t next_query_pos) const {
-  if (config_.decode_streaming) return config_.decode_rule.Retention(next_query_pos);
-  return KvRetention{};
-}
-
 absl::Status XAttentionBackend::BuildLayout(const AttentionProblem& problem,
                                             BlockSparseLayout* layout) {
   if (problem.phase == AttentionPhase::kDecode) {
-    if (config_.decode_streaming) {
-      *layout = BuildStreamingLayout(config_.decode_rule, problem.q_pos0, problem.num_queries,
-                                     problem.kv.length);
-    } else {
-      *layout = DenseCausalLayout(problem.q_pos0, problem.num_queries, problem.kv.length);
-    }
+    *layout = DenseCausalLayout(problem.q_pos0, problem.num_queries, problem.kv.length);
     return absl::OkStatus();
   }
   return BuildPrefillLayout(problem, layout);

@@ -3,8 +3,9 @@
 // query at offset S-1-k of a group of S queries is paired with the key at offset k of a group
 // of S keys, so every group pair contributes one S-term antidiagonal. Per query block and KV
 // head, blocks are taken in decreasing score until their share of the row's mass reaches
-// `threshold`; sink blocks and the diagonal block(s) are always kept. Decode uses `decode`:
-// dense causal ("full") or the sink + window rule ("streaming", with decode_* parameters).
+// `threshold`; sink blocks and the diagonal block(s) are always kept. Decode is dense causal and
+// all KV is kept; a config that wants another decode (the sink + window rule of the Flux
+// checkpoints, say) hands it to another instance (`decode_with`).
 #pragma once
 
 #include <memory>
@@ -12,7 +13,6 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "fluxattn/attention/sink_window.h"
 #include "fluxattn/attention_backend.h"
 #include "fluxattn/params.h"
 
@@ -23,8 +23,6 @@ struct XAttentionConfig {
   int stride = 8;
   double threshold = 0.9;
   int sink_blocks = 1;
-  bool decode_streaming = false;
-  StreamingRule decode_rule;
 };
 
 class XAttentionBackend : public AttentionBackend {
@@ -34,7 +32,6 @@ class XAttentionBackend : public AttentionBackend {
   explicit XAttentionBackend(const XAttentionConfig& config) : config_(config) {}
 
   AttentionCapabilities capabilities() const override;
-  KvRetention RetainedKv(int64_t next_query_pos) const override;
   absl::Status BuildLayout(const AttentionProblem& problem, BlockSparseLayout* layout) override;
 
   // Block scores of one KV head for the prefill problem: [query block][KV block], each query

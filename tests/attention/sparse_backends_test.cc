@@ -134,23 +134,16 @@ TEST(XAttention, BlockScoresMatchNaiveAntidiagonalScores) {
   }
 }
 
-TEST(XAttention, DecodeStrategiesAndRetention) {
-  auto full = Make("xattention", {});
-  EXPECT_TRUE(full->RetainedKv(10000).keeps_all());
-  auto streaming = Make("xattention", {{"decode", std::string("streaming")},
-                                       {"decode_sink_tokens", int64_t{64}},
-                                       {"decode_window_tokens", int64_t{256}},
-                                       {"decode_block_size", int64_t{64}}});
-  StreamingRule rule{64, 256, 64};
-  const KvRetention keep = streaming->RetainedKv(1000);
-  EXPECT_EQ(keep.keep_prefix, rule.Retention(1000).keep_prefix);
-  EXPECT_EQ(keep.keep_from, rule.Retention(1000).keep_from);
+// Decode is dense causal and all KV stays (a streaming decode is another instance's job).
+TEST(XAttention, DecodeIsDenseAndKeepsAllKv) {
+  auto xattention = Make("xattention", {{"block_size", int64_t{64}}, {"threshold", 0.5}});
+  EXPECT_TRUE(xattention->RetainedKv(10000).keeps_all());
   RandomAttention in(2, 1, 16, 999, 1, 1000, 64, 1);
   in.problem.phase = AttentionPhase::kDecode;
   BlockSparseLayout layout;
-  ASSERT_TRUE(streaming->BuildLayout(in.problem, &layout).ok());
+  ASSERT_TRUE(xattention->BuildLayout(in.problem, &layout).ok());
   std::vector<uint8_t> mask = ExpandLayoutToDenseMask(layout, 0);
-  for (int64_t j = 0; j < 1000; ++j) EXPECT_EQ(mask[j] != 0, rule.Allows(999, j)) << j;
+  for (int64_t j = 0; j < 1000; ++j) EXPECT_NE(mask[j], 0) << j;
 }
 
 TEST(XAttention, RejectsInconsistentParameters) {
@@ -158,7 +151,48 @@ TEST(XAttention, RejectsInconsistentParameters) {
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("stride"), std::string::npos) << bad.status();
   EXPECT_FALSE(MakeBackend("xattention", {{"threshold", 1.5}}).ok());
-  EXPECT_FALSE(MakeBackend("xattention", {{"decode", std::string("quest")}}).ok());
+}
+
+// The phase modes quest (`prefill`), xattention and triangle (`decode`) once had are unknown
+// keys; the message names the key and says what serves a phase now.
+TEST(PhaseModes, OldKeysAreRefusedNamingKeyAndDelegation) {
+  struct OldKey {
+    std::string plugin, key;
+    ParamValue value;
+    std::string use;
+  };
+  const std::vector<OldKey> cases = {
+      {"xattention", "decode", std::string("streaming"), "decode_with"},
+      {"xattention", "decode", std::string("full"), "decode_with"},
+      {"xattention", "decode_window_tokens", int64_t{256}, "decode_with"},
+      {"xattention", "decode_sink_tokens", int64_t{64}, "decode_with"},
+      {"xattention", "decode_block_size", int64_t{64}, "decode_with"},
+      {"triangle", "decode", std::string("streaming"), "decode_with"},
+      {"quest", "prefill", std::string("streaming"), "prefill_with"},
+      {"quest", "prefill_window_tokens", int64_t{64}, "prefill_with"},
+  };
+  for (const OldKey& c : cases) {
+    SCOPED_TRACE(absl::StrCat(c.plugin, ".", c.key));
+    absl::StatusOr<BackendPtr> made = MakeBackend(c.plugin, {{c.key, c.value}});
+    ASSERT_FALSE(made.ok());
+    const std::string message(made.status().message());
+    EXPECT_EQ(message.rfind(absl::StrCat("test:1:1: key 'backends.", c.plugin, ".", c.key,
+                                         "': expected a parameter of plugin '", c.plugin, "' ("),
+                            0),
+              0u)
+        << message;
+    EXPECT_NE(message.find(absl::StrCat("found unknown key '", c.key,
+                                        "' (to have another backend "
+                                        "serve the ",
+                                        c.use.substr(0, c.use.find('_')), ", use ", c.use,
+                                        " = \"<its [backends.<name>] name>\"")),
+              std::string::npos)
+        << message;
+  }
+  // Other unknown keys get no such hint.
+  absl::StatusOr<BackendPtr> typo = MakeBackend("xattention", {{"strid", int64_t{8}}});
+  ASSERT_FALSE(typo.ok());
+  EXPECT_EQ(std::string(typo.status().message()).find("_with"), std::string::npos) << typo.status();
 }
 
 // ---- quest ----

@@ -12,6 +12,8 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -211,11 +213,14 @@ TEST(Compare, TableCsvJsonAndSvg) {
   EXPECT_THAT(svg, HasSubstr(">flux_router</text>"));
 }
 
-// A phase served by another backend instance ([backends.<name>] prefill_with / decode_with)
-// gives what the plugins' own phase modes give (quest's streaming prefill, xattention's
-// streaming decode; two implementations of one rule): the same tokens, the same last logits,
-// the same KV bytes (the decode instance decides what stays), and a trace naming who ran what.
-TEST(Generate, PhaseDelegationMatchesThePluginsOwnModes) {
+// A phase served by another backend instance ([backends.<name>] prefill_with / decode_with),
+// every layer routed to `x`. Each phase is what its instance gives alone: the prompt logits of
+// quest with prefill_with = "s" are those of `s` alone (and not quest's dense prefill), those of
+// xattention with decode_with = "s" are xattention's; the KV that stays is the decode
+// instance's (`s`: sinks + window, as `s` alone keeps). Chunked prefill changes nothing, and the
+// trace names who ran each phase. (Every decode step against an oracle: PluginEngine.
+// PhaseDelegationMatchesAPhaseSwitchingOracle.)
+TEST(Generate, PhaseDelegationRunsEachPhaseOnItsInstance) {
   const std::string dir = absl::StrCat(::testing::TempDir(), "/delegation_", getpid());
   std::filesystem::create_directories(dir);
   const std::string model = absl::StrCat(FLUXATTN_SOURCE_DIR, "/models/demo/flux-tiny");
@@ -224,62 +229,105 @@ TEST(Generate, PhaseDelegationMatchesThePluginsOwnModes) {
     std::ofstream(path) << "[model]\npath = \"" << model << "\"\n\n" << body;
     return path;
   };
-  const std::string stream =
+  const std::string s =
       "[backends.s]\nplugin = \"streaming\"\nsink_tokens = 32\nwindow_tokens = 64\n"
-      "block_size = 32\n\n[router]\nplugin = \"static\"\nfull = \"s\"\nsparse = \"x\"\n"
-      "pattern = \"S\"\n\n";
-  struct Pair {
-    std::string own, delegated, phase;
-  };
-  const std::vector<Pair> pairs = {
-      {write("quest_own.toml",
-             "[backends.x]\nplugin = \"quest\"\npage_size = 16\nbudget_tokens = 64\n"
-             "prefill = \"streaming\"\nprefill_sink_tokens = 32\nprefill_window_tokens = 64\n"
-             "prefill_block_size = 32\n"),
-       write("quest_delegated.toml",
-             stream + "[backends.x]\nplugin = \"quest\"\npage_size = 16\nbudget_tokens = 64\n"
-                      "prefill_with = \"s\"\n"),
-       "prefill_backend"},
-      {write("xattn_own.toml",
-             "[backends.x]\nplugin = \"xattention\"\nblock_size = 32\ndecode = \"streaming\"\n"
-             "decode_sink_tokens = 32\ndecode_window_tokens = 64\ndecode_block_size = 32\n"),
-       write("xattn_delegated.toml", stream +
-                                         "[backends.x]\nplugin = \"xattention\"\nblock_size = 32\n"
-                                         "decode_with = \"s\"\n"),
-       "decode_backend"},
-      // The same in chunks of 64: until the prompt's last chunk the KV that xattention's
-      // prefill reads stays, though the decode instance would keep only sink + window.
-      {write("xattn_own_chunked.toml",
-             "[scheduler]\nprefill_chunk_tokens = 64\n\n[backends.x]\nplugin = \"xattention\"\n"
-             "block_size = 32\ndecode = \"streaming\"\ndecode_sink_tokens = 32\n"
-             "decode_window_tokens = 64\ndecode_block_size = 32\n"),
-       write("xattn_delegated_chunked.toml",
-             "[scheduler]\nprefill_chunk_tokens = 64\n\n" + stream +
-                 "[backends.x]\nplugin = \"xattention\"\nblock_size = 32\n"
-                 "decode_with = \"s\"\n"),
-       "decode_backend"}};
+      "block_size = 32\n\n";
+  const std::string on_x =
+      "[router]\nplugin = \"static\"\nfull = \"s\"\nsparse = \"x\"\npattern = \"S\"\n\n";
+  const std::string quest =
+      "[backends.x]\nplugin = \"quest\"\npage_size = 16\nbudget_tokens = 64\n";
+  const std::string xattn = "[backends.x]\nplugin = \"xattention\"\nblock_size = 32\n";
+  const std::string chunked = "[scheduler]\nprefill_chunk_tokens = 64\n\n";
+  const std::string s_alone = write("s_alone.toml", s);
+  const std::string quest_alone = write("quest_alone.toml", quest);
+  const std::string quest_delegated =
+      write("quest_delegated.toml", s + on_x + quest + "prefill_with = \"s\"\n");
+  const std::string xattn_alone = write("xattn_alone.toml", xattn);
+  const std::string xattn_delegated =
+      write("xattn_delegated.toml", s + on_x + xattn + "decode_with = \"s\"\n");
+  const std::string xattn_delegated_chunked =
+      write("xattn_delegated_chunked.toml", chunked + s + on_x + xattn + "decode_with = \"s\"\n");
   std::string ids;
   for (int i = 0; i < 300; ++i) absl::StrAppend(&ids, i == 0 ? "" : ",", (i * 37 + 11) % 500);
-  for (const Pair& p : pairs) {
-    RunResult own = RunCli(absl::StrCat("generate --config ", p.own, " --prompt-ids ", ids,
-                                        " --max-new-tokens 12 --ignore-eos --json --logits"));
-    RunResult delegated =
-        RunCli(absl::StrCat("generate --config ", p.delegated, " --prompt-ids ", ids,
-                            " --max-new-tokens 12 --ignore-eos --json --logits"));
-    ASSERT_EQ(own.code, 0) << own.err;
-    ASSERT_EQ(delegated.code, 0) << delegated.err;
-    const nlohmann::json a = nlohmann::json::parse(own.out);  // one prompt: one object
-    const nlohmann::json b = nlohmann::json::parse(delegated.out);
-    EXPECT_EQ(a["tokens"], b["tokens"]) << p.delegated;
-    EXPECT_EQ(a["logits"], b["logits"]) << p.delegated;
-    EXPECT_EQ(a["kv_bytes"], b["kv_bytes"]) << p.delegated;
-    for (const nlohmann::json& layer : b["routing"]) {
+  auto generate = [&](const std::string& config, int tokens) {
+    RunResult r =
+        RunCli(absl::StrCat("generate --config ", config, " --prompt-ids ", ids,
+                            " --max-new-tokens ", tokens, " --ignore-eos --json --logits"));
+    EXPECT_EQ(r.code, 0) << config << "\n" << r.err;
+    return r.code == 0 ? nlohmann::json::parse(r.out) : nlohmann::json();  // one prompt: one object
+  };
+  // The prompt: one new token, sampled from the prompt's last logits.
+  {
+    const nlohmann::json delegated = generate(quest_delegated, 1);
+    const nlohmann::json alone = generate(s_alone, 1);
+    ASSERT_TRUE(delegated.contains("logits") && alone.contains("logits"));
+    EXPECT_EQ(delegated["tokens"], alone["tokens"]);
+    EXPECT_EQ(delegated["logits"], alone["logits"]);
+    EXPECT_NE(delegated["logits"], generate(quest_alone, 1)["logits"]);
+    const nlohmann::json x = generate(xattn_delegated, 1);
+    const nlohmann::json x_alone = generate(xattn_alone, 1);
+    ASSERT_TRUE(x.contains("logits") && x_alone.contains("logits"));
+    EXPECT_EQ(x["tokens"], x_alone["tokens"]);
+    EXPECT_EQ(x["logits"], x_alone["logits"]);
+  }
+  // Prompt and 12 decode steps: the KV that stays.
+  const nlohmann::json s_run = generate(s_alone, 12);
+  const nlohmann::json x_run = generate(xattn_delegated, 12);
+  const nlohmann::json x_alone_run = generate(xattn_alone, 12);
+  const nlohmann::json q_run = generate(quest_delegated, 12);
+  const nlohmann::json q_alone_run = generate(quest_alone, 12);
+  ASSERT_TRUE(s_run.contains("kv_bytes") && x_run.contains("kv_bytes"));
+  EXPECT_EQ(x_run["kv_bytes"], s_run["kv_bytes"]);
+  EXPECT_LT(x_run["kv_bytes"].get<size_t>(), x_alone_run["kv_bytes"].get<size_t>());
+  EXPECT_EQ(q_run["kv_bytes"], q_alone_run["kv_bytes"]);
+  // Until the prompt's last chunk the KV that xattention's prefill reads stays, though the decode
+  // instance would keep only sink + window.
+  const nlohmann::json x_chunked = generate(xattn_delegated_chunked, 12);
+  EXPECT_EQ(x_chunked["tokens"], x_run["tokens"]);
+  EXPECT_EQ(x_chunked["logits"], x_run["logits"]);
+  EXPECT_EQ(x_chunked["kv_bytes"], x_run["kv_bytes"]);
+  for (const auto& [run, phase] :
+       {std::pair{&x_run, "decode_backend"}, std::pair{&x_chunked, "decode_backend"},
+        std::pair{&q_run, "prefill_backend"}}) {
+    ASSERT_FALSE((*run)["routing"].empty());
+    for (const nlohmann::json& layer : (*run)["routing"]) {
       EXPECT_EQ(layer["backend"], "x");
-      EXPECT_EQ(layer[p.phase], "s") << layer.dump();
+      EXPECT_EQ(layer[phase], "s") << layer.dump();
     }
-    for (const nlohmann::json& layer : a["routing"]) {
-      EXPECT_FALSE(layer.contains(p.phase)) << layer.dump();
+  }
+  for (const nlohmann::json* run : {&x_alone_run, &q_alone_run}) {
+    for (const nlohmann::json& layer : (*run)["routing"]) {
+      EXPECT_FALSE(layer.contains("decode_backend") || layer.contains("prefill_backend"))
+          << layer.dump();
     }
+  }
+}
+
+// The phase modes quest (`prefill`), xattention and triangle (`decode`) once had inside
+// themselves: one line naming the file, line and key, and what to write instead.
+TEST(Generate, RetiredPhaseModesNameTheKeyAndTheDelegation) {
+  const std::string dir = Fresh("retired_modes");
+  const std::string model = absl::StrCat(FLUXATTN_SOURCE_DIR, "/models/demo/flux-tiny");
+  struct Retired {
+    std::string table, key, use;
+  };
+  for (const Retired& c : std::vector<Retired>{
+           {"plugin = \"xattention\"\ndecode = \"streaming\"\n", "decode", "decode_with"},
+           {"plugin = \"xattention\"\ndecode_window_tokens = 64\n", "decode_window_tokens",
+            "decode_with"},
+           {"plugin = \"triangle\"\ndecode = \"streaming\"\n", "decode", "decode_with"},
+           {"plugin = \"quest\"\nprefill = \"streaming\"\n", "prefill", "prefill_with"}}) {
+    SCOPED_TRACE(c.table);
+    const std::string config = absl::StrCat(dir, "/", c.key, "_", c.table.size(), ".toml");
+    std::ofstream(config) << "[model]\npath = \"" << model << "\"\n\n[backends.x]\n" << c.table;
+    RunResult r = RunCli(absl::StrCat("generate --config ", config, " --prompt-ids 1,2,3"));
+    EXPECT_NE(r.code, 0);
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    // Line 6, at the value.
+    EXPECT_THAT(r.err, HasSubstr(absl::StrCat(config, ":6:", c.key.size() + 4, ": key 'backends.x.",
+                                              c.key, "': expected a parameter of plugin ")));
+    EXPECT_THAT(r.err, HasSubstr(absl::StrCat("found unknown key '", c.key, "'")));
+    EXPECT_THAT(r.err, HasSubstr(absl::StrCat("use ", c.use, " = ")));
   }
 }
 

@@ -77,6 +77,41 @@ TEST(ParamsTest, UnknownKey) {
             "(window, ratio, mode, trace, layers, names, seed), found unknown key 'windw'");
 }
 
+// An unknown key of one phase ("decode", "prefill_*") in a backend's table says how a phase is
+// handed to another instance; not where the plugin declares parameters of that phase (the key
+// is then more likely a typo of one of them), and not in a router's table.
+TEST(ParamsTest, UnknownPhaseKeyPointsToDelegation) {
+  const std::string listed =
+      "expected a parameter of plugin 'streaming' (window, ratio, mode, trace, layers, names, "
+      "seed)";
+  EXPECT_EQ(Error({{"decode", std::string("streaming")}, {"seed", int64_t{1}}}),
+            "x.toml:5:9: key 'backends.sparse.decode': " + listed +
+                ", found unknown key 'decode' (to have another backend serve the decode, use "
+                "decode_with = \"<its [backends.<name>] name>\", e.g. a \"streaming\" instance)");
+  EXPECT_EQ(Error({{"prefill_window_tokens", int64_t{64}}, {"seed", int64_t{1}}}),
+            "x.toml:5:9: key 'backends.sparse.prefill_window_tokens': " + listed +
+                ", found unknown key 'prefill_window_tokens' (to have another backend serve the "
+                "prefill, use prefill_with = \"<its [backends.<name>] name>\", e.g. a "
+                "\"streaming\" instance)");
+  // Neither a prefix that only looks alike nor a key of a phase the plugin has parameters of.
+  EXPECT_EQ(
+      Error({{"decoder", int64_t{1}}, {"seed", int64_t{1}}}),
+      "x.toml:5:9: key 'backends.sparse.decoder': " + listed + ", found unknown key 'decoder'");
+  std::vector<ParamSpec> specs = Specs();
+  specs.push_back(IntParamSpec("decode_budget", 64, 1, 1e6, "tokens read per decode step"));
+  PluginInstanceConfig typo = Instance({{"decode_budgt", int64_t{8}}, {"seed", int64_t{1}}});
+  absl::Status status = ValidatePluginParams(specs, typo);
+  EXPECT_EQ(status.message(),
+            "x.toml:5:9: key 'backends.sparse.decode_budgt': expected a parameter of plugin "
+            "'streaming' (window, ratio, mode, trace, layers, names, seed, decode_budget), found "
+            "unknown key 'decode_budgt'");
+  PluginInstanceConfig router = Instance({{"decode", std::string("x")}, {"seed", int64_t{1}}});
+  router.table = "router";
+  status = ValidatePluginParams(Specs(), router);
+  EXPECT_EQ(status.message(),
+            "x.toml:5:9: key 'router.decode': " + listed + ", found unknown key 'decode'");
+}
+
 TEST(ParamsTest, WrongTypes) {
   EXPECT_EQ(Error({{"seed", int64_t{1}}, {"window", std::string("big")}}),
             "x.toml:6:9: key 'backends.sparse.window': expected an integer in [1, 1000000], "

@@ -1,13 +1,20 @@
 // The engine with the real attention plugins loaded through the registry: `full` reproduces the
-// transformers fixtures, and `streaming` layers match the windowed double-precision oracle.
+// transformers fixtures, `streaming` layers match the windowed double-precision oracle, and a
+// phase handed to another instance (prefill_with / decode_with) matches an oracle that switches
+// rules by phase itself.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "fluxattn/config.h"
 #include "fluxattn/engine.h"
 #include "fluxattn/models/decoder_model.h"
 #include "fluxattn/plugin_registry.h"
+#include "fluxattn/status.h"
 #include "test_support.h"
 
 namespace fluxattn {
@@ -166,6 +173,153 @@ TEST(PluginEngine, StreamingLayersMatchWindowedOracle) {
   const RequestTrace& long_trace = got->requests[0].trace;
   EXPECT_LT(long_trace.layers[1].kv_bytes, long_trace.layers[0].kv_bytes);
   EXPECT_LT(long_trace.kv_bytes, long_trace.kv_bytes_full_cache);
+}
+
+// The double-precision oracle of one rule in prefill and another in decode, in one backend:
+// independent of the engine's phase delegation. The decode rule decides which KV stays.
+class PhaseOracle : public AttentionBackend {
+ public:
+  PhaseOracle(int64_t prefill_sink, int64_t prefill_window, int64_t decode_sink,
+              int64_t decode_window)
+      : prefill_(prefill_sink, prefill_window), decode_(decode_sink, decode_window) {}
+  AttentionCapabilities capabilities() const override { return decode_.capabilities(); }
+  KvRetention RetainedKv(int64_t next_query_pos) const override {
+    return decode_.RetainedKv(next_query_pos);
+  }
+  absl::Status BuildLayout(const AttentionProblem&, BlockSparseLayout*) override {
+    return absl::OkStatus();
+  }
+  absl::Status Run(const AttentionBatch& batch, const PlannedLayout&,
+                   AttentionWorkspace*) override {
+    for (const AttentionProblem& p : batch.seqs) {
+      testing::NaiveAttention& rule = p.phase == AttentionPhase::kPrefill ? prefill_ : decode_;
+      FLUXATTN_RETURN_IF_ERROR(
+          rule.RunOne(p, batch.out.as<float>() + p.q_row0 * int64_t{p.num_q_heads} * p.head_dim));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  testing::NaiveAttention prefill_, decode_;
+};
+
+// Layer 1 on a sparse plugin whose own rule is dense here (xattention with threshold 1, quest
+// with a budget covering the context), one phase of it served by `streaming` (token-level sinks
+// + window): the tokens and every step's logits of the oracle with the window in that phase,
+// the KV bytes it keeps, and far from the same plugins without the delegation.
+TEST(PluginEngine, PhaseDelegationMatchesAPhaseSwitchingOracle) {
+  RequirePlugin("full");
+  RequirePlugin("streaming");
+  RequirePlugin("xattention");
+  RequirePlugin("quest");
+  const std::string dir = FixturePath("llama3_f32");
+  const int64_t sink = 3, window = 5;
+  const auto ref = ReadJson(dir + "/reference.json");
+  const std::vector<std::vector<int64_t>> prompts = {ref["prompts"][2].get<std::vector<int64_t>>(),
+                                                     ref["prompts"][0].get<std::vector<int64_t>>()};
+  GenerationOptions options;
+  options.max_new_tokens = 8;
+  options.ignore_eos = true;
+  options.record_logits = true;
+  EngineOptions engine_options;
+  engine_options.kv_page_tokens = 4;
+  auto run = [&](Composition composition) -> absl::StatusOr<BatchResult> {
+    FLUXATTN_ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model,
+                              models::LoadLanguageModel(dir, {.threads = 2}));
+    FLUXATTN_ASSIGN_OR_RETURN(
+        std::unique_ptr<Engine> engine,
+        Engine::Create(std::move(model), std::move(composition), engine_options));
+    return engine->Generate(prompts, options);
+  };
+  auto instance = [](EngineConfig& config, const std::string& name, const std::string& plugin,
+                     std::map<std::string, ParamValue> params) -> PluginInstanceConfig& {
+    PluginInstanceConfig& b = config.backends[name];
+    b.name = name;
+    b.plugin = plugin;
+    b.table = "backends." + name;
+    for (auto& [key, value] : params) b.raw_params[key] = RawParam{value, {}};
+    return b;
+  };
+  struct Case {
+    std::string plugin;
+    std::map<std::string, ParamValue> params;
+    bool decode;  // decode_with, else prefill_with
+  };
+  const std::vector<Case> cases = {
+      {"xattention",
+       {{"block_size", int64_t{4}}, {"stride", int64_t{2}}, {"threshold", 1.0}},
+       true},
+      {"quest", {{"page_size", int64_t{4}}, {"budget_tokens", int64_t{4096}}}, false},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.plugin);
+    auto config_for = [&](bool delegate) {
+      EngineConfig config;
+      instance(config, "full", "full", {});
+      instance(config, "s", "streaming",
+               {{"sink_tokens", sink}, {"window_tokens", window}, {"block_size", int64_t{1}}});
+      PluginInstanceConfig& x = instance(config, "x", c.plugin, c.params);
+      if (delegate) (c.decode ? x.decode_with : x.prefill_with) = "s";
+      config.router_full = "full";
+      config.router_sparse = "full";
+      config.layer_backends[1] = "x";
+      return config;
+    };
+    EngineConfig delegated = config_for(true);
+    auto composition = Compose(delegated, Registry());
+    ASSERT_TRUE(composition.ok()) << composition.status();
+    absl::StatusOr<BatchResult> got = run(std::move(*composition));
+    ASSERT_TRUE(got.ok()) << got.status();
+    EngineConfig own = config_for(false);
+    composition = Compose(own, Registry());
+    ASSERT_TRUE(composition.ok()) << composition.status();
+    absl::StatusOr<BatchResult> undelegated = run(std::move(*composition));
+    ASSERT_TRUE(undelegated.ok()) << undelegated.status();
+
+    Composition oracle;
+    oracle.backends["full"] = testing::Own(new testing::NaiveAttention());
+    oracle.backends["x"] = testing::Own(c.decode ? new PhaseOracle(0, 0, sink, window)
+                                                 : new PhaseOracle(sink, window, 0, 0));
+    oracle.full_backend = "full";
+    oracle.sparse_backend = "full";
+    oracle.layer_backends[1] = "x";
+    absl::StatusOr<BatchResult> want = run(std::move(oracle));
+    ASSERT_TRUE(want.ok()) << want.status();
+
+    double farthest = 0;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const GenerationResult& g = got->requests[i];
+      const GenerationResult& w = want->requests[i];
+      EXPECT_EQ(g.tokens, w.tokens) << "request " << i;
+      ASSERT_EQ(g.step_logits.size(), w.step_logits.size());
+      for (size_t step = 0; step < g.step_logits.size(); ++step) {
+        const auto& wl = w.step_logits[step];
+        EXPECT_LT(
+            testing::RelativeError(g.step_logits[step], std::vector<double>(wl.begin(), wl.end())),
+            1e-4)
+            << "request " << i << " step " << step;
+        const auto& ul = undelegated->requests[i].step_logits[step];
+        farthest = std::max(
+            farthest,
+            testing::RelativeError(g.step_logits[step], std::vector<double>(ul.begin(), ul.end())));
+      }
+      EXPECT_EQ(g.trace.layers[1].kv_bytes, w.trace.layers[1].kv_bytes) << "request " << i;
+      EXPECT_EQ(g.trace.layers[1].backend, "x");
+      EXPECT_EQ(c.decode ? g.trace.layers[1].decode_backend : g.trace.layers[1].prefill_backend,
+                "s");
+      EXPECT_EQ(c.decode ? g.trace.layers[1].prefill_backend : g.trace.layers[1].decode_backend,
+                "x");
+    }
+    // The 23-token prompt reaches past sinks + window: the delegated phase changed the result ...
+    EXPECT_GT(farthest, 1e-3);
+    // ... and, for decode, what stays: sinks and window only.
+    const RequestTrace& long_trace = got->requests[0].trace;
+    if (c.decode) {
+      EXPECT_LT(long_trace.layers[1].kv_bytes, long_trace.layers[0].kv_bytes);
+    } else {
+      EXPECT_EQ(long_trace.layers[1].kv_bytes, long_trace.layers[0].kv_bytes);
+    }
+  }
 }
 
 // A Flux checkpoint with no configuration: the `flux` router choosing between `full` and

@@ -53,6 +53,13 @@ full = "full"
 sparse = "sparse"
 pattern = "FS"
 """,
+    "retired_decode_mode.toml": """
+[model]
+path = "MODEL"
+[backends.full]
+plugin = "xattention"
+decode = "streaming"
+""",
     "cuda.toml": """
 [model]
 path = "MODEL"
@@ -79,6 +86,8 @@ def test_bad_config_raises_cli_message(name, tmp_path):
         assert str(plugin_dir.resolve()) in got[len(head):], got
     else:
         assert got == expected
+    if name.startswith("retired_"):
+        assert "key 'backends.full.decode'" in got and "use decode_with = " in got, got
 
 
 def test_missing_files_raise_cli_messages(tmp_path):

@@ -531,7 +531,7 @@ struct Engine::Impl : public LayerAttention {
     // A prompt with chunks still to come keeps all of its KV (its pages are reserved from
     // admission anyway): RetainedKv speaks of the queries after next_query_pos, and the next
     // chunk's queries are prompt rows, which a backend's prefill may read in full where its
-    // decode would not (xattention with a streaming decode, any decode_with).
+    // decode would not (any decode_with: xattention's prefill with a streaming decode, say).
     for (size_t s = 0; s < in.seqs.size(); ++s) {
       LayerState& L = active[s]->layers[layer];
       const int64_t next = in.seqs[s].pos0 + in.seqs[s].num_tokens;

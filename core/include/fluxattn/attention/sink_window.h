@@ -1,5 +1,5 @@
-// Sink + local window attention, the rule behind `streaming` (and the streaming parts of
-// `triangle`, `xattention` decode and `quest` prefill).
+// Sink + local window attention, the rule behind `streaming` (and the streaming part of
+// `triangle`'s prefill).
 //
 // With block size B, a query at absolute position p reads key j iff j <= p and
 //   j/B < ceil(sink_tokens/B)  or  p/B - j/B < ceil(window_tokens/B)      (integer division),
@@ -43,7 +43,8 @@ struct StreamingRule {
   KvRetention Retention(int64_t next_query_pos) const;
 };
 
-// Parameter specs of a streaming rule, names prefixed by `prefix` ("" or e.g. "decode_").
+// Parameter specs of a streaming rule, names prefixed by `prefix` ("" for the plain names;
+// a plugin with more than one rule tells them apart by prefix).
 std::vector<ParamSpec> StreamingParamSpecs(const std::string& prefix);
 // Reads and cross-checks the rule from validated parameters declared by StreamingParamSpecs.
 absl::StatusOr<StreamingRule> StreamingRuleFromParams(const ParamValues& params,
