@@ -18,7 +18,7 @@ absl::Status AttentionBackend::Supports(const ProblemDesc& problem) const {
   const AttentionCapabilities caps = capabilities();
   if (std::find(caps.devices.begin(), caps.devices.end(), problem.device) == caps.devices.end()) {
     return absl::UnimplementedError(
-        absl::StrCat("it does not run on the ", DeviceTypeName(problem.device)));
+        absl::StrCat("it does not run on a ", DeviceTypeName(problem.device), " device"));
   }
   if (std::find(caps.dtypes.begin(), caps.dtypes.end(), problem.dtype) == caps.dtypes.end()) {
     return absl::UnimplementedError(absl::StrCat("it does not support ", DTypeName(problem.dtype)));
