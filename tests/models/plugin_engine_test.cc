@@ -32,14 +32,19 @@ PluginRegistry& Registry() {
   return *registry;
 }
 
-void RequirePlugin(const std::string& name, PluginKind kind = PluginKind::kAttentionBackend) {
-  if (!Registry().Find(name, kind).ok()) {
-    GTEST_SKIP() << "plugin " << name << " is not built";
-  }
+bool Built(const std::string& name, PluginKind kind = PluginKind::kAttentionBackend) {
+  return Registry().Find(name, kind).ok();
 }
 
+// A macro, so that the skip returns from the test body itself (GTEST_SKIP in a helper function
+// only returns from the helper and the test would go on without the plugin).
+#define REQUIRE_PLUGIN(...)                                                                \
+  do {                                                                                     \
+    if (!Built(__VA_ARGS__)) GTEST_SKIP() << "plugin " << #__VA_ARGS__ << " is not built"; \
+  } while (0)
+
 TEST(PluginEngine, DefaultCompositionMatchesTransformers) {
-  RequirePlugin("full");
+  REQUIRE_PLUGIN("full");
   const std::string dir = FixturePath("qwen2_f32");
   const auto ref = ReadJson(dir + "/reference.json");
   auto model = models::LoadLanguageModel(dir, {.threads = 2});
@@ -68,7 +73,7 @@ TEST(PluginEngine, DefaultCompositionMatchesTransformers) {
 // RoPE scaling) through the full plugin's CPU kernel: last-position logits and greedy tokens of
 // transformers.
 TEST(PluginEngine, LongPromptFixturesMatchTransformers) {
-  RequirePlugin("full");
+  REQUIRE_PLUGIN("full");
   int checked = 0;
   for (const std::string& name : testing::FixtureNames()) {
     const std::string dir = FixturePath(name);
@@ -106,8 +111,8 @@ TEST(PluginEngine, LongPromptFixturesMatchTransformers) {
 // Layer 1 on `streaming` (token-level sinks + window) through an override; the oracle is the
 // same composition with NaiveAttention(sink, window) in that layer.
 TEST(PluginEngine, StreamingLayersMatchWindowedOracle) {
-  RequirePlugin("full");
-  RequirePlugin("streaming");
+  REQUIRE_PLUGIN("full");
+  REQUIRE_PLUGIN("streaming");
   const std::string dir = FixturePath("llama3_f32");
   const int64_t sink = 3, window = 5;
   EngineConfig config;
@@ -208,10 +213,10 @@ class PhaseOracle : public AttentionBackend {
 // + window): the tokens and every step's logits of the oracle with the window in that phase,
 // the KV bytes it keeps, and far from the same plugins without the delegation.
 TEST(PluginEngine, PhaseDelegationMatchesAPhaseSwitchingOracle) {
-  RequirePlugin("full");
-  RequirePlugin("streaming");
-  RequirePlugin("xattention");
-  RequirePlugin("quest");
+  REQUIRE_PLUGIN("full");
+  REQUIRE_PLUGIN("streaming");
+  REQUIRE_PLUGIN("xattention");
+  REQUIRE_PLUGIN("quest");
   const std::string dir = FixturePath("llama3_f32");
   const int64_t sink = 3, window = 5;
   const auto ref = ReadJson(dir + "/reference.json");
@@ -326,9 +331,9 @@ TEST(PluginEngine, PhaseDelegationMatchesAPhaseSwitchingOracle) {
 // `streaming` (sink_size / local_window_size from config.json, 128-token blocks), against an
 // independent float64 PyTorch forward recorded in tests/fixtures/router.
 TEST(PluginEngine, FluxCheckpointDefaultCompositionMatchesPyTorch) {
-  RequirePlugin("full");
-  RequirePlugin("streaming");
-  RequirePlugin("flux", PluginKind::kRoutingPolicy);
+  REQUIRE_PLUGIN("full");
+  REQUIRE_PLUGIN("streaming");
+  REQUIRE_PLUGIN("flux", PluginKind::kRoutingPolicy);
   const std::string root = FLUXATTN_ROUTER_FIXTURES;
   const auto expected = ReadJson(root + "/flux_tiny_expected.json");
   auto model = models::LoadLanguageModel(root + "/flux_tiny", {.threads = 2});
