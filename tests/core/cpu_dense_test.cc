@@ -112,8 +112,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{5, 31, 48, DType::kF16, true}, Case{12, 24, 200, DType::kF16, false},
                       // Few activation rows over many weight rows: tiles of rows spread over
                       // each task's range, with remainders, several tasks per thread.
-                      Case{2, 1003, 72, DType::kF32, true},
-                      Case{3, 517, 1030, DType::kBF16, true}));
+                      Case{2, 1003, 72, DType::kF32, true}, Case{3, 517, 1030, DType::kBF16, true},
+                      // Prefill on packed copies: many activation groups (the last one short)
+                      // over several tasks of weight rows, k not a multiple of the lanes.
+                      Case{17, 611, 520, DType::kF32, true},
+                      Case{23, 409, 777, DType::kF16, false}));
 
 TEST(LinearParts, EachPartWritesItsOwnOutput) {
   std::mt19937 rng(5);

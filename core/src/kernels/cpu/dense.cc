@@ -47,18 +47,46 @@ Isa DetectIsa() {
   return isa;
 }
 
-internal::LinearBlockFn BlockFn() {
+struct LinearLevel {
+  internal::LinearBlockFn block;
+  internal::LinearTileShape shape;
+};
+
+LinearLevel Level() {
 #if defined(__x86_64__) && defined(__GNUC__)
   switch (CurrentIsa()) {
     case Isa::kAvx512:
-      return &internal::LinearBlockAvx512;
+      return {&internal::LinearBlockAvx512, internal::LinearShapeAvx512()};
     case Isa::kAvx2:
-      return &internal::LinearBlockAvx2;
+      return {&internal::LinearBlockAvx2, internal::LinearShapeAvx2()};
     default:
       break;
   }
 #endif
-  return &internal::LinearBlockBaseline;
+  return {&internal::LinearBlockBaseline, internal::LinearShapeBaseline()};
+}
+
+// The activations of a product packed for the tiles of `shape`: group g of `cols` rows (the last
+// one may have fewer) at g * cols * steps * lanes floats, laid out [step][row][lane] with the
+// last step zero-padded. Groups are packed in parallel.
+void PackLinearInput(const float* x, int64_t ldx, int64_t m, int64_t k,
+                     const internal::LinearTileShape& shape, float* out) {
+  const int64_t lanes = shape.lanes, cols = shape.cols;
+  const int64_t steps = (k + lanes - 1) / lanes;
+  const int64_t groups = (m + cols - 1) / cols;
+  CpuParallelFor(groups, [&](int64_t g) {
+    const int64_t i0 = g * cols;
+    const int64_t c = std::min(cols, m - i0);
+    float* dst = out + g * cols * steps * lanes;
+    for (int64_t s = 0; s < steps; ++s) {
+      const int64_t n = std::min(lanes, k - s * lanes);
+      for (int64_t cc = 0; cc < c; ++cc) {
+        float* d = dst + (s * c + cc) * lanes;
+        std::memcpy(d, x + (i0 + cc) * ldx + s * lanes, n * sizeof(float));
+        std::fill(d + n, d + lanes, 0.0f);
+      }
+    }
+  });
 }
 
 float BitsToFloat(uint32_t bits) {
@@ -188,7 +216,7 @@ const char* DenseIsa() {
 void Linear(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart* parts,
             int num_parts) {
   if (m <= 0 || num_parts <= 0) return;
-  const internal::LinearBlockFn fn = BlockFn();
+  const LinearLevel level = Level();
   const int64_t threads = CpuThreads();
   int64_t total = 0;
   for (int i = 0; i < num_parts; ++i) total += parts[i].n;
@@ -211,13 +239,32 @@ void Linear(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart*
     rows = std::max(rows, (p.n + kMaxTasksPerPart - 1) / kMaxTasksPerPart);
     for (int64_t n0 = 0; n0 < p.n; n0 += rows) tasks.push_back({i, n0, std::min(p.n, n0 + rows)});
   }
+  // Prefill: the activations are packed once for every task (each task packs its weight rows).
+  const int64_t steps = (k + level.shape.lanes - 1) / level.shape.lanes;
+  const bool packed = m > level.shape.cols;
+  thread_local std::vector<float> xpacked;  // reused like `tasks`
+  if (packed) {
+    const int64_t groups = (m + level.shape.cols - 1) / level.shape.cols;
+    const size_t need = static_cast<size_t>(groups * level.shape.cols * steps * level.shape.lanes);
+    if (xpacked.size() < need) xpacked.resize(need);
+    PackLinearInput(x, ldx, m, k, level.shape, xpacked.data());
+  }
+  const float* xp = packed ? xpacked.data() : nullptr;
   const Task* all = tasks.data();
   const int64_t count = static_cast<int64_t>(tasks.size());
   CpuParallelFor(count, [&](int64_t t) {
     const Task& task = all[t];
     const LinearPart& p = parts[task.part];
     const int type = p.type == DType::kF32 ? 0 : (p.type == DType::kBF16 ? 1 : 2);
-    fn(x, ldx, m, p.w, type, task.n0, task.n1, k, p.bias, p.y, p.ldy);
+    thread_local std::vector<float> scratch;  // the task's packed weight rows
+    if (packed) {
+      const int64_t elem = type == 0 ? 4 : 2;
+      const size_t need =
+          static_cast<size_t>(((task.n1 - task.n0) * steps * level.shape.lanes * elem + 3) / 4);
+      if (scratch.size() < need) scratch.resize(need);
+    }
+    level.block(x, ldx, m, p.w, type, task.n0, task.n1, k, p.bias, p.y, p.ldy, xp,
+                packed ? scratch.data() : nullptr);
   });
 }
 

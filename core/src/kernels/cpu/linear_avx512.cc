@@ -56,10 +56,12 @@ constexpr int kTileCols = 6;
 }  // namespace
 
 void LinearBlockAvx512(const float* x, int64_t ldx, int64_t m, const void* w, int w_type,
-                       int64_t n0, int64_t n1, int64_t k, const float* bias, float* y,
-                       int64_t ldy) {
-  BlockAnyType(x, ldx, m, w, w_type, n0, n1, k, bias, y, ldy);
+                       int64_t n0, int64_t n1, int64_t k, const float* bias, float* y, int64_t ldy,
+                       const float* xpacked, void* scratch) {
+  BlockAnyType(x, ldx, m, w, w_type, n0, n1, k, bias, y, ldy, xpacked, scratch);
 }
+
+LinearTileShape LinearShapeAvx512() { return kShape; }
 
 }  // namespace fluxattn::cpu::internal
 

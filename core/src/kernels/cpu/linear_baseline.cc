@@ -47,8 +47,10 @@ Ops::V Ops::LoadW(const void* w, int64_t i) {
 
 void LinearBlockBaseline(const float* x, int64_t ldx, int64_t m, const void* w, int w_type,
                          int64_t n0, int64_t n1, int64_t k, const float* bias, float* y,
-                         int64_t ldy) {
-  BlockAnyType(x, ldx, m, w, w_type, n0, n1, k, bias, y, ldy);
+                         int64_t ldy, const float* xpacked, void* scratch) {
+  BlockAnyType(x, ldx, m, w, w_type, n0, n1, k, bias, y, ldy, xpacked, scratch);
 }
+
+LinearTileShape LinearShapeBaseline() { return kShape; }
 
 }  // namespace fluxattn::cpu::internal

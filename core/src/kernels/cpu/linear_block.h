@@ -6,17 +6,29 @@
 
 namespace fluxattn::cpu::internal {
 
-// `w_type`: 0 float32, 1 bfloat16, 2 float16 (the values of fluxattn::DType).
+// `w_type`: 0 float32, 1 bfloat16, 2 float16 (the values of fluxattn::DType). With more than
+// `cols` activation rows and `xpacked` set (the activations packed by PackLinearInput for this
+// level's shape), the block packs its weight rows into `scratch` (LinearScratchBytes) and runs
+// on the packed copies; otherwise it reads x and w in place. Both give the same bits.
 using LinearBlockFn = void (*)(const float* x, int64_t ldx, int64_t m, const void* w, int w_type,
                                int64_t n0, int64_t n1, int64_t k, const float* bias, float* y,
-                               int64_t ldy);
+                               int64_t ldy, const float* xpacked, void* scratch);
 
-void LinearBlockBaseline(const float* x, int64_t ldx, int64_t m, const void* w, int w_type,
-                         int64_t n0, int64_t n1, int64_t k, const float* bias, float* y,
-                         int64_t ldy);
-void LinearBlockAvx2(const float* x, int64_t ldx, int64_t m, const void* w, int w_type, int64_t n0,
-                     int64_t n1, int64_t k, const float* bias, float* y, int64_t ldy);
-void LinearBlockAvx512(const float* x, int64_t ldx, int64_t m, const void* w, int w_type,
-                       int64_t n0, int64_t n1, int64_t k, const float* bias, float* y, int64_t ldy);
+// The tile of a level: `lanes` partial sums per output, `rows` weight rows x `cols` activation
+// rows.
+struct LinearTileShape {
+  int lanes, rows, cols;
+};
+
+#define FLUXATTN_LINEAR_LEVEL(Name)                                                         \
+  void LinearBlock##Name(const float* x, int64_t ldx, int64_t m, const void* w, int w_type, \
+                         int64_t n0, int64_t n1, int64_t k, const float* bias, float* y,    \
+                         int64_t ldy, const float* xpacked, void* scratch);                 \
+  LinearTileShape LinearShape##Name();
+
+FLUXATTN_LINEAR_LEVEL(Baseline)
+FLUXATTN_LINEAR_LEVEL(Avx2)
+FLUXATTN_LINEAR_LEVEL(Avx512)
+#undef FLUXATTN_LINEAR_LEVEL
 
 }  // namespace fluxattn::cpu::internal
