@@ -32,6 +32,7 @@ using cpu_kernels::GemmAT;
 
 constexpr int kRowTile = 64;  // rows (query, head) per tile
 constexpr int kKeyTile = 64;  // keys per tile
+static_assert(kRowTile <= 64 && kRowTile % 16 == 0, "SoftmaxStep takes up to 64 rows");
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 int RoundUp(int x, int to) { return (x + to - 1) / to * to; }
@@ -50,8 +51,6 @@ struct Scratch {
   std::vector<float> acc;  // [kRowTile][dp]: unnormalized outputs
   float m[kRowTile];       // running maxima
   float l[kRowTile];       // running sums
-  float shift[kRowTile];
-  float corr[kRowTile];
 };
 
 // One kernel launch over a whole layer batch. A unit is (sequence, query block, KV head); the
@@ -268,41 +267,9 @@ class Kernel {
     }
   }
 
-  // Online softmax step for one tile of transposed scores st[n4][rows16]: new maxima, rescaling
-  // of earlier sums and outputs, probabilities in place of the scores.
+  // Online softmax step for one tile of transposed scores st[n4][rows16] (SoftmaxStep).
   void UpdateSoftmax(Scratch& sc, int n4, int rows4, int rows16) {
-    float* st = sc.st.data();
-    float mx[kRowTile];
-    std::fill(mx, mx + rows16, kNegInf);
-    for (int j = 0; j < n4; ++j) {
-      const float* srow = st + j * rows16;
-      for (int i = 0; i < rows16; ++i) mx[i] = std::max(mx[i], srow[i]);
-    }
-    for (int i = 0; i < rows16; ++i) {
-      const float m_new = std::max(sc.m[i], mx[i]);
-      // A row that has seen no readable key keeps -inf and a shift of 0 (its scores are -inf).
-      sc.shift[i] = m_new == kNegInf ? 0.0f : m_new;
-      sc.corr[i] = sc.m[i] == kNegInf ? kNegInf : sc.m[i] - m_new;
-      sc.m[i] = m_new;
-    }
-    ExpNonPositiveInPlace(sc.corr, rows16);
-    for (int j = 0; j < n4; ++j) {
-      float* srow = st + j * rows16;
-      for (int i = 0; i < rows16; ++i) srow[i] -= sc.shift[i];
-    }
-    ExpNonPositiveInPlace(st, n4 * rows16);
-    float sum[kRowTile];
-    std::fill(sum, sum + rows16, 0.0f);
-    for (int j = 0; j < n4; ++j) {
-      const float* srow = st + j * rows16;
-      for (int i = 0; i < rows16; ++i) sum[i] += srow[i];
-    }
-    for (int i = 0; i < rows16; ++i) sc.l[i] = sc.l[i] * sc.corr[i] + sum[i];
-    for (int i = 0; i < rows4; ++i) {
-      if (sc.corr[i] == 1.0f) continue;
-      float* arow = &sc.acc[i * dp_];
-      for (int d = 0; d < d_; ++d) arow[d] *= sc.corr[i];
-    }
+    cpu_kernels::SoftmaxStep(sc.st.data(), n4, rows16, rows4, sc.m, sc.l, sc.acc.data(), dp_, d_);
   }
 
   // Copies keys and values [c0, c0+n) of `kv_head` into rows of dp floats, zero rows up to n4.

@@ -1,7 +1,9 @@
 #include "kernels/cpu/attention_micro_kernels.h"
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 
 #include "kernels/cpu/attention_micro_avx512.h"
 #include "kernels/cpu/isa.h"
@@ -144,6 +146,40 @@ void ExpNonPositiveInPlace(float* __restrict x, int n) {
     float scale;
     std::memcpy(&scale, &bits, sizeof(scale));
     x[i] = in < -87.0f ? 0.0f : p * scale;
+  }
+}
+
+FLUXATTN_MULTIVERSION
+void SoftmaxStep(float* __restrict st, int n, int rows, int rows4, float* __restrict m,
+                 float* __restrict l, float* __restrict acc, int dp, int d) {
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  constexpr int kMaxRows = 64;
+  float mx[kMaxRows], shift[kMaxRows], corr[kMaxRows], sum[kMaxRows];
+  for (int i = 0; i < rows; ++i) mx[i] = kNegInf;
+  for (int j = 0; j < n; ++j) {
+    const float* srow = st + static_cast<int64_t>(j) * rows;
+    for (int i = 0; i < rows; ++i) mx[i] = srow[i] > mx[i] ? srow[i] : mx[i];
+  }
+  for (int i = 0; i < rows; ++i) {
+    const float m_new = m[i] > mx[i] ? m[i] : mx[i];
+    // A row that has seen no readable key keeps -inf and a shift of 0 (its scores are -inf).
+    shift[i] = m_new == kNegInf ? 0.0f : m_new;
+    corr[i] = m[i] == kNegInf ? kNegInf : m[i] - m_new;
+    m[i] = m_new;
+    sum[i] = 0.0f;
+  }
+  ExpNonPositiveInPlace(corr, rows);
+  for (int j = 0; j < n; ++j) {
+    float* srow = st + static_cast<int64_t>(j) * rows;
+    for (int i = 0; i < rows; ++i) srow[i] -= shift[i];
+    ExpNonPositiveInPlace(srow, rows);
+    for (int i = 0; i < rows; ++i) sum[i] += srow[i];
+  }
+  for (int i = 0; i < rows; ++i) l[i] = l[i] * corr[i] + sum[i];
+  for (int i = 0; i < rows4; ++i) {
+    if (corr[i] == 1.0f) continue;
+    float* arow = acc + static_cast<int64_t>(i) * dp;
+    for (int c = 0; c < d; ++c) arow[c] *= corr[i];
   }
 }
 
