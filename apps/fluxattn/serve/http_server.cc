@@ -1,10 +1,14 @@
 #include "serve/http_server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <ctime>
 #include <iostream>
 #include <mutex>
@@ -398,6 +402,18 @@ HttpServer::HttpServer(ServeContext context)
   s.set_tcp_nodelay(true);
   s.set_payload_max_length(static_cast<size_t>(ctx_.options.max_body_bytes));
   s.set_read_timeout(std::chrono::duration<double>(ctx_.options.read_timeout_seconds));
+  // httplib closes a connection that sends nothing for its keep-alive timeout (5 s by default),
+  // the first request included: a client that connects at once and sends when its event loop
+  // gets to it (dozens of streams in one process) would see its connection dropped before the
+  // read timeout it was promised.
+  s.set_keep_alive_timeout(
+      static_cast<time_t>(std::ceil(std::max(1.0, ctx_.options.read_timeout_seconds))));
+  // Remember the listening socket (the library's own options, plus this), so that Bind() can
+  // raise its backlog.
+  s.set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd_ = sock;
+  });
   const std::string key = ctx_.options.api_key;
   s.set_pre_routing_handler([key](const httplib::Request& req, httplib::Response& res) {
     if (key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
@@ -480,6 +496,15 @@ absl::StatusOr<int> HttpServer::Bind() {
   } else if (!server_->bind_to_port(ctx_.options.host, port)) {
     return absl::UnavailableError(absl::StrCat("cannot bind to ", ctx_.options.host, ":", port,
                                                " (in use, or not an address of this machine)"));
+  }
+  // The library listens with a backlog of 5 (fixed when it was compiled): dozens of clients
+  // connecting at once overflow it and some connections are dropped. Listening again on the
+  // bound socket sets a larger one (the kernel caps it at net.core.somaxconn).
+  constexpr int kListenBacklog = 1024;
+  if (listen_fd_ >= 0 && ::listen(listen_fd_, kListenBacklog) != 0) {
+    return absl::UnavailableError(absl::StrCat("listen(backlog ", kListenBacklog, ") on ",
+                                               ctx_.options.host, ":", port, ": ",
+                                               std::strerror(errno)));
   }
   return port;
 }

@@ -51,6 +51,7 @@ class HttpServer {
   ServeContext ctx_;
   std::unique_ptr<httplib::Server> server_;
   std::unique_ptr<Handlers> handlers_;
+  int listen_fd_ = -1;  // the listening socket, once created
 };
 
 }  // namespace fluxattn::serve
