@@ -15,7 +15,8 @@
 #
 # Environment: WORK (default build/bench-llama), BUILD_DIR (FluxAttn build, default build),
 # ROUNDS (2), REPEATS (3, per point and program), PROMPTS (128,512,2048), DECODE (32),
-# THREADS (1,2), LLAMA_CPP_PYTHON_VERSION (0.3.36), JOBS (2).
+# THREADS (1,2), DTYPES (f32,bf16), LLAMA_CPP_PYTHON_VERSION (0.3.36), JOBS (2). bf16 runs
+# FluxAttn with float32 activations and with bfloat16 ones (`--activations bf16`).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="${WORK:-$root/build/bench-llama}"
@@ -27,6 +28,7 @@ decode="${DECODE:-32}"
 threads="${THREADS:-1,2}"
 version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 jobs="${JOBS:-2}"
+dtypes="$(echo "${DTYPES:-f32,bf16}" | tr , ' ')"
 mkdir -p "$work"
 
 # Python with numpy (and gguf-py's other dependencies) in a venv of its own.
@@ -65,7 +67,7 @@ results="$work/results.jsonl"
 : >"$results"
 IFS=, read -r -a thread_list <<<"$threads"
 for round in $(seq 1 "$rounds"); do
-  for dtype in f32 bf16; do
+  for dtype in $dtypes; do
     for t in "${thread_list[@]}"; do
       echo "round $round: $dtype, $t threads: llama-bench" >&2
       "$llama_bench" -m "$work/ckpt/gguf-$dtype.gguf" -p "$prompts" -n "$decode" -t "$t" \
@@ -76,13 +78,20 @@ for line in sys.stdin:
     if line.startswith("{"):
         r = json.loads(line); r["program"] = "llama.cpp"; r["round"] = '"$round"'
         r["dtype"] = "'"$dtype"'"; print(json.dumps(r))' >>"$results"
-      echo "round $round: $dtype, $t threads: bench_model" >&2
-      "$bench_model" --model "$work/ckpt/hf-$dtype" --contexts "$prompts" --threads "$t" \
-        --decode-tokens "$decode" --repeats "$repeats" --json "$work/bench_model.json" >/dev/null
-      "$py" -c 'import json,sys
+      # bf16 checkpoints twice: float32 activations (the default) and bfloat16 ones
+      # (`[model] dtype = "bf16"`, llama.cpp's numerics for bf16 weights).
+      acts=f32
+      [ "$dtype" = bf16 ] && acts="f32 bf16"
+      for act in $acts; do
+        echo "round $round: $dtype, $t threads: bench_model ($act activations)" >&2
+        "$bench_model" --model "$work/ckpt/hf-$dtype" --contexts "$prompts" --threads "$t" \
+          --decode-tokens "$decode" --repeats "$repeats" --activations "$act" \
+          --json "$work/bench_model.json" >/dev/null
+        "$py" -c 'import json,sys
 d = json.load(open(sys.argv[1]))
 d["program"] = "fluxattn"; d["round"] = '"$round"'; d["dtype"] = "'"$dtype"'"
 print(json.dumps(d))' "$work/bench_model.json" >>"$results"
+      done
     done
   done
   # Prefill GEMM (512 tokens x 1024 -> 3072, the MLP's up projection): numpy's BLAS vs FluxAttn.
@@ -97,12 +106,14 @@ best.sort()
 print(json.dumps({"program": "numpy-blas", "round": '"$round"', "threads": '"$t"',
                   "m": m, "n": n, "k": k, "gflops": 2 * m * n * k / best[len(best) // 2] / 1e9}))' \
       >>"$results"
-    "$bench_model" --gemm 512,3072,1024 --threads "$t" --repeats 7 |
-      "$py" -c 'import json,sys
+    for act in f32 bf16; do
+      "$bench_model" --gemm 512,3072,1024 --threads "$t" --repeats 7 --activations "$act" |
+        "$py" -c 'import json,sys
 for line in sys.stdin:
     if line.startswith("{"):
         r = json.loads(line); r["program"] = "fluxattn-gemm"; r["round"] = '"$round"'
         print(json.dumps(r))' >>"$results"
+    done
   done
 done
 cp "$results" "$work/results.json"

@@ -160,34 +160,39 @@ def summarize(path):
         elif r["program"] == "fluxattn":
             # Decode after the shortest prompt, the closest to llama-bench's tg (empty context).
             shortest = min(x["context"] for x in r["results"])
+            act = r.get("activations", "f32")
             for x in r["results"]:
                 tests = [(f"pp{x['context']}", "prefill_tokens_per_second")]
                 if x["context"] == shortest:
                     tests.append((f"tg{x['decode_tokens']}", "decode_tokens_per_second"))
                 for test, field in tests:
                     key = (r["dtype"], x["threads"], test)
-                    table.setdefault(key, {}).setdefault("fluxattn", []).append(x[field]["median"])
+                    prog = "fluxattn" if act == "f32" else "fluxattn-" + act
+                    table.setdefault(key, {}).setdefault(prog, []).append(x[field]["median"])
     print("| dtype | threads | test | FluxAttn tok/s | llama.cpp tok/s | ratio |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     def order(k):
         return (k[0] != "f32", k[1], k[2].startswith("tg"), int(k[2][2:]))
     for key in sorted(table, key=order):
         progs = table[key]
-        if "fluxattn" not in progs:
-            continue
-        f_med, f_sp = spread(progs["fluxattn"])
-        if "llama.cpp" in progs:
-            l_med, l_sp = spread(progs["llama.cpp"])
-            ratios = [a / b for a, b in zip(progs["fluxattn"], progs["llama.cpp"])]
-            print(f"| {key[0]} | {key[1]} | {key[2]} | {f_med:.1f} (±{f_sp:.0f}%) | "
-                  f"{l_med:.1f} (±{l_sp:.0f}%) | {statistics.median(ratios):.2f} |")
-        else:
-            print(f"| {key[0]} | {key[1]} | {key[2]} | {f_med:.1f} (±{f_sp:.0f}%) | - | - |")
+        for prog, label in (("fluxattn", key[0]), ("fluxattn-bf16", key[0] + ", bf16 act.")):
+            if prog not in progs:
+                continue
+            f_med, f_sp = spread(progs[prog])
+            if "llama.cpp" in progs:
+                l_med, l_sp = spread(progs["llama.cpp"])
+                ratios = [a / b for a, b in zip(progs[prog], progs["llama.cpp"])]
+                print(f"| {label} | {key[1]} | {key[2]} | {f_med:.1f} (±{f_sp:.0f}%) | "
+                      f"{l_med:.1f} (±{l_sp:.0f}%) | {statistics.median(ratios):.2f} |")
+            else:
+                print(f"| {label} | {key[1]} | {key[2]} | {f_med:.1f} (±{f_sp:.0f}%) | - | - |")
     gemm = {}
     for r in rows:
         if r["program"] in ("numpy-blas", "fluxattn-gemm"):
-            gemm.setdefault((r["threads"], r.get("dtype", "f32")), {}).setdefault(
-                r["program"], []).append(r["gflops"])
+            dt = r.get("dtype", "f32")
+            if r.get("activations", "f32") == "bf16":
+                dt += ", bf16 act."
+            gemm.setdefault((r["threads"], dt), {}).setdefault(r["program"], []).append(r["gflops"])
     if gemm:
         print()
         print("| GEMM 512x3072x1024 | threads | weights | GFLOP/s | share of BLAS f32 |")

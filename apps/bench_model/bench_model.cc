@@ -38,6 +38,8 @@ struct Args {
   int repeats = 1;
   std::vector<int64_t> gemm;  // M, N, K
   std::string json_path;
+  std::string activations = "f32";  // of the matrix products: f32 or bf16
+  DType act() const { return activations == "bf16" ? DType::kBF16 : DType::kF32; }
 };
 
 double Median(std::vector<double> v) {
@@ -77,6 +79,8 @@ nlohmann::json Describe(const Args& a, const LanguageModel& model) {
   return {{"model", a.model.empty() ? "random" : a.model},
           {"shape", shape},
           {"weights_dtype", dtype},
+          {"activations", a.activations},
+          {"bf16_dot_products", a.act() == DType::kBF16 && cpu::Bf16DotProducts()},
           {"cpu_isa", cpu::DenseIsa()}};
 }
 
@@ -109,11 +113,11 @@ int RunGemm(const Args& a) {
                                  nullptr,
                                  y.data(),
                                  n};
-      cpu::Linear(x.data(), k, m, k, &part, 1);  // warm-up
+      cpu::Linear(x.data(), k, m, k, &part, 1, a.act());  // warm-up
       std::vector<double> gflops;
       for (int r = 0; r < std::max(1, a.repeats); ++r) {
         const auto t0 = std::chrono::steady_clock::now();
-        cpu::Linear(x.data(), k, m, k, &part, 1);
+        cpu::Linear(x.data(), k, m, k, &part, 1, a.act());
         const double s =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         gflops.push_back(2.0 * m * n * k / s / 1e9);
@@ -123,6 +127,7 @@ int RunGemm(const Args& a) {
                              {"k", k},
                              {"threads", threads},
                              {"dtype", type == DType::kF32 ? "f32" : "bf16"},
+                             {"activations", a.activations},
                              {"cpu_isa", cpu::DenseIsa()},
                              {"gflops", Median(gflops)},
                              {"gflops_runs", gflops}};
@@ -133,7 +138,8 @@ int RunGemm(const Args& a) {
 }
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> MakeModel(const Args& a, int threads) {
-  if (!a.model.empty()) return models::LoadLanguageModel(a.model, {.threads = threads});
+  const models::ModelLoadOptions options{.threads = threads, .cpu_activations = a.act()};
+  if (!a.model.empty()) return models::LoadLanguageModel(a.model, options);
   models::ModelSpec spec;
   spec.family = models::ModelFamily::kQwen3;
   spec.qk_norm = true;
@@ -147,7 +153,7 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> MakeModel(const Args& a, int thre
   spec.intermediate_size = a.intermediate;
   spec.rope.theta = 1e6;
   FLUXATTN_ASSIGN_OR_RETURN(auto weights, models::RandomWeights(spec, 1));
-  return models::CreateLanguageModel(spec, std::move(weights), {.threads = threads});
+  return models::CreateLanguageModel(spec, std::move(weights), options);
 }
 
 int Run(const Args& a) {
@@ -246,6 +252,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 1000));
   app.add_option("--gemm", a.gemm, "Time the dense kernel at M,N,K instead")->delimiter(',');
   app.add_option("--json", a.json_path, "Also write the JSON here");
+  app.add_option("--activations", a.activations,
+                 "Activations of the matrix products: f32, or bf16 (rounded; AVX512-BF16 dot "
+                 "products for bf16 weights where the CPU has them)")
+      ->check(CLI::IsMember({"f32", "bf16"}));
   CLI11_PARSE(app, argc, argv);
   return fluxattn::Run(a);
 }

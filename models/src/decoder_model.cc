@@ -81,8 +81,9 @@ void Grow(std::vector<float>& v, int64_t n) {
 
 class DecoderModel : public LanguageModel {
  public:
-  DecoderModel(ModelSpec spec, std::unique_ptr<WeightSource> weights, int threads)
-      : spec_(std::move(spec)), weights_(std::move(weights)) {
+  DecoderModel(ModelSpec spec, std::unique_ptr<WeightSource> weights, int threads,
+               DType activations)
+      : spec_(std::move(spec)), weights_(std::move(weights)), act_(activations) {
     SetThreads(threads);
     inv_freq_ = RopeInverseFrequencies(spec_.rope, spec_.info.head_dim);
   }
@@ -148,7 +149,8 @@ class DecoderModel : public LanguageModel {
   std::vector<float> inv_freq_;
   Weight embed_;  // [vocab, hidden]
   std::vector<float> final_norm_;
-  Weight lm_head_;  // the embedding itself when tied (no copy)
+  Weight lm_head_;           // the embedding itself when tied (no copy)
+  DType act_ = DType::kF32;  // the activations of the matrix products
   std::vector<Layer> layers_;
   std::vector<float> rope_table_;  // [positions][head_dim]: cos[half], sin[half]
   int64_t rope_positions_ = 0;
@@ -279,7 +281,7 @@ absl::Status DecoderModel::Forward(std::span<const SequenceChunk> batch, LayerAt
         {L.q.data, L.q.type, q_dim, BiasOrNull(L.q_bias), q_pre.data(), q_dim},
         {L.k.data, L.k.type, kv_dim, BiasOrNull(L.k_bias), k.data(), kv_dim},
         {L.v.data, L.v.type, kv_dim, BiasOrNull(L.v_bias), v.data(), kv_dim}};
-    cpu::Linear(xn, h, n, h, qkv, 3);
+    cpu::Linear(xn, h, n, h, qkv, 3, act_);
     if (spec_.qk_norm) {
       cpu::RmsNorm(q_pre.data(), n * hq, d, L.q_norm.data(), eps, q_pre.data());
       cpu::RmsNorm(k.data(), n * hkv, d, L.k_norm.data(), eps, k.data());
@@ -303,17 +305,17 @@ absl::Status DecoderModel::Forward(std::span<const SequenceChunk> batch, LayerAt
           in, TensorView::Contiguous(attn.data(), DType::kF32, DeviceType::kCpu, {n, hq, d})));
     }
     const cpu::LinearPart o{L.o.data, L.o.type, h, BiasOrNull(L.o_bias), tmp, h};
-    cpu::Linear(attn.data(), q_dim, n, q_dim, &o, 1);
+    cpu::Linear(attn.data(), q_dim, n, q_dim, &o, 1, act_);
     cpu::AddInPlace(x, tmp, n * h);
     cpu::RmsNorm(x, n, h, L.post_norm.data(), eps, xn);
     // Gate and up side by side in each row of tmp, then SwiGLU: silu(gate) * up.
     const cpu::LinearPart gate_up[2] = {
         {L.gate.data, L.gate.type, inter, BiasOrNull(L.gate_bias), tmp, 2 * inter},
         {L.up.data, L.up.type, inter, BiasOrNull(L.up_bias), tmp + inter, 2 * inter}};
-    cpu::Linear(xn, h, n, h, gate_up, 2);
+    cpu::Linear(xn, h, n, h, gate_up, 2, act_);
     cpu::SwiGlu(tmp, n, inter, sc.act.data());
     const cpu::LinearPart down{L.down.data, L.down.type, h, BiasOrNull(L.down_bias), tmp, h};
-    cpu::Linear(sc.act.data(), inter, n, inter, &down, 1);
+    cpu::Linear(sc.act.data(), inter, n, inter, &down, 1, act_);
     cpu::AddInPlace(x, tmp, n * h);
   }
   // Logits only for the rows asked for.
@@ -334,7 +336,7 @@ absl::Status DecoderModel::Forward(std::span<const SequenceChunk> batch, LayerAt
   cpu::RmsNorm(sc.selected.data(), nr, h, final_norm_.data(), eps, sc.selected.data());
   logits->resize(nr * vocab);
   const cpu::LinearPart head{lm_head_.data, lm_head_.type, vocab, nullptr, logits->data(), vocab};
-  cpu::Linear(sc.selected.data(), h, nr, h, &head, 1);
+  cpu::Linear(sc.selected.data(), h, nr, h, &head, 1, act_);
   return absl::OkStatus();
 }
 
@@ -383,17 +385,18 @@ absl::StatusOr<ModelLoadOptions> ModelLoadOptionsFor(const std::string& where,
     return InvalidInput(absl::StrCat(where, " device"), "\"cpu\", \"cuda\" or \"cuda:N\"",
                         absl::StrCat("\"", device, "\""));
   }
-  const std::string want = cuda ? "bf16" : "f32";
-  if (!dtype.empty() && dtype != want) {
+  const bool ok = dtype.empty() || (cuda ? dtype == "bf16" : (dtype == "f32" || dtype == "bf16"));
+  if (!ok) {
     return InvalidInput(absl::StrCat(where, " dtype"),
-                        absl::StrCat("\"", want, "\" on ", cuda ? "cuda" : "the cpu",
-                                     cuda ? " (bf16 weights and activations, f32 accumulation)"
-                                          : " (f32 activations, weights used as stored)"),
+                        cuda ? "\"bf16\" on cuda (bf16 weights and activations, f32 accumulation)"
+                             : "\"f32\" or \"bf16\" on the cpu (the activations of the matrix "
+                               "products; weights used as stored)",
                         absl::StrCat("\"", dtype, "\""));
   }
   ModelLoadOptions options;
   options.threads = threads;
   options.device = device;
+  if (!cuda && dtype == "bf16") options.cpu_activations = DType::kBF16;
   return options;
 }
 
@@ -415,7 +418,8 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModel(
   if (device->type() == DeviceType::kCuda) {
     return CreateCudaLanguageModel(std::move(spec), std::move(weights), device, options.threads);
   }
-  auto model = std::make_unique<DecoderModel>(std::move(spec), std::move(weights), options.threads);
+  auto model = std::make_unique<DecoderModel>(std::move(spec), std::move(weights), options.threads,
+                                              options.cpu_activations);
   FLUXATTN_RETURN_IF_ERROR(model->Load());
   return std::unique_ptr<LanguageModel>(std::move(model));
 }

@@ -31,6 +31,7 @@ struct Case {
   int64_t m, n, k;
   DType type;
   bool bias;
+  DType activations = DType::kF32;  // kBF16: Linear rounds x to bfloat16 first
 };
 
 class LinearTest : public ::testing::TestWithParam<Case> {};
@@ -72,13 +73,18 @@ TEST_P(LinearTest, MatchesDoubleReferenceAndIsReproducible) {
   std::vector<float> y(c.m * ldy, -7.0f);
   const LinearPart part{w, c.type, c.n, c.bias ? bias.data() : nullptr, y.data(), ldy};
   SetCpuThreads(1);
-  Linear(x.data(), c.k, c.m, c.k, &part, 1);
+  Linear(x.data(), c.k, c.m, c.k, &part, 1, c.activations);
+  // What the products must see: x itself, or x rounded to bfloat16 by this file's own rounding.
+  std::vector<double> xs(x.begin(), x.end());
+  if (c.activations == DType::kBF16) {
+    for (size_t i = 0; i < x.size(); ++i) xs[i] = BF16ToFloat(ToBf16(x[i]));
+  }
   for (int64_t i = 0; i < c.m; ++i) {
     for (int64_t j = 0; j < c.n; ++j) {
       double ref = c.bias ? bias[j] : 0.0, mag = std::abs(ref);
       for (int64_t p = 0; p < c.k; ++p) {
-        ref += static_cast<double>(x[i * c.k + p]) * wf[j * c.k + p];
-        mag += std::abs(static_cast<double>(x[i * c.k + p]) * wf[j * c.k + p]);
+        ref += xs[i * c.k + p] * wf[j * c.k + p];
+        mag += std::abs(xs[i * c.k + p] * wf[j * c.k + p]);
       }
       // float32 accumulation: error bounded by k * eps * sum |terms|.
       const double tol = 1e-6 * (c.k + 4) * mag + 1e-6;
@@ -91,14 +97,14 @@ TEST_P(LinearTest, MatchesDoubleReferenceAndIsReproducible) {
   LinearPart part3 = part;
   part3.y = y3.data();
   SetCpuThreads(3);
-  Linear(x.data(), c.k, c.m, c.k, &part3, 1);
+  Linear(x.data(), c.k, c.m, c.k, &part3, 1, c.activations);
   EXPECT_EQ(y, y3);
   // One row at a time (as decode does): the same bits as the whole batch.
   for (int64_t i = 0; i < c.m; ++i) {
     std::vector<float> row(ldy, -7.0f);
     LinearPart one = part;
     one.y = row.data();
-    Linear(x.data() + i * c.k, c.k, 1, c.k, &one, 1);
+    Linear(x.data() + i * c.k, c.k, 1, c.k, &one, 1, c.activations);
     for (int64_t j = 0; j < c.n; ++j) ASSERT_EQ(row[j], y[i * ldy + j]) << i << " " << j;
   }
   SetCpuThreads(0);
@@ -115,8 +121,17 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{2, 1003, 72, DType::kF32, true}, Case{3, 517, 1030, DType::kBF16, true},
                       // Prefill on packed copies: many activation groups (the last one short)
                       // over several tasks of weight rows, k not a multiple of the lanes.
-                      Case{17, 611, 520, DType::kF32, true},
-                      Case{23, 409, 777, DType::kF16, false}));
+                      Case{17, 611, 520, DType::kF32, true}, Case{23, 409, 777, DType::kF16, false},
+                      // bfloat16 activations: AVX512-BF16 dot products for bf16 weights where the
+                      // CPU has them (steps of 32, in place and packed), rounding otherwise.
+                      Case{1, 1, 1, DType::kBF16, true, DType::kBF16},
+                      Case{5, 31, 48, DType::kBF16, true, DType::kBF16},
+                      Case{7, 13, 37, DType::kBF16, false, DType::kBF16},
+                      Case{19, 97, 259, DType::kBF16, true, DType::kBF16},
+                      Case{2, 1003, 72, DType::kBF16, false, DType::kBF16},
+                      Case{17, 611, 520, DType::kBF16, true, DType::kBF16},
+                      Case{13, 50, 16, DType::kF32, false, DType::kBF16},
+                      Case{12, 24, 200, DType::kF16, true, DType::kBF16}));
 
 TEST(LinearParts, EachPartWritesItsOwnOutput) {
   std::mt19937 rng(5);

@@ -140,6 +140,56 @@ TEST_P(FixtureTest, ChunkedPrefillMatchesTransformers) { CheckEngineBatch(GetPar
 INSTANTIATE_TEST_SUITE_P(Models, FixtureTest, ::testing::ValuesIn(FixtureNames()),
                          [](const auto& info) { return info.param; });
 
+// `[model] dtype = "bf16"` on the cpu: the products take activations rounded to bfloat16. The
+// logits stay near transformers' (float32 activations) within what that rounding costs, and
+// differ from the float32 path (the mode is in effect).
+TEST(Fixtures, Bf16ActivationsOnTheCpuStayNearTransformers) {
+  for (const std::string name : {"qwen3_bf16_tied", "llama31_d128_bf16"}) {
+    SCOPED_TRACE(name);
+    const std::string dir = FixturePath(name);
+    const auto ref = ReadJson(dir + "/reference.json");
+    const auto prompt = ref["prompts"][0].get<std::vector<int64_t>>();
+    auto run = [&](DType act) {
+      auto model = LoadLanguageModel(dir, {.threads = 2, .cpu_activations = act});
+      EXPECT_TRUE(model.ok()) << model.status();
+      PromptAttention attention;
+      std::vector<float> logits;
+      SequenceChunk chunk{prompt, 0};
+      EXPECT_TRUE((*model)->Forward({&chunk, 1}, attention, true, &logits).ok());
+      return logits;
+    };
+    const std::vector<float> f32 = run(DType::kF32), bf16 = run(DType::kBF16);
+    ASSERT_EQ(f32.size(), bf16.size());
+    const int64_t vocab = static_cast<int64_t>(f32.size() / prompt.size());
+    double worst = 0, differs = 0;
+    for (size_t t = 0; t < prompt.size(); ++t) {
+      const std::vector<float> row(bf16.begin() + t * vocab, bf16.begin() + (t + 1) * vocab);
+      const std::vector<float> exact(f32.begin() + t * vocab, f32.begin() + (t + 1) * vocab);
+      worst = std::max(worst, RelativeError(row, Row(ref["all_logits"][t])));
+      differs =
+          std::max(differs, RelativeError(row, std::vector<double>(exact.begin(), exact.end())));
+    }
+    EXPECT_LT(worst, 3e-2);
+    EXPECT_GT(differs, 1e-6);
+  }
+}
+
+TEST(Fixtures, CpuDtypeIsF32OrBf16) {
+  auto bf16 = ModelLoadOptionsFor("x.toml: [model]", "cpu", "bf16", 0);
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  EXPECT_EQ(bf16->cpu_activations, DType::kBF16);
+  auto f32 = ModelLoadOptionsFor("x.toml: [model]", "cpu", "", 0);
+  ASSERT_TRUE(f32.ok());
+  EXPECT_EQ(f32->cpu_activations, DType::kF32);
+  auto bad = ModelLoadOptionsFor("x.toml: [model]", "cpu", "f16", 0);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("x.toml: [model] dtype"), std::string::npos)
+      << bad.status();
+  EXPECT_NE(bad.status().message().find("\"f32\" or \"bf16\" on the cpu"), std::string::npos)
+      << bad.status();
+  EXPECT_NE(bad.status().message().find("\"f16\""), std::string::npos) << bad.status();
+}
+
 TEST(Fixtures, CoverEveryArchitectureAndDtype) {
   std::set<std::string> archs, dtypes;
   bool sharded = false, tied = false, legacy_rope = false;

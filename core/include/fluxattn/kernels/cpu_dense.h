@@ -35,8 +35,21 @@ struct LinearPart {
 // For every part: y[i, j] = sum_p x[i, p] w[j, p] (+ bias[j]) for i < m, j < n, with x [m, k]
 // float32 with row stride ldx. The parts share x and one hand-off to the process-wide pool
 // (q, k and v projections in one call).
+//
+// `activations` kBF16 rounds x to bfloat16 (to nearest, ties to even) before the products, the
+// numerics of a bfloat16 model (llama.cpp's for bf16 weights): parts with bfloat16 weights then
+// run on AVX512-BF16 dot products where the CPU has them (Bf16DotProducts), at twice the float32
+// rate; other parts, or every part without AVX512-BF16, run the float32 kernels on the rounded
+// activations. Accumulation stays float32; results keep the reproducibility above.
 void Linear(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart* parts,
-            int num_parts);
+            int num_parts, DType activations = DType::kF32);
+
+// Whether Linear with bfloat16 activations uses AVX512-BF16 dot products on this CPU
+// (FLUXATTN_CPU_ISA=avx512 leaves them out).
+bool Bf16DotProducts();
+
+// v rounded to the nearest bfloat16 (ties to even), as a float; inf and NaN stay so.
+float RoundToBf16(float v);
 
 // y[r, :] = w * x[r, :] / sqrt(mean(x[r, :]^2) + eps) for `rows` rows of `dim`; y may be x.
 void RmsNorm(const float* x, int64_t rows, int64_t dim, const float* w, float eps, float* y);

@@ -47,6 +47,23 @@ Isa DetectIsa() {
   return isa;
 }
 
+// AVX512-BF16 dot products (`vdpbf16ps`) on top of the AVX-512 level; FLUXATTN_CPU_ISA=avx512
+// (or any lower cap) leaves them out.
+bool DetectBf16Dot() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (CurrentIsa() != Isa::kAvx512 || !__builtin_cpu_supports("avx512bf16")) return false;
+  const char* cap = std::getenv("FLUXATTN_CPU_ISA");
+  return cap == nullptr || std::string(cap) != "avx512";
+#else
+  return false;
+#endif
+}
+
+bool HasBf16Dot() {
+  static const bool has = DetectBf16Dot();
+  return has;
+}
+
 struct LinearLevel {
   internal::LinearBlockFn block;
   internal::LinearTileShape shape;
@@ -213,23 +230,24 @@ const char* DenseIsa() {
   }
 }
 
-void Linear(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart* parts,
-            int num_parts) {
-  if (m <= 0 || num_parts <= 0) return;
-  const LinearLevel level = Level();
+namespace {
+
+// Splits the weight rows of `parts` into tasks (the split decides who computes an element, never
+// how) into `tasks`.
+struct LinearTask {
+  int part;
+  int64_t n0, n1;
+};
+
+void SplitLinear(int64_t k, const LinearPart* parts, int num_parts,
+                 std::vector<LinearTask>* tasks) {
   const int64_t threads = CpuThreads();
   int64_t total = 0;
   for (int i = 0; i < num_parts; ++i) total += parts[i].n;
   // Weight rows per task: about 192 KiB of weights (they stay in L2 while the activations stream
-  // past), a multiple of 12 (the tile heights), and at least two tasks per thread. The split only
-  // decides who computes an element, never how.
-  struct Task {
-    int part;
-    int64_t n0, n1;
-  };
+  // past), a multiple of 12 (the tile heights), and at least two tasks per thread.
   constexpr int64_t kMaxTasksPerPart = 4096;
-  thread_local std::vector<Task> tasks;  // reused: no allocation per call once grown
-  tasks.clear();
+  tasks->clear();
   const int64_t fair = ((total + 2 * threads - 1) / (2 * threads) + 11) / 12 * 12;
   for (int i = 0; i < num_parts; ++i) {
     const LinearPart& p = parts[i];
@@ -237,8 +255,16 @@ void Linear(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart*
     int64_t rows = (192 << 10) / std::max<int64_t>(k * elem, 1) / 12 * 12;
     rows = std::max<int64_t>(12, std::min(rows, fair));
     rows = std::max(rows, (p.n + kMaxTasksPerPart - 1) / kMaxTasksPerPart);
-    for (int64_t n0 = 0; n0 < p.n; n0 += rows) tasks.push_back({i, n0, std::min(p.n, n0 + rows)});
+    for (int64_t n0 = 0; n0 < p.n; n0 += rows) tasks->push_back({i, n0, std::min(p.n, n0 + rows)});
   }
+}
+
+// Float32 activations: every weight type through the level's blocks.
+void LinearF32(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart* parts,
+               int num_parts) {
+  const LinearLevel level = Level();
+  thread_local std::vector<LinearTask> tasks;  // reused: no allocation per call once grown
+  SplitLinear(k, parts, num_parts, &tasks);
   // Prefill: the activations are packed once for every task (each task packs its weight rows).
   const int64_t steps = (k + level.shape.lanes - 1) / level.shape.lanes;
   const bool packed = m > level.shape.cols;
@@ -250,10 +276,10 @@ void Linear(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart*
     PackLinearInput(x, ldx, m, k, level.shape, xpacked.data());
   }
   const float* xp = packed ? xpacked.data() : nullptr;
-  const Task* all = tasks.data();
+  const LinearTask* all = tasks.data();
   const int64_t count = static_cast<int64_t>(tasks.size());
   CpuParallelFor(count, [&](int64_t t) {
-    const Task& task = all[t];
+    const LinearTask& task = all[t];
     const LinearPart& p = parts[task.part];
     const int type = p.type == DType::kF32 ? 0 : (p.type == DType::kBF16 ? 1 : 2);
     thread_local std::vector<float> scratch;  // the task's packed weight rows
@@ -267,6 +293,78 @@ void Linear(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart*
                 packed ? scratch.data() : nullptr);
   });
 }
+
+// Bfloat16 activations and bfloat16 weights on AVX512-BF16.
+void LinearBf16Dot(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart* parts,
+                   int num_parts) {
+  thread_local std::vector<LinearTask> tasks;
+  SplitLinear(k, parts, num_parts, &tasks);
+  thread_local std::vector<uint16_t> xpacked;
+  const size_t need = static_cast<size_t>(internal::Bf16PackedElems(m, k));
+  if (xpacked.size() < need) xpacked.resize(need);
+  const int64_t group_elems = internal::Bf16PackedElems(1, k);
+  uint16_t* xp = xpacked.data();
+  CpuParallelFor((m + 5) / 6, [&](int64_t g) {
+    internal::PackBf16ActivationsAvx512(x + g * 6 * ldx, ldx, std::min<int64_t>(6, m - g * 6), k,
+                                        xp + g * group_elems);
+  });
+  const bool packed = m > 6;
+  const LinearTask* all = tasks.data();
+  CpuParallelFor(static_cast<int64_t>(tasks.size()), [&](int64_t t) {
+    const LinearTask& task = all[t];
+    const LinearPart& p = parts[task.part];
+    thread_local std::vector<uint16_t> scratch;
+    if (packed) {
+      const size_t bytes = static_cast<size_t>(internal::Bf16ScratchBytes(task.n1 - task.n0, k));
+      if (scratch.size() * 2 < bytes) scratch.resize(bytes / 2 + 1);
+    }
+    internal::LinearBlockAvx512Bf16(xp, m, static_cast<const uint16_t*>(p.w), task.n0, task.n1, k,
+                                    p.bias, p.y, p.ldy, packed ? scratch.data() : nullptr);
+  });
+}
+
+}  // namespace
+
+float RoundToBf16(float v) {
+  uint32_t bits;
+  std::memcpy(&bits, &v, sizeof(bits));
+  if ((bits & 0x7F800000u) == 0x7F800000u) {  // inf or NaN: keep it (NaN stays NaN)
+    if ((bits & 0x007FFFFFu) != 0) bits |= 0x00400000u;
+    bits &= 0xFFFF0000u;
+  } else {
+    bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
+  }
+  return BitsToFloat(bits);
+}
+
+void Linear(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart* parts,
+            int num_parts, DType activations) {
+  if (m <= 0 || num_parts <= 0) return;
+  if (activations != DType::kBF16) {
+    LinearF32(x, ldx, m, k, parts, num_parts);
+    return;
+  }
+  // Parts with bfloat16 weights on the dot-product path; the others (or all, without
+  // AVX512-BF16) on float32 blocks fed the activations rounded to bfloat16.
+  thread_local std::vector<LinearPart> dot, rest;
+  dot.clear();
+  rest.clear();
+  for (int i = 0; i < num_parts; ++i) {
+    (HasBf16Dot() && parts[i].type == DType::kBF16 ? dot : rest).push_back(parts[i]);
+  }
+  if (!dot.empty()) LinearBf16Dot(x, ldx, m, k, dot.data(), static_cast<int>(dot.size()));
+  if (!rest.empty()) {
+    thread_local std::vector<float> rounded;
+    if (rounded.size() < static_cast<size_t>(m * k)) rounded.resize(m * k);
+    float* r = rounded.data();
+    ForRows(m, k, [&](int64_t i) {
+      for (int64_t p = 0; p < k; ++p) r[i * k + p] = RoundToBf16(x[i * ldx + p]);
+    });
+    LinearF32(r, k, m, k, rest.data(), static_cast<int>(rest.size()));
+  }
+}
+
+bool Bf16DotProducts() { return HasBf16Dot(); }
 
 void RmsNorm(const float* x, int64_t rows, int64_t dim, const float* w, float eps, float* y) {
   ForRows(rows, dim, [&](int64_t r) { RmsNormRow(x + r * dim, dim, w, eps, y + r * dim); });

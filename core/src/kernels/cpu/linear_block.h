@@ -26,6 +26,19 @@ struct LinearTileShape {
                          int64_t ldy, const float* xpacked, void* scratch);                 \
   LinearTileShape LinearShape##Name();
 
+// bfloat16 activations x bfloat16 weights on AVX512-BF16 (linear_avx512bf16.cc). The
+// activations are rounded to bfloat16 and packed by PackBf16ActivationsAvx512 into groups of 6
+// rows, [step of 32][row][32], zero-padded (m rows take Bf16PackedElems(m, k) elements); with
+// more than 6 rows and `scratch` set (Bf16ScratchBytes) the block packs its weight rows too.
+void PackBf16ActivationsAvx512(const float* x, int64_t ldx, int64_t m, int64_t k, uint16_t* out);
+void LinearBlockAvx512Bf16(const uint16_t* xpacked, int64_t m, const uint16_t* w, int64_t n0,
+                           int64_t n1, int64_t k, const float* bias, float* y, int64_t ldy,
+                           void* scratch);
+inline int64_t Bf16PackedElems(int64_t m, int64_t k) {
+  return (m + 5) / 6 * 6 * ((k + 31) / 32) * 32;
+}
+inline int64_t Bf16ScratchBytes(int64_t rows, int64_t k) { return rows * ((k + 31) / 32) * 32 * 2; }
+
 FLUXATTN_LINEAR_LEVEL(Baseline)
 FLUXATTN_LINEAR_LEVEL(Avx2)
 FLUXATTN_LINEAR_LEVEL(Avx512)

@@ -23,11 +23,16 @@ struct ModelLoadOptions {
   // "cpu" (float32 activations, weights as stored) or "cuda" / "cuda:N" (weights converted to
   // bfloat16 on the device, bfloat16 activations, f32 accumulation).
   std::string device = "cpu";
+  // On the cpu: the activations the matrix products take. kBF16 rounds them to bfloat16 (the
+  // numerics of a bfloat16 model, llama.cpp's for bf16 weights), with AVX512-BF16 dot products
+  // for bf16 weights where the CPU has them; norms, attention and the residual stay float32.
+  DType cpu_activations = DType::kF32;
 };
 
 // Load options for a model on `device` ("cpu", "cuda", "cuda:N") with activations of `dtype`
-// ("f32" on the cpu, "bf16" on cuda; empty: the device's own). `where` prefixes errors (e.g.
-// "x.toml: [model]"), which name the key, what this build supports and what was given.
+// ("f32" or "bf16" on the cpu, "bf16" on cuda; empty: the device's own, f32 on the cpu). `where`
+// prefixes errors (e.g. "x.toml: [model]"), which name the key, what this build supports and what
+// was given.
 absl::StatusOr<ModelLoadOptions> ModelLoadOptionsFor(const std::string& where,
                                                      const std::string& device,
                                                      const std::string& dtype, int threads);
