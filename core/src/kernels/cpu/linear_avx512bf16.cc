@@ -96,28 +96,37 @@ void TilePacked(const uint16_t* xp, const uint16_t* wp, int64_t steps, const flo
 
 using InPlaceFn = void (*)(const uint16_t*, const uint16_t*, int64_t, int64_t, const float*,
                            int64_t, float*, int64_t);
-using PackedFn = void (*)(const uint16_t*, const uint16_t*, int64_t, const float*, float*,
-                          int64_t);
+using PackedFn = void (*)(const uint16_t*, const uint16_t*, int64_t, const float*, float*, int64_t);
 
 template <template <int, int> class Pick, typename Fn, int R>
 Fn ByCols(int c) {
   switch (c) {
-    case 1: return Pick<R, 1>::fn;
-    case 2: return Pick<R, 2>::fn;
-    case 3: return Pick<R, 3>::fn;
-    case 4: return Pick<R, 4>::fn;
-    case 5: return Pick<R, 5>::fn;
-    default: return Pick<R, 6>::fn;
+    case 1:
+      return Pick<R, 1>::fn;
+    case 2:
+      return Pick<R, 2>::fn;
+    case 3:
+      return Pick<R, 3>::fn;
+    case 4:
+      return Pick<R, 4>::fn;
+    case 5:
+      return Pick<R, 5>::fn;
+    default:
+      return Pick<R, 6>::fn;
   }
 }
 
 template <template <int, int> class Pick, typename Fn>
 Fn ByShape(int r, int c) {
   switch (r) {
-    case 1: return ByCols<Pick, Fn, 1>(c);
-    case 2: return ByCols<Pick, Fn, 2>(c);
-    case 3: return ByCols<Pick, Fn, 3>(c);
-    default: return ByCols<Pick, Fn, 4>(c);
+    case 1:
+      return ByCols<Pick, Fn, 1>(c);
+    case 2:
+      return ByCols<Pick, Fn, 2>(c);
+    case 3:
+      return ByCols<Pick, Fn, 3>(c);
+    default:
+      return ByCols<Pick, Fn, 4>(c);
   }
 }
 
@@ -132,8 +141,7 @@ struct PickPacked {
 
 }  // namespace
 
-void PackBf16ActivationsAvx512(const float* x, int64_t ldx, int64_t m, int64_t k,
-                               uint16_t* out) {
+void PackBf16ActivationsAvx512(const float* x, int64_t ldx, int64_t m, int64_t k, uint16_t* out) {
   const int64_t steps = (k + kStep - 1) / kStep;
   for (int64_t i0 = 0, g = 0; i0 < m; i0 += kCols, ++g) {
     const int64_t c = MinI(kCols, m - i0);
