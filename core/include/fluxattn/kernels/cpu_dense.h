@@ -48,9 +48,6 @@ void Linear(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart*
 // (FLUXATTN_CPU_ISA=avx512 leaves them out).
 bool Bf16DotProducts();
 
-// v rounded to the nearest bfloat16 (ties to even), as a float; inf and NaN stay so.
-float RoundToBf16(float v);
-
 // y[r, :] = w * x[r, :] / sqrt(mean(x[r, :]^2) + eps) for `rows` rows of `dim`; y may be x.
 void RmsNorm(const float* x, int64_t rows, int64_t dim, const float* w, float eps, float* y);
 

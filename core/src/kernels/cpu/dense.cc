@@ -304,11 +304,12 @@ void LinearBf16Dot(const float* x, int64_t ldx, int64_t m, int64_t k, const Line
   if (xpacked.size() < need) xpacked.resize(need);
   const int64_t group_elems = internal::Bf16PackedElems(1, k);
   uint16_t* xp = xpacked.data();
-  CpuParallelFor((m + 5) / 6, [&](int64_t g) {
-    internal::PackBf16ActivationsAvx512(x + g * 6 * ldx, ldx, std::min<int64_t>(6, m - g * 6), k,
-                                        xp + g * group_elems);
+  constexpr int64_t kRows = internal::kBf16GroupRows;
+  CpuParallelFor((m + kRows - 1) / kRows, [&](int64_t g) {
+    internal::PackBf16ActivationsAvx512(
+        x + g * kRows * ldx, ldx, std::min<int64_t>(kRows, m - g * kRows), k, xp + g * group_elems);
   });
-  const bool packed = m > 6;
+  const bool packed = m > kRows;
   const LinearTask* all = tasks.data();
   CpuParallelFor(static_cast<int64_t>(tasks.size()), [&](int64_t t) {
     const LinearTask& task = all[t];
@@ -324,18 +325,6 @@ void LinearBf16Dot(const float* x, int64_t ldx, int64_t m, int64_t k, const Line
 }
 
 }  // namespace
-
-float RoundToBf16(float v) {
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof(bits));
-  if ((bits & 0x7F800000u) == 0x7F800000u) {  // inf or NaN: keep it (NaN stays NaN)
-    if ((bits & 0x007FFFFFu) != 0) bits |= 0x00400000u;
-    bits &= 0xFFFF0000u;
-  } else {
-    bits = (bits + 0x7FFFu + ((bits >> 16) & 1u)) & 0xFFFF0000u;
-  }
-  return BitsToFloat(bits);
-}
 
 void Linear(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart* parts,
             int num_parts, DType activations) {
@@ -358,7 +347,7 @@ void Linear(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart*
     if (rounded.size() < static_cast<size_t>(m * k)) rounded.resize(m * k);
     float* r = rounded.data();
     ForRows(m, k, [&](int64_t i) {
-      for (int64_t p = 0; p < k; ++p) r[i * k + p] = RoundToBf16(x[i * ldx + p]);
+      for (int64_t p = 0; p < k; ++p) r[i * k + p] = BF16ToFloat(FloatToBF16(x[i * ldx + p]));
     });
     LinearF32(r, k, m, k, rest.data(), static_cast<int>(rest.size()));
   }

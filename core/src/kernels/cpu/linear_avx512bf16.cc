@@ -20,9 +20,9 @@
 namespace fluxattn::cpu::internal {
 namespace {
 
-constexpr int kStep = 32;  // elements of k per dot-product step
-constexpr int kRows = 4;   // weight rows per tile
-constexpr int kCols = 6;   // activation rows per tile
+constexpr int kStep = kBf16Step;
+constexpr int kRows = 4;  // weight rows per tile
+constexpr int kCols = kBf16GroupRows;
 
 inline int64_t MinI(int64_t a, int64_t b) { return a < b ? a : b; }
 

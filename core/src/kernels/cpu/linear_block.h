@@ -34,10 +34,15 @@ void PackBf16ActivationsAvx512(const float* x, int64_t ldx, int64_t m, int64_t k
 void LinearBlockAvx512Bf16(const uint16_t* xpacked, int64_t m, const uint16_t* w, int64_t n0,
                            int64_t n1, int64_t k, const float* bias, float* y, int64_t ldy,
                            void* scratch);
+constexpr int kBf16GroupRows = 6;  // activation rows per tile (and per packed group)
+constexpr int kBf16Step = 32;      // elements of k per dot-product step
 inline int64_t Bf16PackedElems(int64_t m, int64_t k) {
-  return (m + 5) / 6 * 6 * ((k + 31) / 32) * 32;
+  return (m + kBf16GroupRows - 1) / kBf16GroupRows * kBf16GroupRows *
+         ((k + kBf16Step - 1) / kBf16Step) * kBf16Step;
 }
-inline int64_t Bf16ScratchBytes(int64_t rows, int64_t k) { return rows * ((k + 31) / 32) * 32 * 2; }
+inline int64_t Bf16ScratchBytes(int64_t rows, int64_t k) {
+  return rows * ((k + kBf16Step - 1) / kBf16Step) * kBf16Step * 2;
+}
 
 FLUXATTN_LINEAR_LEVEL(Baseline)
 FLUXATTN_LINEAR_LEVEL(Avx2)
