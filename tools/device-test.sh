@@ -36,7 +36,7 @@ fi
 export FLUXATTN_MODEL_FIXTURES="$root/tests/fixtures/models"
 export FLUXATTN_PLUGIN_DIR="$bundle/lib/fluxattn/plugins"
 export FLUXATTN_DEMO_MODEL="$root/models/demo/flux-tiny"
-for suite in fluxattn_cuda_kernel_tests fluxattn_cuda_engine_tests; do
+for suite in fluxattn_cuda_kernel_tests fluxattn_cuda_conformance_tests fluxattn_cuda_engine_tests; do
   [ -x "$bundle/bin/$suite" ] || { echo "device-test: error: expected $bundle/bin/$suite, found none" >&2; status=1; continue; }
   echo "== $suite"
   "$bundle/bin/$suite" --gtest_color=no --gtest_brief=1 "${GTEST_ARGS[@]}" 2>&1 | tee "$log" || status=1

@@ -60,6 +60,18 @@ nlohmann::json Summary(const std::vector<double>& runs) {
           {"runs", runs}};
 }
 
+// Bytes of this process's memory on transparent huge pages (the CPU model's weight arena,
+// FLUXATTN_CPU_HUGEPAGES), from /proc/self/smaps_rollup; -1 where it cannot be read.
+int64_t AnonHugeBytes() {
+  std::ifstream in("/proc/self/smaps_rollup");
+  std::string key;
+  int64_t kib = 0;
+  while (in >> key) {
+    if (key == "AnonHugePages:" && in >> kib) return kib * 1024;
+  }
+  return -1;
+}
+
 // What ran: the checkpoint's shape and the storage type of its matrices.
 nlohmann::json Describe(const Args& a, const LanguageModel& model) {
   const ModelInfo& m = model.info();
@@ -81,7 +93,8 @@ nlohmann::json Describe(const Args& a, const LanguageModel& model) {
           {"weights_dtype", dtype},
           {"activations", a.activations},
           {"bf16_dot_products", a.act() == DType::kBF16 && cpu::Bf16DotProducts()},
-          {"cpu_isa", cpu::DenseIsa()}};
+          {"cpu_isa", cpu::DenseIsa()},
+          {"anon_huge_page_bytes", AnonHugeBytes()}};
 }
 
 // Times cpu::Linear at one shape with float32 and bfloat16 weights: one JSON line per thread

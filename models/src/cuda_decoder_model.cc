@@ -159,7 +159,8 @@ absl::Status CudaDecoderModel::Load() {
     return InvalidInput(absl::StrCat(m.path, ": hidden_size / head_dim"),
                         "a multiple of 8 / at most 256 on cuda", absl::StrCat(h, " / ", d));
   }
-  FLUXATTN_ASSIGN_OR_RETURN(gemm_, kc::Gemm::Create());
+  FLUXATTN_ASSIGN_OR_RETURN(const bool autotune, kc::GemmAutotuneFromEnvironment());
+  FLUXATTN_ASSIGN_OR_RETURN(gemm_, kc::Gemm::Create(32 << 20, true, autotune));
   FLUXATTN_ASSIGN_OR_RETURN(embed_, UploadBf16({{"model.embed_tokens.weight", {v, h}}}));
   FLUXATTN_ASSIGN_OR_RETURN(final_norm_, UploadBf16({{"model.norm.weight", {h}}}));
   if (spec_.tie_word_embeddings) {

@@ -12,6 +12,7 @@
 #include "fluxattn/models/safetensors.h"
 #include "fluxattn/status.h"
 #include "fluxattn/thread_pool.h"
+#include "weight_arena.h"
 
 namespace fluxattn::models {
 namespace {
@@ -23,6 +24,7 @@ std::string LayerName(int layer, const std::string& suffix) {
 // A weight matrix [out, in] as stored in the checkpoint (float32, bfloat16 or float16; `tensor`
 // keeps its memory alive, for a memory-mapped checkpoint a view into the mapping).
 struct Weight {
+  std::string name;  // in the checkpoint
   Tensor tensor;
   const void* data = nullptr;
   DType type = DType::kF32;
@@ -126,8 +128,8 @@ class DecoderModel : public LanguageModel {
     if (t.dtype() != DType::kF32 && t.dtype() != DType::kBF16 && t.dtype() != DType::kF16) {
       FLUXATTN_ASSIGN_OR_RETURN(t, weights_->GetF32(name, shape));
     }
-    FLUXATTN_RETURN_IF_ERROR(CheckFinite(name, t));
     Weight w;
+    w.name = name;
     w.data = t.raw_data();
     w.type = t.dtype();
     w.tensor = std::move(t);
@@ -141,6 +143,9 @@ class DecoderModel : public LanguageModel {
     }
     return absl::OkStatus();
   }
+  // Every matrix checked for non-finite values and, with `arena`, copied into one huge-page
+  // arena (weight_arena.h) as stored (no conversion), the checkpoint's pages handed back.
+  absl::Status CheckAndPlaceMatrices(bool arena);
   // Rows of the RoPE table up to `positions` (cos then sin of every frequency per position).
   void EnsureRopeTable(int64_t positions);
 
@@ -152,6 +157,7 @@ class DecoderModel : public LanguageModel {
   Weight lm_head_;           // the embedding itself when tied (no copy)
   DType act_ = DType::kF32;  // the activations of the matrix products
   std::vector<Layer> layers_;
+  WeightArena arena_;              // the matrices, when FLUXATTN_CPU_HUGEPAGES is not 0
   std::vector<float> rope_table_;  // [positions][head_dim]: cos[half], sin[half]
   int64_t rope_positions_ = 0;
   Scratch scratch_;
@@ -194,6 +200,38 @@ absl::Status DecoderModel::Load() {
     FLUXATTN_RETURN_IF_ERROR(
         LoadProjection(i, "mlp.down_proj", h, inter, spec_.mlp_bias, &L.down, &L.down_bias));
   }
+  FLUXATTN_ASSIGN_OR_RETURN(const bool arena, WeightArena::Wanted());
+  return CheckAndPlaceMatrices(arena);
+}
+
+absl::Status DecoderModel::CheckAndPlaceMatrices(bool arena) {
+  std::vector<Weight*> all = {&embed_};
+  if (!spec_.tie_word_embeddings) all.push_back(&lm_head_);
+  for (Layer& L : layers_) {
+    for (Weight* w : {&L.q, &L.k, &L.v, &L.o, &L.gate, &L.up, &L.down}) all.push_back(w);
+  }
+  if (arena) {
+    size_t total = 0;
+    for (const Weight* w : all) {
+      total += (w->tensor.nbytes() + WeightArena::kAlign - 1) / WeightArena::kAlign *
+               WeightArena::kAlign;
+    }
+    FLUXATTN_RETURN_IF_ERROR(arena_.Reserve(total));
+  }
+  // One matrix at a time: checked where it is stored, copied, its stored pages handed back, so
+  // that at most one matrix is resident twice.
+  for (Weight* w : all) {
+    FLUXATTN_RETURN_IF_ERROR(CheckFinite(w->name, w->tensor));
+    if (!arena) continue;
+    const size_t bytes = w->tensor.nbytes();
+    void* dst = arena_.Take(bytes);
+    if (dst == nullptr) return absl::InternalError("CPU weights: the arena is too small");
+    std::memcpy(dst, w->data, bytes);
+    WeightArena::PageOut(w->data, bytes);
+    w->data = dst;
+    w->tensor = Tensor();
+  }
+  if (spec_.tie_word_embeddings) lm_head_ = embed_;
   return absl::OkStatus();
 }
 

@@ -1,5 +1,8 @@
 // Backends loaded from the plugin libraries of this build tree through the PluginRegistry.
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "backend_factory.h"
@@ -11,9 +14,13 @@ namespace {
 const PluginRegistry& Registry() {
   static PluginRegistry* registry = [] {
     auto* r = new PluginRegistry();
-    absl::Status scanned = r->ScanDirectory(FLUXATTN_TEST_PLUGIN_DIR);
+    // FLUXATTN_PLUGIN_DIR points elsewhere where the binaries run away from this build tree
+    // (the GPU machine's bundle).
+    const char* env = std::getenv("FLUXATTN_PLUGIN_DIR");
+    const std::string dir = env != nullptr && *env != '\0' ? env : FLUXATTN_TEST_PLUGIN_DIR;
+    absl::Status scanned = r->ScanDirectory(dir);
     if (!scanned.ok()) {
-      std::fprintf(stderr, "cannot scan %s: %s\n", FLUXATTN_TEST_PLUGIN_DIR,
+      std::fprintf(stderr, "cannot scan %s: %s\n", dir.c_str(),
                    std::string(scanned.message()).c_str());
     }
     return r;

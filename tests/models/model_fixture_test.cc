@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -172,6 +174,41 @@ TEST(Fixtures, Bf16ActivationsOnTheCpuStayNearTransformers) {
     EXPECT_LT(worst, 3e-2);
     EXPECT_GT(differs, 1e-6);
   }
+}
+
+// The CPU model computes from a huge-page copy of its matrices (FLUXATTN_CPU_HUGEPAGES, on by
+// default) or from the checkpoint's mapping: the same bits either way, for float32 and bfloat16
+// weights, tied and untied heads. A value other than 0 or 1 is refused naming the variable.
+TEST(Fixtures, WeightArenaGivesTheMappingsBits) {
+  for (const std::string name : {"qwen3_bf16_tied", "llama3_f32", "qwen2_f16_tied"}) {
+    SCOPED_TRACE(name);
+    const std::string dir = FixturePath(name);
+    const auto ref = ReadJson(dir + "/reference.json");
+    const auto prompt = ref["prompts"][0].get<std::vector<int64_t>>();
+    auto run = [&](const char* hugepages) {
+      ::setenv("FLUXATTN_CPU_HUGEPAGES", hugepages, 1);
+      auto model = LoadLanguageModel(dir, {.threads = 2});
+      ::unsetenv("FLUXATTN_CPU_HUGEPAGES");
+      EXPECT_TRUE(model.ok()) << model.status();
+      std::vector<float> logits;
+      if (!model.ok()) return logits;
+      PromptAttention attention;
+      SequenceChunk chunk{prompt, 0};
+      EXPECT_TRUE((*model)->Forward({&chunk, 1}, attention, true, &logits).ok());
+      return logits;
+    };
+    const std::vector<float> mapped = run("0"), arena = run("1");
+    ASSERT_FALSE(mapped.empty());
+    ASSERT_EQ(mapped.size(), arena.size());
+    EXPECT_EQ(std::memcmp(mapped.data(), arena.data(), mapped.size() * sizeof(float)), 0);
+  }
+  ::setenv("FLUXATTN_CPU_HUGEPAGES", "yes", 1);
+  auto bad = LoadLanguageModel(FixturePath("llama3_f32"), {.threads = 1});
+  ::unsetenv("FLUXATTN_CPU_HUGEPAGES");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("FLUXATTN_CPU_HUGEPAGES"), std::string::npos)
+      << bad.status();
+  EXPECT_NE(bad.status().message().find("\"yes\""), std::string::npos) << bad.status();
 }
 
 TEST(Fixtures, CpuDtypeIsF32OrBf16) {

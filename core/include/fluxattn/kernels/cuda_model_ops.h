@@ -103,13 +103,22 @@ class Gemm {
   // Creates a cuBLASLt handle and a device workspace of `workspace_bytes`. With
   // `small_batch_kernel`, decode-shaped products (one row, or up to 8 rows on weights of at most
   // 4M elements) run on a bandwidth kernel of this library instead of cuBLASLt (bf16 x and W with
-  // k % 8 == 0 and 16-byte aligned rows).
+  // k % 8 == 0 and 16-byte aligned rows). With `autotune`, products of 1024 rows and more take
+  // the fastest of cuBLASLt's candidate algorithms, timed once per shape and power-of-two row
+  // bucket on the first call's operands (that call waits for its timings); otherwise cuBLASLt's
+  // first heuristic choice.
   static absl::StatusOr<std::unique_ptr<Gemm>> Create(size_t workspace_bytes = 32 << 20,
-                                                      bool small_batch_kernel = true);
+                                                      bool small_batch_kernel = true,
+                                                      bool autotune = true);
   virtual ~Gemm() = default;
   virtual absl::Status Linear(const void* x, const void* w, void* y, int64_t m, int64_t n,
                               int64_t k, OutputType out_type, void* stream) = 0;
 };
+
+// Gemm::Create's `autotune` for the model from FLUXATTN_CUDA_GEMM_TUNE: "1" true, unset or "0"
+// false (the default: it measured no gain end to end), anything else an error naming the
+// variable.
+absl::StatusOr<bool> GemmAutotuneFromEnvironment();
 
 // The small-batch kernel's shape for a product of m rows: k_splits warps share each output
 // column (1, 2, 4 or 8) and every lane keeps `loads` 16-byte loads of W in flight (4, 8 or 16;

@@ -1,0 +1,443 @@
+// The attention backends on CUDA in bf16, through the engine's layer runner (the path every
+// model layer takes: new keys appended through the page tables, one launch per layer batch),
+// against the double-precision oracle of each strategy's published rule on the same
+// bf16-rounded inputs. The expected pairs are written from the rule and its parameters, never
+// from the plugin's layout code; each layout must list exactly those pairs, every query must
+// read its own position, and the output must match the oracle. Batches mix lengths (1 to 1300
+// tokens), prompts continued after earlier tokens, decode rows of different lengths, and
+// sequences of different backends sharing one launch. Pages are handed out in shuffled order.
+// Skips without a GPU; tools/device-test.sh fails when it skipped there.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../attention/attention_test_util.h"
+#include "../attention/backend_factory.h"
+#include "absl/strings/str_cat.h"
+#include "engine/cuda_layer_runner.h"
+#include "fluxattn/attention/layout_builder.h"
+#include "fluxattn/device.h"
+#include "fluxattn/kv_pool.h"
+#include "fluxattn/tensor.h"
+
+namespace fluxattn::testing {
+namespace {
+
+// Whether the query at absolute position p reads key j, in a call whose queries end at
+// chunk_end (DESIGN.md's rules, written out here).
+using Rule = std::function<bool(AttentionPhase phase, int64_t chunk_end, int64_t p, int64_t j)>;
+
+bool Causal(int64_t p, int64_t j) { return j <= p; }
+bool SinkWindow(int64_t sink, int64_t window, int64_t b, int64_t p, int64_t j) {
+  const int64_t sink_blocks = (sink + b - 1) / b, window_blocks = (window + b - 1) / b;
+  return j <= p && (j / b < sink_blocks || p / b - j / b < window_blocks);
+}
+
+struct Strategy {
+  std::string label;
+  std::string plugin;
+  std::map<std::string, ParamValue> params;
+  Rule rule;
+};
+
+// Block sizes are multiples of 64 (the CUDA kernels' tile); sink and window are not aligned to
+// them.
+const Strategy kStrategies[] = {
+    {"full",
+     "full",
+     {},
+     [](AttentionPhase, int64_t, int64_t p, int64_t j) { return Causal(p, j); }},
+    {"streaming_b128",
+     "streaming",
+     {{"sink_tokens", int64_t{100}}, {"window_tokens", int64_t{300}}, {"block_size", int64_t{128}}},
+     [](AttentionPhase, int64_t, int64_t p, int64_t j) { return SinkWindow(100, 300, 128, p, j); }},
+    {"streaming_b64",
+     "streaming",
+     {{"sink_tokens", int64_t{64}}, {"window_tokens", int64_t{130}}, {"block_size", int64_t{64}}},
+     [](AttentionPhase, int64_t, int64_t p, int64_t j) { return SinkWindow(64, 130, 64, p, j); }},
+    // Sink + window, except the last last_n queries of a prefill call read densely; decode is
+    // dense.
+    {"triangle",
+     "triangle",
+     {{"sink_tokens", int64_t{64}},
+      {"window_tokens", int64_t{128}},
+      {"block_size", int64_t{64}},
+      {"last_n", int64_t{100}}},
+     [](AttentionPhase phase, int64_t end, int64_t p, int64_t j) {
+       if (phase == AttentionPhase::kDecode || p >= end - 100) return Causal(p, j);
+       return SinkWindow(64, 128, 64, p, j);
+     }},
+};
+
+const Strategy& StrategyNamed(const std::string& label) {
+  for (const Strategy& s : kStrategies) {
+    if (s.label == label) return s;
+  }
+  ADD_FAILURE() << "no strategy " << label;
+  return kStrategies[0];
+}
+
+struct Shape {
+  int hq, hkv, dim, page_tokens;
+};
+
+// One sequence of a layer batch: queries at [q_pos0, q_pos0 + rows) of a sequence whose keys
+// [0, q_pos0) are already in the pool; the new rows' keys come with the batch.
+struct Seq {
+  std::string strategy;
+  AttentionPhase phase;
+  int64_t q_pos0;
+  int64_t rows;
+  int64_t length() const { return q_pos0 + rows; }
+};
+
+uint16_t Bf16(float f) { return FloatToBF16(f); }
+
+class CudaConformance : public ::testing::TestWithParam<std::tuple<Shape, std::string>> {
+ protected:
+  void SetUp() override {
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device here";
+    absl::StatusOr<Device*> dev = CudaDevice(0);
+    ASSERT_TRUE(dev.ok()) << dev.status();
+    device_ = *dev;
+  }
+
+  // Runs `seqs` as one layer batch and compares every sequence with its rule's oracle.
+  void RunBatch(const std::vector<Seq>& seqs, uint64_t seed) {
+    const auto& [s, dense_prefill] = GetParam();
+    SCOPED_TRACE(absl::StrCat("hq ", s.hq, " hkv ", s.hkv, " d ", s.dim, " page ", s.page_tokens,
+                              ", dense prefill ", dense_prefill, ", seed ", seed));
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    auto bf16_values = [&](size_t n, std::vector<uint16_t>* bits, std::vector<float>* rounded) {
+      bits->resize(n);
+      rounded->resize(n);
+      for (size_t i = 0; i < n; ++i) {
+        (*bits)[i] = Bf16(normal(rng));
+        (*rounded)[i] = BF16ToFloat((*bits)[i]);
+      }
+    };
+    const int64_t q_row = int64_t{s.hq} * s.dim, kv_row = int64_t{s.hkv} * s.dim;
+    // The pool: enough pages for every sequence plus spares, handed out shuffled.
+    int64_t pages_needed = 0;
+    for (const Seq& q : seqs) pages_needed += (q.length() + s.page_tokens - 1) / s.page_tokens;
+    KvPoolOptions po;
+    po.dtype = DType::kBF16;
+    po.page_tokens = s.page_tokens;
+    po.num_kv_heads = s.hkv;
+    po.head_dim = s.dim;
+    po.capacity_pages = pages_needed + 7;
+    absl::StatusOr<std::unique_ptr<KvPagePool>> pool = KvPagePool::Create(device_, po);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    std::vector<int32_t> all_pages;
+    ASSERT_TRUE((*pool)->Allocate(po.capacity_pages, &all_pages).ok());
+    std::shuffle(all_pages.begin(), all_pages.end(), rng);
+    // Host image of the pool: NaN everywhere (a key read from a page never written shows), the
+    // earlier keys of every sequence at their slots.
+    const int64_t page_elems = int64_t{s.page_tokens} * kv_row;
+    std::vector<uint16_t> k_image(po.capacity_pages * page_elems, 0x7fc0);
+    std::vector<uint16_t> v_image(k_image.size(), 0x7fc0);
+    struct Host {
+      std::vector<int32_t> pages;
+      std::vector<float> q, k, v;  // bf16-rounded: q of the rows, k/v of every position
+    };
+    std::vector<Host> host(seqs.size());
+    std::vector<uint16_t> q_bits, new_k_bits, new_v_bits;
+    size_t next_page = 0;
+    int64_t total_rows = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const Seq& q = seqs[i];
+      Host& h = host[i];
+      const int64_t n_pages = (q.length() + s.page_tokens - 1) / s.page_tokens;
+      h.pages.assign(all_pages.begin() + next_page, all_pages.begin() + next_page + n_pages);
+      next_page += n_pages;
+      std::vector<uint16_t> qb, kb, vb;
+      bf16_values(q.rows * q_row, &qb, &h.q);
+      bf16_values(q.length() * kv_row, &kb, &h.k);
+      bf16_values(q.length() * kv_row, &vb, &h.v);
+      q_bits.insert(q_bits.end(), qb.begin(), qb.end());
+      for (int64_t pos = 0; pos < q.length(); ++pos) {
+        const uint16_t* kr = &kb[pos * kv_row];
+        const uint16_t* vr = &vb[pos * kv_row];
+        if (pos < q.q_pos0) {
+          const int64_t at =
+              h.pages[pos / s.page_tokens] * page_elems + (pos % s.page_tokens) * kv_row;
+          std::copy(kr, kr + kv_row, k_image.begin() + at);
+          std::copy(vr, vr + kv_row, v_image.begin() + at);
+        } else {
+          new_k_bits.insert(new_k_bits.end(), kr, kr + kv_row);
+          new_v_bits.insert(new_v_bits.end(), vr, vr + kv_row);
+        }
+      }
+      total_rows += q.rows;
+    }
+    const KvPoolView pv = (*pool)->view();
+    Stream* stream = device_->default_stream();
+    ASSERT_TRUE(
+        device_
+            ->Copy(pv.k.data, k_image.data(), k_image.size() * 2, CopyKind::kHostToDevice, stream)
+            .ok());
+    ASSERT_TRUE(
+        device_
+            ->Copy(pv.v.data, v_image.data(), v_image.size() * 2, CopyKind::kHostToDevice, stream)
+            .ok());
+    // Device rows: queries, new keys and values, the output (poisoned with NaN).
+    auto upload = [&](const std::vector<uint16_t>& bits) -> void* {
+      absl::StatusOr<void*> p = device_->Allocate(std::max<size_t>(bits.size() * 2, 2));
+      EXPECT_TRUE(p.ok()) << p.status();
+      if (!p.ok()) return nullptr;
+      buffers_.push_back(*p);
+      if (!bits.empty()) {
+        EXPECT_TRUE(
+            device_->Copy(*p, bits.data(), bits.size() * 2, CopyKind::kHostToDevice, stream).ok());
+      }
+      return *p;
+    };
+    void* d_q = upload(q_bits);
+    void* d_k = upload(new_k_bits);
+    void* d_v = upload(new_v_bits);
+    void* d_out = upload(std::vector<uint16_t>(q_bits.size(), 0x7fc0));
+    ASSERT_TRUE(d_q && d_k && d_v && d_out);
+    const int ord = device_->ordinal();
+    // The problems, and each sequence's layout from its own backend.
+    std::vector<AttentionProblem> problems(seqs.size());
+    std::vector<BlockSparseLayout> layouts(seqs.size());
+    std::vector<BackendPtr> backends;
+    std::vector<std::unique_ptr<AttentionState>> states;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(s.dim));
+    AttentionBatch batch;
+    batch.num_q_heads = s.hq;
+    batch.num_kv_heads = s.hkv;
+    batch.head_dim = s.dim;
+    batch.scale = scale;
+    batch.device = DeviceType::kCuda;
+    batch.dtype = DType::kBF16;
+    batch.q = TensorView::Contiguous(d_q, DType::kBF16, DeviceType::kCuda,
+                                     {total_rows, s.hq, s.dim}, ord);
+    batch.out = TensorView::Contiguous(d_out, DType::kBF16, DeviceType::kCuda,
+                                       {total_rows, s.hq, s.dim}, ord);
+    batch.kv = pv;
+    int64_t row = 0;
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const Seq& q = seqs[i];
+      AttentionProblem& p = problems[i];
+      p.num_q_heads = s.hq;
+      p.num_kv_heads = s.hkv;
+      p.head_dim = s.dim;
+      p.scale = scale;
+      p.phase = q.phase;
+      p.q_pos0 = q.q_pos0;
+      p.num_queries = q.rows;
+      p.q_row0 = row;
+      p.q = batch.q.Rows(row, q.rows);
+      p.kv.num_kv_heads = s.hkv;
+      p.kv.head_dim = s.dim;
+      p.kv.page_tokens = s.page_tokens;
+      p.kv.length = q.length();
+      p.kv.dtype = DType::kBF16;
+      p.kv.device = DeviceType::kCuda;
+      p.kv.k_pool = pv.k.data;
+      p.kv.v_pool = pv.v.data;
+      p.kv.pages = host[i].pages.data();
+      p.kv.num_pages = static_cast<int64_t>(host[i].pages.size());
+      p.device = DeviceType::kCuda;
+      p.dtype = DType::kBF16;
+      p.request_id = i + 1;
+      row += q.rows;
+      const Strategy& st = StrategyNamed(q.strategy);
+      absl::StatusOr<BackendPtr> made = MakeBackend(st.plugin, st.params);
+      ASSERT_TRUE(made.ok()) << made.status();
+      backends.push_back(std::move(*made));
+      AttentionBackend& b = *backends.back();
+      ProblemDesc desc;
+      desc.device = DeviceType::kCuda;
+      desc.dtype = DType::kBF16;
+      desc.head_dim = s.dim;
+      desc.num_q_heads = s.hq;
+      desc.num_kv_heads = s.hkv;
+      desc.phase = q.phase;
+      const absl::Status supported = b.Supports(desc);
+      ASSERT_TRUE(supported.ok()) << st.label << ": " << supported;
+      states.push_back(b.CreateState(s.hq, s.hkv, s.dim));
+      p.state = states.back().get();
+      AttentionBatch one = batch;
+      one.seqs = std::span<const AttentionProblem>(&p, 1);
+      PlannedLayout plan;
+      absl::Status planned = b.Plan(one, &plan);
+      ASSERT_TRUE(planned.ok()) << st.label << ": " << planned;
+      ASSERT_EQ(plan.layouts.size(), 1u) << st.label;
+      layouts[i] = std::move(plan.layouts[0]);
+      ExpectLayoutFollowsRule(st, p, layouts[i]);
+    }
+    batch.seqs = problems;
+    absl::StatusOr<std::unique_ptr<CudaLayerRunner>> runner =
+        CudaLayerRunner::Create(device_, dense_prefill);
+    ASSERT_TRUE(runner.ok()) << runner.status();
+    const TensorView k_view = TensorView::Contiguous(d_k, DType::kBF16, DeviceType::kCuda,
+                                                     {total_rows, s.hkv, s.dim}, ord);
+    const TensorView v_view = TensorView::Contiguous(d_v, DType::kBF16, DeviceType::kCuda,
+                                                     {total_rows, s.hkv, s.dim}, ord);
+    absl::Status ran = (*runner)->Run(batch, k_view, v_view, layouts);
+    ASSERT_TRUE(ran.ok()) << ran;
+    ASSERT_TRUE(device_->Synchronize().ok());
+    std::vector<uint16_t> out_bits(q_bits.size());
+    ASSERT_TRUE(
+        device_->Copy(out_bits.data(), d_out, out_bits.size() * 2, CopyKind::kDeviceToHost, stream)
+            .ok());
+    ASSERT_TRUE(device_->Synchronize().ok());
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const Seq& q = seqs[i];
+      const Strategy& st = StrategyNamed(q.strategy);
+      AttentionProblem ref = problems[i];
+      const int64_t end = q.length();
+      const std::vector<double> want = ReferenceAttention(
+          ref, host[i].q.data(), host[i].k.data(), host[i].v.data(),
+          [&](int64_t r, int, int64_t j) { return st.rule(q.phase, end, q.q_pos0 + r, j); });
+      std::vector<float> got(q.rows * q_row);
+      for (size_t e = 0; e < got.size(); ++e) {
+        got[e] = BF16ToFloat(out_bits[problems[i].q_row0 * q_row + e]);
+      }
+      // bf16 output (8 bits of mantissa) and bf16 probabilities in the P.V product: a few parts
+      // in a thousand of the output's scale; a wrong key or a missing one moves it far more.
+      EXPECT_LT(RelativeError(got, want), 2e-2)
+          << st.label << " sequence " << i << " (" << AttentionPhaseName(q.phase) << ", q_pos0 "
+          << q.q_pos0 << ", rows " << q.rows << ")";
+    }
+  }
+
+  // The layout lists exactly the rule's pairs, and every query reads its own position.
+  static void ExpectLayoutFollowsRule(const Strategy& st, const AttentionProblem& p,
+                                      const BlockSparseLayout& layout) {
+    ASSERT_TRUE(ValidateLayout(layout, p.num_kv_heads).ok()) << st.label;
+    ASSERT_EQ(layout.q_pos0, p.q_pos0);
+    ASSERT_EQ(layout.num_queries, p.num_queries);
+    ASSERT_EQ(layout.kv_length, p.kv.length);
+    const int64_t len = p.kv.length, end = p.q_pos0 + p.num_queries;
+    for (int h = 0; h < layout.num_layout_heads; ++h) {
+      const std::vector<uint8_t> mask = ExpandLayoutToDenseMask(layout, h);
+      for (int64_t r = 0; r < p.num_queries; ++r) {
+        const int64_t pos = p.q_pos0 + r;
+        ASSERT_NE(mask[r * len + pos], 0)
+            << st.label << ": the query at " << pos << " does not read its own position";
+        for (int64_t j = 0; j < len; ++j) {
+          ASSERT_EQ(mask[r * len + j] != 0, st.rule(p.phase, end, pos, j))
+              << st.label << ", layout head " << h << ", query at " << pos << ", key " << j << " ("
+              << AttentionPhaseName(p.phase) << "): the layout disagrees with the rule";
+        }
+      }
+    }
+  }
+
+  void TearDown() override {
+    for (void* p : buffers_) device_->Free(p);
+  }
+
+  Device* device_ = nullptr;
+  std::vector<void*> buffers_;
+};
+
+// Fresh prompts of awkward lengths, one strategy per launch.
+TEST_P(CudaConformance, PrefillOfEveryStrategy) {
+  for (const Strategy& st : kStrategies) {
+    SCOPED_TRACE(st.label);
+    RunBatch({{st.label, AttentionPhase::kPrefill, 0, 1},
+              {st.label, AttentionPhase::kPrefill, 0, 200},
+              {st.label, AttentionPhase::kPrefill, 0, 700}},
+             FreshSeed());
+  }
+}
+
+// Prompts continued after earlier tokens (chunked prefill): the earlier keys come from the pool.
+TEST_P(CudaConformance, ChunkedPrefillReadsEarlierKeysFromThePool) {
+  for (const Strategy& st : kStrategies) {
+    SCOPED_TRACE(st.label);
+    RunBatch({{st.label, AttentionPhase::kPrefill, 333, 150},
+              {st.label, AttentionPhase::kPrefill, 1000, 300},
+              {st.label, AttentionPhase::kPrefill, 64, 1}},
+             FreshSeed());
+  }
+}
+
+// Decode rows of different lengths in one launch.
+TEST_P(CudaConformance, DecodeOfEveryStrategy) {
+  for (const Strategy& st : kStrategies) {
+    SCOPED_TRACE(st.label);
+    RunBatch({{st.label, AttentionPhase::kDecode, 0, 1},
+              {st.label, AttentionPhase::kDecode, 299, 1},
+              {st.label, AttentionPhase::kDecode, 1299, 1},
+              {st.label, AttentionPhase::kDecode, 127, 1}},
+             FreshSeed());
+  }
+}
+
+// Sequences of different strategies in one launch (a layer where requests took different
+// routing decisions), in prefill and in decode.
+TEST_P(CudaConformance, MixedDecisionsShareOneLaunch) {
+  RunBatch({{"full", AttentionPhase::kPrefill, 0, 260},
+            {"streaming_b128", AttentionPhase::kPrefill, 0, 900},
+            {"full", AttentionPhase::kPrefill, 130, 70}},
+           FreshSeed());
+  RunBatch({{"streaming_b64", AttentionPhase::kPrefill, 0, 500},
+            {"triangle", AttentionPhase::kPrefill, 0, 333},
+            {"full", AttentionPhase::kPrefill, 0, 64}},
+           FreshSeed());
+  RunBatch({{"full", AttentionPhase::kDecode, 1000, 1},
+            {"streaming_b128", AttentionPhase::kDecode, 1300, 1},
+            {"streaming_b128", AttentionPhase::kDecode, 5, 1},
+            {"full", AttentionPhase::kDecode, 77, 1}},
+           FreshSeed());
+}
+
+const Shape kShapes[] = {
+    {32, 8, 128, 128},  // Llama 3 / Qwen3 attention
+    {8, 8, 64, 64},     // no GQA, head dim 64
+    {16, 2, 128, 16},   // GQA 8, small pages
+    {4, 1, 64, 32},     // one KV head
+};
+
+std::string CaseName(const ::testing::TestParamInfo<std::tuple<Shape, std::string>>& info) {
+  const Shape& s = std::get<0>(info.param);
+  return absl::StrCat("hq", s.hq, "_hkv", s.hkv, "_d", s.dim, "_page", s.page_tokens, "_",
+                      std::get<1>(info.param));
+}
+
+INSTANTIATE_TEST_SUITE_P(Bf16, CudaConformance,
+                         ::testing::Combine(::testing::ValuesIn(kShapes),
+                                            ::testing::Values("fluxattn", "auto")),
+                         CaseName);
+
+// The CUDA kernels compute in bf16: a float32 batch is refused with one line naming the dtype,
+// not run in the wrong precision.
+TEST(CudaConformanceErrors, Float32BatchIsRefused) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device here";
+  absl::StatusOr<Device*> dev = CudaDevice(0);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  absl::StatusOr<std::unique_ptr<CudaLayerRunner>> runner = CudaLayerRunner::Create(*dev);
+  ASSERT_TRUE(runner.ok()) << runner.status();
+  AttentionProblem p;
+  p.num_q_heads = 1;
+  p.num_kv_heads = 1;
+  p.head_dim = 64;
+  p.num_queries = 1;
+  AttentionBatch batch;
+  batch.device = DeviceType::kCuda;
+  batch.dtype = DType::kF32;
+  batch.q.dtype = DType::kF32;
+  batch.seqs = std::span<const AttentionProblem>(&p, 1);
+  std::vector<BlockSparseLayout> layouts(1);
+  const absl::Status st = (*runner)->Run(batch, TensorView{}, TensorView{}, layouts);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("bf16"), std::string::npos) << st;
+  EXPECT_NE(st.message().find("f32"), std::string::npos) << st;
+}
+
+}  // namespace
+}  // namespace fluxattn::testing
