@@ -32,8 +32,8 @@ WeightArena::~WeightArena() {
 
 absl::StatusOr<bool> WeightArena::Wanted() {
   const char* env = std::getenv("FLUXATTN_CPU_HUGEPAGES");
-  if (env == nullptr || std::strcmp(env, "1") == 0) return true;
-  if (std::strcmp(env, "0") == 0) return false;
+  if (env == nullptr || std::strcmp(env, "0") == 0) return false;
+  if (std::strcmp(env, "1") == 0) return true;
   return InvalidInput("environment variable FLUXATTN_CPU_HUGEPAGES", "0 or 1",
                       absl::StrCat("\"", env, "\""));
 }

@@ -176,8 +176,8 @@ TEST(Fixtures, Bf16ActivationsOnTheCpuStayNearTransformers) {
   }
 }
 
-// The CPU model computes from a huge-page copy of its matrices (FLUXATTN_CPU_HUGEPAGES, on by
-// default) or from the checkpoint's mapping: the same bits either way, for float32 and bfloat16
+// The CPU model computes from a huge-page copy of its matrices (FLUXATTN_CPU_HUGEPAGES=1) or
+// from the checkpoint's mapping (the default): the same bits either way, for float32 and bfloat16
 // weights, tied and untied heads. A value other than 0 or 1 is refused naming the variable.
 TEST(Fixtures, WeightArenaGivesTheMappingsBits) {
   for (const std::string name : {"qwen3_bf16_tied", "llama3_f32", "qwen2_f16_tied"}) {
