@@ -73,6 +73,10 @@ class CudaDecoderModel : public LanguageModel {
 
   absl::Status Forward(std::span<const SequenceChunk> batch, LayerAttention& attention,
                        bool all_positions, std::vector<float>* logits) override;
+  bool SamplesOnDevice() const override { return true; }
+  absl::Status ForwardSample(std::span<const SequenceChunk> batch, LayerAttention& attention,
+                             std::span<const SampleParams> params,
+                             std::vector<int64_t>* tokens) override;
   absl::Status ForwardGreedy(std::span<const SequenceChunk> batch, LayerAttention& attention,
                              std::vector<int64_t>* tokens) override;
 
@@ -81,6 +85,9 @@ class CudaDecoderModel : public LanguageModel {
   // sequence, or one per token with all_positions).
   absl::StatusOr<const float*> Run(std::span<const SequenceChunk> batch, LayerAttention& attention,
                                    bool all_positions, int64_t* rows);
+  // Run, then one token per sequence by kernels::cuda::Sample (empty `params`: greedy).
+  absl::Status RunAndSample(std::span<const SequenceChunk> batch, LayerAttention& attention,
+                            std::span<const SampleParams> params, std::vector<int64_t>* tokens);
   void* stream() const { return device_->default_stream()->native_handle(); }
 
   // Copies host bytes into a new device allocation owned by the model.
@@ -234,13 +241,40 @@ absl::Status CudaDecoderModel::Forward(std::span<const SequenceChunk> batch,
 absl::Status CudaDecoderModel::ForwardGreedy(std::span<const SequenceChunk> batch,
                                              LayerAttention& attention,
                                              std::vector<int64_t>* tokens) {
+  // Greedy parameters: temperature 0 for every sequence.
+  return RunAndSample(batch, attention, {}, tokens);
+}
+
+absl::Status CudaDecoderModel::ForwardSample(std::span<const SequenceChunk> batch,
+                                             LayerAttention& attention,
+                                             std::span<const SampleParams> params,
+                                             std::vector<int64_t>* tokens) {
+  if (params.size() != batch.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ForwardSample: ", params.size(), " parameter sets for ", batch.size(), " sequences"));
+  }
+  return RunAndSample(batch, attention, params, tokens);
+}
+
+absl::Status CudaDecoderModel::RunAndSample(std::span<const SequenceChunk> batch,
+                                            LayerAttention& attention,
+                                            std::span<const SampleParams> params,
+                                            std::vector<int64_t>* tokens) {
   int64_t rows = 0;
   FLUXATTN_ASSIGN_OR_RETURN(const float* out, Run(batch, attention, false, &rows));
   const int32_t n = static_cast<int32_t>(rows);
-  // Greedy parameters (temperature 0) and the chosen ids, one device block.
+  // The sampling parameters and the chosen ids, one device block.
   const size_t params_bytes = n * sizeof(kc::SamplingParams);
   FLUXATTN_ASSIGN_OR_RETURN(void* scratch, sample_.Ensure(params_bytes + n * sizeof(int32_t)));
   host_params_.assign(n, kc::SamplingParams{});
+  for (size_t i = 0; i < params.size() && i < host_params_.size(); ++i) {
+    kc::SamplingParams& p = host_params_[i];
+    p.temperature = static_cast<float>(params[i].temperature);
+    p.top_k = params[i].top_k;
+    p.top_p = static_cast<float>(params[i].top_p);
+    p.seed = params[i].seed;
+    p.step = params[i].step;
+  }
   Stream* st = device_->default_stream();
   FLUXATTN_RETURN_IF_ERROR(
       device_->Copy(scratch, host_params_.data(), params_bytes, CopyKind::kHostToDevice, st));

@@ -10,11 +10,13 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 
 #include "absl/strings/str_cat.h"
 #include "fluxattn/config.h"
 #include "fluxattn/engine.h"
+#include "fluxattn/kernels/cuda_model_ops.h"
 #include "fluxattn/models/decoder_model.h"
 #include "fluxattn/plugin_registry.h"
 #include "fluxattn/status.h"
@@ -431,6 +433,119 @@ TEST(CudaEngine, GreedyOnTheDeviceMatchesTheHostArgmax) {
       EXPECT_EQ(runs[1].requests[r].tokens[t], best) << "request " << r << " step " << t;
     }
   }
+}
+
+// The documented rule of kernels::cuda::Sample, in double on the host: temperature, top-k and
+// top-p with ties at the edge kept, then the first kept token in id order whose running sum of
+// probabilities passes u times the kept mass. *margin: how far u * mass lies from the nearest
+// running-sum boundary, relative to the mass (float rounding on the device can move a draw
+// that lands within about 1e-6 of one).
+int64_t SampleByTheRule(const std::vector<float>& logits, double temperature, int top_k,
+                        double top_p, uint64_t seed, uint64_t step, double* margin) {
+  const int64_t v = static_cast<int64_t>(logits.size());
+  std::vector<double> sorted(logits.begin(), logits.end());
+  std::sort(sorted.begin(), sorted.end(), std::greater<>());
+  const double mx = sorted[0];
+  double edge = top_k > 0 && top_k < v ? sorted[top_k - 1] : sorted[v - 1];
+  double kept_mass = 0;
+  for (double l : sorted) {
+    if (l >= edge) kept_mass += std::exp((l - mx) / temperature);
+  }
+  if (top_p < 1.0) {
+    double run = 0;
+    for (double l : sorted) {
+      if (l < edge) break;
+      run += std::exp((l - mx) / temperature);
+      if (run >= top_p * kept_mass) {
+        edge = l;
+        break;
+      }
+    }
+  }
+  double mass = 0;
+  for (int64_t i = 0; i < v; ++i) {
+    if (logits[i] >= edge) mass += std::exp((logits[i] - mx) / temperature);
+  }
+  const double target = kernels::cuda::SamplingUniform(seed, step) * mass;
+  double run = 0;
+  int64_t last = 0;
+  for (int64_t i = 0; i < v; ++i) {
+    if (logits[i] < edge) continue;
+    const double before = run;
+    run += std::exp((logits[i] - mx) / temperature);
+    last = i;
+    if (run > target) {
+      *margin = std::min(target - before, run - target) / mass;
+      return i;
+    }
+  }
+  *margin = 0;
+  return last;
+}
+
+// Sampled requests that record no logits draw their tokens on the device: the same requests give
+// the same tokens again, the first token is the rule's choice on the prompt's logits (recorded
+// by a run that samples on the host), and greedy requests in the same batch get their argmax.
+TEST(CudaEngine, SamplingOnTheDeviceFollowsTheRule) {
+  REQUIRE_GPU();
+  std::mt19937 rng(11);
+  std::vector<RequestSpec> specs;
+  for (int len : {1, 45, 300, 700}) {
+    RequestSpec spec;
+    spec.prompt.resize(len);
+    for (int64_t& t : spec.prompt) t = std::uniform_int_distribution<int>(1, 999)(rng);
+    spec.options = Greedy(10);
+    spec.options.record_logits = false;
+    spec.options.sampling.temperature = 0.8;
+    spec.options.sampling.top_k = len % 2 == 0 ? 0 : 40;
+    spec.options.sampling.top_p = 0.9;
+    spec.options.sampling.seed = 1000 + len;
+    specs.push_back(std::move(spec));
+  }
+  // One greedy request in the batch as well.
+  RequestSpec greedy = specs[1];
+  greedy.options.sampling = SamplingOptions{};
+  auto run = [&](std::vector<RequestSpec> requests) {
+    auto model = RandomModel("cuda", 4, 128, 11);
+    EXPECT_TRUE(model.ok()) << model.status();
+    auto engine = MakeEngine(std::move(*model), HybridConfig());
+    EXPECT_NE(engine, nullptr);
+    auto result = engine->Generate(std::move(requests));
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? std::move(*result) : BatchResult{};
+  };
+  std::vector<RequestSpec> with_greedy = specs;
+  with_greedy.push_back(greedy);
+  const BatchResult a = run(with_greedy), b = run(with_greedy);
+  std::vector<RequestSpec> recording = specs;
+  for (RequestSpec& r : recording) r.options.record_logits = true;
+  recording.push_back(greedy);
+  const BatchResult host = run(recording);
+  ASSERT_EQ(a.requests.size(), specs.size() + 1);
+  ASSERT_EQ(b.requests.size(), specs.size() + 1);
+  ASSERT_EQ(host.requests.size(), specs.size() + 1);
+  int compared = 0;
+  bool any_sampled_differs_from_argmax = false;
+  for (size_t r = 0; r < specs.size(); ++r) {
+    ASSERT_EQ(a.requests[r].tokens.size(), 10u) << "request " << r;
+    EXPECT_EQ(a.requests[r].tokens, b.requests[r].tokens) << "request " << r;
+    EXPECT_TRUE(a.requests[r].step_logits.empty());
+    ASSERT_FALSE(host.requests[r].step_logits.empty());
+    const std::vector<float>& first = host.requests[r].step_logits[0];
+    const SamplingOptions& o = specs[r].options.sampling;
+    double margin = 0;
+    const int64_t want =
+        SampleByTheRule(first, o.temperature, o.top_k, o.top_p, o.seed, 0, &margin);
+    const int64_t argmax = std::max_element(first.begin(), first.end()) - first.begin();
+    any_sampled_differs_from_argmax |= a.requests[r].tokens[0] != argmax;
+    if (margin < 1e-4) continue;  // the draw sits on a boundary: either side is right
+    EXPECT_EQ(a.requests[r].tokens[0], want) << "request " << r;
+    ++compared;
+  }
+  EXPECT_GE(compared, 3);
+  EXPECT_TRUE(any_sampled_differs_from_argmax);
+  // The greedy request of the batch: the argmax at every step, as when recording logits.
+  EXPECT_EQ(a.requests.back().tokens, host.requests.back().tokens);
 }
 
 TEST(CudaEngine, ConfigErrorsNameTheKey) {

@@ -100,6 +100,32 @@ class LanguageModel {
     }
     return absl::OkStatus();
   }
+
+  // One sampled token per sequence, drawn where the logits are (on a GPU only the ids leave the
+  // device), for models that say so in SamplesOnDevice(). The rule is that of
+  // kernels::cuda::Sample (fluxattn/kernels/cuda_model_ops.h): temperature, then top-k and
+  // top-p with ties at the edge kept, then the first token in id order whose running sum of
+  // kept probabilities reaches u times the kept mass, u the counter-based draw of
+  // (seed, step); temperature <= 0 or top_k == 1 is the argmax. Default: Unimplemented (the
+  // engine then samples on the host from Forward's logits).
+  struct SampleParams {
+    double temperature = 0.0;
+    int top_k = 0;
+    double top_p = 1.0;
+    uint64_t seed = 0;
+    uint64_t step = 0;  // which token of the request this is (0 = the one after the prompt)
+  };
+  virtual bool SamplesOnDevice() const { return false; }
+  virtual absl::Status ForwardSample(std::span<const SequenceChunk> batch,
+                                     LayerAttention& attention,
+                                     std::span<const SampleParams> params,
+                                     std::vector<int64_t>* tokens) {
+    (void)batch;
+    (void)attention;
+    (void)params;
+    (void)tokens;
+    return absl::UnimplementedError("ForwardSample: this model samples on the host");
+  }
 };
 
 }  // namespace fluxattn

@@ -166,6 +166,7 @@ struct Engine::Impl : public LayerAttention {
   // its greedy tokens.
   std::vector<float> logits;
   std::vector<int64_t> greedy_tokens;
+  std::vector<LanguageModel::SampleParams> sample_params;  // ForwardSample, per sequence
 
   absl::StatusOr<RoutingPolicy*> PolicyFor(const std::string& name) {
     if (name.empty()) return router;
@@ -890,10 +891,31 @@ absl::StatusOr<StepResult> Engine::Step() {
       greedy = greedy && !o.record_logits && o.logprobs < 0 &&
                (o.sampling.temperature <= 0.0 || o.sampling.top_k == 1);
     }
+    // Sampled requests on a model that samples where its logits are (a GPU): the same, with
+    // each request's parameters and its (seed, step) draw.
+    bool device_sampling = !greedy && model_->SamplesOnDevice();
+    for (const Impl::Request* req : I.active) {
+      const GenerationOptions& o = req->spec.options;
+      device_sampling = device_sampling && !o.record_logits && o.logprobs < 0;
+    }
     std::vector<float>& logits = I.logits;
     std::vector<int64_t>& greedy_tokens = I.greedy_tokens;
-    absl::Status st = greedy ? model_->ForwardGreedy(batch, I, &greedy_tokens)
-                             : model_->Forward(batch, I, false, &logits);
+    absl::Status st;
+    if (greedy) {
+      st = model_->ForwardGreedy(batch, I, &greedy_tokens);
+    } else if (device_sampling) {
+      std::vector<LanguageModel::SampleParams>& params = I.sample_params;
+      params.resize(I.active.size());
+      for (size_t s = 0; s < I.active.size(); ++s) {
+        const Impl::Request& req = *I.active[s];
+        const SamplingOptions& o = req.spec.options.sampling;
+        params[s] = {o.temperature, o.top_k, o.top_p, o.seed,
+                     static_cast<uint64_t>(req.result.tokens.size())};
+      }
+      st = model_->ForwardSample(batch, I, params, &greedy_tokens);
+    } else {
+      st = model_->Forward(batch, I, false, &logits);
+    }
     if (!st.ok()) {
       // A failure inside the batch's forward pass: every request of the step is dropped.
       for (Impl::Request* req : I.active) fail(*req, st);
@@ -920,7 +942,7 @@ absl::StatusOr<StepResult> Engine::Step() {
           done = true;
         } else {
           StepToken t{req.id, 0};
-          if (greedy) {
+          if (greedy || device_sampling) {
             t.token = greedy_tokens[s];
           } else {
             std::span<const float> row(&logits[s * vocab], vocab);
