@@ -26,6 +26,7 @@ struct BenchArgs {
   int threads = -1;
   std::string device;  // empty: each config's [model] device
   uint64_t seed = 0;
+  SamplingOptions sampling;  // of every request; greedy by default
   std::string json;
   std::string csv;
 };
@@ -52,7 +53,7 @@ int RunBenchCommand(const BenchArgs& args) {
       auto result = eval::RunBench(
           **session, context, args.decode_tokens, args.repeats, args.seed,
           [&](const std::string& detail) { progress.Next((*session)->name + " " + detail); },
-          args.warmup, args.batch);
+          args.warmup, args.batch, args.sampling);
       if (!result.ok()) {
         progress.Finish();
         PrintError(absl::StrCat(path, ": ", result.status().message()));
@@ -108,6 +109,16 @@ std::function<int()> SetupBench(CLI::App& app) {
                  "Worker threads for the model (0: all cores; default: the config's)")
       ->check(CLI::Range(0, 4096));
   app.add_option("--seed", args->seed, "Seed of the synthetic prompts")->capture_default_str();
+  app.add_option("--temperature", args->sampling.temperature,
+                 "Sampling temperature of every request (0: greedy)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 100.0));
+  app.add_option("--top-k", args->sampling.top_k, "Top-k filter of the sampling (0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1 << 30));
+  app.add_option("--top-p", args->sampling.top_p, "Top-p (nucleus) filter of the sampling (1: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(1e-9, 1.0));
   app.add_option("--json", args->json, "Also write the results as JSON to this file");
   app.add_option("--csv", args->csv, "Also write the results as CSV to this file");
   app.footer(

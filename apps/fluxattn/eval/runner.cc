@@ -147,7 +147,7 @@ absl::StatusOr<BatchResult> RunSeededBatch(Engine& engine,
 
 absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int decode_tokens,
                                      int repeats, uint64_t seed, const StepCallback& on_step,
-                                     int warmup, int batch) {
+                                     int warmup, int batch, const SamplingOptions& sampling) {
   const ModelInfo& info = session.engine->model().info();
   if (batch < 1) return InvalidInput("bench batch", "an integer >= 1", absl::StrCat(batch));
   if (!session.engine->idle()) {
@@ -163,6 +163,7 @@ absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int deco
   // The first new token comes from the prefill; every further one is a decode step.
   options.max_new_tokens = decode_tokens + 1;
   options.ignore_eos = true;
+  options.sampling = sampling;
   BenchResult r;
   r.config = session.name;
   r.context = context;

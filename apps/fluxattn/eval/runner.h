@@ -15,6 +15,7 @@
 #include "fluxattn/engine.h"
 #include "fluxattn/models/tokenizer.h"
 #include "fluxattn/plugin_registry.h"
+#include "fluxattn/sampling.h"
 #include "nlohmann/json.hpp"
 
 namespace fluxattn::eval {
@@ -84,9 +85,11 @@ using StepCallback = std::function<void(const std::string& detail)>;
 // `batch` requests run together (each its own prompt and its own sampling seed, seed + i, so
 // that seeded routing policies decide per request and one batch mixes decisions); decode times
 // are per step of the whole batch, KV bytes those of request 0.
+// `sampling` is every request's (greedy by default; its seed is the base of the requests' seeds).
 absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int decode_tokens,
                                      int repeats, uint64_t seed, const StepCallback& on_step,
-                                     int warmup = 0, int batch = 1);
+                                     int warmup = 0, int batch = 1,
+                                     const SamplingOptions& sampling = {});
 
 // `samples` samples of `kind` at `length` tokens, seeds seed, seed + 1, ...; greedy decoding,
 // exact match (or perplexity for lm_ppl).

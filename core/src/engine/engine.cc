@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <map>
 #include <optional>
@@ -167,6 +168,9 @@ struct Engine::Impl : public LayerAttention {
   std::vector<float> logits;
   std::vector<int64_t> greedy_tokens;
   std::vector<LanguageModel::SampleParams> sample_params;  // ForwardSample, per sequence
+  // Whether sampled steps may draw on the device (FLUXATTN_DEVICE_SAMPLING=0: on the host, from
+  // the copied logits, for A/B).
+  bool device_sampling = true;
 
   absl::StatusOr<RoutingPolicy*> PolicyFor(const std::string& name) {
     if (name.empty()) return router;
@@ -632,6 +636,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
                         absl::StrCat(options.prefill_chunk_tokens));
   }
   auto impl = std::make_unique<Impl>();
+  if (const char* env = std::getenv("FLUXATTN_DEVICE_SAMPLING")) {
+    const std::string v(env);
+    if (v != "0" && v != "1") {
+      return InvalidInput("environment variable FLUXATTN_DEVICE_SAMPLING", "0 or 1",
+                          absl::StrCat("\"", v, "\""));
+    }
+    impl->device_sampling = v == "1";
+  }
   impl->options = std::move(options);
   impl->composition = std::move(composition);
   Composition& c = impl->composition;
@@ -893,7 +905,7 @@ absl::StatusOr<StepResult> Engine::Step() {
     }
     // Sampled requests on a model that samples where its logits are (a GPU): the same, with
     // each request's parameters and its (seed, step) draw.
-    bool device_sampling = !greedy && model_->SamplesOnDevice();
+    bool device_sampling = !greedy && model_->SamplesOnDevice() && I.device_sampling;
     for (const Impl::Request* req : I.active) {
       const GenerationOptions& o = req->spec.options;
       device_sampling = device_sampling && !o.record_logits && o.logprobs < 0;
