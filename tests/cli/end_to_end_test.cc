@@ -44,11 +44,13 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
-RunResult RunCli(const std::string& args) {
+// `env`: assignments put before the command ("NAME=value ...").
+RunResult RunCli(const std::string& args, const std::string& env = "") {
   static int calls = 0;
   const std::string err_path =
       absl::StrCat(::testing::TempDir(), "/cli_stderr_", getpid(), "_", ++calls, ".txt");
-  const std::string cmd = absl::StrCat(FLUXATTN_CLI_BINARY, " ", args, " 2>", err_path);
+  const std::string cmd =
+      absl::StrCat(env.empty() ? "" : env + " ", FLUXATTN_CLI_BINARY, " ", args, " 2>", err_path);
   RunResult r;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (pipe == nullptr) return r;
@@ -101,6 +103,28 @@ TEST(Bench, BatchOfSeededRequests) {
   RunResult bad = RunCli(absl::StrCat("bench --config ", kConfigs, "fa_only.toml --batch 0"));
   EXPECT_EQ(bad.code, 2) << bad.err;
   EXPECT_THAT(bad.err, HasSubstr("--batch"));
+}
+
+// --temperature / --top-k / --top-p sample every request (on the CPU from the host's logits);
+// values outside their ranges are usage errors naming the flag, and FLUXATTN_DEVICE_SAMPLING
+// takes 0 or 1 only.
+TEST(Bench, SampledRequestsAndTheirRanges) {
+  RunResult r = RunCli(absl::StrCat("bench --config ", kConfigs,
+                                    "fa_only.toml --context 64 --decode-tokens 3 --batch 2 "
+                                    "--threads 1 --temperature 0.8 --top-k 20 --top-p 0.9"));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("decode tok/s"));
+  for (const char* flag : {"--temperature -1", "--top-p 0", "--top-p 1.5", "--top-k -2"}) {
+    SCOPED_TRACE(flag);
+    RunResult bad = RunCli(absl::StrCat("bench --config ", kConfigs, "fa_only.toml ", flag));
+    EXPECT_EQ(bad.code, 2) << bad.err;
+    EXPECT_THAT(bad.err, HasSubstr(std::string(flag).substr(0, std::string(flag).find(' '))));
+  }
+  RunResult env = RunCli(
+      absl::StrCat("bench --config ", kConfigs, "fa_only.toml --context 64 --decode-tokens 1"),
+      "FLUXATTN_DEVICE_SAMPLING=yes");
+  EXPECT_EQ(env.code, 1) << env.err;
+  EXPECT_THAT(env.err, HasSubstr("FLUXATTN_DEVICE_SAMPLING"));
 }
 
 TEST(Bench, ExactLengthsKvAndFixedRoutersSaRatios) {
