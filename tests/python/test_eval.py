@@ -6,7 +6,8 @@ import fluxattn
 from conftest import CONFIGS, run_cli
 
 TIMES = {"prefill_seconds", "seconds", "prefill_tokens_per_second", "decode_ms_per_token",
-         "prefill_seconds_samples", "decode_ms_per_token_samples", "decode_tokens_per_second"}
+         "prefill_seconds_samples", "decode_ms_per_token_samples", "decode_tokens_per_second",
+         "route_ms_per_layer", "route_ms_max"}
 
 
 def untimed(rows):

@@ -103,6 +103,9 @@ TEST_F(FluxEndToEndTest, DefaultFluxConfigurationMatchesPyTorch) {
       const LayerRouting& routing = got.trace.layers[layer];
       EXPECT_EQ(AttentionChoiceName(routing.choice), decisions[layer]) << "layer " << layer;
       EXPECT_EQ(routing.decided_by, "router");
+      // The decision's wall time is measured, and it is a fraction of a second here.
+      EXPECT_GT(routing.route_seconds, 0.0) << "layer " << layer;
+      EXPECT_LT(routing.route_seconds, 1.0) << "layer " << layer;
       EXPECT_TRUE(routing.fallback.empty()) << routing.fallback;
       EXPECT_EQ(routing.backend, decisions[layer] == "full" ? "full" : "sparse");
       sparse += decisions[layer] == "sparse";

@@ -39,6 +39,10 @@ TextTable BenchTable(const std::vector<BenchResult>& results) {
     header.insert(header.begin() + 2, "batch");
     header.push_back("decode tok/s");
   }
+  // A routing policy that decided layers by a call adds its wall time per layer.
+  const bool routed = std::any_of(results.begin(), results.end(),
+                                  [](const BenchResult& r) { return r.route_ms_per_layer > 0; });
+  if (routed) header.push_back("route ms/layer");
   TextTable t(header);
   for (const BenchResult& r : results) {
     std::vector<std::string> row = {r.config,
@@ -53,6 +57,7 @@ TextTable BenchTable(const std::vector<BenchResult>& results) {
       row.insert(row.begin() + 2, std::to_string(r.batch));
       row.push_back(FormatNumber(r.decode_tokens_per_second, 0));
     }
+    if (routed) row.push_back(FormatNumber(r.route_ms_per_layer, 3));
     t.AddRow(row);
   }
   return t;
@@ -105,7 +110,9 @@ json BenchJson(const BenchResult& r) {
               {"decode_ms_per_token_samples", r.decode_samples},
               {"dense_prefill_kernel", r.dense_prefill_kernel},
               {"batch", r.batch},
-              {"decode_tokens_per_second", Number(r.decode_tokens_per_second)}};
+              {"decode_tokens_per_second", Number(r.decode_tokens_per_second)},
+              {"route_ms_per_layer", Number(r.route_ms_per_layer)},
+              {"route_ms_max", Number(r.route_ms_max)}};
 }
 
 TextTable EvalTable(const std::vector<EvalResult>& results) {

@@ -28,6 +28,10 @@ struct BenchResult {
   std::string dense_prefill_kernel;       // on a GPU, what dense causal prefill ran on
   int batch = 1;                          // requests run together
   double decode_tokens_per_second = 0.0;  // every request's decode tokens / decode time
+  // Request 0's routing decisions: wall ms per routed layer (LayerRouting::route_seconds), mean
+  // and most over its layers, medians over the repeats; 0 when no layer was routed by a call.
+  double route_ms_per_layer = 0.0;
+  double route_ms_max = 0.0;
 };
 
 // One generated sample of `fluxattn eval`.

@@ -177,7 +177,7 @@ absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int deco
                               RunSeededBatch(*session.engine, prompts, options));
     (void)ignored;
   }
-  std::vector<double> prefill, decode;
+  std::vector<double> prefill, decode, route_mean, route_max;
   double sa = 0.0, decode_seconds = 0.0;
   int64_t decoded = 0;
   for (int rep = 0; rep < repeats; ++rep) {
@@ -192,6 +192,16 @@ absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int deco
     decoded += out.timing.decode_tokens;
     for (const GenerationResult& g : out.requests) sa += g.trace.sa_ratio;
     const RequestTrace& trace = out.requests[0].trace;
+    double route_sum = 0.0, route_top = 0.0;
+    int routed = 0;
+    for (const LayerRouting& L : trace.layers) {
+      if (L.route_seconds <= 0.0) continue;
+      route_sum += L.route_seconds;
+      route_top = std::max(route_top, L.route_seconds);
+      ++routed;
+    }
+    route_mean.push_back(routed > 0 ? 1e3 * route_sum / routed : 0.0);
+    route_max.push_back(1e3 * route_top);
     r.kv_bytes_after_prefill = trace.kv_bytes_after_prefill;
     r.kv_bytes = trace.kv_bytes;
     r.kv_bytes_full_cache = trace.kv_bytes_full_cache;
@@ -201,6 +211,8 @@ absl::StatusOr<BenchResult> RunBench(Session& session, int64_t context, int deco
   r.prefill_seconds = Median(prefill);
   r.prefill_tokens_per_second = static_cast<double>(context) * batch / r.prefill_seconds;
   r.decode_ms_per_token = Median(decode);
+  r.route_ms_per_layer = route_mean.empty() ? 0.0 : Median(route_mean);
+  r.route_ms_max = route_max.empty() ? 0.0 : Median(route_max);
   r.decode_tokens_per_second = decode_seconds > 0 ? decoded / decode_seconds : kNaN;
   r.sa_ratio = repeats > 0 ? sa / (repeats * batch) : kNaN;
   r.dense_prefill_kernel = session.engine->dense_prefill_kernel();

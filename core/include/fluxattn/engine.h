@@ -63,6 +63,11 @@ struct LayerRouting {
   std::vector<float> logits;    // the router's raw outputs (may be empty)
   std::string fallback;         // non-empty: why the chosen backend was replaced by the full one
   size_t kv_bytes = 0;          // KV bytes this layer holds at the end (pool pages held)
+  // Wall time of the layer's routing decision, from the moment its queries exist (on a GPU, once
+  // the work queued before them has run): the queries brought to the policy (from a GPU, a copy)
+  // and the policy's call, shared by the requests decided in one call. 0 where the layer was not
+  // decided by a policy call.
+  double route_seconds = 0.0;
 };
 
 struct RequestTrace {

@@ -290,6 +290,13 @@ struct Engine::Impl : public LayerAttention {
       }
     }
     for (RoutingPolicy* policy : policies) {
+      // On a GPU, the queries a policy reads are copied out once the work queued before them
+      // has run; the clock starts when they exist, so that the time is the routing's own (the
+      // copy, the policy's call), not the wait for the layers before.
+      if (policy->NeedsQueries() && in.q_pre_rope.device == DeviceType::kCuda) {
+        FLUXATTN_RETURN_IF_ERROR(model->device()->default_stream()->Synchronize());
+      }
+      const auto route_start = std::chrono::steady_clock::now();
       routing_inputs.clear();
       std::vector<Request*> asked;
       for (size_t s = 0; s < in.seqs.size(); ++s) {
@@ -333,8 +340,10 @@ struct Engine::Impl : public LayerAttention {
                                                 routing_decisions.size(), " decisions for ",
                                                 asked.size(), " requests"));
       }
+      const double route_seconds = Seconds(route_start, std::chrono::steady_clock::now());
       for (size_t i = 0; i < asked.size(); ++i) {
         FLUXATTN_RETURN_IF_ERROR(ApplyDecision(*asked[i], in.layer, routing_decisions[i]));
+        asked[i]->layers[in.layer].routing.route_seconds = route_seconds;
       }
     }
     return absl::OkStatus();
