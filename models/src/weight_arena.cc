@@ -5,13 +5,13 @@
 
 #include <cerrno>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "fluxattn/env_switch.h"
 #include "fluxattn/status.h"
 
 namespace fluxattn::models {
@@ -30,13 +30,7 @@ WeightArena::~WeightArena() {
   if (base_ != nullptr) ::munmap(base_, size_);
 }
 
-absl::StatusOr<bool> WeightArena::Wanted() {
-  const char* env = std::getenv("FLUXATTN_CPU_HUGEPAGES");
-  if (env == nullptr || std::strcmp(env, "0") == 0) return false;
-  if (std::strcmp(env, "1") == 0) return true;
-  return InvalidInput("environment variable FLUXATTN_CPU_HUGEPAGES", "0 or 1",
-                      absl::StrCat("\"", env, "\""));
-}
+absl::StatusOr<bool> WeightArena::Wanted() { return EnvSwitch("FLUXATTN_CPU_HUGEPAGES", false); }
 
 absl::Status WeightArena::Reserve(size_t bytes) {
   if (base_ != nullptr) return absl::InternalError("WeightArena: reserved twice");

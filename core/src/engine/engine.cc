@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
 #include <map>
 #include <optional>
@@ -13,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "engine/cuda_layer_runner.h"
 #include "fluxattn/attention_backend.h"
+#include "fluxattn/env_switch.h"
 #include "fluxattn/kv_cache.h"
 #include "fluxattn/kv_pool.h"
 #include "fluxattn/status.h"
@@ -645,14 +645,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
                         absl::StrCat(options.prefill_chunk_tokens));
   }
   auto impl = std::make_unique<Impl>();
-  if (const char* env = std::getenv("FLUXATTN_DEVICE_SAMPLING")) {
-    const std::string v(env);
-    if (v != "0" && v != "1") {
-      return InvalidInput("environment variable FLUXATTN_DEVICE_SAMPLING", "0 or 1",
-                          absl::StrCat("\"", v, "\""));
-    }
-    impl->device_sampling = v == "1";
-  }
+  FLUXATTN_ASSIGN_OR_RETURN(impl->device_sampling, EnvSwitch("FLUXATTN_DEVICE_SAMPLING", true));
   impl->options = std::move(options);
   impl->composition = std::move(composition);
   Composition& c = impl->composition;
@@ -906,19 +899,17 @@ absl::StatusOr<StepResult> Engine::Step() {
     }
     // Every request greedy and none recording logits: only the chosen ids leave the model
     // (on a GPU the argmax runs there, instead of copying vocab floats per sequence back).
-    bool greedy = true;
-    for (const Impl::Request* req : I.active) {
-      const GenerationOptions& o = req->spec.options;
-      greedy = greedy && !o.record_logits && o.logprobs < 0 &&
-               (o.sampling.temperature <= 0.0 || o.sampling.top_k == 1);
-    }
     // Sampled requests on a model that samples where its logits are (a GPU): the same, with
     // each request's parameters and its (seed, step) draw.
-    bool device_sampling = !greedy && model_->SamplesOnDevice() && I.device_sampling;
+    bool greedy = true, ids_only = true;
     for (const Impl::Request* req : I.active) {
       const GenerationOptions& o = req->spec.options;
-      device_sampling = device_sampling && !o.record_logits && o.logprobs < 0;
+      ids_only = ids_only && !o.record_logits && o.logprobs < 0;
+      greedy = greedy && (o.sampling.temperature <= 0.0 || o.sampling.top_k == 1);
     }
+    greedy = greedy && ids_only;
+    const bool device_sampling =
+        !greedy && ids_only && model_->SamplesOnDevice() && I.device_sampling;
     std::vector<float>& logits = I.logits;
     std::vector<int64_t>& greedy_tokens = I.greedy_tokens;
     absl::Status st;

@@ -20,6 +20,7 @@
 #include <tuple>
 
 #include "cuda_check.cuh"
+#include "fluxattn/env_switch.h"
 #include "fluxattn/kernels/cuda_model_ops.h"
 #include "pdl.cuh"
 
@@ -469,11 +470,7 @@ absl::Status SmallBatchLinear(const void* x, const void* w, void* y, int64_t m, 
 }
 
 absl::StatusOr<bool> GemmAutotuneFromEnvironment() {
-  const char* env = std::getenv("FLUXATTN_CUDA_GEMM_TUNE");
-  if (env == nullptr || std::string(env) == "0") return false;
-  if (std::string(env) == "1") return true;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "environment variable FLUXATTN_CUDA_GEMM_TUNE: expected 0 or 1, found \"", env, "\""));
+  return EnvSwitch("FLUXATTN_CUDA_GEMM_TUNE", false);
 }
 
 absl::StatusOr<std::unique_ptr<Gemm>> Gemm::Create(size_t workspace_bytes, bool small_batch_kernel,
