@@ -6,7 +6,8 @@ are valid) gets random router tensors under the published key names
 cuda` runs the `flux` router (full / streaming, sink 128 + window 2048) at each context and
 prints request 0's wall time per routed layer (`route ms/layer`: from the moment the layer's
 queries exist, the queries the router reads brought to it and the policy's call) with the
-prefill time.
+prefill time, for the router on the device and on the host (FLUXATTN_DEVICE_ROUTER=0)
+alternated over --rounds.
 
 Usage (on the GPU machine): python3 tools/bench_router_gpu.py --fluxattn BUNDLE/bin/fluxattn
     --work /tmp/router --out OUTDIR [--contexts 8192,32768,131072]
@@ -58,6 +59,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--contexts", default="8192,32768,131072")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args()
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
@@ -75,22 +77,30 @@ def main():
                 'window_tokens = 2048\nblock_size = 128\n\n'
                 '[router]\nplugin = "flux"\nfull = "full"\nsparse = "sparse"\n\n'
                 '[kv]\npool_mib = 40960\n')
-    out_json = os.path.join(args.out, "router.json")
-    cmd = [args.fluxattn, "bench", "--config", config, "--context", args.contexts,
-           "--decode-tokens", "4", "--repeats", str(args.repeats), "--warmup", "1",
-           "--json", out_json]
-    print("$ " + " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    print(proc.stdout, end="")
-    if proc.returncode != 0:
-        print(proc.stderr[-4000:], file=sys.stderr)
-        sys.exit(1)
-    rows = json.load(open(out_json))["bench"]
-    print("\ncontext  prefill s  SA ratio  route ms/layer (mean)  route ms (most)")
-    for r in rows:
-        print(f"{r['context']:7d}  {r['prefill_seconds']:9.3f}  {r['sa_ratio']:8.2f}  "
-              f"{r['route_ms_per_layer']:21.3f}  {r['route_ms_max']:15.3f}")
-
+    # The device router (the default) and the host one (FLUXATTN_DEVICE_ROUTER=0: the queries
+    # it reads copied out, pooling and network on the CPU), alternated over the rounds.
+    results = []
+    for round_ in range(args.rounds):
+        for where, switch in (("device", "1"), ("host", "0")):
+            out_json = os.path.join(args.out, f"router-{where}-r{round_ + 1}.json")
+            cmd = [args.fluxattn, "bench", "--config", config, "--context", args.contexts,
+                   "--decode-tokens", "4", "--repeats", str(args.repeats), "--warmup", "1",
+                   "--json", out_json]
+            print(f"$ FLUXATTN_DEVICE_ROUTER={switch} " + " ".join(cmd), flush=True)
+            env = dict(os.environ, FLUXATTN_DEVICE_ROUTER=switch)
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            print(proc.stdout, end="")
+            if proc.returncode != 0:
+                print(proc.stderr[-4000:], file=sys.stderr)
+                sys.exit(1)
+            for r in json.load(open(out_json))["bench"]:
+                results.append((where, round_ + 1, r))
+    print("\nrouter  round  context  prefill s  SA ratio  route ms/layer (mean)  route ms (most)")
+    for where, round_, r in sorted(results, key=lambda x: (x[2]["context"], x[0], x[1])):
+        print(f"{where:6s}  {round_:5d}  {r['context']:7d}  {r['prefill_seconds']:9.3f}  "
+              f"{r['sa_ratio']:8.2f}  {r['route_ms_per_layer']:21.3f}  {r['route_ms_max']:15.3f}")
+    json.dump([{"router": w, "round": n, **r} for w, n, r in results],
+              open(os.path.join(args.out, "router.json"), "w"), indent=2)
 
 if __name__ == "__main__":
     main()

@@ -181,6 +181,16 @@ absl::Status FluxPolicy::Prepare(const RoutingSetup& setup) {
     routers.push_back(std::move(*router));
   }
   // The routers hold copies of their tensors, so `separate` may close now.
+  if (setup.offer_network) {
+    for (int layer = 0; layer < model.num_layers; ++layer) {
+      const std::array<RouterLinear, 5> linears = routers[layer].Network();
+      RouterNetwork network;
+      network.layer = layer;
+      network.pool_size = pool_size_;
+      network.linears = linears;
+      FLUXATTN_RETURN_IF_ERROR(setup.offer_network(network));
+    }
+  }
   routers_ = std::move(routers);
   num_q_heads_ = model.num_q_heads;
   head_dim_ = model.head_dim;
@@ -196,17 +206,39 @@ absl::StatusOr<RoutingDecision> FluxPolicy::Decide(const RoutingInput& input) {
     return InvalidInput("flux: layer", absl::StrCat("a layer index in [0, ", num_layers - 1, "]"),
                         absl::StrCat(input.layer));
   }
-  if (input.queries == nullptr) {
-    return InvalidInput("flux: queries", "the layer's prompt queries", "none");
-  }
   if (input.prompt_tokens < 1) {
     return InvalidInput("flux: prompt_tokens", "at least 1", absl::StrCat(input.prompt_tokens));
+  }
+  const FluxLayerRouter& router = routers_[input.layer];
+  std::vector<double> logits;
+  if (input.network_outputs != nullptr) {
+    // The engine ran this layer's network (offered in Prepare) on its device.
+    if (input.num_network_outputs != router.num_outputs()) {
+      return InvalidInput("flux: network_outputs", absl::StrCat(router.num_outputs(), " logits"),
+                          absl::StrCat(input.num_network_outputs));
+    }
+    logits.assign(input.network_outputs, input.network_outputs + input.num_network_outputs);
+  } else {
+    FLUXATTN_ASSIGN_OR_RETURN(logits, LogitsFromQueries(router, input));
+  }
+  const double margin = (use_softmax_ ? logits[1] - logits[0] : logits[0]) + bias_;
+
+  RoutingDecision decision;
+  // Not `>=`: argmax picks index 0 (SA) on a tie, and sigmoid(0) > 0.5 is false.
+  decision.choice = margin > 0.0 ? AttentionChoice::kFull : AttentionChoice::kSparse;
+  decision.logits.assign(logits.begin(), logits.end());
+  return decision;
+}
+
+absl::StatusOr<std::vector<double>> FluxPolicy::LogitsFromQueries(const FluxLayerRouter& router,
+                                                                  const RoutingInput& input) const {
+  if (input.queries == nullptr) {
+    return InvalidInput("flux: queries", "the layer's prompt queries", "none");
   }
   if (input.num_q_heads != num_q_heads_ || input.head_dim != head_dim_) {
     return InvalidInput("flux: queries", absl::StrCat("[T, ", num_q_heads_, ", ", head_dim_, "]"),
                         absl::StrCat("[T, ", input.num_q_heads, ", ", input.head_dim, "]"));
   }
-  const FluxLayerRouter& router = routers_[input.layer];
   // The whole prompt, or (from a GPU) only its first and last rows.
   int64_t tail_row = -1;
   if (input.window_head != 0 || input.window_tail != 0) {
@@ -220,14 +252,7 @@ absl::StatusOr<RoutingDecision> FluxPolicy::Decide(const RoutingInput& input) {
   }
   const std::vector<double> pooled = FluxLayerRouter::Pool(
       input.queries, input.prompt_tokens, input.num_q_heads, input.head_dim, pool_size_, tail_row);
-  const std::vector<double> logits = router.Logits(pooled);
-  const double margin = (use_softmax_ ? logits[1] - logits[0] : logits[0]) + bias_;
-
-  RoutingDecision decision;
-  // Not `>=`: argmax picks index 0 (SA) on a tie, and sigmoid(0) > 0.5 is false.
-  decision.choice = margin > 0.0 ? AttentionChoice::kFull : AttentionChoice::kSparse;
-  decision.logits.assign(logits.begin(), logits.end());
-  return decision;
+  return router.Logits(pooled);
 }
 
 }  // namespace fluxattn::routing

@@ -8,6 +8,10 @@
 //   sigmoid variant (1 logit):  FA iff logits[0] + bias > 0               (sigmoid > 1/2 at 0)
 // A positive `bias` sends more layers to FA (accuracy), a negative one more to SA (speed).
 // RoutingDecision::logits holds the router's raw logits, without the bias.
+//
+// Where the engine can run router networks on its device (RoutingSetup::offer_network), each
+// layer's pooling and linears are offered to it in Prepare, and Decide then receives the logits
+// computed there instead of the queries.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +45,8 @@ class FluxPolicy final : public RoutingPolicy {
 
  private:
   FluxPolicy() = default;
+  absl::StatusOr<std::vector<double>> LogitsFromQueries(const FluxLayerRouter& router,
+                                                        const RoutingInput& input) const;
 
   // Parameters as given.
   std::string weights_path_;

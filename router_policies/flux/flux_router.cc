@@ -114,12 +114,24 @@ std::vector<double> FluxLayerRouter::Apply(const Linear& linear, const std::vect
   return y;
 }
 
+namespace {
+// SiLU after each of the five linears: the feature extractor's first, the head's first two.
+constexpr std::array<bool, 5> kSiluAfter = {true, false, true, true, false};
+}  // namespace
+
 std::vector<double> FluxLayerRouter::Logits(const std::vector<double>& pooled) const {
-  std::vector<double> x = Apply(linears_[0], pooled, /*silu_after=*/true);
-  x = Apply(linears_[1], x, /*silu_after=*/false);  // f
-  x = Apply(linears_[2], x, /*silu_after=*/true);
-  x = Apply(linears_[3], x, /*silu_after=*/true);
-  return Apply(linears_[4], x, /*silu_after=*/false);
+  std::vector<double> x = pooled;
+  for (size_t i = 0; i < linears_.size(); ++i) x = Apply(linears_[i], x, kSiluAfter[i]);
+  return x;
+}
+
+std::array<RouterLinear, 5> FluxLayerRouter::Network() const {
+  std::array<RouterLinear, 5> network;
+  for (size_t i = 0; i < linears_.size(); ++i) {
+    network[i] = {linears_[i].weight.data(), linears_[i].bias.data(), linears_[i].in,
+                  linears_[i].out, kSiluAfter[i]};
+  }
+  return network;
 }
 
 }  // namespace fluxattn::routing

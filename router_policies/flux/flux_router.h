@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "fluxattn/model_info.h"
+#include "fluxattn/routing_policy.h"
 
 namespace fluxattn::routing {
 
@@ -40,6 +41,8 @@ class FluxLayerRouter {
                                   int head_dim, int64_t pool_size, int64_t tail_row = -1);
   // Router logits for a pooled vector of length head_dim().
   std::vector<double> Logits(const std::vector<double>& pooled) const;
+  // The five linears as a RouterNetwork describes them (pointing into this router's copies).
+  std::array<RouterLinear, 5> Network() const;
 
  private:
   // Copied out of the weight source so the router never depends on the source's lifetime.

@@ -1,6 +1,7 @@
 // The model's CUDA kernels (norms, RoPE, SwiGLU, embedding, add, router pooling, GEMM,
 // sampling) against double-precision host references on random inputs of awkward sizes.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <map>
 #include <numeric>
@@ -298,6 +299,55 @@ TEST_F(CudaModelOpsTest, RouterPoolMatchesTheFluxDefinition) {
     for (int j = 0; j < d; ++j) ref[b * d + j] /= 2.0 * n * heads;
   }
   ExpectNear(pd.Download<float>(), ref, 1e-5, 1e-4, 1e-4, "RouterPool");
+
+  // The same sequences given as (begin, end) pairs in another order, the first one twice.
+  const std::vector<int> pick = {2, 0, 1, 2};
+  std::vector<int32_t> ranges;
+  std::vector<double> picked;
+  for (int b : pick) {
+    ranges.push_back(indptr[b]);
+    ranges.push_back(indptr[b + 1]);
+    picked.insert(picked.end(), ref.begin() + b * d, ref.begin() + (b + 1) * d);
+  }
+  DeviceBuffer rd(ranges), pr(pick.size() * d * 4);
+  pr.Poison();
+  ASSERT_TRUE(RouterPoolRows(qd.get(), rd.as<int32_t>(), static_cast<int32_t>(pick.size()), heads,
+                             d, pool, pr.as<float>(), nullptr)
+                  .ok());
+  ExpectNear(pr.Download<float>(), picked, 1e-5, 1e-4, 1e-4, "RouterPoolRows");
+  EXPECT_FALSE(RouterPoolRows(qd.get(), rd.as<int32_t>(), 1, heads, kRouterPoolMaxHeadDim + 8, pool,
+                              pr.as<float>(), nullptr)
+                   .ok());
+}
+
+TEST_F(CudaModelOpsTest, RouterLinearMatchesADoubleLinear) {
+  // Awkward widths (not multiples of 32, in < 32, one output), batches of 1..9, SiLU or not.
+  const std::vector<std::array<int, 3>> shapes = {
+      {1, 128, 1024}, {9, 37, 5}, {3, 1000, 1}, {4, 5, 300}, {2, 256, 2}};
+  for (const auto& [batch, in, out] : shapes) {
+    for (bool silu : {false, true}) {
+      std::uniform_real_distribution<float> u(-1.f, 1.f);
+      std::vector<float> x(batch * in), w(static_cast<size_t>(out) * in), b(out);
+      for (float& v : x) v = 3.f * u(rng_);
+      for (float& v : w) v = u(rng_) / std::sqrt(static_cast<float>(in));
+      for (float& v : b) v = u(rng_);
+      DeviceBuffer xd(x), wd(w), bd(b), yd(static_cast<size_t>(batch) * out * 4);
+      yd.Poison();
+      ASSERT_TRUE(RouterLinear(xd.as<float>(), batch, wd.as<float>(), bd.as<float>(), in, out, silu,
+                               yd.as<float>(), nullptr)
+                      .ok());
+      std::vector<double> ref(static_cast<size_t>(batch) * out);
+      for (int r = 0; r < batch; ++r) {
+        for (int o = 0; o < out; ++o) {
+          double acc = b[o];
+          for (int i = 0; i < in; ++i) acc += double{w[o * in + i]} * x[r * in + i];
+          ref[r * out + o] = silu ? acc / (1.0 + std::exp(-acc)) : acc;
+        }
+      }
+      ExpectNear(yd.Download<float>(), ref, 1e-5, 1e-4, 1e-5, "RouterLinear");
+    }
+  }
+  EXPECT_FALSE(RouterLinear(nullptr, 1, nullptr, nullptr, 0, 4, false, nullptr, nullptr).ok());
 }
 
 // y = x W^T in double: x [m, k], W [n, k].

@@ -132,6 +132,95 @@ INSTANTIATE_TEST_SUITE_P(
                       Shape{8, 32, 7, {13, 14, 15, 64}}),
     ShapeName);
 
+// The networks offered to an engine (RoutingSetup::offer_network), run in double the way
+// RouterNetwork documents them, give the oracle's logits; handed back as network_outputs they
+// give Decide's logits and choice.
+TEST(FluxPolicyTest, OfferedNetworksAreTheRouter) {
+  const int layers = 3, heads = 4, head_dim = 16;
+  for (int num_outputs : {2, 1}) {
+    Fixture fx(layers, heads, head_dim, num_outputs, 77 + num_outputs);
+    fx.model.config["pool_size"] = int64_t{5};
+    fx.model.config["use_softmax"] = num_outputs == 2;
+    struct Captured {
+      int64_t pool_size = 0;
+      std::vector<std::vector<float>> w, b;
+      std::vector<bool> silu;
+    };
+    std::map<int, Captured> offered;
+    fx.setup.offer_network = [&](const RouterNetwork& net) -> absl::Status {
+      Captured& c = offered[net.layer];
+      c.pool_size = net.pool_size;
+      for (const RouterLinear& l : net.linears) {
+        c.w.emplace_back(l.weight, l.weight + l.in * l.out);
+        c.b.emplace_back(l.bias, l.bias + l.out);
+        c.silu.push_back(l.silu);
+      }
+      return absl::OkStatus();
+    };
+    auto policy = MakePolicy<FluxPolicy>({}, fx.setup);
+    ASSERT_TRUE(policy.ok()) << policy.status();
+    ASSERT_EQ(offered.size(), static_cast<size_t>(layers));
+    std::mt19937_64 rng(900 + num_outputs);
+    for (int64_t tokens : {1, 7, 10, 23}) {
+      for (int layer = 0; layer < layers; ++layer) {
+        const Captured& c = offered[layer];
+        ASSERT_EQ(c.pool_size, 5);
+        const std::vector<float> q = RandomQueries(tokens, heads, head_dim, rng);
+        // Pooling as RouterNetwork states it.
+        const int64_t n = std::min<int64_t>(c.pool_size, tokens);
+        std::vector<double> x(head_dim, 0.0);
+        for (int64_t t = 0; t < tokens; ++t) {
+          const int times = (t < n ? 1 : 0) + (t >= tokens - n ? 1 : 0);
+          for (int h = 0; h < heads; ++h) {
+            for (int j = 0; j < head_dim; ++j) x[j] += times * q[(t * heads + h) * head_dim + j];
+          }
+        }
+        for (double& v : x) v /= 2.0 * n * heads;
+        for (size_t l = 0; l < c.w.size(); ++l) {
+          std::vector<double> y(c.b[l].size());
+          for (size_t o = 0; o < y.size(); ++o) {
+            double acc = c.b[l][o];
+            for (size_t i = 0; i < x.size(); ++i) acc += double{c.w[l][o * x.size() + i]} * x[i];
+            y[o] = c.silu[l] ? acc / (1.0 + std::exp(-acc)) : acc;
+          }
+          x = std::move(y);
+        }
+        SCOPED_TRACE(absl::StrCat("T=", tokens, " layer=", layer, " outputs=", num_outputs));
+        const std::vector<double> want =
+            ReferenceLogits(fx.routers[layer], q, tokens, heads, head_dim, 5);
+        ASSERT_EQ(x.size(), want.size());
+        for (size_t i = 0; i < x.size(); ++i) {
+          EXPECT_NEAR(x[i], want[i], 1e-9 * std::max(1.0, std::abs(want[i])));
+        }
+        const std::vector<float> outputs(x.begin(), x.end());
+        RoutingInput input;
+        input.layer = layer;
+        input.num_layers = layers;
+        input.prompt_tokens = tokens;
+        input.network_outputs = outputs.data();
+        input.num_network_outputs = static_cast<int64_t>(outputs.size());
+        absl::StatusOr<RoutingDecision> from_network = (*policy)->Decide(input);
+        absl::StatusOr<RoutingDecision> from_queries = Decide(**policy, fx.model, layer, q, tokens);
+        ASSERT_TRUE(from_network.ok()) << from_network.status();
+        ASSERT_TRUE(from_queries.ok()) << from_queries.status();
+        EXPECT_EQ(from_network->logits, outputs);
+        ExpectLogitsNear(from_queries->logits, x);
+        const double margin = num_outputs == 2 ? want[1] - want[0] : want[0];
+        if (std::abs(margin) > 1e-6) {
+          EXPECT_EQ(from_network->choice, from_queries->choice);
+          EXPECT_EQ(from_network->choice,
+                    margin > 0 ? AttentionChoice::kFull : AttentionChoice::kSparse);
+        }
+        // A count that is not the router's is refused, naming the field.
+        input.num_network_outputs = num_outputs + 1;
+        absl::StatusOr<RoutingDecision> wrong = (*policy)->Decide(input);
+        ASSERT_FALSE(wrong.ok());
+        EXPECT_THAT(std::string(wrong.status().message()), HasSubstr("network_outputs"));
+      }
+    }
+  }
+}
+
 TEST(FluxPolicyTest, DecisionsAreMixedOnRandomRouters) {
   // Guards the oracle comparison against a rule that is never exercised: over many random
   // routers both decisions must occur, for both variants.

@@ -23,6 +23,28 @@ const char* AttentionChoiceName(AttentionChoice choice);  // "full" / "sparse"
 
 class RoutingPolicy;
 
+// One layer of a router network: y = W x + b, then SiLU where `silu` is set. W [out, in]
+// row-major float32.
+struct RouterLinear {
+  const float* weight = nullptr;
+  const float* bias = nullptr;
+  int64_t in = 0;
+  int64_t out = 0;
+  bool silu = false;
+};
+
+// A learned router of one layer in a form an engine can run on its device for a whole batch:
+// the layer's prompt queries [T, num_q_heads, head_dim] pooled as Flux's ctx_q does (with
+// n = min(pool_size, T), the mean over heads of the sum of rows [0, n) and rows [T - n, T),
+// divided by 2 n; a row in both halves counts twice), then `linears` in order. linears[0].in is
+// head_dim; the last linear's outputs reach Decide as RoutingInput::network_outputs.
+struct RouterNetwork {
+  uint32_t struct_size = sizeof(RouterNetwork);
+  int layer = 0;
+  int64_t pool_size = 0;
+  std::span<const RouterLinear> linears;
+};
+
 // Everything a policy may use when it is set up for one model.
 struct RoutingSetup {
   const ModelInfo* model = nullptr;
@@ -34,6 +56,12 @@ struct RoutingSetup {
   // Another routing policy configured as [routers.<name>], already set up (for composing
   // policies, e.g. `length` delegating above a threshold).
   std::function<absl::StatusOr<RoutingPolicy*>(const std::string& name)> policy;
+  // Set when the engine can run router networks on the model's device (null otherwise). A
+  // policy may offer one network per layer during Prepare (the engine copies the weights; the
+  // spans need not outlive the call). For a layer with a network, the engine may then hand
+  // Decide the network's outputs (RoutingInput::network_outputs, queries null) instead of the
+  // queries, so Decide must accept either.
+  std::function<absl::Status(const RouterNetwork& network)> offer_network;
 };
 
 struct RoutingInput {
@@ -59,6 +87,10 @@ struct RoutingInput {
   // ([window_head + window_tail, num_q_heads, head_dim]). Both 0: every row (query_rows).
   int64_t window_head = 0;
   int64_t window_tail = 0;
+  // The outputs of the network the policy offered for this layer (RoutingSetup::offer_network),
+  // computed by the engine on its device from the whole prompt's queries; null otherwise.
+  const float* network_outputs = nullptr;
+  int64_t num_network_outputs = 0;
 };
 
 // The prompt rows a policy reads: the first `head` and the last `tail` (both 0: all of them).

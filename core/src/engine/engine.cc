@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/cuda_layer_runner.h"
+#include "engine/device_router.h"
 #include "fluxattn/attention_backend.h"
 #include "fluxattn/env_switch.h"
 #include "fluxattn/kv_cache.h"
@@ -161,6 +162,8 @@ struct Engine::Impl : public LayerAttention {
   std::unique_ptr<CudaLayerRunner> cuda;
   DeviceBuffer query_f32;
   std::vector<float> host_queries;
+  // Router networks the policies offered, run on the GPU (null on the CPU).
+  std::unique_ptr<DeviceRouterNetworks> device_networks;
   std::vector<RoutingInput> routing_inputs;
   std::vector<RoutingDecision> routing_decisions;
   // The step's logits (kept: vocab floats per sequence are not allocated again every step) or
@@ -317,12 +320,22 @@ struct Engine::Impl : public LayerAttention {
       }
       if (policy->NeedsQueries()) {
         std::vector<const SequenceRows*> rows;
+        // The policy's network runs on the device when it offered one for this layer and each
+        // asking sequence runs its whole prompt now.
+        bool on_device = device_networks != nullptr && device_networks->Has(policy, in.layer);
         for (size_t s = 0; s < in.seqs.size(); ++s) {
           Request& req = *active[s];
-          if (!req.layers[in.layer].decided && req.policy == policy) rows.push_back(&in.seqs[s]);
+          if (req.layers[in.layer].decided || req.policy != policy) continue;
+          rows.push_back(&in.seqs[s]);
+          on_device = on_device && in.seqs[s].pos0 == 0 &&
+                      in.seqs[s].num_tokens == static_cast<int64_t>(req.spec.prompt.size());
         }
-        FLUXATTN_RETURN_IF_ERROR(
-            HostQueries(in.q_pre_rope, rows, policy->QueriesRead(), routing_inputs));
+        if (on_device) {
+          FLUXATTN_RETURN_IF_ERROR(device_networks->Run(policy, in, rows, routing_inputs));
+        } else {
+          FLUXATTN_RETURN_IF_ERROR(
+              HostQueries(in.q_pre_rope, rows, policy->QueriesRead(), routing_inputs));
+        }
       }
       RoutingBatch batch;
       batch.layer = in.layer;
@@ -750,13 +763,30 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
     }
     return it->second.get();
   };
+  // FLUXATTN_DEVICE_ROUTER=0 keeps router networks on the host (the queries copied out), for A/B.
+  FLUXATTN_ASSIGN_OR_RETURN(const bool device_router, EnvSwitch("FLUXATTN_DEVICE_ROUTER", true));
+  if (device_router && device->type() == DeviceType::kCuda &&
+      DeviceRouterNetworks::Supported(model->info().head_dim)) {
+    impl->device_networks = std::make_unique<DeviceRouterNetworks>(device, model->info().num_layers,
+                                                                   model->info().head_dim);
+  }
+  // Each policy's setup offers its networks as its own.
+  auto setup_for = [&](const RoutingPolicy* policy) {
+    RoutingSetup own = setup;
+    if (raw->device_networks != nullptr) {
+      own.offer_network = [raw, policy](const RouterNetwork& network) {
+        return raw->device_networks->Offer(policy, network);
+      };
+    }
+    return own;
+  };
   for (auto& [name, policy] : c.routers) {
-    absl::Status st = policy->Prepare(setup);
+    absl::Status st = policy->Prepare(setup_for(policy.get()));
     if (!st.ok()) return Annotate(st, absl::StrCat("[routers.", name, "]"));
   }
   if (c.router) {
     impl->router = c.router.get();
-    absl::Status st = impl->router->Prepare(setup);
+    absl::Status st = impl->router->Prepare(setup_for(impl->router));
     if (!st.ok()) return Annotate(st, "[router]");
   } else {
     impl->router = &impl->all_full;

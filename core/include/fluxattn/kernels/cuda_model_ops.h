@@ -92,8 +92,21 @@ absl::Status Bf16ToF32(const void* x, float* y, int64_t n, void* stream);
 // n = min(pool_size, T_b), pooled[b] = mean over heads of (sum of rows [0, n) + sum of rows
 // [T_b - n, T_b)) / (2 n) (a row in both halves counts twice). q [sum_T, num_heads, head_dim]
 // bf16, q_indptr device [num_seqs + 1], pooled [num_seqs, head_dim] f32.
+// head_dim at most kRouterPoolMaxHeadDim.
+inline constexpr int32_t kRouterPoolMaxHeadDim = 128;
 absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs, int32_t num_heads,
                         int32_t head_dim, int32_t pool_size, float* pooled, void* stream);
+// The same for sequences whose rows are not contiguous: sequence b's rows are
+// [row_ranges[2 b], row_ranges[2 b + 1]) (device int32 [num_seqs, 2]).
+absl::Status RouterPoolRows(const void* q, const int32_t* row_ranges, int32_t num_seqs,
+                            int32_t num_heads, int32_t head_dim, int32_t pool_size, float* pooled,
+                            void* stream);
+
+// One linear layer of a router network for a batch of rows, in f32: y[b, o] = sum_i W[o, i]
+// x[b, i] + bias[o], then SiLU (y / (1 + e^-y)) when `silu`. x [batch, in], W [out, in]
+// row-major, bias [out], y [batch, out]; all device f32.
+absl::Status RouterLinear(const float* x, int32_t batch, const float* weight, const float* bias,
+                          int32_t in, int32_t out, bool silu, float* y, void* stream);
 
 // y = x W^T through cuBLASLt: x [m, k] bf16, W [n, k] bf16 (row-major, as stored in the
 // checkpoint), y [m, n] bf16 or f32 (logits), f32 accumulation.

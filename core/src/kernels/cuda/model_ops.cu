@@ -400,14 +400,17 @@ __global__ void Bf16ToF32Kernel(const bf16* x, float* y, int64_t n) {
 
 // Block (head_dim, kPoolSlices): slice s sums rows s, s + kPoolSlices, ... of both ends.
 constexpr int kPoolSlices = 8;
-__global__ void RouterPoolKernel(const bf16* q, const int32_t* q_indptr, int32_t heads, int32_t d,
-                                 int32_t pool_size, float* pooled) {
+static_assert(kRouterPoolMaxHeadDim * kPoolSlices <= 1024, "a pooling block is head_dim x slices");
+// Sequence b's rows are [rows[b * stride], rows[b * stride + 1]): stride 1 reads an indptr,
+// stride 2 (begin, end) pairs.
+__global__ void RouterPoolKernel(const bf16* q, const int32_t* rows, int32_t stride, int32_t heads,
+                                 int32_t d, int32_t pool_size, float* pooled) {
   PdlLaunchDependents();
   PdlWait();
   extern __shared__ float partial[];  // [kPoolSlices][d]
   const int b = blockIdx.x;
-  const int32_t begin = q_indptr[b];
-  const int32_t t = q_indptr[b + 1] - begin;
+  const int32_t begin = rows[b * stride];
+  const int32_t t = rows[b * stride + 1] - begin;
   const int32_t n = min(pool_size, t);
   const int col = threadIdx.x;
   float sum = 0.f;
@@ -423,6 +426,30 @@ __global__ void RouterPoolKernel(const bf16* q, const int32_t* q_indptr, int32_t
     for (int s = 0; s < kPoolSlices; ++s) total += partial[s * d + col];
     pooled[static_cast<int64_t>(b) * d + col] =
         n > 0 ? total / (2.f * static_cast<float>(n) * heads) : 0.f;
+  }
+}
+
+// One warp per output column o (grid-stride) of every row: y[b, o] = sum_i W[o, i] x[b, i] +
+// bias[o], then SiLU when asked. Each lane reads W's row with stride 32 once per row of x (W stays
+// in L1/L2).
+__global__ void RouterLinearKernel(const float* x, int32_t batch, const float* w, const float* bias,
+                                   int32_t in, int32_t out, bool silu, float* y) {
+  PdlLaunchDependents();
+  PdlWait();
+  const int lane = threadIdx.x % 32;
+  const int32_t warps = gridDim.x * (blockDim.x / 32);
+  for (int32_t o = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32; o < out; o += warps) {
+    const float* w_row = w + static_cast<int64_t>(o) * in;
+    for (int32_t b = 0; b < batch; ++b) {
+      const float* x_row = x + static_cast<int64_t>(b) * in;
+      float acc = 0.f;
+      for (int32_t i = lane; i < in; i += 32) acc = fmaf(w_row[i], x_row[i], acc);
+      acc = WarpSum(acc);
+      if (lane == 0) {
+        acc += bias[o];
+        y[static_cast<int64_t>(b) * out + o] = silu ? acc / (1.f + __expf(-acc)) : acc;
+      }
+    }
   }
 }
 
@@ -553,6 +580,21 @@ absl::Status Add(const void* a, const void* b, void* y, int64_t n, void* stream)
   return LaunchStatus("Add");
 }
 
+absl::Status RouterLinear(const float* x, int32_t batch, const float* weight, const float* bias,
+                          int32_t in, int32_t out, bool silu, float* y, void* stream) {
+  if (batch < 0 || in <= 0 || out <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("RouterLinear: batch / in / out: expected >= 0 / > 0 / > 0, found ", batch,
+                     " / ", in, " / ", out));
+  }
+  if (batch == 0) return absl::OkStatus();
+  constexpr int kWarps = kThreads / 32;
+  FLUXATTN_RETURN_IF_CUDA(LaunchPdl(RouterLinearKernel, BlocksFor(out, kWarps), kThreads, 0,
+                                    AsStream(stream), x, batch, weight, bias, in, out, silu, y),
+                          "RouterLinear", "kernel launch");
+  return LaunchStatus("RouterLinear");
+}
+
 absl::Status AddBias(void* y, const void* bias, int64_t rows, int32_t cols, int64_t row_stride,
                      void* stream) {
   if (rows < 0 || cols <= 0 || row_stride < cols) {
@@ -619,23 +661,41 @@ absl::Status Bf16ToF32(const void* x, float* y, int64_t n, void* stream) {
   return LaunchStatus("Bf16ToF32");
 }
 
-absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs, int32_t num_heads,
-                        int32_t head_dim, int32_t pool_size, float* pooled, void* stream) {
-  if (num_seqs < 0 || num_heads <= 0 || head_dim <= 0 || head_dim > 1024 / kPoolSlices ||
+namespace {
+
+absl::Status LaunchRouterPool(const char* where, const void* q, const int32_t* rows, int32_t stride,
+                              int32_t num_seqs, int32_t num_heads, int32_t head_dim,
+                              int32_t pool_size, float* pooled, void* stream) {
+  if (num_seqs < 0 || num_heads <= 0 || head_dim <= 0 || head_dim > kRouterPoolMaxHeadDim ||
       pool_size < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "RouterPool: num_seqs / num_heads / head_dim / pool_size: expected >= 0 / > 0 / 1..",
-        1024 / kPoolSlices, " / >= 1, found ", num_seqs, " / ", num_heads, " / ", head_dim, " / ",
-        pool_size));
+        where, ": num_seqs / num_heads / head_dim / pool_size: expected >= 0 / > 0 / 1..",
+        kRouterPoolMaxHeadDim, " / >= 1, found ", num_seqs, " / ", num_heads, " / ", head_dim,
+        " / ", pool_size));
   }
   if (num_seqs == 0) return absl::OkStatus();
   const dim3 block(head_dim, kPoolSlices);
   FLUXATTN_RETURN_IF_CUDA(
       LaunchPdl(RouterPoolKernel, num_seqs, block, kPoolSlices * head_dim * sizeof(float),
-                AsStream(stream), static_cast<const bf16*>(q), q_indptr, num_heads, head_dim,
+                AsStream(stream), static_cast<const bf16*>(q), rows, stride, num_heads, head_dim,
                 pool_size, pooled),
-      "RouterPool", "kernel launch");
-  return LaunchStatus("RouterPool");
+      where, "kernel launch");
+  return LaunchStatus(where);
+}
+
+}  // namespace
+
+absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs, int32_t num_heads,
+                        int32_t head_dim, int32_t pool_size, float* pooled, void* stream) {
+  return LaunchRouterPool("RouterPool", q, q_indptr, 1, num_seqs, num_heads, head_dim, pool_size,
+                          pooled, stream);
+}
+
+absl::Status RouterPoolRows(const void* q, const int32_t* row_ranges, int32_t num_seqs,
+                            int32_t num_heads, int32_t head_dim, int32_t pool_size, float* pooled,
+                            void* stream) {
+  return LaunchRouterPool("RouterPoolRows", q, row_ranges, 2, num_seqs, num_heads, head_dim,
+                          pool_size, pooled, stream);
 }
 
 }  // namespace fluxattn::kernels::cuda
