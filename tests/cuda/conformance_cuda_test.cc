@@ -1,17 +1,20 @@
-// The attention backends on CUDA in bf16, through the engine's layer runner (the path every
-// model layer takes: new keys appended through the page tables, one launch per layer batch),
-// against the double-precision oracle of each strategy's published rule on the same
-// bf16-rounded inputs. The expected pairs are written from the rule and its parameters, never
-// from the plugin's layout code; each layout must list exactly those pairs, every query must
-// read its own position, and the output must match the oracle. Batches mix lengths (1 to 1300
-// tokens), prompts continued after earlier tokens, decode rows of different lengths, and
-// sequences of different backends sharing one launch. Pages are handed out in shuffled order.
-// Skips without a GPU; tools/device-test.sh fails when it skipped there.
+// The attention backends on CUDA in bf16 (the tensor-core kernels) and in f32 (the float32
+// kernel), through the engine's layer runner (the path every model layer takes: new keys
+// appended through the page tables, one launch per layer batch), against the double-precision
+// oracle of each strategy's published rule on the same inputs (bf16-rounded for bf16). The expected
+// pairs are written from the rule and its parameters, never from the plugin's layout code; each
+// layout must list exactly those pairs, every query must read its own position, and the output must
+// match the oracle. Batches mix lengths (1 to 1300 tokens), prompts continued after earlier tokens,
+// decode rows of different lengths, and sequences of different backends sharing one launch. Pages
+// are handed out in shuffled order. Skips without a GPU; tools/device-test.sh fails when it skipped
+// there.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
+#include <limits>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -101,7 +104,37 @@ struct Seq {
 
 uint16_t Bf16(float f) { return FloatToBF16(f); }
 
-class CudaConformance : public ::testing::TestWithParam<std::tuple<Shape, std::string>> {
+// Device bytes of `values` as `dtype` (bf16 or f32); NaN stays NaN.
+std::vector<uint8_t> Encode(const std::vector<float>& values, DType dtype) {
+  std::vector<uint8_t> bytes(values.size() * DTypeSize(dtype));
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (dtype == DType::kF32) {
+      std::memcpy(&bytes[4 * i], &values[i], 4);
+    } else {
+      const uint16_t b = std::isnan(values[i]) ? uint16_t{0x7fc0} : Bf16(values[i]);
+      std::memcpy(&bytes[2 * i], &b, 2);
+    }
+  }
+  return bytes;
+}
+
+std::vector<float> Decode(const std::vector<uint8_t>& bytes, DType dtype) {
+  std::vector<float> values(bytes.size() / DTypeSize(dtype));
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (dtype == DType::kF32) {
+      std::memcpy(&values[i], &bytes[4 * i], 4);
+    } else {
+      uint16_t b;
+      std::memcpy(&b, &bytes[2 * i], 2);
+      values[i] = BF16ToFloat(b);
+    }
+  }
+  return values;
+}
+
+using Param = std::tuple<Shape, std::string, DType>;
+
+class CudaConformance : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
     if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device here";
@@ -112,25 +145,25 @@ class CudaConformance : public ::testing::TestWithParam<std::tuple<Shape, std::s
 
   // Runs `seqs` as one layer batch and compares every sequence with its rule's oracle.
   void RunBatch(const std::vector<Seq>& seqs, uint64_t seed) {
-    const auto& [s, dense_prefill] = GetParam();
+    const auto& [s, dense_prefill, dtype] = GetParam();
     SCOPED_TRACE(absl::StrCat("hq ", s.hq, " hkv ", s.hkv, " d ", s.dim, " page ", s.page_tokens,
-                              ", dense prefill ", dense_prefill, ", seed ", seed));
+                              ", ", DTypeName(dtype), ", dense prefill ", dense_prefill, ", seed ",
+                              seed));
     std::mt19937_64 rng(seed);
     std::normal_distribution<float> normal(0.0f, 1.0f);
-    auto bf16_values = [&](size_t n, std::vector<uint16_t>* bits, std::vector<float>* rounded) {
-      bits->resize(n);
-      rounded->resize(n);
-      for (size_t i = 0; i < n; ++i) {
-        (*bits)[i] = Bf16(normal(rng));
-        (*rounded)[i] = BF16ToFloat((*bits)[i]);
-      }
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    // Fresh values as the device will hold them (bf16-rounded for bf16).
+    auto values = [&](size_t n) {
+      std::vector<float> v(n);
+      for (float& x : v) x = dtype == DType::kBF16 ? BF16ToFloat(Bf16(normal(rng))) : normal(rng);
+      return v;
     };
     const int64_t q_row = int64_t{s.hq} * s.dim, kv_row = int64_t{s.hkv} * s.dim;
     // The pool: enough pages for every sequence plus spares, handed out shuffled.
     int64_t pages_needed = 0;
     for (const Seq& q : seqs) pages_needed += (q.length() + s.page_tokens - 1) / s.page_tokens;
     KvPoolOptions po;
-    po.dtype = DType::kBF16;
+    po.dtype = dtype;
     po.page_tokens = s.page_tokens;
     po.num_kv_heads = s.hkv;
     po.head_dim = s.dim;
@@ -143,14 +176,14 @@ class CudaConformance : public ::testing::TestWithParam<std::tuple<Shape, std::s
     // Host image of the pool: NaN everywhere (a key read from a page never written shows), the
     // earlier keys of every sequence at their slots.
     const int64_t page_elems = int64_t{s.page_tokens} * kv_row;
-    std::vector<uint16_t> k_image(po.capacity_pages * page_elems, 0x7fc0);
-    std::vector<uint16_t> v_image(k_image.size(), 0x7fc0);
+    std::vector<float> k_image(po.capacity_pages * page_elems, nan);
+    std::vector<float> v_image(k_image.size(), nan);
     struct Host {
       std::vector<int32_t> pages;
-      std::vector<float> q, k, v;  // bf16-rounded: q of the rows, k/v of every position
+      std::vector<float> q, k, v;  // q of the rows, k/v of every position
     };
     std::vector<Host> host(seqs.size());
-    std::vector<uint16_t> q_bits, new_k_bits, new_v_bits;
+    std::vector<float> q_all, new_k, new_v;
     size_t next_page = 0;
     int64_t total_rows = 0;
     for (size_t i = 0; i < seqs.size(); ++i) {
@@ -159,52 +192,51 @@ class CudaConformance : public ::testing::TestWithParam<std::tuple<Shape, std::s
       const int64_t n_pages = (q.length() + s.page_tokens - 1) / s.page_tokens;
       h.pages.assign(all_pages.begin() + next_page, all_pages.begin() + next_page + n_pages);
       next_page += n_pages;
-      std::vector<uint16_t> qb, kb, vb;
-      bf16_values(q.rows * q_row, &qb, &h.q);
-      bf16_values(q.length() * kv_row, &kb, &h.k);
-      bf16_values(q.length() * kv_row, &vb, &h.v);
-      q_bits.insert(q_bits.end(), qb.begin(), qb.end());
+      h.q = values(q.rows * q_row);
+      h.k = values(q.length() * kv_row);
+      h.v = values(q.length() * kv_row);
+      q_all.insert(q_all.end(), h.q.begin(), h.q.end());
       for (int64_t pos = 0; pos < q.length(); ++pos) {
-        const uint16_t* kr = &kb[pos * kv_row];
-        const uint16_t* vr = &vb[pos * kv_row];
+        const float* kr = &h.k[pos * kv_row];
+        const float* vr = &h.v[pos * kv_row];
         if (pos < q.q_pos0) {
           const int64_t at =
               h.pages[pos / s.page_tokens] * page_elems + (pos % s.page_tokens) * kv_row;
           std::copy(kr, kr + kv_row, k_image.begin() + at);
           std::copy(vr, vr + kv_row, v_image.begin() + at);
         } else {
-          new_k_bits.insert(new_k_bits.end(), kr, kr + kv_row);
-          new_v_bits.insert(new_v_bits.end(), vr, vr + kv_row);
+          new_k.insert(new_k.end(), kr, kr + kv_row);
+          new_v.insert(new_v.end(), vr, vr + kv_row);
         }
       }
       total_rows += q.rows;
     }
     const KvPoolView pv = (*pool)->view();
     Stream* stream = device_->default_stream();
+    const std::vector<uint8_t> k_bytes = Encode(k_image, dtype), v_bytes = Encode(v_image, dtype);
     ASSERT_TRUE(
-        device_
-            ->Copy(pv.k.data, k_image.data(), k_image.size() * 2, CopyKind::kHostToDevice, stream)
+        device_->Copy(pv.k.data, k_bytes.data(), k_bytes.size(), CopyKind::kHostToDevice, stream)
             .ok());
     ASSERT_TRUE(
-        device_
-            ->Copy(pv.v.data, v_image.data(), v_image.size() * 2, CopyKind::kHostToDevice, stream)
+        device_->Copy(pv.v.data, v_bytes.data(), v_bytes.size(), CopyKind::kHostToDevice, stream)
             .ok());
     // Device rows: queries, new keys and values, the output (poisoned with NaN).
-    auto upload = [&](const std::vector<uint16_t>& bits) -> void* {
-      absl::StatusOr<void*> p = device_->Allocate(std::max<size_t>(bits.size() * 2, 2));
+    auto upload = [&](const std::vector<float>& host_values) -> void* {
+      const std::vector<uint8_t> bytes = Encode(host_values, dtype);
+      absl::StatusOr<void*> p = device_->Allocate(std::max<size_t>(bytes.size(), 4));
       EXPECT_TRUE(p.ok()) << p.status();
       if (!p.ok()) return nullptr;
       buffers_.push_back(*p);
-      if (!bits.empty()) {
+      if (!bytes.empty()) {
         EXPECT_TRUE(
-            device_->Copy(*p, bits.data(), bits.size() * 2, CopyKind::kHostToDevice, stream).ok());
+            device_->Copy(*p, bytes.data(), bytes.size(), CopyKind::kHostToDevice, stream).ok());
       }
       return *p;
     };
-    void* d_q = upload(q_bits);
-    void* d_k = upload(new_k_bits);
-    void* d_v = upload(new_v_bits);
-    void* d_out = upload(std::vector<uint16_t>(q_bits.size(), 0x7fc0));
+    void* d_q = upload(q_all);
+    void* d_k = upload(new_k);
+    void* d_v = upload(new_v);
+    void* d_out = upload(std::vector<float>(q_all.size(), nan));
     ASSERT_TRUE(d_q && d_k && d_v && d_out);
     const int ord = device_->ordinal();
     // The problems, and each sequence's layout from its own backend.
@@ -219,11 +251,10 @@ class CudaConformance : public ::testing::TestWithParam<std::tuple<Shape, std::s
     batch.head_dim = s.dim;
     batch.scale = scale;
     batch.device = DeviceType::kCuda;
-    batch.dtype = DType::kBF16;
-    batch.q = TensorView::Contiguous(d_q, DType::kBF16, DeviceType::kCuda,
-                                     {total_rows, s.hq, s.dim}, ord);
-    batch.out = TensorView::Contiguous(d_out, DType::kBF16, DeviceType::kCuda,
-                                       {total_rows, s.hq, s.dim}, ord);
+    batch.dtype = dtype;
+    batch.q = TensorView::Contiguous(d_q, dtype, DeviceType::kCuda, {total_rows, s.hq, s.dim}, ord);
+    batch.out =
+        TensorView::Contiguous(d_out, dtype, DeviceType::kCuda, {total_rows, s.hq, s.dim}, ord);
     batch.kv = pv;
     int64_t row = 0;
     for (size_t i = 0; i < seqs.size(); ++i) {
@@ -242,14 +273,14 @@ class CudaConformance : public ::testing::TestWithParam<std::tuple<Shape, std::s
       p.kv.head_dim = s.dim;
       p.kv.page_tokens = s.page_tokens;
       p.kv.length = q.length();
-      p.kv.dtype = DType::kBF16;
+      p.kv.dtype = dtype;
       p.kv.device = DeviceType::kCuda;
       p.kv.k_pool = pv.k.data;
       p.kv.v_pool = pv.v.data;
       p.kv.pages = host[i].pages.data();
       p.kv.num_pages = static_cast<int64_t>(host[i].pages.size());
       p.device = DeviceType::kCuda;
-      p.dtype = DType::kBF16;
+      p.dtype = dtype;
       p.request_id = i + 1;
       row += q.rows;
       const Strategy& st = StrategyNamed(q.strategy);
@@ -259,7 +290,7 @@ class CudaConformance : public ::testing::TestWithParam<std::tuple<Shape, std::s
       AttentionBackend& b = *backends.back();
       ProblemDesc desc;
       desc.device = DeviceType::kCuda;
-      desc.dtype = DType::kBF16;
+      desc.dtype = dtype;
       desc.head_dim = s.dim;
       desc.num_q_heads = s.hq;
       desc.num_kv_heads = s.hkv;
@@ -281,18 +312,19 @@ class CudaConformance : public ::testing::TestWithParam<std::tuple<Shape, std::s
     absl::StatusOr<std::unique_ptr<CudaLayerRunner>> runner =
         CudaLayerRunner::Create(device_, dense_prefill);
     ASSERT_TRUE(runner.ok()) << runner.status();
-    const TensorView k_view = TensorView::Contiguous(d_k, DType::kBF16, DeviceType::kCuda,
-                                                     {total_rows, s.hkv, s.dim}, ord);
-    const TensorView v_view = TensorView::Contiguous(d_v, DType::kBF16, DeviceType::kCuda,
-                                                     {total_rows, s.hkv, s.dim}, ord);
+    const TensorView k_view =
+        TensorView::Contiguous(d_k, dtype, DeviceType::kCuda, {total_rows, s.hkv, s.dim}, ord);
+    const TensorView v_view =
+        TensorView::Contiguous(d_v, dtype, DeviceType::kCuda, {total_rows, s.hkv, s.dim}, ord);
     absl::Status ran = (*runner)->Run(batch, k_view, v_view, layouts);
     ASSERT_TRUE(ran.ok()) << ran;
     ASSERT_TRUE(device_->Synchronize().ok());
-    std::vector<uint16_t> out_bits(q_bits.size());
+    std::vector<uint8_t> out_bytes(q_all.size() * DTypeSize(dtype));
     ASSERT_TRUE(
-        device_->Copy(out_bits.data(), d_out, out_bits.size() * 2, CopyKind::kDeviceToHost, stream)
+        device_->Copy(out_bytes.data(), d_out, out_bytes.size(), CopyKind::kDeviceToHost, stream)
             .ok());
     ASSERT_TRUE(device_->Synchronize().ok());
+    const std::vector<float> out_values = Decode(out_bytes, dtype);
     for (size_t i = 0; i < seqs.size(); ++i) {
       const Seq& q = seqs[i];
       const Strategy& st = StrategyNamed(q.strategy);
@@ -301,13 +333,13 @@ class CudaConformance : public ::testing::TestWithParam<std::tuple<Shape, std::s
       const std::vector<double> want = ReferenceAttention(
           ref, host[i].q.data(), host[i].k.data(), host[i].v.data(),
           [&](int64_t r, int, int64_t j) { return st.rule(q.phase, end, q.q_pos0 + r, j); });
-      std::vector<float> got(q.rows * q_row);
-      for (size_t e = 0; e < got.size(); ++e) {
-        got[e] = BF16ToFloat(out_bits[problems[i].q_row0 * q_row + e]);
-      }
-      // bf16 output (8 bits of mantissa) and bf16 probabilities in the P.V product: a few parts
-      // in a thousand of the output's scale; a wrong key or a missing one moves it far more.
-      EXPECT_LT(RelativeError(got, want), 2e-2)
+      const std::vector<float> got(out_values.begin() + problems[i].q_row0 * q_row,
+                                   out_values.begin() + (problems[i].q_row0 + q.rows) * q_row);
+      // bf16: bf16 output (8 bits of mantissa) and bf16 probabilities in the P.V product, a few
+      // parts in a thousand of the output's scale. f32: float32 rounding over up to 1300 keys.
+      // A wrong key or a missing one moves it far more than either.
+      const double tolerance = dtype == DType::kBF16 ? 2e-2 : 1e-4;
+      EXPECT_LT(RelativeError(got, want), tolerance)
           << st.label << " sequence " << i << " (" << AttentionPhaseName(q.phase) << ", q_pos0 "
           << q.q_pos0 << ", rows " << q.rows << ")";
     }
@@ -403,7 +435,7 @@ const Shape kShapes[] = {
     {4, 1, 64, 32},     // one KV head
 };
 
-std::string CaseName(const ::testing::TestParamInfo<std::tuple<Shape, std::string>>& info) {
+std::string CaseName(const ::testing::TestParamInfo<Param>& info) {
   const Shape& s = std::get<0>(info.param);
   return absl::StrCat("hq", s.hq, "_hkv", s.hkv, "_d", s.dim, "_page", s.page_tokens, "_",
                       std::get<1>(info.param));
@@ -411,12 +443,18 @@ std::string CaseName(const ::testing::TestParamInfo<std::tuple<Shape, std::strin
 
 INSTANTIATE_TEST_SUITE_P(Bf16, CudaConformance,
                          ::testing::Combine(::testing::ValuesIn(kShapes),
-                                            ::testing::Values("fluxattn", "auto")),
+                                            ::testing::Values("fluxattn", "auto"),
+                                            ::testing::Values(DType::kBF16)),
+                         CaseName);
+// f32 runs on the float32 kernel whatever dense_prefill says (cuDNN's SDPA is bf16 here).
+INSTANTIATE_TEST_SUITE_P(F32, CudaConformance,
+                         ::testing::Combine(::testing::ValuesIn(kShapes), ::testing::Values("auto"),
+                                            ::testing::Values(DType::kF32)),
                          CaseName);
 
-// The CUDA kernels compute in bf16: a float32 batch is refused with one line naming the dtype,
-// not run in the wrong precision.
-TEST(CudaConformanceErrors, Float32BatchIsRefused) {
+// A batch whose dtypes disagree (f32 queries over a bf16 pool, or an f16 batch) is refused with
+// one line naming what was expected and found, not run in the wrong precision.
+TEST(CudaConformanceErrors, MismatchedDtypesAreRefused) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device here";
   absl::StatusOr<Device*> dev = CudaDevice(0);
   ASSERT_TRUE(dev.ok()) << dev.status();
@@ -427,16 +465,25 @@ TEST(CudaConformanceErrors, Float32BatchIsRefused) {
   p.num_kv_heads = 1;
   p.head_dim = 64;
   p.num_queries = 1;
+  std::vector<BlockSparseLayout> layouts(1);
   AttentionBatch batch;
   batch.device = DeviceType::kCuda;
+  batch.seqs = std::span<const AttentionProblem>(&p, 1);
   batch.dtype = DType::kF32;
   batch.q.dtype = DType::kF32;
-  batch.seqs = std::span<const AttentionProblem>(&p, 1);
-  std::vector<BlockSparseLayout> layouts(1);
-  const absl::Status st = (*runner)->Run(batch, TensorView{}, TensorView{}, layouts);
+  batch.kv.k.dtype = DType::kBF16;
+  batch.kv.v.dtype = DType::kBF16;
+  absl::Status st = (*runner)->Run(batch, TensorView{}, TensorView{}, layouts);
   ASSERT_FALSE(st.ok());
-  EXPECT_NE(st.message().find("bf16"), std::string::npos) << st;
+  EXPECT_NE(st.message().find("KV pool dtype"), std::string::npos) << st;
   EXPECT_NE(st.message().find("f32"), std::string::npos) << st;
+  EXPECT_NE(st.message().find("bf16"), std::string::npos) << st;
+  batch.dtype = DType::kF16;
+  batch.q.dtype = DType::kF16;
+  st = (*runner)->Run(batch, TensorView{}, TensorView{}, layouts);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("bf16 or f32"), std::string::npos) << st;
+  EXPECT_NE(st.message().find("f16"), std::string::npos) << st;
 }
 
 }  // namespace

@@ -181,8 +181,17 @@ absl::Status Runner::Run(const AttentionBatch& batch, const TensorView& k, const
         absl::StrCat("attention on cuda: ", layouts.size(), " layouts for ", n, " sequences"));
   }
   if (n == 0) return absl::OkStatus();
-  if (batch.dtype != DType::kBF16 || batch.q.dtype != DType::kBF16) {
-    return InvalidInput("attention on cuda: dtype", "bf16", DTypeName(batch.q.dtype));
+  // bf16 runs on the tensor-core kernels; f32 on the float32 kernel (reference precision).
+  const bool f32 = batch.dtype == DType::kF32 && batch.q.dtype == DType::kF32;
+  if (!f32 && (batch.dtype != DType::kBF16 || batch.q.dtype != DType::kBF16)) {
+    return InvalidInput(
+        "attention on cuda: dtype", "bf16 or f32 (queries and batch alike)",
+        absl::StrCat(DTypeName(batch.dtype), " batch, ", DTypeName(batch.q.dtype), " queries"));
+  }
+  const DType pool_dtype = f32 ? DType::kF32 : DType::kBF16;
+  if (batch.kv.k.dtype != pool_dtype || batch.kv.v.dtype != pool_dtype) {
+    return InvalidInput("attention on cuda: KV pool dtype", DTypeName(pool_dtype),
+                        DTypeName(batch.kv.k.dtype));
   }
   std::vector<int> order(n);
   std::iota(order.begin(), order.end(), 0);
@@ -219,6 +228,10 @@ absl::Status Runner::Run(const AttentionBatch& batch, const TensorView& k, const
     if (dp < d) {
       return absl::InternalError(
           absl::StrCat("attention on cuda: pool head_dim ", dp, " below the model's ", d));
+    }
+    if (f32) {
+      return InvalidInput("attention on cuda in f32: head_dim", absl::StrCat(dp, " (the pool's)"),
+                          absl::StrCat(d));
     }
     const int64_t rows = batch.q.shape[0];
     const size_t bf = sizeof(uint16_t);
@@ -316,7 +329,8 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
   }
   // cuDNN's tables (dense prefill): element offsets of the packed rows, the lengths, and for
   // prompts continued after earlier tokens a rectangular page table.
-  bool use_cudnn = cudnn_ != nullptr && dense && !decode;
+  const bool f32 = batch.dtype == DType::kF32;
+  bool use_cudnn = cudnn_ != nullptr && dense && !decode && !f32;
   bool cudnn_packed = true;
   size_t cd_q_off = 0, cd_kv_off = 0, cd_seq_q = 0, cd_seq_kv = 0, cd_table = 0;
   int32_t cd_width = 0, cd_max_q = 1, cd_count = 0;
@@ -426,7 +440,7 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
   pool.page_tokens = batch.kv.page_tokens;
   const int64_t kv_row = int64_t{batch.num_kv_heads} * batch.head_dim;
   const int64_t q_row = int64_t{batch.num_q_heads} * batch.head_dim;
-  const size_t bf = sizeof(uint16_t);
+  const size_t bf = f32 ? sizeof(float) : sizeof(uint16_t);  // bytes per element
   // The tables to the device and the new keys and values into their pages (they are counted in
   // kv_len already), in one launch that reads the staged tables through unified addressing.
   const int32_t* staged_words = static_cast<const int32_t*>(staged);
@@ -434,7 +448,7 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
       staged_words, static_cast<int32_t*>(tables), static_cast<int64_t>(host_.size()),
       staged_words + slots, static_cast<const char*>(k.data) + base_row * kv_row * bf,
       static_cast<const char*>(v.data) + base_row * kv_row * bf, rows, batch.num_kv_heads,
-      batch.head_dim, batch.kv.k.data, batch.kv.v.data, s));
+      batch.head_dim, batch.kv.k.data, batch.kv.v.data, s, static_cast<int32_t>(bf)));
   kc::OpProfile::MarkActive("attention: tables + kv append", s);
   kc::BlockSparseLayoutView lv;
   if (!dense) {
@@ -455,6 +469,19 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
   shape.scale = batch.scale;
   const void* q = static_cast<const char*>(batch.q.data) + base_row * q_row * bf;
   void* out = static_cast<char*>(batch.out.data) + base_row * q_row * bf;
+  if (f32) {
+    kc::AttentionF32Args args;
+    args.shape = shape;
+    args.q = q;
+    args.out = out;
+    args.total_rows = rows;
+    args.kv = pool;
+    args.seqs = sb;
+    args.maybe_layout = dense ? nullptr : &lv;
+    FLUXATTN_RETURN_IF_ERROR(kc::RunAttentionF32(args, s));
+    kc::OpProfile::MarkActive("attention: f32 kernel", s);
+    return absl::OkStatus();
+  }
   if (decode) {
     const int32_t splits = kc::ChooseDecodeSplits(b_count, batch.num_kv_heads, max_kv_tokens);
     const size_t bytes = kc::DecodeWorkspaceBytes(b_count, shape, splits);

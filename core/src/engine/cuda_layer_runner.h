@@ -26,11 +26,11 @@ class CudaLayerRunner {
       Device* device, const std::string& dense_prefill = "auto");
   virtual ~CudaLayerRunner() = default;
 
-  // Writes the rows of `k` and `v` ([rows, num_kv_heads, head_dim] bf16 on the device) of every
-  // sequence into its pages (problems[i].kv already counts them: kv.length = q_pos0 +
-  // num_queries), then the attention of every sequence into batch.out. layouts[i] belongs to
-  // batch.seqs[i]; sequences whose layout is dense causal use the kernels' dense path when all
-  // of them are.
+  // Writes the rows of `k` and `v` ([rows, num_kv_heads, head_dim] on the device, bf16 or f32 as
+  // the batch and the pool) of every sequence into its pages (problems[i].kv already counts them:
+  // kv.length = q_pos0 + num_queries), then the attention of every sequence into batch.out.
+  // layouts[i] belongs to batch.seqs[i]; sequences whose layout is dense causal use the kernels'
+  // dense path when all of them are.
   virtual absl::Status Run(const AttentionBatch& batch, const TensorView& k, const TensorView& v,
                            std::span<const BlockSparseLayout> layouts) = 0;
 

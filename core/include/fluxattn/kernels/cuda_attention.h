@@ -1,5 +1,6 @@
 // Attention on CUDA (bf16, sm_90): a block-sparse flash-attention prefill over the paged KV pool
-// and a split-KV paged decode with a combine step. Host-callable; no CUDA types: device memory is
+// and a split-KV paged decode with a combine step; and a float32 kernel over the same tables
+// (RunAttentionF32). Host-callable; no CUDA types: device memory is
 // passed as pointers, the stream as `void*` (a cudaStream_t, nullptr = the legacy stream).
 //
 // What the kernels read (all device memory unless marked host):
@@ -148,6 +149,22 @@ absl::StatusOr<DecodePlan> PlanDecode(const AttentionShape& shape, int32_t num_s
                                       int32_t num_splits, void* workspace, size_t workspace_bytes);
 absl::Status RunDecode(const DecodeArgs& args, const DecodePlan& plan, void* stream);
 
+// Float32 attention (prefill and decode rows alike) over a pool of float32 pages
+// [num_pages, page_tokens, num_kv_heads, head_dim] and the same tables and layout as the bf16
+// kernels (q_indptr is read for decode rows too); f32 queries and output, f32 arithmetic. One
+// warp per (row, query head): a reference-precision path, not a fast one. Rows that read no key
+// get zeros.
+struct AttentionF32Args {
+  AttentionShape shape;
+  const void* q = nullptr;  // [total_rows, num_q_heads, head_dim] f32
+  void* out = nullptr;      // same shape, f32
+  int64_t total_rows = 0;
+  PagedKvPool kv;  // f32 pages
+  SequenceBatch seqs;
+  const BlockSparseLayoutView* maybe_layout = nullptr;  // nullptr = dense causal
+};
+absl::Status RunAttentionF32(const AttentionF32Args& args, void* stream);
+
 // Writes new keys and values into the pool: rows [sum_T, num_kv_heads, head_dim] bf16 of
 // sequence b (rows [q_indptr[b], q_indptr[b+1])) go to positions q_pos0[b] + r through the
 // sequence's page table.
@@ -157,13 +174,15 @@ absl::Status AppendKv(const void* k_rows, const void* v_rows, int64_t total_rows
 
 // One launch for what a layer's attention needs before its kernels: `words` int32 copied from
 // page-locked host memory (cudaMallocHost; the device reads it through unified addressing) to
-// device_words, and rows [total_rows, num_kv_heads, head_dim] bf16 of new keys and values
-// written to the pool slots host_slots[row] (slot = page * page_tokens + offset; host_slots is
-// page-locked host memory too). Launched with programmatic dependent launch: the host memory is
-// read while the kernel before finishes; the writes wait for it.
+// device_words, and rows [total_rows, num_kv_heads, head_dim] of new keys and values (elements
+// of `elem_bytes`: 2 for bf16, 4 for f32) written to the pool slots host_slots[row] (slot =
+// page * page_tokens + offset; host_slots is page-locked host memory too). Launched with
+// programmatic dependent launch: the host memory is read while the kernel before finishes; the
+// writes wait for it.
 absl::Status StageTablesAndAppendKv(const int32_t* host_words, int32_t* device_words, int64_t words,
                                     const int32_t* host_slots, const void* k_rows,
                                     const void* v_rows, int64_t total_rows, int32_t num_kv_heads,
-                                    int32_t head_dim, void* k_pool, void* v_pool, void* stream);
+                                    int32_t head_dim, void* k_pool, void* v_pool, void* stream,
+                                    int32_t elem_bytes = 2);
 
 }  // namespace fluxattn::kernels::cuda

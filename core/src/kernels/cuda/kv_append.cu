@@ -112,13 +112,17 @@ absl::Status AppendKv(const void* k_rows, const void* v_rows, int64_t total_rows
 absl::Status StageTablesAndAppendKv(const int32_t* host_words, int32_t* device_words, int64_t words,
                                     const int32_t* host_slots, const void* k_rows,
                                     const void* v_rows, int64_t total_rows, int32_t num_kv_heads,
-                                    int32_t head_dim, void* k_pool, void* v_pool, void* stream) {
-  if (head_dim <= 0 || head_dim % 8 != 0 || num_kv_heads <= 0 || total_rows < 0 || words < 0) {
+                                    int32_t head_dim, void* k_pool, void* v_pool, void* stream,
+                                    int32_t elem_bytes) {
+  if (head_dim <= 0 || head_dim % 8 != 0 || num_kv_heads <= 0 || total_rows < 0 || words < 0 ||
+      (elem_bytes != 2 && elem_bytes != 4)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "StageTablesAndAppendKv: head_dim / num_kv_heads / rows / words: expected a multiple of "
-        "8 / > 0 / >= 0 / >= 0, found ",
-        head_dim, " / ", num_kv_heads, " / ", total_rows, " / ", words));
+        "StageTablesAndAppendKv: head_dim / num_kv_heads / rows / words / elem_bytes: expected a "
+        "multiple of 8 / > 0 / >= 0 / >= 0 / 2 or 4, found ",
+        head_dim, " / ", num_kv_heads, " / ", total_rows, " / ", words, " / ", elem_bytes));
   }
+  // 16-byte chunks per head row.
+  const int32_t chunks = head_dim * elem_bytes / 16;
   const unsigned stage_blocks = static_cast<unsigned>((words + 1023) / 1024);
   const int64_t warps = total_rows * num_kv_heads;
   const unsigned append_blocks = static_cast<unsigned>((warps + 7) / 8);
@@ -127,8 +131,7 @@ absl::Status StageTablesAndAppendKv(const int32_t* host_words, int32_t* device_w
       LaunchPdl(StageAndAppendKernel, stage_blocks + append_blocks, 256, 0, AsStream(stream),
                 host_words, device_words, words, stage_blocks, host_slots,
                 static_cast<const uint4*>(k_rows), static_cast<const uint4*>(v_rows), total_rows,
-                num_kv_heads, head_dim / 8, static_cast<uint4*>(k_pool),
-                static_cast<uint4*>(v_pool)),
+                num_kv_heads, chunks, static_cast<uint4*>(k_pool), static_cast<uint4*>(v_pool)),
       "StageTablesAndAppendKv", "kernel launch");
   return LaunchStatus("StageTablesAndAppendKv");
 }
