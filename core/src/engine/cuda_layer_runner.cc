@@ -469,15 +469,19 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
   shape.scale = batch.scale;
   const void* q = static_cast<const char*>(batch.q.data) + base_row * q_row * bf;
   void* out = static_cast<char*>(batch.out.data) + base_row * q_row * bf;
-  if (f32) {
-    kc::AttentionF32Args args;
+  // The members every kernel's arguments share.
+  auto common_args = [&](auto args) {
     args.shape = shape;
     args.q = q;
     args.out = out;
-    args.total_rows = rows;
     args.kv = pool;
     args.seqs = sb;
     args.maybe_layout = dense ? nullptr : &lv;
+    return args;
+  };
+  if (f32) {
+    auto args = common_args(kc::AttentionF32Args{});
+    args.total_rows = rows;
     FLUXATTN_RETURN_IF_ERROR(kc::RunAttentionF32(args, s));
     kc::OpProfile::MarkActive("attention: f32 kernel", s);
     return absl::OkStatus();
@@ -488,13 +492,7 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
     FLUXATTN_ASSIGN_OR_RETURN(void* ws, workspace_.Ensure(bytes));
     FLUXATTN_ASSIGN_OR_RETURN(kc::DecodePlan plan,
                               kc::PlanDecode(shape, b_count, splits, ws, workspace_.bytes()));
-    kc::DecodeArgs args;
-    args.shape = shape;
-    args.q = q;
-    args.out = out;
-    args.kv = pool;
-    args.seqs = sb;
-    args.maybe_layout = dense ? nullptr : &lv;
+    const auto args = common_args(kc::DecodeArgs{});
     FLUXATTN_RETURN_IF_ERROR(kc::RunDecode(args, plan, s));
     kc::OpProfile::MarkActive("attention: decode kernels", s);
     return absl::OkStatus();
@@ -540,14 +538,7 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
   FLUXATTN_ASSIGN_OR_RETURN(
       kc::PrefillPlan plan,
       kc::PlanPrefill(shape, host_q_indptr_, host_q_pos0_, ws, workspace_.bytes(), s, tile_rows));
-  kc::PrefillArgs args;
-  args.shape = shape;
-  args.q = q;
-  args.out = out;
-  args.kv = pool;
-  args.seqs = sb;
-  args.maybe_layout = dense ? nullptr : &lv;
-  return kc::RunPrefill(args, plan, s);
+  return kc::RunPrefill(common_args(kc::PrefillArgs{}), plan, s);
 }
 
 }  // namespace
