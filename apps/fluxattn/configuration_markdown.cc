@@ -36,12 +36,14 @@ const std::vector<CoreSection>& CoreSections() {
          "to the config file's folder"},
         {"device", "string", "\"cpu\"", "\"cpu\", \"cuda\", \"cuda:N\"",
          "Where the model, its KV pool and attention run (`--device` overrides it)"},
-        {"dtype", "string", "the device's", "\"f32\" or \"bf16\" on cpu, \"bf16\" on cuda",
+        {"dtype", "string", "the device's", "\"f32\" or \"bf16\"",
          "Activation type. CPU: the activations the matrix products take, f32 (the default) or "
          "bf16 (rounded to bfloat16, AVX512-BF16 dot products for bf16 weights where the CPU has "
          "them, llama.cpp's numerics for bf16 checkpoints); weights read as stored, norms, "
-         "attention and the f32 KV cache unchanged. CUDA: bf16 (weights converted to bf16 on "
-         "load, f32 accumulation)"},
+         "attention and the f32 KV cache unchanged. CUDA: bf16 (the default: weights converted "
+         "to bf16 on load, bf16 activations and KV cache, f32 accumulation) or f32 (weights, "
+         "activations, KV cache and attention in float32, full-precision GEMMs: the reference "
+         "path that gives the CPU's tokens, much slower)"},
         {"threads", "integer", "0", "[0, 4096]", "CPU threads; 0 = hardware concurrency"}}},
       {"[kv]",
        "The KV page pool of the model's device: one allocation for K and one for V, handed out "

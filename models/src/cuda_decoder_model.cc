@@ -1,6 +1,7 @@
 #include "cuda_decoder_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <vector>
@@ -18,7 +19,7 @@ namespace fluxattn::models {
 #if !defined(FLUXATTN_WITH_CUDA)
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> CreateCudaLanguageModel(
-    ModelSpec, std::unique_ptr<WeightSource>, Device* device, int) {
+    ModelSpec, std::unique_ptr<WeightSource>, Device* device, int, DType) {
   return InvalidInput("model device", "\"cpu\" (this build has no CUDA)",
                       absl::StrCat("\"", device != nullptr ? device->name() : "?", "\""));
 }
@@ -46,10 +47,48 @@ struct Layer {
   void *gate_up_bias = nullptr, *down_bias = nullptr;
 };
 
+// The element-wise and row kernels of one compute dtype (kernels::cuda or kernels::cuda::f32).
+struct RowOps {
+  decltype(&kc::RmsNorm) rms_norm;
+  decltype(&kc::AddRmsNorm) add_rms_norm;
+  decltype(&kc::RmsNormLastRows) rms_norm_last_rows;
+  decltype(&kc::SplitQkvNormRope) split_qkv_norm_rope;
+  decltype(&kc::SwiGlu) swiglu;
+  decltype(&kc::EmbeddingGather) embedding_gather;
+  decltype(&kc::Add) add;
+  decltype(&kc::AddBias) add_bias;
+};
+
+RowOps OpsFor(DType compute) {
+  if (compute == DType::kF32) {
+    return {&kc::f32::RmsNorm,
+            &kc::f32::AddRmsNorm,
+            &kc::f32::RmsNormLastRows,
+            &kc::f32::SplitQkvNormRope,
+            &kc::f32::SwiGlu,
+            &kc::f32::EmbeddingGather,
+            &kc::f32::Add,
+            &kc::f32::AddBias};
+  }
+  return {&kc::RmsNorm,
+          &kc::AddRmsNorm,
+          &kc::RmsNormLastRows,
+          &kc::SplitQkvNormRope,
+          &kc::SwiGlu,
+          &kc::EmbeddingGather,
+          &kc::Add,
+          &kc::AddBias};
+}
+
 class CudaDecoderModel : public LanguageModel {
  public:
-  CudaDecoderModel(ModelSpec spec, std::unique_ptr<WeightSource> weights, Device* device)
-      : spec_(std::move(spec)), weights_(std::move(weights)), device_(device) {
+  CudaDecoderModel(ModelSpec spec, std::unique_ptr<WeightSource> weights, Device* device,
+                   DType compute)
+      : spec_(std::move(spec)),
+        weights_(std::move(weights)),
+        device_(device),
+        compute_(compute),
+        ops_(OpsFor(compute)) {
     for (DeviceBuffer* b : {&x_, &xn_, &qkv_, &q_pre_, &q_, &k_, &v_, &attn_, &tmp_, &act_, &sel_,
                             &logits_, &staging_, &sample_}) {
       b->Bind(device_);
@@ -69,7 +108,7 @@ class CudaDecoderModel : public LanguageModel {
   void SetThreads(int threads) override { SetCpuThreads(threads); }
   int threads() const override { return CpuThreads(); }
   Device* device() const override { return device_; }
-  DType activation_dtype() const override { return DType::kBF16; }
+  DType activation_dtype() const override { return compute_; }
 
   absl::Status Forward(std::span<const SequenceChunk> batch, LayerAttention& attention,
                        bool all_positions, std::vector<float>* logits) override;
@@ -125,9 +164,34 @@ class CudaDecoderModel : public LanguageModel {
     }
     return absl::OkStatus();
   }
-  // One or more tensors concatenated along their first dimension, as one bf16 device array.
-  absl::StatusOr<void*> UploadBf16(
+  // The tensor's values as float32, appended to `out`; non-finite weights are refused.
+  absl::Status AppendF32(const std::string& name, const std::vector<int64_t>& shape,
+                         std::vector<float>* out) {
+    FLUXATTN_ASSIGN_OR_RETURN(Tensor f, weights_->GetF32(name, shape));
+    const float* p = f.data<float>();
+    for (int64_t i = 0; i < f.numel(); ++i) {
+      if (!std::isfinite(p[i])) {
+        return InvalidInput(
+            absl::StrCat(spec_.info.path.empty() ? "weights" : spec_.info.path, ": tensor '", name,
+                         "'"),
+            "finite weights",
+            absl::StrCat(std::isnan(p[i]) ? "NaN" : "an infinite value", " at element ", i));
+      }
+    }
+    out->insert(out->end(), p, p + f.numel());
+    return absl::OkStatus();
+  }
+  // One or more tensors concatenated along their first dimension, as one device array of the
+  // compute dtype (bf16, or f32 for f32 compute).
+  absl::StatusOr<void*> UploadWeights(
       std::initializer_list<std::pair<std::string, std::vector<int64_t>>> parts) {
+    if (compute_ == DType::kF32) {
+      std::vector<float> host;
+      for (const auto& [name, shape] : parts) {
+        FLUXATTN_RETURN_IF_ERROR(AppendF32(name, shape, &host));
+      }
+      return Upload(host.data(), host.size() * sizeof(float));
+    }
     std::vector<uint16_t> host;
     for (const auto& [name, shape] : parts) {
       FLUXATTN_RETURN_IF_ERROR(AppendBf16(name, shape, &host));
@@ -138,6 +202,8 @@ class CudaDecoderModel : public LanguageModel {
   ModelSpec spec_;
   std::unique_ptr<WeightSource> weights_;
   Device* device_;
+  DType compute_;  // kBF16 or kF32: weights, activations and kernels
+  RowOps ops_;
   std::vector<void*> owned_;
   std::unique_ptr<kc::Gemm> gemm_;
   void* embed_ = nullptr;
@@ -168,12 +234,12 @@ absl::Status CudaDecoderModel::Load() {
   }
   FLUXATTN_ASSIGN_OR_RETURN(const bool autotune, kc::GemmAutotuneFromEnvironment());
   FLUXATTN_ASSIGN_OR_RETURN(gemm_, kc::Gemm::Create(32 << 20, true, autotune));
-  FLUXATTN_ASSIGN_OR_RETURN(embed_, UploadBf16({{"model.embed_tokens.weight", {v, h}}}));
-  FLUXATTN_ASSIGN_OR_RETURN(final_norm_, UploadBf16({{"model.norm.weight", {h}}}));
+  FLUXATTN_ASSIGN_OR_RETURN(embed_, UploadWeights({{"model.embed_tokens.weight", {v, h}}}));
+  FLUXATTN_ASSIGN_OR_RETURN(final_norm_, UploadWeights({{"model.norm.weight", {h}}}));
   if (spec_.tie_word_embeddings) {
     lm_head_ = embed_;
   } else {
-    FLUXATTN_ASSIGN_OR_RETURN(lm_head_, UploadBf16({{"lm_head.weight", {v, h}}}));
+    FLUXATTN_ASSIGN_OR_RETURN(lm_head_, UploadWeights({{"lm_head.weight", {v, h}}}));
   }
   const std::vector<float> inv_freq = RopeInverseFrequencies(spec_.rope, static_cast<int>(d));
   FLUXATTN_ASSIGN_OR_RETURN(void* f, Upload(inv_freq.data(), inv_freq.size() * sizeof(float)));
@@ -182,43 +248,43 @@ absl::Status CudaDecoderModel::Load() {
   auto bias = [&](int i, const std::string& name, int64_t rows, bool has,
                   void** out) -> absl::Status {
     if (!has) return absl::OkStatus();
-    FLUXATTN_ASSIGN_OR_RETURN(*out, UploadBf16({{LayerName(i, name + ".bias"), {rows}}}));
+    FLUXATTN_ASSIGN_OR_RETURN(*out, UploadWeights({{LayerName(i, name + ".bias"), {rows}}}));
     return absl::OkStatus();
   };
   for (int i = 0; i < m.num_layers; ++i) {
     Layer& L = layers_[i];
     FLUXATTN_ASSIGN_OR_RETURN(L.input_norm,
-                              UploadBf16({{LayerName(i, "input_layernorm.weight"), {h}}}));
-    FLUXATTN_ASSIGN_OR_RETURN(L.post_norm,
-                              UploadBf16({{LayerName(i, "post_attention_layernorm.weight"), {h}}}));
+                              UploadWeights({{LayerName(i, "input_layernorm.weight"), {h}}}));
+    FLUXATTN_ASSIGN_OR_RETURN(
+        L.post_norm, UploadWeights({{LayerName(i, "post_attention_layernorm.weight"), {h}}}));
     if (spec_.qk_norm) {
       FLUXATTN_ASSIGN_OR_RETURN(L.q_norm,
-                                UploadBf16({{LayerName(i, "self_attn.q_norm.weight"), {d}}}));
+                                UploadWeights({{LayerName(i, "self_attn.q_norm.weight"), {d}}}));
       FLUXATTN_ASSIGN_OR_RETURN(L.k_norm,
-                                UploadBf16({{LayerName(i, "self_attn.k_norm.weight"), {d}}}));
+                                UploadWeights({{LayerName(i, "self_attn.k_norm.weight"), {d}}}));
     }
-    FLUXATTN_ASSIGN_OR_RETURN(L.qkv,
-                              UploadBf16({{LayerName(i, "self_attn.q_proj.weight"), {q_dim, h}},
-                                          {LayerName(i, "self_attn.k_proj.weight"), {kv_dim, h}},
-                                          {LayerName(i, "self_attn.v_proj.weight"), {kv_dim, h}}}));
-    FLUXATTN_ASSIGN_OR_RETURN(L.o,
-                              UploadBf16({{LayerName(i, "self_attn.o_proj.weight"), {h, q_dim}}}));
+    FLUXATTN_ASSIGN_OR_RETURN(
+        L.qkv, UploadWeights({{LayerName(i, "self_attn.q_proj.weight"), {q_dim, h}},
+                              {LayerName(i, "self_attn.k_proj.weight"), {kv_dim, h}},
+                              {LayerName(i, "self_attn.v_proj.weight"), {kv_dim, h}}}));
+    FLUXATTN_ASSIGN_OR_RETURN(
+        L.o, UploadWeights({{LayerName(i, "self_attn.o_proj.weight"), {h, q_dim}}}));
     FLUXATTN_ASSIGN_OR_RETURN(L.gate_up,
-                              UploadBf16({{LayerName(i, "mlp.gate_proj.weight"), {inter, h}},
-                                          {LayerName(i, "mlp.up_proj.weight"), {inter, h}}}));
+                              UploadWeights({{LayerName(i, "mlp.gate_proj.weight"), {inter, h}},
+                                             {LayerName(i, "mlp.up_proj.weight"), {inter, h}}}));
     FLUXATTN_ASSIGN_OR_RETURN(L.down,
-                              UploadBf16({{LayerName(i, "mlp.down_proj.weight"), {h, inter}}}));
+                              UploadWeights({{LayerName(i, "mlp.down_proj.weight"), {h, inter}}}));
     if (spec_.qkv_bias) {
       FLUXATTN_ASSIGN_OR_RETURN(L.qkv_bias,
-                                UploadBf16({{LayerName(i, "self_attn.q_proj.bias"), {q_dim}},
-                                            {LayerName(i, "self_attn.k_proj.bias"), {kv_dim}},
-                                            {LayerName(i, "self_attn.v_proj.bias"), {kv_dim}}}));
+                                UploadWeights({{LayerName(i, "self_attn.q_proj.bias"), {q_dim}},
+                                               {LayerName(i, "self_attn.k_proj.bias"), {kv_dim}},
+                                               {LayerName(i, "self_attn.v_proj.bias"), {kv_dim}}}));
     }
     FLUXATTN_RETURN_IF_ERROR(bias(i, "self_attn.o_proj", h, spec_.o_bias, &L.o_bias));
     if (spec_.mlp_bias) {
       FLUXATTN_ASSIGN_OR_RETURN(L.gate_up_bias,
-                                UploadBf16({{LayerName(i, "mlp.gate_proj.bias"), {inter}},
-                                            {LayerName(i, "mlp.up_proj.bias"), {inter}}}));
+                                UploadWeights({{LayerName(i, "mlp.gate_proj.bias"), {inter}},
+                                               {LayerName(i, "mlp.up_proj.bias"), {inter}}}));
     }
     FLUXATTN_RETURN_IF_ERROR(bias(i, "mlp.down_proj", h, spec_.mlp_bias, &L.down_bias));
   }
@@ -336,7 +402,7 @@ absl::StatusOr<const float*> CudaDecoderModel::Run(std::span<const SequenceChunk
     }
     q_indptr[s + 1] = static_cast<int32_t>(row0 + seq_rows_[s].num_tokens);
   }
-  const size_t bf = sizeof(uint16_t);
+  const size_t bf = DTypeSize(compute_);  // bytes per activation element
   const int64_t nr = all_positions ? n : num_seqs;
   FLUXATTN_ASSIGN_OR_RETURN(void* x, x_.Ensure(n * h * bf));
   FLUXATTN_ASSIGN_OR_RETURN(void* xn, xn_.Ensure(n * h * bf));
@@ -360,6 +426,8 @@ absl::StatusOr<const float*> CudaDecoderModel::Run(std::span<const SequenceChunk
   const int32_t* d_positions = d_ids + n;
   const int32_t* d_q_indptr = d_positions + n;
   using OT = kc::Gemm::OutputType;
+  const OT act_type = compute_ == DType::kF32 ? OT::kF32Inputs : OT::kBf16;
+  const OT logits_type = compute_ == DType::kF32 ? OT::kF32Inputs : OT::kF32;
   const bool decode_pass = n == num_seqs;
   if (profile_ != nullptr) profile_->Begin(decode_pass ? "decode" : "prefill", s);
   auto mark = [&](const char* what) {
@@ -367,29 +435,30 @@ absl::StatusOr<const float*> CudaDecoderModel::Run(std::span<const SequenceChunk
   };
   auto linear = [&](const void* in, const void* w, const void* b, void* out, int64_t rows,
                     int64_t cols, int64_t inner) -> absl::Status {
-    FLUXATTN_RETURN_IF_ERROR(gemm_->Linear(in, w, out, rows, cols, inner, OT::kBf16, s));
+    FLUXATTN_RETURN_IF_ERROR(gemm_->Linear(in, w, out, rows, cols, inner, act_type, s));
     if (b != nullptr) {
-      FLUXATTN_RETURN_IF_ERROR(kc::AddBias(out, b, rows, static_cast<int32_t>(cols), cols, s));
+      FLUXATTN_RETURN_IF_ERROR(ops_.add_bias(out, b, rows, static_cast<int32_t>(cols), cols, s));
     }
     return absl::OkStatus();
   };
   FLUXATTN_RETURN_IF_ERROR(
-      kc::EmbeddingGather(d_ids, n, embed_, vocab, static_cast<int32_t>(h), x, nullptr, s));
+      ops_.embedding_gather(d_ids, n, embed_, vocab, static_cast<int32_t>(h), x, nullptr, s));
   mark("embedding");
   const int32_t hi = static_cast<int32_t>(h), di = static_cast<int32_t>(d);
   for (int li = 0; li < m.num_layers; ++li) {
     const Layer& L = layers_[li];
     if (li == 0) {
-      FLUXATTN_RETURN_IF_ERROR(kc::RmsNorm(x, L.input_norm, xn, n, hi, eps, 0.f, s));
+      FLUXATTN_RETURN_IF_ERROR(ops_.rms_norm(x, L.input_norm, xn, n, hi, eps, 0.f, s));
     } else {
-      FLUXATTN_RETURN_IF_ERROR(kc::AddRmsNorm(x, tmp, L.input_norm, xn, n, hi, eps, 0.f, s));
+      FLUXATTN_RETURN_IF_ERROR(ops_.add_rms_norm(x, tmp, L.input_norm, xn, n, hi, eps, 0.f, s));
     }
     mark("input norm");
     // One GEMM for q, k and v, then one pass: q/k norms, RoPE, the pre-RoPE queries.
     FLUXATTN_RETURN_IF_ERROR(linear(xn, L.qkv, L.qkv_bias, qkv, n, q_dim + 2 * kv_dim, h));
     mark("qkv_proj");
-    FLUXATTN_RETURN_IF_ERROR(kc::SplitQkvNormRope(qkv, n, hq, hkv, di, di, L.q_norm, L.k_norm, eps,
-                                                  d_positions, inv_freq_, 1.0f, q_pre, q, k, v, s));
+    FLUXATTN_RETURN_IF_ERROR(ops_.split_qkv_norm_rope(qkv, n, hq, hkv, di, di, L.q_norm, L.k_norm,
+                                                      eps, d_positions, inv_freq_, 1.0f, q_pre, q,
+                                                      k, v, s));
     mark("q/k norm + rope");
     {
       LayerAttentionBatch in;
@@ -400,36 +469,36 @@ absl::StatusOr<const float*> CudaDecoderModel::Run(std::span<const SequenceChunk
       in.seqs = seq_rows_;
       const DeviceType dt = DeviceType::kCuda;
       const int32_t ord = device_->ordinal();
-      in.q_pre_rope = TensorView::Contiguous(q_pre, DType::kBF16, dt, {n, hq, d}, ord);
-      in.q = TensorView::Contiguous(q, DType::kBF16, dt, {n, hq, d}, ord);
-      in.k = TensorView::Contiguous(k, DType::kBF16, dt, {n, hkv, d}, ord);
-      in.v = TensorView::Contiguous(v, DType::kBF16, dt, {n, hkv, d}, ord);
+      in.q_pre_rope = TensorView::Contiguous(q_pre, compute_, dt, {n, hq, d}, ord);
+      in.q = TensorView::Contiguous(q, compute_, dt, {n, hq, d}, ord);
+      in.k = TensorView::Contiguous(k, compute_, dt, {n, hkv, d}, ord);
+      in.v = TensorView::Contiguous(v, compute_, dt, {n, hkv, d}, ord);
       FLUXATTN_RETURN_IF_ERROR(
-          attention.Attend(in, TensorView::Contiguous(attn, DType::kBF16, dt, {n, hq, d}, ord)));
+          attention.Attend(in, TensorView::Contiguous(attn, compute_, dt, {n, hq, d}, ord)));
     }
     mark("attention");
     FLUXATTN_RETURN_IF_ERROR(linear(attn, L.o, L.o_bias, tmp, n, h, q_dim));
     mark("o_proj");
-    FLUXATTN_RETURN_IF_ERROR(kc::AddRmsNorm(x, tmp, L.post_norm, xn, n, hi, eps, 0.f, s));
+    FLUXATTN_RETURN_IF_ERROR(ops_.add_rms_norm(x, tmp, L.post_norm, xn, n, hi, eps, 0.f, s));
     mark("post norm");
     FLUXATTN_RETURN_IF_ERROR(linear(xn, L.gate_up, L.gate_up_bias, tmp, n, 2 * inter, h));
     mark("gate_up_proj");
-    FLUXATTN_RETURN_IF_ERROR(kc::SwiGlu(tmp, static_cast<char*>(tmp) + inter * bf, 2 * inter, act,
-                                        n, static_cast<int32_t>(inter), s));
+    FLUXATTN_RETURN_IF_ERROR(ops_.swiglu(tmp, static_cast<char*>(tmp) + inter * bf, 2 * inter, act,
+                                         n, static_cast<int32_t>(inter), s));
     mark("swiglu");
     FLUXATTN_RETURN_IF_ERROR(linear(act, L.down, L.down_bias, tmp, n, h, inter));
     mark("down_proj");
   }
   // The last residual add, then the final norm of the rows asked for and their logits.
-  FLUXATTN_RETURN_IF_ERROR(kc::Add(x, tmp, x, n * h, s));
+  FLUXATTN_RETURN_IF_ERROR(ops_.add(x, tmp, x, n * h, s));
   if (all_positions) {
-    FLUXATTN_RETURN_IF_ERROR(kc::RmsNorm(x, final_norm_, sel, n, hi, eps, 0.f, s));
+    FLUXATTN_RETURN_IF_ERROR(ops_.rms_norm(x, final_norm_, sel, n, hi, eps, 0.f, s));
   } else {
     FLUXATTN_RETURN_IF_ERROR(
-        kc::RmsNormLastRows(x, d_q_indptr, num_seqs, final_norm_, sel, hi, eps, 0.f, s));
+        ops_.rms_norm_last_rows(x, d_q_indptr, num_seqs, final_norm_, sel, hi, eps, 0.f, s));
   }
   mark("final norm");
-  FLUXATTN_RETURN_IF_ERROR(gemm_->Linear(sel, lm_head_, out_logits, nr, vocab, h, OT::kF32, s));
+  FLUXATTN_RETURN_IF_ERROR(gemm_->Linear(sel, lm_head_, out_logits, nr, vocab, h, logits_type, s));
   mark("lm_head");
   if (profile_ != nullptr) profile_->End();
   *rows_out = nr;
@@ -439,12 +508,17 @@ absl::StatusOr<const float*> CudaDecoderModel::Run(std::span<const SequenceChunk
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<LanguageModel>> CreateCudaLanguageModel(
-    ModelSpec spec, std::unique_ptr<WeightSource> weights, Device* device, int threads) {
+    ModelSpec spec, std::unique_ptr<WeightSource> weights, Device* device, int threads,
+    DType compute) {
   if (device == nullptr || device->type() != DeviceType::kCuda) {
     return absl::InvalidArgumentError("CreateCudaLanguageModel: not a CUDA device");
   }
+  if (compute != DType::kBF16 && compute != DType::kF32) {
+    return InvalidInput("model dtype on cuda", "bf16 or f32", DTypeName(compute));
+  }
   SetCpuThreads(threads);
-  auto model = std::make_unique<CudaDecoderModel>(std::move(spec), std::move(weights), device);
+  auto model =
+      std::make_unique<CudaDecoderModel>(std::move(spec), std::move(weights), device, compute);
   FLUXATTN_RETURN_IF_ERROR(model->Load());
   return std::unique_ptr<LanguageModel>(std::move(model));
 }

@@ -423,10 +423,11 @@ absl::StatusOr<ModelLoadOptions> ModelLoadOptionsFor(const std::string& where,
     return InvalidInput(absl::StrCat(where, " device"), "\"cpu\", \"cuda\" or \"cuda:N\"",
                         absl::StrCat("\"", device, "\""));
   }
-  const bool ok = dtype.empty() || (cuda ? dtype == "bf16" : (dtype == "f32" || dtype == "bf16"));
+  const bool ok = dtype.empty() || dtype == "f32" || dtype == "bf16";
   if (!ok) {
     return InvalidInput(absl::StrCat(where, " dtype"),
-                        cuda ? "\"bf16\" on cuda (bf16 weights and activations, f32 accumulation)"
+                        cuda ? "\"bf16\" (bf16 weights and activations, f32 accumulation) or "
+                               "\"f32\" (f32 weights and activations) on cuda"
                              : "\"f32\" or \"bf16\" on the cpu (the activations of the matrix "
                                "products; weights used as stored)",
                         absl::StrCat("\"", dtype, "\""));
@@ -435,6 +436,7 @@ absl::StatusOr<ModelLoadOptions> ModelLoadOptionsFor(const std::string& where,
   options.threads = threads;
   options.device = device;
   if (!cuda && dtype == "bf16") options.cpu_activations = DType::kBF16;
+  if (cuda && dtype == "f32") options.cuda_compute = DType::kF32;
   return options;
 }
 
@@ -454,7 +456,8 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> CreateLanguageModel(
     ModelSpec spec, std::unique_ptr<WeightSource> weights, const ModelLoadOptions& options) {
   FLUXATTN_ASSIGN_OR_RETURN(Device * device, DeviceFromString(options.device));
   if (device->type() == DeviceType::kCuda) {
-    return CreateCudaLanguageModel(std::move(spec), std::move(weights), device, options.threads);
+    return CreateCudaLanguageModel(std::move(spec), std::move(weights), device, options.threads,
+                                   options.cuda_compute);
   }
   auto model = std::make_unique<DecoderModel>(std::move(spec), std::move(weights), options.threads,
                                               options.cpu_activations);

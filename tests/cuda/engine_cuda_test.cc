@@ -165,6 +165,65 @@ TEST(CudaEngine, FixtureModelsMatchTransformersAndCpu) {
   EXPECT_GE(checked, 5);
 }
 
+// f32 compute on CUDA (`dtype = "f32"`: weights, activations, KV pool and attention in float32)
+// against the CPU in float32 on the same checkpoint: the same greedy tokens at every step and
+// logits within float32 rounding, dense and with streaming layers, in one batch of awkward
+// lengths.
+EngineConfig HybridConfig();
+
+TEST(CudaEngine, F32ComputeGivesTheCpuTokens) {
+  REQUIRE_GPU();
+  const bool have_streaming = Registry().Find("streaming", PluginKind::kAttentionBackend).ok();
+  int checked = 0;
+  for (const auto& e : std::filesystem::directory_iterator(FixturesDir())) {
+    if (!std::filesystem::exists(e.path() / "reference.json")) continue;
+    const std::string dir = e.path().string();
+    const std::string name = e.path().filename().string();
+    std::ifstream in(e.path() / "reference.json");
+    const auto prompts =
+        nlohmann::json::parse(in)["prompts"].get<std::vector<std::vector<int64_t>>>();
+    for (bool hybrid : {false, true}) {
+      if (hybrid && !have_streaming) continue;
+      BatchResult runs[2];
+      for (int dev = 0; dev < 2; ++dev) {
+        auto load = models::ModelLoadOptionsFor("test", dev == 0 ? "cpu" : "cuda", "f32", 2);
+        ASSERT_TRUE(load.ok()) << load.status();
+        auto model = models::LoadLanguageModel(dir, *load);
+        ASSERT_TRUE(model.ok()) << name << ": " << model.status();
+        ASSERT_EQ((*model)->activation_dtype(), DType::kF32) << name;
+        EngineConfig config = hybrid ? HybridConfig() : DefaultEngineConfig((*model)->info());
+        if (hybrid) {
+          for (auto it = config.layer_backends.begin(); it != config.layer_backends.end();) {
+            it = it->first < (*model)->info().num_layers ? std::next(it)
+                                                         : config.layer_backends.erase(it);
+          }
+        }
+        auto engine = MakeEngine(std::move(*model), config);
+        ASSERT_NE(engine, nullptr) << name;
+        auto result = engine->Generate(prompts, Greedy(8));
+        ASSERT_TRUE(result.ok()) << name << ": " << result.status();
+        runs[dev] = std::move(*result);
+      }
+      const std::string what = absl::StrCat(name, hybrid ? " (hybrid)" : "", " f32");
+      for (size_t r = 0; r < prompts.size(); ++r) {
+        const GenerationResult& c = runs[0].requests[r];
+        const GenerationResult& g = runs[1].requests[r];
+        ASSERT_EQ(c.tokens.size(), g.tokens.size()) << what;
+        for (size_t t = 0; t < c.tokens.size(); ++t) {
+          EXPECT_LT(RelativeL2(g.step_logits[t], c.step_logits[t]), 1e-4)
+              << what << " request " << r << " step " << t;
+          // A top-1 tie within float32 rounding is the only place the two may part.
+          if (Margin(c.step_logits[t]) < 1e-3) break;
+          ASSERT_EQ(g.tokens[t], c.tokens[t]) << what << " request " << r << " step " << t;
+        }
+        EXPECT_EQ(c.trace.sa_ratio, g.trace.sa_ratio) << what << " request " << r;
+      }
+    }
+    ++checked;
+  }
+  EXPECT_GE(checked, 5);
+}
+
 // A Qwen3-shaped random model with head_dim 128 (the kernels' native size), weights rounded to
 // bf16 so that the CPU and the GPU read the same values.
 absl::StatusOr<std::unique_ptr<LanguageModel>> RandomModel(const std::string& device, int layers,
@@ -550,11 +609,19 @@ TEST(CudaEngine, SamplingOnTheDeviceFollowsTheRule) {
 
 TEST(CudaEngine, ConfigErrorsNameTheKey) {
   // No GPU needed: the checks come first.
-  auto bad = models::ModelLoadOptionsFor("x.toml: [model]", "cuda", "f32", 0);
+  auto bad = models::ModelLoadOptionsFor("x.toml: [model]", "cuda", "f16", 0);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("x.toml: [model] dtype"), std::string::npos)
       << bad.status();
   EXPECT_NE(bad.status().message().find("\"bf16\""), std::string::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find("\"f32\""), std::string::npos) << bad.status();
+  EXPECT_NE(bad.status().message().find("\"f16\""), std::string::npos) << bad.status();
+  auto f32 = models::ModelLoadOptionsFor("x.toml: [model]", "cuda", "f32", 0);
+  ASSERT_TRUE(f32.ok()) << f32.status();
+  EXPECT_EQ(f32->cuda_compute, DType::kF32);
+  auto bf16 = models::ModelLoadOptionsFor("x.toml: [model]", "cuda:0", "", 0);
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  EXPECT_EQ(bf16->cuda_compute, DType::kBF16);
   auto bad_device = models::ModelLoadOptionsFor("x.toml: [model]", "tpu", "", 0);
   ASSERT_FALSE(bad_device.ok());
   EXPECT_NE(bad_device.status().message().find("x.toml: [model] device"), std::string::npos)

@@ -229,12 +229,9 @@ absl::Status Runner::Run(const AttentionBatch& batch, const TensorView& k, const
       return absl::InternalError(
           absl::StrCat("attention on cuda: pool head_dim ", dp, " below the model's ", d));
     }
-    if (f32) {
-      return InvalidInput("attention on cuda in f32: head_dim", absl::StrCat(dp, " (the pool's)"),
-                          absl::StrCat(d));
-    }
     const int64_t rows = batch.q.shape[0];
-    const size_t bf = sizeof(uint16_t);
+    const size_t bf = DTypeSize(pool_dtype);
+    const auto copy_columns = f32 ? &kc::f32::CopyColumns : &kc::CopyColumns;
     const int64_t q_heads = rows * batch.num_q_heads, kv_heads = rows * batch.num_kv_heads;
     FLUXATTN_ASSIGN_OR_RETURN(void* qp, q_pad_.Ensure(q_heads * dp * bf));
     FLUXATTN_ASSIGN_OR_RETURN(void* kp, k_pad_.Ensure(kv_heads * dp * bf));
@@ -242,23 +239,23 @@ absl::Status Runner::Run(const AttentionBatch& batch, const TensorView& k, const
     FLUXATTN_ASSIGN_OR_RETURN(void* op, out_pad_.Ensure(q_heads * dp * bf));
     Stream* stream = batch.stream != nullptr ? batch.stream : device_->default_stream();
     void* s = stream->native_handle();
-    FLUXATTN_RETURN_IF_ERROR(kc::CopyColumns(batch.q.data, q_heads, d, qp, dp, s));
-    FLUXATTN_RETURN_IF_ERROR(kc::CopyColumns(k.data, kv_heads, d, kp, dp, s));
-    FLUXATTN_RETURN_IF_ERROR(kc::CopyColumns(v.data, kv_heads, d, vp, dp, s));
+    FLUXATTN_RETURN_IF_ERROR(copy_columns(batch.q.data, q_heads, d, qp, dp, s));
+    FLUXATTN_RETURN_IF_ERROR(copy_columns(k.data, kv_heads, d, kp, dp, s));
+    FLUXATTN_RETURN_IF_ERROR(copy_columns(v.data, kv_heads, d, vp, dp, s));
     AttentionBatch padded = batch;
     padded.head_dim = dp;
     const int32_t ord = device_->ordinal();
-    padded.q = TensorView::Contiguous(qp, DType::kBF16, DeviceType::kCuda,
+    padded.q = TensorView::Contiguous(qp, pool_dtype, DeviceType::kCuda,
                                       {rows, batch.num_q_heads, dp}, ord);
-    padded.out = TensorView::Contiguous(op, DType::kBF16, DeviceType::kCuda,
+    padded.out = TensorView::Contiguous(op, pool_dtype, DeviceType::kCuda,
                                         {rows, batch.num_q_heads, dp}, ord);
-    const TensorView kv_view = TensorView::Contiguous(kp, DType::kBF16, DeviceType::kCuda,
+    const TensorView kv_view = TensorView::Contiguous(kp, pool_dtype, DeviceType::kCuda,
                                                       {rows, batch.num_kv_heads, dp}, ord);
-    const TensorView v_view = TensorView::Contiguous(vp, DType::kBF16, DeviceType::kCuda,
+    const TensorView v_view = TensorView::Contiguous(vp, pool_dtype, DeviceType::kCuda,
                                                      {rows, batch.num_kv_heads, dp}, ord);
     FLUXATTN_RETURN_IF_ERROR(
         RunGroups(padded, kv_view, v_view, layouts, order, all_dense || uniform));
-    return kc::CopyColumns(op, q_heads, dp, batch.out.data, d, s);
+    return copy_columns(op, q_heads, dp, batch.out.data, d, s);
   }
   return RunGroups(batch, k, v, layouts, order, all_dense || uniform);
 }

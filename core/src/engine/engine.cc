@@ -375,7 +375,8 @@ struct Engine::Impl : public LayerAttention {
       return absl::OkStatus();
     }
 #if defined(FLUXATTN_WITH_CUDA)
-    if (q_pre_rope.device == DeviceType::kCuda && q_pre_rope.dtype == DType::kBF16) {
+    const bool f32_rows = q_pre_rope.dtype == DType::kF32;
+    if (q_pre_rope.device == DeviceType::kCuda && (f32_rows || q_pre_rope.dtype == DType::kBF16)) {
       // Row ranges [begin, end) to copy per sequence: the window's two ends, or everything.
       struct Range {
         int64_t begin, count;
@@ -401,9 +402,16 @@ struct Engine::Impl : public LayerAttention {
       int64_t at = 0;
       for (const auto& seq : ranges) {
         for (const Range& g : seq) {
-          FLUXATTN_RETURN_IF_ERROR(kernels::cuda::Bf16ToF32(
-              q_pre_rope.as<const uint16_t>() + g.begin * row_elems, static_cast<float*>(f32) + at,
-              g.count * row_elems, stream->native_handle()));
+          float* dst = static_cast<float*>(f32) + at;
+          if (f32_rows) {
+            FLUXATTN_RETURN_IF_ERROR(device->Copy(
+                dst, q_pre_rope.as<const float>() + g.begin * row_elems,
+                g.count * row_elems * sizeof(float), CopyKind::kDeviceToDevice, stream));
+          } else {
+            FLUXATTN_RETURN_IF_ERROR(
+                kernels::cuda::Bf16ToF32(q_pre_rope.as<const uint16_t>() + g.begin * row_elems, dst,
+                                         g.count * row_elems, stream->native_handle()));
+          }
           at += g.count * row_elems;
         }
       }
@@ -766,6 +774,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
   // FLUXATTN_DEVICE_ROUTER=0 keeps router networks on the host (the queries copied out), for A/B.
   FLUXATTN_ASSIGN_OR_RETURN(const bool device_router, EnvSwitch("FLUXATTN_DEVICE_ROUTER", true));
   if (device_router && device->type() == DeviceType::kCuda &&
+      model->activation_dtype() == DType::kBF16 &&
       DeviceRouterNetworks::Supported(model->info().head_dim)) {
     impl->device_networks = std::make_unique<DeviceRouterNetworks>(device, model->info().num_layers,
                                                                    model->info().head_dim);

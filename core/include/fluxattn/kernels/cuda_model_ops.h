@@ -88,6 +88,34 @@ absl::Status CopyColumns(const void* src, int64_t rows, int32_t src_cols, void* 
 // y[i] = float(x[i]) over n bf16 values.
 absl::Status Bf16ToF32(const void* x, float* y, int64_t n, void* stream);
 
+// The same operations in float32: every tensor (weights included) f32, nothing rounded between
+// steps (the residual add, the normed q/k heads), for the model's f32 compute. Same signatures
+// and meaning as the bf16 functions above; no alignment or multiple-of-8 requirements.
+namespace f32 {
+absl::Status RmsNorm(const void* x, const void* weight, void* y, int64_t rows, int32_t dim,
+                     float eps, float weight_offset, void* stream);
+absl::Status AddRmsNorm(void* residual, const void* x, const void* weight, void* y, int64_t rows,
+                        int32_t dim, float eps, float weight_offset, void* stream);
+absl::Status RmsNormLastRows(const void* x, const int32_t* q_indptr, int32_t num_seqs,
+                             const void* weight, void* y, int32_t dim, float eps,
+                             float weight_offset, void* stream);
+absl::Status SplitQkvNormRope(const void* qkv, int64_t rows, int32_t num_q_heads,
+                              int32_t num_kv_heads, int32_t head_dim, int32_t rotary_dim,
+                              const void* q_norm, const void* k_norm, float eps,
+                              const int32_t* positions, const float* inv_freq,
+                              float attention_factor, void* q_pre, void* q, void* k, void* v,
+                              void* stream);
+absl::Status SwiGlu(const void* gate, const void* up, int64_t in_row_stride, void* out,
+                    int64_t rows, int32_t cols, void* stream);
+absl::Status EmbeddingGather(const int32_t* ids, int64_t num_ids, const void* table, int64_t vocab,
+                             int32_t hidden, void* out, int32_t* maybe_error_flag, void* stream);
+absl::Status Add(const void* a, const void* b, void* y, int64_t n, void* stream);
+absl::Status AddBias(void* y, const void* bias, int64_t rows, int32_t cols, int64_t row_stride,
+                     void* stream);
+absl::Status CopyColumns(const void* src, int64_t rows, int32_t src_cols, void* dst,
+                         int32_t dst_cols, void* stream);
+}  // namespace f32
+
 // The flux router's pooling (pooling_mode ctx_q) for every sequence of a varlen batch: with
 // n = min(pool_size, T_b), pooled[b] = mean over heads of (sum of rows [0, n) + sum of rows
 // [T_b - n, T_b)) / (2 n) (a row in both halves counts twice). q [sum_T, num_heads, head_dim]
@@ -109,10 +137,11 @@ absl::Status RouterLinear(const float* x, int32_t batch, const float* weight, co
                           int32_t in, int32_t out, bool silu, float* y, void* stream);
 
 // y = x W^T through cuBLASLt: x [m, k] bf16, W [n, k] bf16 (row-major, as stored in the
-// checkpoint), y [m, n] bf16 or f32 (logits), f32 accumulation.
+// checkpoint), y [m, n] bf16 or f32 (logits), f32 accumulation; or, with kF32Inputs, x, W and y
+// all f32 and the product in full f32 (no TF32), for the model's f32 compute.
 class Gemm {
  public:
-  enum class OutputType { kBf16, kF32 };
+  enum class OutputType { kBf16, kF32, kF32Inputs };
   // Creates a cuBLASLt handle and a device workspace of `workspace_bytes`. With
   // `small_batch_kernel`, decode-shaped products (one row, or up to 8 rows on weights of at most
   // 4M elements) run on a bandwidth kernel of this library instead of cuBLASLt (bf16 x and W with

@@ -291,7 +291,8 @@ class LtGemm final : public Gemm {
     // every Qwen3-4B shape (up to 2.6x on the small projections) and for up to 8 rows only on
     // small weights (cuBLASLt's tiles win from about 4M weights at 8 rows).
     const bool small = m == 1 || (m <= kGemvMaxRows && n * k <= (int64_t{4} << 20));
-    if (small_batch_kernel_ && small && k % 8 == 0 && Aligned16(x) && Aligned16(w)) {
+    const bool f32_inputs = out_type == OutputType::kF32Inputs;
+    if (small_batch_kernel_ && small && !f32_inputs && k % 8 == 0 && Aligned16(x) && Aligned16(w)) {
       return Gemv(x, w, y, m, n, k, out_type == OutputType::kF32, GemvConfig{}, AsStream(stream));
     }
     const Plan* plan = nullptr;
@@ -322,7 +323,10 @@ class LtGemm final : public Gemm {
       return absl::OkStatus();
     }
     Plan plan;
-    const cudaDataType_t yt = out_type == OutputType::kF32 ? CUDA_R_32F : CUDA_R_16BF;
+    const cudaDataType_t yt = out_type == OutputType::kBf16 ? CUDA_R_16BF : CUDA_R_32F;
+    // CUBLAS_COMPUTE_32F with f32 operands is the full-precision product (TF32 would be
+    // CUBLAS_COMPUTE_32F_FAST_TF32).
+    const cudaDataType_t xt = out_type == OutputType::kF32Inputs ? CUDA_R_32F : CUDA_R_16BF;
     FLUXATTN_RETURN_IF_LT(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F),
                           "cublasLtMatmulDescCreate");
     const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
@@ -332,8 +336,8 @@ class LtGemm final : public Gemm {
     FLUXATTN_RETURN_IF_LT(
         cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)),
         "set TRANSB");
-    FLUXATTN_RETURN_IF_LT(cublasLtMatrixLayoutCreate(&plan.a, CUDA_R_16BF, k, n, k), "layout W");
-    FLUXATTN_RETURN_IF_LT(cublasLtMatrixLayoutCreate(&plan.b, CUDA_R_16BF, k, m, k), "layout x");
+    FLUXATTN_RETURN_IF_LT(cublasLtMatrixLayoutCreate(&plan.a, xt, k, n, k), "layout W");
+    FLUXATTN_RETURN_IF_LT(cublasLtMatrixLayoutCreate(&plan.b, xt, k, m, k), "layout x");
     FLUXATTN_RETURN_IF_LT(cublasLtMatrixLayoutCreate(&plan.c, yt, n, m, n), "layout y");
     cublasLtMatmulPreference_t pref = nullptr;
     FLUXATTN_RETURN_IF_LT(cublasLtMatmulPreferenceCreate(&pref), "preference");

@@ -27,10 +27,14 @@ struct ModelLoadOptions {
   // numerics of a bfloat16 model, llama.cpp's for bf16 weights), with AVX512-BF16 dot products
   // for bf16 weights where the CPU has them; norms, attention and the residual stay float32.
   DType cpu_activations = DType::kF32;
+  // On cuda: kBF16 (weights converted to bfloat16, bfloat16 activations, f32 accumulation) or
+  // kF32 (weights converted to float32, float32 activations and arithmetic throughout: the
+  // reference-precision path, slower, for checking the GPU against the CPU).
+  DType cuda_compute = DType::kBF16;
 };
 
 // Load options for a model on `device` ("cpu", "cuda", "cuda:N") with activations of `dtype`
-// ("f32" or "bf16" on the cpu, "bf16" on cuda; empty: the device's own, f32 on the cpu). `where`
+// ("f32" or "bf16" on either; empty: the device's own, f32 on the cpu and bf16 on cuda). `where`
 // prefixes errors (e.g. "x.toml: [model]"), which name the key, what this build supports and what
 // was given.
 absl::StatusOr<ModelLoadOptions> ModelLoadOptionsFor(const std::string& where,
