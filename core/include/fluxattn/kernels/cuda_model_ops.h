@@ -89,8 +89,9 @@ absl::Status CopyColumns(const void* src, int64_t rows, int32_t src_cols, void* 
 absl::Status Bf16ToF32(const void* x, float* y, int64_t n, void* stream);
 
 // The same operations in float32: every tensor (weights included) f32, nothing rounded between
-// steps (the residual add, the normed q/k heads), for the model's f32 compute. Same signatures
-// and meaning as the bf16 functions above; no alignment or multiple-of-8 requirements.
+// steps (the residual add, the normed q/k heads), for the model's f32 compute. The same kernels
+// instantiated for float: same signatures, meaning and size requirements as the bf16 functions
+// above.
 namespace f32 {
 absl::Status RmsNorm(const void* x, const void* weight, void* y, int64_t rows, int32_t dim,
                      float eps, float weight_offset, void* stream);

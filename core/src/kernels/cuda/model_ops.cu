@@ -1,6 +1,7 @@
 // The model's element-wise and row kernels on CUDA: RMSNorm (plain, fused with the residual
 // add, last rows only), RoPE from an inv_freq table, SwiGLU, embedding gather, add, and the
-// flux router's pooling. bf16 storage, f32 arithmetic; 16-byte accesses where rows allow.
+// flux router's pooling. bf16 storage (the row kernels also in float32, namespace f32, for the
+// model's f32 compute), f32 arithmetic; 16-byte accesses where rows allow.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -49,11 +50,38 @@ __device__ __forceinline__ void Store8(bf16* p, const float* f) {
   *reinterpret_cast<uint4*>(p) = raw;
 }
 
-// One warp per row; dim % 8 == 0. kAdd: residual += x first (rounded to bf16).
-template <bool kAdd>
-__global__ void RmsNormKernel(bf16* residual, const bf16* x, const int32_t* q_indptr,
-                              const bf16* weight, bf16* y, int64_t rows, int32_t dim, float eps,
-                              float weight_offset) {
+// The same for eight floats (two 16-byte accesses): the f32 instantiations of the kernels below.
+__device__ __forceinline__ void Load8(const float* p, float* f) {
+  const float4 a = reinterpret_cast<const float4*>(p)[0];
+  const float4 b = reinterpret_cast<const float4*>(p)[1];
+  f[0] = a.x, f[1] = a.y, f[2] = a.z, f[3] = a.w, f[4] = b.x, f[5] = b.y, f[6] = b.z, f[7] = b.w;
+}
+
+__device__ __forceinline__ void Store8(float* p, const float* f) {
+  reinterpret_cast<float4*>(p)[0] = make_float4(f[0], f[1], f[2], f[3]);
+  reinterpret_cast<float4*>(p)[1] = make_float4(f[4], f[5], f[6], f[7]);
+}
+
+// Element conversions: the kernels are templates over the stored type T (bf16, or float for the
+// model's f32 compute), with f32 arithmetic inside either way.
+__device__ __forceinline__ float ToF(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float ToF(float x) { return x; }
+template <typename T>
+__device__ __forceinline__ T FromF(float x);
+template <>
+__device__ __forceinline__ bf16 FromF<bf16>(float x) {
+  return __float2bfloat16(x);
+}
+template <>
+__device__ __forceinline__ float FromF<float>(float x) {
+  return x;
+}
+
+// One warp per row; dim % 8 == 0. kAdd: residual += x first (rounded to T: bf16 rounds, float
+// keeps it).
+template <typename T, bool kAdd>
+__global__ void RmsNormKernel(T* residual, const T* x, const int32_t* q_indptr, const T* weight,
+                              T* y, int64_t rows, int32_t dim, float eps, float weight_offset) {
   PdlLaunchDependents();
   PdlWait();
   const int lane = threadIdx.x % 32;
@@ -61,7 +89,7 @@ __global__ void RmsNormKernel(bf16* residual, const bf16* x, const int32_t* q_in
   for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x / 32) + threadIdx.x / 32; r < rows;
        r += warps) {
     const int64_t src_row = q_indptr != nullptr ? q_indptr[r + 1] - 1 : r;
-    const bf16* in = (kAdd ? residual : x) + src_row * dim;
+    const T* in = (kAdd ? residual : x) + src_row * dim;
     float ss = 0.f;
     for (int c = lane * 8; c < dim; c += 256) {
       float f[8];
@@ -70,7 +98,7 @@ __global__ void RmsNormKernel(bf16* residual, const bf16* x, const int32_t* q_in
         float g[8];
         Load8(x + r * dim + c, g);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) f[i] = __bfloat162float(__float2bfloat16(f[i] + g[i]));
+        for (int i = 0; i < 8; ++i) f[i] = ToF(FromF<T>(f[i] + g[i]));
         Store8(residual + r * dim + c, f);
       }
 #pragma unroll
@@ -97,10 +125,10 @@ constexpr int kRowChunks = 4;  // 16-byte pieces per thread
 constexpr int32_t kRowKernelMaxDim = kThreads * 8 * kRowChunks;
 constexpr int64_t kRowKernelMaxRows = 264;
 
-template <bool kAdd>
+template <typename T, bool kAdd>
 __global__ void __launch_bounds__(kThreads)
-    RmsNormRowKernel(bf16* residual, const bf16* x, const int32_t* q_indptr, const bf16* weight,
-                     bf16* y, int32_t dim, float eps, float weight_offset) {
+    RmsNormRowKernel(T* residual, const T* x, const int32_t* q_indptr, const T* weight, T* y,
+                     int32_t dim, float eps, float weight_offset) {
   PdlLaunchDependents();
   float w[kRowChunks][8], f[kRowChunks][8];
 #pragma unroll
@@ -111,7 +139,7 @@ __global__ void __launch_bounds__(kThreads)
   PdlWait();
   const int64_t r = blockIdx.x;
   const int64_t src_row = q_indptr != nullptr ? q_indptr[r + 1] - 1 : r;
-  const bf16* in = (kAdd ? residual : x) + src_row * dim;
+  const T* in = (kAdd ? residual : x) + src_row * dim;
 #pragma unroll
   for (int j = 0; j < kRowChunks; ++j) {
     const int c = (threadIdx.x + j * kThreads) * 8;
@@ -129,7 +157,7 @@ __global__ void __launch_bounds__(kThreads)
       const int c = (threadIdx.x + j * kThreads) * 8;
       if (c >= dim) continue;
 #pragma unroll
-      for (int i = 0; i < 8; ++i) f[j][i] = __bfloat162float(__float2bfloat16(f[j][i] + g[j][i]));
+      for (int i = 0; i < 8; ++i) f[j][i] = ToF(FromF<T>(f[j][i] + g[j][i]));
       Store8(residual + r * dim + c, f[j]);
     }
   }
@@ -159,15 +187,15 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // RMSNorm of `rows` rows on whichever kernel suits the count.
-template <bool kAdd>
-cudaError_t LaunchRmsNorm(bf16* residual, const bf16* x, const int32_t* q_indptr,
-                          const bf16* weight, bf16* y, int64_t rows, int32_t dim, float eps,
-                          float weight_offset, cudaStream_t stream) {
+template <typename T, bool kAdd>
+cudaError_t LaunchRmsNorm(T* residual, const T* x, const int32_t* q_indptr, const T* weight, T* y,
+                          int64_t rows, int32_t dim, float eps, float weight_offset,
+                          cudaStream_t stream) {
   if (rows <= kRowKernelMaxRows && dim <= kRowKernelMaxDim) {
-    return LaunchPdl(RmsNormRowKernel<kAdd>, static_cast<unsigned>(rows), kThreads, 0, stream,
+    return LaunchPdl(RmsNormRowKernel<T, kAdd>, static_cast<unsigned>(rows), kThreads, 0, stream,
                      residual, x, q_indptr, weight, y, dim, eps, weight_offset);
   }
-  return LaunchPdl(RmsNormKernel<kAdd>, BlocksFor(rows, kThreads / 32), kThreads, 0, stream,
+  return LaunchPdl(RmsNormKernel<T, kAdd>, BlocksFor(rows, kThreads / 32), kThreads, 0, stream,
                    residual, x, q_indptr, weight, y, rows, dim, eps, weight_offset);
 }
 
@@ -222,8 +250,9 @@ __global__ void RopeKernel(bf16* q, bf16* k, int64_t rows, int32_t hq, int32_t h
   }
 }
 
-__global__ void SwiGluKernel(const bf16* gate, const bf16* up, int64_t stride, bf16* out,
-                             int64_t rows, int32_t cols, bool vec) {
+template <typename T>
+__global__ void SwiGluKernel(const T* gate, const T* up, int64_t stride, T* out, int64_t rows,
+                             int32_t cols, bool vec) {
   PdlLaunchDependents();
   PdlWait();
   const int64_t per_row = vec ? cols / 8 : cols;
@@ -240,37 +269,40 @@ __global__ void SwiGluKernel(const bf16* gate, const bf16* up, int64_t stride, b
       for (int i = 0; i < 8; ++i) g[i] = g[i] / (1.f + __expf(-g[i])) * u[i];
       Store8(out + r * cols + c * 8, g);
     } else {
-      const float g = __bfloat162float(gate[r * stride + c]);
-      const float u = __bfloat162float(up[r * stride + c]);
-      out[r * cols + c] = __float2bfloat16(g / (1.f + __expf(-g)) * u);
+      const float g = ToF(gate[r * stride + c]);
+      const float u = ToF(up[r * stride + c]);
+      out[r * cols + c] = FromF<T>(g / (1.f + __expf(-g)) * u);
     }
   }
 }
 
-__global__ void EmbeddingKernel(const int32_t* ids, int64_t n, const bf16* table, int64_t vocab,
-                                int32_t hidden, bf16* out, int32_t* error_flag) {
+template <typename T>
+__global__ void EmbeddingKernel(const int32_t* ids, int64_t n, const T* table, int64_t vocab,
+                                int32_t hidden, T* out, int32_t* error_flag) {
   PdlLaunchDependents();
   PdlWait();
   for (int64_t t = blockIdx.x; t < n; t += gridDim.x) {
     const int32_t id = ids[t];
     const bool ok = id >= 0 && id < vocab;
     if (!ok && threadIdx.x == 0 && error_flag != nullptr) *error_flag = 1;
-    bf16* dst = out + t * hidden;
-    const bf16* src = table + static_cast<int64_t>(ok ? id : 0) * hidden;
-    if (hidden % 8 == 0) {
-      for (int c = threadIdx.x * 8; c < hidden; c += blockDim.x * 8) {
+    T* dst = out + t * hidden;
+    const T* src = table + static_cast<int64_t>(ok ? id : 0) * hidden;
+    constexpr int kPer = 16 / sizeof(T);  // elements per 16-byte copy
+    if (hidden % kPer == 0) {
+      for (int c = threadIdx.x * kPer; c < hidden; c += blockDim.x * kPer) {
         uint4 v = ok ? *reinterpret_cast<const uint4*>(src + c) : make_uint4(0, 0, 0, 0);
         *reinterpret_cast<uint4*>(dst + c) = v;
       }
     } else {
       for (int c = threadIdx.x; c < hidden; c += blockDim.x) {
-        dst[c] = ok ? src[c] : __float2bfloat16(0.f);
+        dst[c] = ok ? src[c] : FromF<T>(0.f);
       }
     }
   }
 }
 
-__global__ void AddKernel(const bf16* a, const bf16* b, bf16* y, int64_t n) {
+template <typename T>
+__global__ void AddKernel(const T* a, const T* b, T* y, int64_t n) {
   PdlLaunchDependents();
   PdlWait();
   const int64_t n8 = n / 8;
@@ -285,13 +317,13 @@ __global__ void AddKernel(const bf16* a, const bf16* b, bf16* y, int64_t n) {
     Store8(y + i * 8, f);
   }
   for (int64_t i = n8 * 8 + first; i < n; i += stride) {
-    y[i] = __float2bfloat16(__bfloat162float(a[i]) + __bfloat162float(b[i]));
+    y[i] = FromF<T>(ToF(a[i]) + ToF(b[i]));
   }
 }
 
 // y[r, c] += bias[c] over rows of `cols` (row stride `row_stride` elements).
-__global__ void AddBiasKernel(bf16* y, const bf16* bias, int64_t rows, int32_t cols,
-                              int64_t row_stride) {
+template <typename T>
+__global__ void AddBiasKernel(T* y, const T* bias, int64_t rows, int32_t cols, int64_t row_stride) {
   PdlLaunchDependents();
   PdlWait();
   const int64_t n = rows * cols;
@@ -300,8 +332,8 @@ __global__ void AddBiasKernel(bf16* y, const bf16* bias, int64_t rows, int32_t c
        i += stride) {
     const int64_t r = i / cols;
     const int32_t c = static_cast<int32_t>(i - r * cols);
-    bf16* p = y + r * row_stride + c;
-    *p = __float2bfloat16(__bfloat162float(*p) + __bfloat162float(bias[c]));
+    T* p = y + r * row_stride + c;
+    *p = FromF<T>(ToF(*p) + ToF(bias[c]));
   }
 }
 
@@ -309,10 +341,11 @@ __global__ void AddBiasKernel(bf16* y, const bf16* bias, int64_t rows, int32_t c
 // normed (when q_norm is given), written to q_pre, then rotated into q; a key head normed and
 // rotated into k; a value head copied into v. Each lane holds columns lane, lane + 32, ...; the
 // rotation pairs (j, j + half) are read back from the warp's own output after __syncwarp.
-__global__ void SplitQkvKernel(const bf16* qkv, int64_t rows, int32_t hq, int32_t hkv, int32_t d,
-                               int32_t half, const bf16* q_norm, const bf16* k_norm, float eps,
+template <typename T>
+__global__ void SplitQkvKernel(const T* qkv, int64_t rows, int32_t hq, int32_t hkv, int32_t d,
+                               int32_t half, const T* q_norm, const T* k_norm, float eps,
                                const int32_t* positions, const float* inv_freq, float factor,
-                               bf16* q_pre, bf16* q, bf16* k, bf16* v) {
+                               T* q_pre, T* q, T* k, T* v) {
   PdlLaunchDependents();
   PdlWait();
   const int lane = threadIdx.x % 32;
@@ -322,21 +355,21 @@ __global__ void SplitQkvKernel(const bf16* qkv, int64_t rows, int32_t hq, int32_
        w < rows * heads; w += warps) {
     const int64_t r = w / heads;
     const int32_t h = static_cast<int32_t>(w - r * heads);
-    const bf16* src = qkv + w * d;
+    const T* src = qkv + w * d;
     if (h >= hq + hkv) {
-      bf16* dst = v + (r * hkv + (h - hq - hkv)) * d;
+      T* dst = v + (r * hkv + (h - hq - hkv)) * d;
       for (int32_t c = lane; c < d; c += 32) dst[c] = src[c];
       continue;
     }
     const bool is_q = h < hq;
-    const bf16* norm = is_q ? q_norm : k_norm;
-    bf16* out = is_q ? q + (r * hq + h) * d : k + (r * hkv + (h - hq)) * d;
+    const T* norm = is_q ? q_norm : k_norm;
+    T* out = is_q ? q + (r * hq + h) * d : k + (r * hkv + (h - hq)) * d;
     float x[8];
     float ss = 0.f;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       const int32_t c = lane + 32 * i;
-      x[i] = c < d ? __bfloat162float(src[c]) : 0.f;
+      x[i] = c < d ? ToF(src[c]) : 0.f;
       ss = fmaf(x[i], x[i], ss);
     }
     if (norm != nullptr) {
@@ -345,15 +378,15 @@ __global__ void SplitQkvKernel(const bf16* qkv, int64_t rows, int32_t hq, int32_
 #pragma unroll
       for (int i = 0; i < 8; ++i) {
         const int32_t c = lane + 32 * i;
-        if (c < d) x[i] = x[i] * inv * __bfloat162float(norm[c]);
+        if (c < d) x[i] = x[i] * inv * ToF(norm[c]);
       }
     }
-    bf16* pre = is_q ? q_pre + (r * hq + h) * d : nullptr;
+    T* pre = is_q ? q_pre + (r * hq + h) * d : nullptr;
 #pragma unroll
     for (int i = 0; i < 8; ++i) {
       const int32_t c = lane + 32 * i;
       if (c < d) {
-        const bf16 b = __float2bfloat16(x[i]);
+        const T b = FromF<T>(x[i]);
         out[c] = b;
         if (pre != nullptr) pre[c] = b;
       }
@@ -365,16 +398,17 @@ __global__ void SplitQkvKernel(const bf16* qkv, int64_t rows, int32_t hq, int32_
       sincosf(pos * inv_freq[j], &sn, &cs);
       cs *= factor;
       sn *= factor;
-      const float x1 = __bfloat162float(out[j]);
-      const float x2 = __bfloat162float(out[j + half]);
-      out[j] = __float2bfloat16(x1 * cs - x2 * sn);
-      out[j + half] = __float2bfloat16(x2 * cs + x1 * sn);
+      const float x1 = ToF(out[j]);
+      const float x2 = ToF(out[j + half]);
+      out[j] = FromF<T>(x1 * cs - x2 * sn);
+      out[j + half] = FromF<T>(x2 * cs + x1 * sn);
     }
     __syncwarp();
   }
 }
 
-__global__ void CopyColumnsKernel(const bf16* src, int64_t rows, int32_t src_cols, bf16* dst,
+template <typename T>
+__global__ void CopyColumnsKernel(const T* src, int64_t rows, int32_t src_cols, T* dst,
                                   int32_t dst_cols) {
   PdlLaunchDependents();
   PdlWait();
@@ -384,7 +418,7 @@ __global__ void CopyColumnsKernel(const bf16* src, int64_t rows, int32_t src_col
        i += stride) {
     const int64_t r = i / dst_cols;
     const int32_t c = static_cast<int32_t>(i - r * dst_cols);
-    dst[i] = c < src_cols ? src[r * src_cols + c] : __float2bfloat16(0.f);
+    dst[i] = c < src_cols ? src[r * src_cols + c] : FromF<T>(0.f);
   }
 }
 
@@ -464,42 +498,199 @@ absl::Status CheckRows(const char* where, int64_t rows, int32_t dim) {
 
 }  // namespace
 
-absl::Status RmsNorm(const void* x, const void* weight, void* y, int64_t rows, int32_t dim,
-                     float eps, float weight_offset, void* stream) {
-  FLUXATTN_RETURN_IF_ERROR(CheckRows("RmsNorm", rows, dim));
+namespace {
+
+// The launches of the kernels above for stored type T; `where` names the operation in errors
+// ("RmsNorm", "RmsNorm (f32)").
+template <typename T>
+absl::Status RmsNormOf(const char* where, T* residual, const void* x, const int32_t* q_indptr,
+                       const void* weight, void* y, int64_t rows, int32_t dim, float eps,
+                       float weight_offset, void* stream) {
+  FLUXATTN_RETURN_IF_ERROR(CheckRows(where, rows, dim));
   if (rows == 0) return absl::OkStatus();
-  FLUXATTN_RETURN_IF_CUDA(
-      LaunchRmsNorm<false>(nullptr, static_cast<const bf16*>(x), nullptr,
-                           static_cast<const bf16*>(weight), static_cast<bf16*>(y), rows, dim, eps,
-                           weight_offset, AsStream(stream)),
-      "RmsNorm", "kernel launch");
-  return LaunchStatus("RmsNorm");
+  const T* xt = static_cast<const T*>(x);
+  const T* wt = static_cast<const T*>(weight);
+  T* yt = static_cast<T*>(y);
+  const cudaError_t launched =
+      residual != nullptr ? LaunchRmsNorm<T, true>(residual, xt, q_indptr, wt, yt, rows, dim, eps,
+                                                   weight_offset, AsStream(stream))
+                          : LaunchRmsNorm<T, false>(nullptr, xt, q_indptr, wt, yt, rows, dim, eps,
+                                                    weight_offset, AsStream(stream));
+  FLUXATTN_RETURN_IF_CUDA(launched, where, "kernel launch");
+  return LaunchStatus(where);
 }
 
-absl::Status AddRmsNorm(void* residual, const void* x, const void* weight, void* y, int64_t rows,
-                        int32_t dim, float eps, float weight_offset, void* stream) {
-  FLUXATTN_RETURN_IF_ERROR(CheckRows("AddRmsNorm", rows, dim));
+template <typename T>
+absl::Status SwiGluOf(const char* where, const void* gate, const void* up, int64_t in_row_stride,
+                      void* out, int64_t rows, int32_t cols, void* stream) {
+  if (rows < 0 || cols <= 0 || in_row_stride < cols) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where,
+                     ": rows / cols / in_row_stride: expected rows >= 0, cols > 0, stride >= "
+                     "cols, found ",
+                     rows, " / ", cols, " / ", in_row_stride));
+  }
   if (rows == 0) return absl::OkStatus();
-  FLUXATTN_RETURN_IF_CUDA(
-      LaunchRmsNorm<true>(static_cast<bf16*>(residual), static_cast<const bf16*>(x), nullptr,
-                          static_cast<const bf16*>(weight), static_cast<bf16*>(y), rows, dim, eps,
-                          weight_offset, AsStream(stream)),
-      "AddRmsNorm", "kernel launch");
-  return LaunchStatus("AddRmsNorm");
+  const bool vec = cols % 8 == 0 && in_row_stride % 8 == 0 &&
+                   reinterpret_cast<uintptr_t>(gate) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(up) % 16 == 0;
+  const int64_t work = rows * (vec ? cols / 8 : cols);
+  FLUXATTN_RETURN_IF_CUDA(LaunchPdl(SwiGluKernel<T>, BlocksFor(work), kThreads, 0, AsStream(stream),
+                                    static_cast<const T*>(gate), static_cast<const T*>(up),
+                                    in_row_stride, static_cast<T*>(out), rows, cols, vec),
+                          where, "kernel launch");
+  return LaunchStatus(where);
 }
 
-absl::Status RmsNormLastRows(const void* x, const int32_t* q_indptr, int32_t num_seqs,
-                             const void* weight, void* y, int32_t dim, float eps,
-                             float weight_offset, void* stream) {
-  FLUXATTN_RETURN_IF_ERROR(CheckRows("RmsNormLastRows", num_seqs, dim));
-  if (num_seqs == 0) return absl::OkStatus();
+template <typename T>
+absl::Status EmbeddingGatherOf(const char* where, const int32_t* ids, int64_t num_ids,
+                               const void* table, int64_t vocab, int32_t hidden, void* out,
+                               int32_t* maybe_error_flag, void* stream) {
+  if (num_ids < 0 || vocab <= 0 || hidden <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": num_ids / vocab / hidden: expected >= 0 / > 0 / > 0, found ",
+                     num_ids, " / ", vocab, " / ", hidden));
+  }
+  if (num_ids == 0) return absl::OkStatus();
   FLUXATTN_RETURN_IF_CUDA(
-      LaunchRmsNorm<false>(nullptr, static_cast<const bf16*>(x), q_indptr,
-                           static_cast<const bf16*>(weight), static_cast<bf16*>(y), num_seqs, dim,
-                           eps, weight_offset, AsStream(stream)),
-      "RmsNormLastRows", "kernel launch");
-  return LaunchStatus("RmsNormLastRows");
+      LaunchPdl(EmbeddingKernel<T>, static_cast<unsigned>(std::min<int64_t>(num_ids, 65535)), 128,
+                0, AsStream(stream), ids, num_ids, static_cast<const T*>(table), vocab, hidden,
+                static_cast<T*>(out), maybe_error_flag),
+      where, "kernel launch");
+  return LaunchStatus(where);
 }
+
+template <typename T>
+absl::Status AddOf(const char* where, const void* a, const void* b, void* y, int64_t n,
+                   void* stream) {
+  if (n < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": n: expected >= 0, found ", n));
+  }
+  if (n == 0) return absl::OkStatus();
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(AddKernel<T>, BlocksFor(std::max<int64_t>(n / 8, 1)), kThreads, 0, AsStream(stream),
+                static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(y), n),
+      where, "kernel launch");
+  return LaunchStatus(where);
+}
+
+template <typename T>
+absl::Status AddBiasOf(const char* where, void* y, const void* bias, int64_t rows, int32_t cols,
+                       int64_t row_stride, void* stream) {
+  if (rows < 0 || cols <= 0 || row_stride < cols) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": rows / cols / row_stride: expected rows >= 0, cols > 0, stride >= cols, found ",
+        rows, " / ", cols, " / ", row_stride));
+  }
+  if (rows == 0) return absl::OkStatus();
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(AddBiasKernel<T>, BlocksFor(rows * cols), kThreads, 0, AsStream(stream),
+                static_cast<T*>(y), static_cast<const T*>(bias), rows, cols, row_stride),
+      where, "kernel launch");
+  return LaunchStatus(where);
+}
+
+template <typename T>
+absl::Status SplitQkvNormRopeOf(const char* where, const void* qkv, int64_t rows,
+                                int32_t num_q_heads, int32_t num_kv_heads, int32_t head_dim,
+                                int32_t rotary_dim, const void* q_norm, const void* k_norm,
+                                float eps, const int32_t* positions, const float* inv_freq,
+                                float attention_factor, void* q_pre, void* q, void* k, void* v,
+                                void* stream) {
+  if (rows < 0 || num_q_heads <= 0 || num_kv_heads <= 0 || head_dim <= 0 || head_dim > 256 ||
+      rotary_dim <= 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where,
+        ": rows / heads / head_dim / rotary_dim: expected rows >= 0, positive heads, head_dim "
+        "in [1, 256] and an even rotary_dim <= head_dim, found ",
+        rows, " / ", num_q_heads, "+", num_kv_heads, " / ", head_dim, " / ", rotary_dim));
+  }
+  if (rows == 0) return absl::OkStatus();
+  const int64_t warps = rows * (num_q_heads + 2 * int64_t{num_kv_heads});
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(SplitQkvKernel<T>, BlocksFor(warps, kThreads / 32), kThreads, 0, AsStream(stream),
+                static_cast<const T*>(qkv), rows, num_q_heads, num_kv_heads, head_dim,
+                rotary_dim / 2, static_cast<const T*>(q_norm), static_cast<const T*>(k_norm), eps,
+                positions, inv_freq, attention_factor, static_cast<T*>(q_pre), static_cast<T*>(q),
+                static_cast<T*>(k), static_cast<T*>(v)),
+      where, "kernel launch");
+  return LaunchStatus(where);
+}
+
+template <typename T>
+absl::Status CopyColumnsOf(const char* where, const void* src, int64_t rows, int32_t src_cols,
+                           void* dst, int32_t dst_cols, void* stream) {
+  if (rows < 0 || src_cols <= 0 || dst_cols <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where, ": rows / src_cols / dst_cols: expected >= 0 / > 0 / > 0, found ", rows,
+                     " / ", src_cols, " / ", dst_cols));
+  }
+  if (rows == 0) return absl::OkStatus();
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(CopyColumnsKernel<T>, BlocksFor(rows * dst_cols), kThreads, 0, AsStream(stream),
+                static_cast<const T*>(src), rows, src_cols, static_cast<T*>(dst), dst_cols),
+      where, "kernel launch");
+  return LaunchStatus(where);
+}
+
+}  // namespace
+
+// The public functions of both element types: bf16 here, float32 in namespace f32 (the same
+// kernels instantiated for float).
+#define FLUXATTN_ROW_OPS(T, SUFFIX)                                                                \
+  absl::Status RmsNorm(const void* x, const void* weight, void* y, int64_t rows, int32_t dim,      \
+                       float eps, float weight_offset, void* stream) {                             \
+    return RmsNormOf<T>("RmsNorm" SUFFIX, nullptr, x, nullptr, weight, y, rows, dim, eps,          \
+                        weight_offset, stream);                                                    \
+  }                                                                                                \
+  absl::Status AddRmsNorm(void* residual, const void* x, const void* weight, void* y,              \
+                          int64_t rows, int32_t dim, float eps, float weight_offset,               \
+                          void* stream) {                                                          \
+    return RmsNormOf<T>("AddRmsNorm" SUFFIX, static_cast<T*>(residual), x, nullptr, weight, y,     \
+                        rows, dim, eps, weight_offset, stream);                                    \
+  }                                                                                                \
+  absl::Status RmsNormLastRows(const void* x, const int32_t* q_indptr, int32_t num_seqs,           \
+                               const void* weight, void* y, int32_t dim, float eps,                \
+                               float weight_offset, void* stream) {                                \
+    return RmsNormOf<T>("RmsNormLastRows" SUFFIX, nullptr, x, q_indptr, weight, y, num_seqs, dim,  \
+                        eps, weight_offset, stream);                                               \
+  }                                                                                                \
+  absl::Status SwiGlu(const void* gate, const void* up, int64_t in_row_stride, void* out,          \
+                      int64_t rows, int32_t cols, void* stream) {                                  \
+    return SwiGluOf<T>("SwiGlu" SUFFIX, gate, up, in_row_stride, out, rows, cols, stream);         \
+  }                                                                                                \
+  absl::Status EmbeddingGather(const int32_t* ids, int64_t num_ids, const void* table,             \
+                               int64_t vocab, int32_t hidden, void* out,                           \
+                               int32_t* maybe_error_flag, void* stream) {                          \
+    return EmbeddingGatherOf<T>("EmbeddingGather" SUFFIX, ids, num_ids, table, vocab, hidden, out, \
+                                maybe_error_flag, stream);                                         \
+  }                                                                                                \
+  absl::Status Add(const void* a, const void* b, void* y, int64_t n, void* stream) {               \
+    return AddOf<T>("Add" SUFFIX, a, b, y, n, stream);                                             \
+  }                                                                                                \
+  absl::Status AddBias(void* y, const void* bias, int64_t rows, int32_t cols, int64_t row_stride,  \
+                       void* stream) {                                                             \
+    return AddBiasOf<T>("AddBias" SUFFIX, y, bias, rows, cols, row_stride, stream);                \
+  }                                                                                                \
+  absl::Status SplitQkvNormRope(                                                                   \
+      const void* qkv, int64_t rows, int32_t num_q_heads, int32_t num_kv_heads, int32_t head_dim,  \
+      int32_t rotary_dim, const void* q_norm, const void* k_norm, float eps,                       \
+      const int32_t* positions, const float* inv_freq, float attention_factor, void* q_pre,        \
+      void* q, void* k, void* v, void* stream) {                                                   \
+    return SplitQkvNormRopeOf<T>("SplitQkvNormRope" SUFFIX, qkv, rows, num_q_heads, num_kv_heads,  \
+                                 head_dim, rotary_dim, q_norm, k_norm, eps, positions, inv_freq,   \
+                                 attention_factor, q_pre, q, k, v, stream);                        \
+  }                                                                                                \
+  absl::Status CopyColumns(const void* src, int64_t rows, int32_t src_cols, void* dst,             \
+                           int32_t dst_cols, void* stream) {                                       \
+    return CopyColumnsOf<T>("CopyColumns" SUFFIX, src, rows, src_cols, dst, dst_cols, stream);     \
+  }
+
+FLUXATTN_ROW_OPS(bf16, "")
+namespace f32 {
+FLUXATTN_ROW_OPS(float, " (f32)")
+}  // namespace f32
+#undef FLUXATTN_ROW_OPS
 
 absl::Status RopeInPlace(void* q, void* k, int64_t rows, int32_t num_q_heads, int32_t num_kv_heads,
                          int32_t head_dim, int32_t rotary_dim, const int32_t* positions,
@@ -532,54 +723,6 @@ absl::Status RopeInPlace(void* q, void* k, int64_t rows, int32_t num_q_heads, in
   return LaunchStatus("RopeInPlace");
 }
 
-absl::Status SwiGlu(const void* gate, const void* up, int64_t in_row_stride, void* out,
-                    int64_t rows, int32_t cols, void* stream) {
-  if (rows < 0 || cols <= 0 || in_row_stride < cols) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "SwiGlu: rows / cols / in_row_stride: expected rows >= 0, cols > 0, stride >= cols, "
-        "found ",
-        rows, " / ", cols, " / ", in_row_stride));
-  }
-  if (rows == 0) return absl::OkStatus();
-  const bool vec = cols % 8 == 0 && in_row_stride % 8 == 0 &&
-                   reinterpret_cast<uintptr_t>(gate) % 16 == 0 &&
-                   reinterpret_cast<uintptr_t>(up) % 16 == 0;
-  const int64_t work = rows * (vec ? cols / 8 : cols);
-  FLUXATTN_RETURN_IF_CUDA(LaunchPdl(SwiGluKernel, BlocksFor(work), kThreads, 0, AsStream(stream),
-                                    static_cast<const bf16*>(gate), static_cast<const bf16*>(up),
-                                    in_row_stride, static_cast<bf16*>(out), rows, cols, vec),
-                          "SwiGlu", "kernel launch");
-  return LaunchStatus("SwiGlu");
-}
-
-absl::Status EmbeddingGather(const int32_t* ids, int64_t num_ids, const void* table, int64_t vocab,
-                             int32_t hidden, void* out, int32_t* maybe_error_flag, void* stream) {
-  if (num_ids < 0 || vocab <= 0 || hidden <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("EmbeddingGather: num_ids / vocab / hidden: expected >= 0 / > 0 / > 0, found ",
-                     num_ids, " / ", vocab, " / ", hidden));
-  }
-  if (num_ids == 0) return absl::OkStatus();
-  FLUXATTN_RETURN_IF_CUDA(
-      LaunchPdl(EmbeddingKernel, static_cast<unsigned>(std::min<int64_t>(num_ids, 65535)), 128, 0,
-                AsStream(stream), ids, num_ids, static_cast<const bf16*>(table), vocab, hidden,
-                static_cast<bf16*>(out), maybe_error_flag),
-      "EmbeddingGather", "kernel launch");
-  return LaunchStatus("EmbeddingGather");
-}
-
-absl::Status Add(const void* a, const void* b, void* y, int64_t n, void* stream) {
-  if (n < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("Add: n: expected >= 0, found ", n));
-  }
-  if (n == 0) return absl::OkStatus();
-  FLUXATTN_RETURN_IF_CUDA(
-      LaunchPdl(AddKernel, BlocksFor(std::max<int64_t>(n / 8, 1)), kThreads, 0, AsStream(stream),
-                static_cast<const bf16*>(a), static_cast<const bf16*>(b), static_cast<bf16*>(y), n),
-      "Add", "kernel launch");
-  return LaunchStatus("Add");
-}
-
 absl::Status RouterLinear(const float* x, int32_t batch, const float* weight, const float* bias,
                           int32_t in, int32_t out, bool silu, float* y, void* stream) {
   if (batch < 0 || in <= 0 || out <= 0) {
@@ -593,61 +736,6 @@ absl::Status RouterLinear(const float* x, int32_t batch, const float* weight, co
                                     AsStream(stream), x, batch, weight, bias, in, out, silu, y),
                           "RouterLinear", "kernel launch");
   return LaunchStatus("RouterLinear");
-}
-
-absl::Status AddBias(void* y, const void* bias, int64_t rows, int32_t cols, int64_t row_stride,
-                     void* stream) {
-  if (rows < 0 || cols <= 0 || row_stride < cols) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "AddBias: rows / cols / row_stride: expected rows >= 0, cols > 0, stride >= cols, found ",
-        rows, " / ", cols, " / ", row_stride));
-  }
-  if (rows == 0) return absl::OkStatus();
-  FLUXATTN_RETURN_IF_CUDA(
-      LaunchPdl(AddBiasKernel, BlocksFor(rows * cols), kThreads, 0, AsStream(stream),
-                static_cast<bf16*>(y), static_cast<const bf16*>(bias), rows, cols, row_stride),
-      "AddBias", "kernel launch");
-  return LaunchStatus("AddBias");
-}
-
-absl::Status SplitQkvNormRope(const void* qkv, int64_t rows, int32_t num_q_heads,
-                              int32_t num_kv_heads, int32_t head_dim, int32_t rotary_dim,
-                              const void* q_norm, const void* k_norm, float eps,
-                              const int32_t* positions, const float* inv_freq,
-                              float attention_factor, void* q_pre, void* q, void* k, void* v,
-                              void* stream) {
-  if (rows < 0 || num_q_heads <= 0 || num_kv_heads <= 0 || head_dim <= 0 || head_dim > 256 ||
-      rotary_dim <= 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "SplitQkvNormRope: rows / heads / head_dim / rotary_dim: expected rows >= 0, positive "
-        "heads, head_dim in [1, 256] and an even rotary_dim <= head_dim, found ",
-        rows, " / ", num_q_heads, "+", num_kv_heads, " / ", head_dim, " / ", rotary_dim));
-  }
-  if (rows == 0) return absl::OkStatus();
-  const int64_t warps = rows * (num_q_heads + 2 * int64_t{num_kv_heads});
-  FLUXATTN_RETURN_IF_CUDA(
-      LaunchPdl(SplitQkvKernel, BlocksFor(warps, kThreads / 32), kThreads, 0, AsStream(stream),
-                static_cast<const bf16*>(qkv), rows, num_q_heads, num_kv_heads, head_dim,
-                rotary_dim / 2, static_cast<const bf16*>(q_norm), static_cast<const bf16*>(k_norm),
-                eps, positions, inv_freq, attention_factor, static_cast<bf16*>(q_pre),
-                static_cast<bf16*>(q), static_cast<bf16*>(k), static_cast<bf16*>(v)),
-      "SplitQkvNormRope", "kernel launch");
-  return LaunchStatus("SplitQkvNormRope");
-}
-
-absl::Status CopyColumns(const void* src, int64_t rows, int32_t src_cols, void* dst,
-                         int32_t dst_cols, void* stream) {
-  if (rows < 0 || src_cols <= 0 || dst_cols <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("CopyColumns: rows / src_cols / dst_cols: expected >= 0 / > 0 / > 0, found ",
-                     rows, " / ", src_cols, " / ", dst_cols));
-  }
-  if (rows == 0) return absl::OkStatus();
-  FLUXATTN_RETURN_IF_CUDA(
-      LaunchPdl(CopyColumnsKernel, BlocksFor(rows * dst_cols), kThreads, 0, AsStream(stream),
-                static_cast<const bf16*>(src), rows, src_cols, static_cast<bf16*>(dst), dst_cols),
-      "CopyColumns", "kernel launch");
-  return LaunchStatus("CopyColumns");
 }
 
 absl::Status Bf16ToF32(const void* x, float* y, int64_t n, void* stream) {
