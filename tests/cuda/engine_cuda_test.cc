@@ -116,52 +116,59 @@ void ExpectSameRun(const BatchResult& cpu, const BatchResult& gpu, double tol,
   }
 }
 
-TEST(CudaEngine, FixtureModelsMatchTransformersAndCpu) {
-  REQUIRE_GPU();
-  int checked = 0;
+// Calls fn(dir, name, reference.json) for every fixture model; returns how many there were.
+int ForEachFixture(
+    const std::function<void(const std::string&, const std::string&, const nlohmann::json&)>& fn) {
+  int count = 0;
   for (const auto& e : std::filesystem::directory_iterator(FixturesDir())) {
     if (!std::filesystem::exists(e.path() / "reference.json")) continue;
-    const std::string dir = e.path().string();
-    const std::string name = e.path().filename().string();
     std::ifstream in(e.path() / "reference.json");
-    const nlohmann::json ref = nlohmann::json::parse(in);
-    const auto prompts = ref["prompts"].get<std::vector<std::vector<int64_t>>>();
-    // The CPU, then CUDA with dense prefill on cuDNN where the build has it ("auto"), then CUDA
-    // with the library's own prefill kernel, then CUDA with prompts in chunks of 5 tokens
-    // (chunks continuing a prompt read the page pool).
-    constexpr int kRuns = 4;
-    BatchResult runs[kRuns];
-    for (int dev = 0; dev < kRuns; ++dev) {
-      models::ModelLoadOptions load;
-      load.threads = 2;
-      load.device = dev == 0 ? "cpu" : "cuda";
-      auto model = models::LoadLanguageModel(dir, load);
-      ASSERT_TRUE(model.ok()) << name << ": " << model.status();
-      EngineConfig config = DefaultEngineConfig((*model)->info());
-      if (dev == 2) config.attention.dense_prefill = "fluxattn";
-      if (dev == 3) config.scheduler.prefill_chunk_tokens = 5;
-      auto engine = MakeEngine(std::move(*model), config);
-      ASSERT_NE(engine, nullptr) << name;
-      auto result = engine->Generate(prompts, Greedy(6));
-      ASSERT_TRUE(result.ok()) << name << " on " << load.device << ": " << result.status();
-      runs[dev] = std::move(*result);
-    }
-    // 2e-2 where the checkpoint is stored in 16 bits; float32 checkpoints are rounded to bf16 on
-    // load, which adds its own error.
-    const bool f32_weights = ref["dtype"].get<std::string>() == "f32";
-    const double tol = f32_weights ? 3e-2 : 2e-2;
-    for (int dev = 1; dev < kRuns; ++dev) {
-      const char* how[kRuns] = {"", " (auto)", " (fluxattn prefill)", " (chunks of 5)"};
-      const std::string what = absl::StrCat(name, how[dev]);
-      for (size_t i = 0; i < prompts.size(); ++i) {
-        const auto want = ref["last_logits"][i].get<std::vector<double>>();
-        EXPECT_LT(RelativeL2(runs[dev].requests[i].step_logits[0], want), tol)
-            << what << " prompt " << i << " against transformers";
-      }
-      ExpectSameRun(runs[0], runs[dev], tol, what);
-    }
-    ++checked;
+    fn(e.path().string(), e.path().filename().string(), nlohmann::json::parse(in));
+    ++count;
   }
+  return count;
+}
+
+TEST(CudaEngine, FixtureModelsMatchTransformersAndCpu) {
+  REQUIRE_GPU();
+  const int checked = ForEachFixture(
+      [](const std::string& dir, const std::string& name, const nlohmann::json& ref) {
+        const auto prompts = ref["prompts"].get<std::vector<std::vector<int64_t>>>();
+        // The CPU, then CUDA with dense prefill on cuDNN where the build has it ("auto"), then CUDA
+        // with the library's own prefill kernel, then CUDA with prompts in chunks of 5 tokens
+        // (chunks continuing a prompt read the page pool).
+        constexpr int kRuns = 4;
+        BatchResult runs[kRuns];
+        for (int dev = 0; dev < kRuns; ++dev) {
+          models::ModelLoadOptions load;
+          load.threads = 2;
+          load.device = dev == 0 ? "cpu" : "cuda";
+          auto model = models::LoadLanguageModel(dir, load);
+          ASSERT_TRUE(model.ok()) << name << ": " << model.status();
+          EngineConfig config = DefaultEngineConfig((*model)->info());
+          if (dev == 2) config.attention.dense_prefill = "fluxattn";
+          if (dev == 3) config.scheduler.prefill_chunk_tokens = 5;
+          auto engine = MakeEngine(std::move(*model), config);
+          ASSERT_NE(engine, nullptr) << name;
+          auto result = engine->Generate(prompts, Greedy(6));
+          ASSERT_TRUE(result.ok()) << name << " on " << load.device << ": " << result.status();
+          runs[dev] = std::move(*result);
+        }
+        // 2e-2 where the checkpoint is stored in 16 bits; float32 checkpoints are rounded to bf16
+        // on load, which adds its own error.
+        const bool f32_weights = ref["dtype"].get<std::string>() == "f32";
+        const double tol = f32_weights ? 3e-2 : 2e-2;
+        for (int dev = 1; dev < kRuns; ++dev) {
+          const char* how[kRuns] = {"", " (auto)", " (fluxattn prefill)", " (chunks of 5)"};
+          const std::string what = absl::StrCat(name, how[dev]);
+          for (size_t i = 0; i < prompts.size(); ++i) {
+            const auto want = ref["last_logits"][i].get<std::vector<double>>();
+            EXPECT_LT(RelativeL2(runs[dev].requests[i].step_logits[0], want), tol)
+                << what << " prompt " << i << " against transformers";
+          }
+          ExpectSameRun(runs[0], runs[dev], tol, what);
+        }
+      });
   EXPECT_GE(checked, 5);
 }
 
@@ -174,53 +181,47 @@ EngineConfig HybridConfig();
 TEST(CudaEngine, F32ComputeGivesTheCpuTokens) {
   REQUIRE_GPU();
   const bool have_streaming = Registry().Find("streaming", PluginKind::kAttentionBackend).ok();
-  int checked = 0;
-  for (const auto& e : std::filesystem::directory_iterator(FixturesDir())) {
-    if (!std::filesystem::exists(e.path() / "reference.json")) continue;
-    const std::string dir = e.path().string();
-    const std::string name = e.path().filename().string();
-    std::ifstream in(e.path() / "reference.json");
-    const auto prompts =
-        nlohmann::json::parse(in)["prompts"].get<std::vector<std::vector<int64_t>>>();
-    for (bool hybrid : {false, true}) {
-      if (hybrid && !have_streaming) continue;
-      BatchResult runs[2];
-      for (int dev = 0; dev < 2; ++dev) {
-        auto load = models::ModelLoadOptionsFor("test", dev == 0 ? "cpu" : "cuda", "f32", 2);
-        ASSERT_TRUE(load.ok()) << load.status();
-        auto model = models::LoadLanguageModel(dir, *load);
-        ASSERT_TRUE(model.ok()) << name << ": " << model.status();
-        ASSERT_EQ((*model)->activation_dtype(), DType::kF32) << name;
-        EngineConfig config = hybrid ? HybridConfig() : DefaultEngineConfig((*model)->info());
-        if (hybrid) {
-          for (auto it = config.layer_backends.begin(); it != config.layer_backends.end();) {
-            it = it->first < (*model)->info().num_layers ? std::next(it)
-                                                         : config.layer_backends.erase(it);
+  const int checked = ForEachFixture(
+      [&](const std::string& dir, const std::string& name, const nlohmann::json& ref) {
+        const auto prompts = ref["prompts"].get<std::vector<std::vector<int64_t>>>();
+        for (bool hybrid : {false, true}) {
+          if (hybrid && !have_streaming) continue;
+          BatchResult runs[2];
+          for (int dev = 0; dev < 2; ++dev) {
+            auto load = models::ModelLoadOptionsFor("test", dev == 0 ? "cpu" : "cuda", "f32", 2);
+            ASSERT_TRUE(load.ok()) << load.status();
+            auto model = models::LoadLanguageModel(dir, *load);
+            ASSERT_TRUE(model.ok()) << name << ": " << model.status();
+            ASSERT_EQ((*model)->activation_dtype(), DType::kF32) << name;
+            EngineConfig config = hybrid ? HybridConfig() : DefaultEngineConfig((*model)->info());
+            if (hybrid) {
+              for (auto it = config.layer_backends.begin(); it != config.layer_backends.end();) {
+                it = it->first < (*model)->info().num_layers ? std::next(it)
+                                                             : config.layer_backends.erase(it);
+              }
+            }
+            auto engine = MakeEngine(std::move(*model), config);
+            ASSERT_NE(engine, nullptr) << name;
+            auto result = engine->Generate(prompts, Greedy(8));
+            ASSERT_TRUE(result.ok()) << name << ": " << result.status();
+            runs[dev] = std::move(*result);
+          }
+          const std::string what = absl::StrCat(name, hybrid ? " (hybrid)" : "", " f32");
+          for (size_t r = 0; r < prompts.size(); ++r) {
+            const GenerationResult& c = runs[0].requests[r];
+            const GenerationResult& g = runs[1].requests[r];
+            ASSERT_EQ(c.tokens.size(), g.tokens.size()) << what;
+            for (size_t t = 0; t < c.tokens.size(); ++t) {
+              EXPECT_LT(RelativeL2(g.step_logits[t], c.step_logits[t]), 1e-4)
+                  << what << " request " << r << " step " << t;
+              // A top-1 tie within float32 rounding is the only place the two may part.
+              if (Margin(c.step_logits[t]) < 1e-3) break;
+              ASSERT_EQ(g.tokens[t], c.tokens[t]) << what << " request " << r << " step " << t;
+            }
+            EXPECT_EQ(c.trace.sa_ratio, g.trace.sa_ratio) << what << " request " << r;
           }
         }
-        auto engine = MakeEngine(std::move(*model), config);
-        ASSERT_NE(engine, nullptr) << name;
-        auto result = engine->Generate(prompts, Greedy(8));
-        ASSERT_TRUE(result.ok()) << name << ": " << result.status();
-        runs[dev] = std::move(*result);
-      }
-      const std::string what = absl::StrCat(name, hybrid ? " (hybrid)" : "", " f32");
-      for (size_t r = 0; r < prompts.size(); ++r) {
-        const GenerationResult& c = runs[0].requests[r];
-        const GenerationResult& g = runs[1].requests[r];
-        ASSERT_EQ(c.tokens.size(), g.tokens.size()) << what;
-        for (size_t t = 0; t < c.tokens.size(); ++t) {
-          EXPECT_LT(RelativeL2(g.step_logits[t], c.step_logits[t]), 1e-4)
-              << what << " request " << r << " step " << t;
-          // A top-1 tie within float32 rounding is the only place the two may part.
-          if (Margin(c.step_logits[t]) < 1e-3) break;
-          ASSERT_EQ(g.tokens[t], c.tokens[t]) << what << " request " << r << " step " << t;
-        }
-        EXPECT_EQ(c.trace.sa_ratio, g.trace.sa_ratio) << what << " request " << r;
-      }
-    }
-    ++checked;
-  }
+      });
   EXPECT_GE(checked, 5);
 }
 
