@@ -281,10 +281,12 @@ TEST_F(CudaModelOpsTest, RouterPoolMatchesTheFluxDefinition) {
   std::vector<int32_t> indptr = {0, 250, 320, 321};  // 250 rows, 70 (< 2 pool), 1
   std::vector<float> q;
   auto qb = RandomBf16(321 * heads * d, rng_, 2.f, &q);
-  DeviceBuffer qd(qb), id(indptr), pd(3 * d * 4);
+  DeviceBuffer qd(qb), id(indptr), pd(3 * d * 4), scratch(RouterPoolScratchBytes(4, d));
   pd.Poison();
-  ASSERT_TRUE(
-      RouterPool(qd.get(), id.as<int32_t>(), 3, heads, d, pool, pd.as<float>(), nullptr).ok());
+  scratch.Poison();
+  ASSERT_TRUE(RouterPool(qd.get(), id.as<int32_t>(), 3, heads, d, pool, pd.as<float>(),
+                         scratch.as<float>(), nullptr)
+                  .ok());
   std::vector<double> ref(3 * d, 0.0);
   for (int b = 0; b < 3; ++b) {
     const int t = indptr[b + 1] - indptr[b], n = std::min(pool, t);
@@ -312,11 +314,17 @@ TEST_F(CudaModelOpsTest, RouterPoolMatchesTheFluxDefinition) {
   DeviceBuffer rd(ranges), pr(pick.size() * d * 4);
   pr.Poison();
   ASSERT_TRUE(RouterPoolRows(qd.get(), rd.as<int32_t>(), static_cast<int32_t>(pick.size()), heads,
-                             d, pool, pr.as<float>(), nullptr)
+                             d, pool, pr.as<float>(), scratch.as<float>(), nullptr)
                   .ok());
-  ExpectNear(pr.Download<float>(), picked, 1e-5, 1e-4, 1e-4, "RouterPoolRows");
+  const std::vector<float> first = pr.Download<float>();
+  ExpectNear(first, picked, 1e-5, 1e-4, 1e-4, "RouterPoolRows");
+  // The sums run in a fixed order: a second launch gives the same bits.
+  ASSERT_TRUE(RouterPoolRows(qd.get(), rd.as<int32_t>(), static_cast<int32_t>(pick.size()), heads,
+                             d, pool, pr.as<float>(), scratch.as<float>(), nullptr)
+                  .ok());
+  EXPECT_EQ(pr.Download<float>(), first);
   EXPECT_FALSE(RouterPoolRows(qd.get(), rd.as<int32_t>(), 1, heads, kRouterPoolMaxHeadDim + 8, pool,
-                              pr.as<float>(), nullptr)
+                              pr.as<float>(), scratch.as<float>(), nullptr)
                    .ok());
 }
 

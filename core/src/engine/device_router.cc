@@ -6,6 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "fluxattn/status.h"
 #if defined(FLUXATTN_WITH_CUDA)
+#include <cuda_runtime_api.h>
+
 #include "fluxattn/kernels/cuda_model_ops.h"
 #endif
 
@@ -24,10 +26,15 @@ DeviceRouterNetworks::DeviceRouterNetworks(Device* device, int num_layers, int h
       num_layers_(num_layers),
       head_dim_(head_dim),
       ranges_(device),
+      pool_scratch_(device),
       a_(device),
       b_(device) {}
 
-DeviceRouterNetworks::~DeviceRouterNetworks() = default;
+DeviceRouterNetworks::~DeviceRouterNetworks() {
+#if defined(FLUXATTN_WITH_CUDA)
+  if (pinned_ != nullptr) cudaFreeHost(pinned_);
+#endif
+}
 
 bool DeviceRouterNetworks::Supported(int head_dim) {
 #if defined(FLUXATTN_WITH_CUDA)
@@ -120,25 +127,47 @@ absl::Status DeviceRouterNetworks::Run(const RoutingPolicy* policy,
   }
   const int32_t n = static_cast<int32_t>(rows.size());
   if (n == 0) return absl::OkStatus();
-  host_ranges_.resize(2 * rows.size());
-  for (size_t i = 0; i < rows.size(); ++i) {
-    host_ranges_[2 * i] = static_cast<int32_t>(rows[i]->row0);
-    host_ranges_[2 * i + 1] = static_cast<int32_t>(rows[i]->row0 + rows[i]->num_tokens);
-  }
   int32_t widest = head_dim_;
   for (const auto& l : net.linears) widest = std::max(widest, l->out);
+  const int32_t outputs = net.linears.back()->out;
+  // Page-locked host memory: the ranges, then the outputs (the previous call has synchronized,
+  // so nothing still reads it).
+  const size_t ranges_bytes = (2 * rows.size() * sizeof(int32_t) + 255) / 256 * 256;
+  const size_t outputs_bytes = static_cast<size_t>(n) * outputs * sizeof(float);
+  if (ranges_bytes + outputs_bytes > pinned_bytes_) {
+    if (pinned_ != nullptr) cudaFreeHost(pinned_);
+    pinned_ = nullptr;
+    pinned_bytes_ = 0;
+    const size_t want = std::max<size_t>(ranges_bytes + outputs_bytes, size_t{64} << 10);
+    const cudaError_t e = cudaMallocHost(&pinned_, want);
+    if (e != cudaSuccess) {
+      pinned_ = nullptr;
+      return absl::ResourceExhaustedError(absl::StrCat("router network: cudaMallocHost(", want,
+                                                       " bytes): expected success, found ",
+                                                       cudaGetErrorString(e)));
+    }
+    pinned_bytes_ = want;
+  }
+  int32_t* host_ranges = static_cast<int32_t*>(pinned_);
+  float* host_outputs = reinterpret_cast<float*>(static_cast<char*>(pinned_) + ranges_bytes);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    host_ranges[2 * i] = static_cast<int32_t>(rows[i]->row0);
+    host_ranges[2 * i + 1] = static_cast<int32_t>(rows[i]->row0 + rows[i]->num_tokens);
+  }
   const size_t act_bytes = static_cast<size_t>(n) * widest * sizeof(float);
-  FLUXATTN_ASSIGN_OR_RETURN(void* ranges, ranges_.Ensure(host_ranges_.size() * sizeof(int32_t)));
+  FLUXATTN_ASSIGN_OR_RETURN(void* ranges, ranges_.Ensure(2 * rows.size() * sizeof(int32_t)));
+  FLUXATTN_ASSIGN_OR_RETURN(
+      void* scratch, pool_scratch_.Ensure(kernels::cuda::RouterPoolScratchBytes(n, head_dim_)));
   FLUXATTN_ASSIGN_OR_RETURN(void* a, a_.Ensure(act_bytes));
   FLUXATTN_ASSIGN_OR_RETURN(void* b, b_.Ensure(act_bytes));
   Stream* stream = device_->default_stream();
   void* cu = stream->native_handle();
-  FLUXATTN_RETURN_IF_ERROR(device_->Copy(ranges, host_ranges_.data(),
-                                         host_ranges_.size() * sizeof(int32_t),
+  FLUXATTN_RETURN_IF_ERROR(device_->Copy(ranges, host_ranges, 2 * rows.size() * sizeof(int32_t),
                                          CopyKind::kHostToDevice, stream));
   FLUXATTN_RETURN_IF_ERROR(kernels::cuda::RouterPoolRows(
       q.data, static_cast<const int32_t*>(ranges), n, batch.num_q_heads, head_dim_,
-      static_cast<int32_t>(net.pool_size), static_cast<float*>(a), cu));
+      static_cast<int32_t>(net.pool_size), static_cast<float*>(a), static_cast<float*>(scratch),
+      cu));
   float* x = static_cast<float*>(a);
   float* y = static_cast<float*>(b);
   for (const auto& l : net.linears) {
@@ -147,15 +176,12 @@ absl::Status DeviceRouterNetworks::Run(const RoutingPolicy* policy,
         l->in, l->out, l->silu, y, cu));
     std::swap(x, y);
   }
-  const int32_t outputs = net.linears.back()->out;
-  host_outputs_.resize(static_cast<size_t>(n) * outputs);
-  FLUXATTN_RETURN_IF_ERROR(device_->Copy(host_outputs_.data(), x,
-                                         host_outputs_.size() * sizeof(float),
-                                         CopyKind::kDeviceToHost, stream));
+  FLUXATTN_RETURN_IF_ERROR(
+      device_->Copy(host_outputs, x, outputs_bytes, CopyKind::kDeviceToHost, stream));
   FLUXATTN_RETURN_IF_ERROR(stream->Synchronize());
   for (size_t i = 0; i < rows.size(); ++i) {
     inputs[i].queries = nullptr;
-    inputs[i].network_outputs = host_outputs_.data() + i * outputs;
+    inputs[i].network_outputs = host_outputs + i * outputs;
     inputs[i].num_network_outputs = outputs;
   }
   return absl::OkStatus();

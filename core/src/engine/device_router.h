@@ -54,10 +54,11 @@ class DeviceRouterNetworks {
   int num_layers_;
   int head_dim_;
   std::map<std::pair<const RoutingPolicy*, int>, Network> networks_;
-  // Scratch: row ranges, two activation buffers, the outputs on the host.
-  DeviceBuffer ranges_, a_, b_;
-  std::vector<int32_t> host_ranges_;
-  std::vector<float> host_outputs_;
+  // Scratch: row ranges, pooling partials, two activation buffers; page-locked host memory
+  // for the ranges and the outputs (copies from and to it start at once, without staging).
+  DeviceBuffer ranges_, pool_scratch_, a_, b_;
+  void* pinned_ = nullptr;
+  size_t pinned_bytes_ = 0;
 };
 
 }  // namespace fluxattn

@@ -121,15 +121,18 @@ absl::Status CopyColumns(const void* src, int64_t rows, int32_t src_cols, void* 
 // n = min(pool_size, T_b), pooled[b] = mean over heads of (sum of rows [0, n) + sum of rows
 // [T_b - n, T_b)) / (2 n) (a row in both halves counts twice). q [sum_T, num_heads, head_dim]
 // bf16, q_indptr device [num_seqs + 1], pooled [num_seqs, head_dim] f32.
-// head_dim at most kRouterPoolMaxHeadDim.
+// head_dim at most kRouterPoolMaxHeadDim. `scratch`: device memory of RouterPoolScratchBytes
+// (partial sums, added in a fixed order, so that results do not vary between runs).
 inline constexpr int32_t kRouterPoolMaxHeadDim = 128;
+size_t RouterPoolScratchBytes(int32_t num_seqs, int32_t head_dim);
 absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs, int32_t num_heads,
-                        int32_t head_dim, int32_t pool_size, float* pooled, void* stream);
+                        int32_t head_dim, int32_t pool_size, float* pooled, float* scratch,
+                        void* stream);
 // The same for sequences whose rows are not contiguous: sequence b's rows are
 // [row_ranges[2 b], row_ranges[2 b + 1]) (device int32 [num_seqs, 2]).
 absl::Status RouterPoolRows(const void* q, const int32_t* row_ranges, int32_t num_seqs,
                             int32_t num_heads, int32_t head_dim, int32_t pool_size, float* pooled,
-                            void* stream);
+                            float* scratch, void* stream);
 
 // One linear layer of a router network for a batch of rows, in f32: y[b, o] = sum_i W[o, i]
 // x[b, i] + bias[o], then SiLU (y / (1 + e^-y)) when `silu`. x [batch, in], W [out, in]

@@ -432,35 +432,58 @@ __global__ void Bf16ToF32Kernel(const bf16* x, float* y, int64_t n) {
   }
 }
 
-// Block (head_dim, kPoolSlices): slice s sums rows s, s + kPoolSlices, ... of both ends.
+// Pooling in two launches with a fixed summation order. RouterPoolPartialKernel: grid
+// (num_seqs, kPoolChunks), block (head_dim, kPoolSlices); the (row, head) pairs of sequence b's
+// 2n pooled rows are dealt out over the chunks' slices, and each block writes its sum to
+// partial[b][chunk][col]. RouterPoolFinishKernel: one block of head_dim threads per sequence sums
+// the chunks in order and divides by 2 n heads.
 constexpr int kPoolSlices = 8;
+constexpr int kPoolChunks = 32;
 static_assert(kRouterPoolMaxHeadDim * kPoolSlices <= 1024, "a pooling block is head_dim x slices");
 // Sequence b's rows are [rows[b * stride], rows[b * stride + 1]): stride 1 reads an indptr,
 // stride 2 (begin, end) pairs.
-__global__ void RouterPoolKernel(const bf16* q, const int32_t* rows, int32_t stride, int32_t heads,
-                                 int32_t d, int32_t pool_size, float* pooled) {
+__global__ void RouterPoolPartialKernel(const bf16* q, const int32_t* rows, int32_t stride,
+                                        int32_t heads, int32_t d, int32_t pool_size,
+                                        float* partial) {
   PdlLaunchDependents();
   PdlWait();
-  extern __shared__ float partial[];  // [kPoolSlices][d]
+  extern __shared__ float slice_sum[];  // [kPoolSlices][d]
   const int b = blockIdx.x;
   const int32_t begin = rows[b * stride];
   const int32_t t = rows[b * stride + 1] - begin;
   const int32_t n = min(pool_size, t);
   const int col = threadIdx.x;
+  const int64_t pairs = 2 * static_cast<int64_t>(n) * heads;
   float sum = 0.f;
-  for (int32_t j = threadIdx.y; j < 2 * n; j += kPoolSlices) {
+  for (int64_t p = static_cast<int64_t>(blockIdx.y) * kPoolSlices + threadIdx.y; p < pairs;
+       p += kPoolChunks * kPoolSlices) {
+    const int32_t j = static_cast<int32_t>(p / heads);
+    const int32_t h = static_cast<int32_t>(p - static_cast<int64_t>(j) * heads);
     const int32_t row = begin + (j < n ? j : t - n + (j - n));
-    const bf16* src = q + static_cast<int64_t>(row) * heads * d + col;
-    for (int h = 0; h < heads; ++h) sum += __bfloat162float(src[h * d]);
+    sum += __bfloat162float(q[(static_cast<int64_t>(row) * heads + h) * d + col]);
   }
-  partial[threadIdx.y * d + col] = sum;
+  slice_sum[threadIdx.y * d + col] = sum;
   __syncthreads();
   if (threadIdx.y == 0) {
     float total = 0.f;
-    for (int s = 0; s < kPoolSlices; ++s) total += partial[s * d + col];
-    pooled[static_cast<int64_t>(b) * d + col] =
-        n > 0 ? total / (2.f * static_cast<float>(n) * heads) : 0.f;
+    for (int s = 0; s < kPoolSlices; ++s) total += slice_sum[s * d + col];
+    partial[(static_cast<int64_t>(b) * kPoolChunks + blockIdx.y) * d + col] = total;
   }
+}
+
+__global__ void RouterPoolFinishKernel(const float* partial, const int32_t* rows, int32_t stride,
+                                       int32_t heads, int32_t d, int32_t pool_size, float* pooled) {
+  PdlLaunchDependents();
+  PdlWait();
+  const int b = blockIdx.x;
+  const int col = threadIdx.x;
+  const int32_t n = min(pool_size, rows[b * stride + 1] - rows[b * stride]);
+  float total = 0.f;
+  for (int c = 0; c < kPoolChunks; ++c) {
+    total += partial[(static_cast<int64_t>(b) * kPoolChunks + c) * d + col];
+  }
+  pooled[static_cast<int64_t>(b) * d + col] =
+      n > 0 ? total / (2.f * static_cast<float>(n) * heads) : 0.f;
 }
 
 // One warp per output column o (grid-stride) of every row: y[b, o] = sum_i W[o, i] x[b, i] +
@@ -753,7 +776,7 @@ namespace {
 
 absl::Status LaunchRouterPool(const char* where, const void* q, const int32_t* rows, int32_t stride,
                               int32_t num_seqs, int32_t num_heads, int32_t head_dim,
-                              int32_t pool_size, float* pooled, void* stream) {
+                              int32_t pool_size, float* pooled, float* scratch, void* stream) {
   if (num_seqs < 0 || num_heads <= 0 || head_dim <= 0 || head_dim > kRouterPoolMaxHeadDim ||
       pool_size < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -762,28 +785,37 @@ absl::Status LaunchRouterPool(const char* where, const void* q, const int32_t* r
         " / ", pool_size));
   }
   if (num_seqs == 0) return absl::OkStatus();
-  const dim3 block(head_dim, kPoolSlices);
   FLUXATTN_RETURN_IF_CUDA(
-      LaunchPdl(RouterPoolKernel, num_seqs, block, kPoolSlices * head_dim * sizeof(float),
-                AsStream(stream), static_cast<const bf16*>(q), rows, stride, num_heads, head_dim,
-                pool_size, pooled),
+      LaunchPdl(RouterPoolPartialKernel, dim3(num_seqs, kPoolChunks), dim3(head_dim, kPoolSlices),
+                kPoolSlices * head_dim * sizeof(float), AsStream(stream),
+                static_cast<const bf16*>(q), rows, stride, num_heads, head_dim, pool_size, scratch),
       where, "kernel launch");
+  FLUXATTN_RETURN_IF_CUDA(LaunchPdl(RouterPoolFinishKernel, num_seqs, head_dim, 0, AsStream(stream),
+                                    static_cast<const float*>(scratch), rows, stride, num_heads,
+                                    head_dim, pool_size, pooled),
+                          where, "kernel launch");
   return LaunchStatus(where);
 }
 
 }  // namespace
 
+size_t RouterPoolScratchBytes(int32_t num_seqs, int32_t head_dim) {
+  return static_cast<size_t>(std::max(num_seqs, 0)) * kPoolChunks * std::max(head_dim, 0) *
+         sizeof(float);
+}
+
 absl::Status RouterPool(const void* q, const int32_t* q_indptr, int32_t num_seqs, int32_t num_heads,
-                        int32_t head_dim, int32_t pool_size, float* pooled, void* stream) {
+                        int32_t head_dim, int32_t pool_size, float* pooled, float* scratch,
+                        void* stream) {
   return LaunchRouterPool("RouterPool", q, q_indptr, 1, num_seqs, num_heads, head_dim, pool_size,
-                          pooled, stream);
+                          pooled, scratch, stream);
 }
 
 absl::Status RouterPoolRows(const void* q, const int32_t* row_ranges, int32_t num_seqs,
                             int32_t num_heads, int32_t head_dim, int32_t pool_size, float* pooled,
-                            void* stream) {
+                            float* scratch, void* stream) {
   return LaunchRouterPool("RouterPoolRows", q, row_ranges, 2, num_seqs, num_heads, head_dim,
-                          pool_size, pooled, stream);
+                          pool_size, pooled, scratch, stream);
 }
 
 }  // namespace fluxattn::kernels::cuda
