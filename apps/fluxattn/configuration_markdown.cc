@@ -66,7 +66,18 @@ const std::vector<CoreSection>& CoreSections() {
          "runs chunk by chunk over several steps, beside the decode tokens of running requests, "
          "which then wait at most one chunk. 0 runs every admitted prompt whole. Chunks never "
          "change a result: a request whose routing policy reads the queries of the prompt's "
-         "last rows (`flux`) runs its prompt whole"}}},
+         "last rows (`flux`) runs its prompt whole"},
+        {"max_step_tokens", "integer", "0", "0 .. 16777216",
+         "The most tokens one step runs: decode rows of the running requests plus prompt "
+         "tokens. A prompt that must run whole (see prefill_chunk_tokens) and is longer fails "
+         "with an error naming its length and this key; the other requests go on. When set, "
+         "the model's device memory for steps of this many tokens and max_batch requests is "
+         "asked for once, when the engine starts (an error names what it needs and what is "
+         "free), so that no step allocates. 0: no limit, memory asked for as steps grow"},
+        {"max_batch", "integer", "0", "0 .. 65536",
+         "The most requests one step runs (decoding and prefilling); later requests wait in the "
+         "queue. 0: no limit (with max_step_tokens set, the reservation then counts "
+         "max_step_tokens requests, whose logits alone take max_step_tokens x vocab floats)"}}},
       {"[plugins]",
        "Where plugins are searched, before `FLUXATTN_PLUGIN_PATH` and "
        "`<exe>/../lib/fluxattn/plugins`.",

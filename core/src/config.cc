@@ -236,17 +236,28 @@ class Parser {
   }
 
   absl::Status ParseScheduler(const toml::table& table, EngineConfig& config) {
-    FLUXATTN_RETURN_IF_ERROR(
-        CheckKeys(table, "scheduler", {"prefill_chunk_tokens"}, "[scheduler]"));
-    if (const toml::node* n = table.get("prefill_chunk_tokens")) {
-      const std::string key = "scheduler.prefill_chunk_tokens";
-      const std::string expected = "an integer in [0, 16777216] (0: whole prompts)";
+    FLUXATTN_RETURN_IF_ERROR(CheckKeys(table, "scheduler",
+                                       {"prefill_chunk_tokens", "max_step_tokens", "max_batch"},
+                                       "[scheduler]"));
+    auto count = [&](const char* name, int64_t max, const char* zero,
+                     int64_t* out) -> absl::Status {
+      const toml::node* n = table.get(name);
+      if (n == nullptr) return absl::OkStatus();
+      const std::string key = absl::StrCat("scheduler.", name);
+      const std::string expected = absl::StrCat("an integer in [0, ", max, "] (0: ", zero, ")");
       if (!n->is_integer()) return KeyError(Where(*n), key, expected, Describe(*n));
       const int64_t v = *n->value<int64_t>();
-      if (v < 0 || v > (int64_t{1} << 24)) return KeyError(Where(*n), key, expected, Describe(*n));
-      config.scheduler.prefill_chunk_tokens = v;
+      if (v < 0 || v > max) return KeyError(Where(*n), key, expected, Describe(*n));
+      *out = v;
       config.locations[key] = Where(*n);
-    }
+      return absl::OkStatus();
+    };
+    FLUXATTN_RETURN_IF_ERROR(count("prefill_chunk_tokens", int64_t{1} << 24, "whole prompts",
+                                   &config.scheduler.prefill_chunk_tokens));
+    FLUXATTN_RETURN_IF_ERROR(
+        count("max_step_tokens", int64_t{1} << 24, "no limit", &config.scheduler.max_step_tokens));
+    FLUXATTN_RETURN_IF_ERROR(
+        count("max_batch", int64_t{1} << 16, "no limit", &config.scheduler.max_batch));
     return absl::OkStatus();
   }
 

@@ -98,6 +98,10 @@ Device* CpuDevice() {
 }
 
 #if !defined(FLUXATTN_WITH_CUDA)
+absl::StatusOr<size_t> DeviceFreeBytes(Device* device) {
+  return absl::UnimplementedError(absl::StrCat(
+      "free memory of ", device != nullptr ? device->name() : "no device", ": not tracked"));
+}
 bool CudaCompiledIn() { return false; }
 int CudaDeviceCount() { return 0; }
 absl::StatusOr<Device*> CudaDevice(int ordinal) {

@@ -1,6 +1,7 @@
 #include "cuda_decoder_model.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -118,8 +119,17 @@ class CudaDecoderModel : public LanguageModel {
                              std::vector<int64_t>* tokens) override;
   absl::Status ForwardGreedy(std::span<const SequenceChunk> batch, LayerAttention& attention,
                              std::vector<int64_t>* tokens) override;
+  absl::Status ReserveSteps(int64_t max_rows, int64_t max_seqs) override;
 
  private:
+  // The activation buffers of a pass of n rows, nr logits rows and num_seqs sequences (grown
+  // where smaller).
+  struct StepBuffers {
+    void *x, *xn, *qkv, *q_pre, *q, *k, *v, *attn, *tmp, *act, *sel, *logits, *staging;
+  };
+  absl::StatusOr<StepBuffers> Buffers(int64_t n, int64_t nr, int64_t num_seqs);
+  // Their sizes in bytes, in the order of StepBuffers.
+  std::array<size_t, 13> BufferBytes(int64_t n, int64_t nr, int64_t num_seqs) const;
   // The forward pass up to the logits, left on the device: [rows, vocab] f32 (rows: one per
   // sequence, or one per token with all_positions).
   absl::StatusOr<const float*> Run(std::span<const SequenceChunk> batch, LayerAttention& attention,
@@ -356,6 +366,60 @@ absl::Status CudaDecoderModel::RunAndSample(std::span<const SequenceChunk> batch
   return absl::OkStatus();
 }
 
+std::array<size_t, 13> CudaDecoderModel::BufferBytes(int64_t n, int64_t nr,
+                                                     int64_t num_seqs) const {
+  const ModelInfo& m = spec_.info;
+  const int64_t h = m.hidden_size, d = m.head_dim, vocab = m.vocab_size;
+  const int64_t q_dim = m.num_q_heads * d, kv_dim = m.num_kv_heads * d;
+  const int64_t inter = spec_.intermediate_size;
+  const size_t bf = DTypeSize(compute_);
+  auto b = [&](int64_t elems, size_t size) { return static_cast<size_t>(elems) * size; };
+  return {b(n * h, bf),
+          b(n * h, bf),
+          b(n * (q_dim + 2 * kv_dim), bf),
+          b(n * q_dim, bf),
+          b(n * q_dim, bf),
+          b(n * kv_dim, bf),
+          b(n * kv_dim, bf),
+          b(n * q_dim, bf),
+          b(n * std::max(h, 2 * inter), bf),
+          b(n * inter, bf),
+          b(nr * h, bf),
+          b(nr * vocab, sizeof(float)),
+          b(2 * n + num_seqs + 1, sizeof(int32_t))};
+}
+
+absl::StatusOr<CudaDecoderModel::StepBuffers> CudaDecoderModel::Buffers(int64_t n, int64_t nr,
+                                                                        int64_t num_seqs) {
+  const std::array<size_t, 13> bytes = BufferBytes(n, nr, num_seqs);
+  DeviceBuffer* owners[13] = {&x_,    &xn_,  &qkv_, &q_pre_, &q_,      &k_,      &v_,
+                              &attn_, &tmp_, &act_, &sel_,   &logits_, &staging_};
+  void* p[13];
+  for (int i = 0; i < 13; ++i) {
+    FLUXATTN_ASSIGN_OR_RETURN(p[i], owners[i]->Ensure(bytes[i]));
+  }
+  return StepBuffers{p[0], p[1], p[2], p[3],  p[4],  p[5], p[6],
+                     p[7], p[8], p[9], p[10], p[11], p[12]};
+}
+
+absl::Status CudaDecoderModel::ReserveSteps(int64_t max_rows, int64_t max_seqs) {
+  if (max_rows < 1 || max_seqs < 1 || max_seqs > max_rows) {
+    return InvalidInput("cuda: step reservation rows / sequences",
+                        "rows >= 1 and 1 <= sequences <= rows",
+                        absl::StrCat(max_rows, " / ", max_seqs));
+  }
+  size_t need = 0;
+  for (size_t b : BufferBytes(max_rows, max_seqs, max_seqs)) need += b;
+  absl::StatusOr<StepBuffers> made = Buffers(max_rows, max_seqs, max_seqs);
+  if (made.ok()) return absl::OkStatus();
+  const absl::StatusOr<size_t> free_bytes = DeviceFreeBytes(device_);
+  return absl::ResourceExhaustedError(absl::StrCat(
+      device_->name(), ": activations of steps of ", max_rows, " tokens and ", max_seqs,
+      " sequences: expected ", need >> 20, " MiB of device memory, found ",
+      free_bytes.ok() ? absl::StrCat(*free_bytes >> 20, " MiB free") : "the free memory unknown",
+      " (", made.status().message(), ")"));
+}
+
 absl::StatusOr<const float*> CudaDecoderModel::Run(std::span<const SequenceChunk> batch,
                                                    LayerAttention& attention, bool all_positions,
                                                    int64_t* rows_out) {
@@ -404,19 +468,10 @@ absl::StatusOr<const float*> CudaDecoderModel::Run(std::span<const SequenceChunk
   }
   const size_t bf = DTypeSize(compute_);  // bytes per activation element
   const int64_t nr = all_positions ? n : num_seqs;
-  FLUXATTN_ASSIGN_OR_RETURN(void* x, x_.Ensure(n * h * bf));
-  FLUXATTN_ASSIGN_OR_RETURN(void* xn, xn_.Ensure(n * h * bf));
-  FLUXATTN_ASSIGN_OR_RETURN(void* qkv, qkv_.Ensure(n * (q_dim + 2 * kv_dim) * bf));
-  FLUXATTN_ASSIGN_OR_RETURN(void* q_pre, q_pre_.Ensure(n * q_dim * bf));
-  FLUXATTN_ASSIGN_OR_RETURN(void* q, q_.Ensure(n * q_dim * bf));
-  FLUXATTN_ASSIGN_OR_RETURN(void* k, k_.Ensure(n * kv_dim * bf));
-  FLUXATTN_ASSIGN_OR_RETURN(void* v, v_.Ensure(n * kv_dim * bf));
-  FLUXATTN_ASSIGN_OR_RETURN(void* attn, attn_.Ensure(n * q_dim * bf));
-  FLUXATTN_ASSIGN_OR_RETURN(void* tmp, tmp_.Ensure(n * std::max(h, 2 * inter) * bf));
-  FLUXATTN_ASSIGN_OR_RETURN(void* act, act_.Ensure(n * inter * bf));
-  FLUXATTN_ASSIGN_OR_RETURN(void* sel, sel_.Ensure(nr * h * bf));
-  FLUXATTN_ASSIGN_OR_RETURN(void* out_logits, logits_.Ensure(nr * vocab * sizeof(float)));
-  FLUXATTN_ASSIGN_OR_RETURN(void* staging, staging_.Ensure(host_staging_.size() * sizeof(int32_t)));
+  FLUXATTN_ASSIGN_OR_RETURN(const StepBuffers buf, Buffers(n, nr, num_seqs));
+  void *x = buf.x, *xn = buf.xn, *qkv = buf.qkv, *q_pre = buf.q_pre, *q = buf.q, *k = buf.k;
+  void *v = buf.v, *attn = buf.attn, *tmp = buf.tmp, *act = buf.act, *sel = buf.sel;
+  void *out_logits = buf.logits, *staging = buf.staging;
   Stream* st = device_->default_stream();
   void* s = stream();
   FLUXATTN_RETURN_IF_ERROR(device_->Copy(staging, host_staging_.data(),

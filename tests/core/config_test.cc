@@ -347,6 +347,21 @@ TEST(ConfigTest, SchedulerSection) {
             path +
                 ":2:24: key 'scheduler.prefill_chunk_tokens': expected an integer in [0, 16777216] "
                 "(0: whole prompts), found string \"512\"");
+  EXPECT_EQ(LoadError("[scheduler]\nmax_step_tokens = -3\n", &path),
+            path +
+                ":2:19: key 'scheduler.max_step_tokens': expected an integer in [0, 16777216] "
+                "(0: no limit), found integer -3");
+  EXPECT_EQ(LoadError("[scheduler]\nmax_batch = 1.5\n", &path),
+            path +
+                ":2:13: key 'scheduler.max_batch': expected an integer in [0, 65536] (0: no "
+                "limit), found float 1.5");
+  {
+    auto parsed =
+        ParseEngineConfig("[scheduler]\nmax_step_tokens = 4096\nmax_batch = 16\n", "x.toml");
+    ASSERT_TRUE(parsed.ok()) << parsed.status();
+    EXPECT_EQ(EngineOptionsFor(*parsed).max_step_tokens, 4096);
+    EXPECT_EQ(EngineOptionsFor(*parsed).max_batch, 16);
+  }
   EXPECT_EQ(LoadError("[scheduler]\nchunk = 4\n", &path).find(path + ":2:1: key 'scheduler.chunk'"),
             0u)
       << LoadError("[scheduler]\nchunk = 4\n", &path);

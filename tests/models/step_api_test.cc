@@ -88,6 +88,17 @@ class TokenParityPolicy : public RoutingPolicy {
   }
 };
 
+// Reads the queries of the prompt's last rows, so that its prompts run whole (never in chunks).
+class ReadsLastRows : public RoutingPolicy {
+ public:
+  absl::Status Prepare(const RoutingSetup&) override { return absl::OkStatus(); }
+  bool NeedsQueries() const override { return true; }
+  QueryWindow QueriesRead() const override { return {0, 4}; }
+  absl::StatusOr<RoutingDecision> Decide(const RoutingInput&) override {
+    return RoutingDecision{AttentionChoice::kFull, {}};
+  }
+};
+
 class AlwaysSparse : public RoutingPolicy {
  public:
   absl::Status Prepare(const RoutingSetup&) override { return absl::OkStatus(); }
@@ -103,6 +114,7 @@ std::unique_ptr<Engine> MakeEngine(PlanLog* log, EngineOptions options = {}) {
   c.backend_plugins = {{"full", "counting_dense"}, {"stream", "counting_streaming"}};
   c.router = Own(new TokenParityPolicy());
   c.routers["all_sparse"] = Own(new AlwaysSparse());
+  c.routers["last_rows"] = Own(new ReadsLastRows());
   c.full_backend = "full";
   c.sparse_backend = "stream";
   if (options.kv_page_tokens == 64) options.kv_page_tokens = 4;
@@ -286,6 +298,113 @@ TEST(StepApi, ChunkedPrefillNeverStallsTheRunningDecodes) {
   }
   EXPECT_NE(Backends(done[*id_b].trace), Backends(done[*id_a].trace));
   EXPECT_EQ(engine->kv_pages_used(), 0);
+}
+
+// [scheduler] max_step_tokens and max_batch: no step runs more than 12 tokens (decode rows and
+// prompt tokens) or more than 2 requests; a prompt that may be chunked is, one that must run
+// whole (its policy reads its last rows) and is longer than 12 tokens fails alone with an error
+// naming the key, and every other request ends as it does alone.
+TEST(StepApi, MaxStepTokensAndMaxBatchBoundEveryStep) {
+  PlanLog log;
+  EngineOptions options;
+  options.max_step_tokens = 12;
+  options.max_batch = 2;
+  std::unique_ptr<Engine> engine = MakeEngine(&log, options);
+  const std::vector<RequestSpec> specs = {
+      Spec(10, 21, 6, false), Spec(30, 22, 3, false, "last_rows"), Spec(25, 23, 4, true),
+      Spec(5, 24, 3, false), Spec(11, 25, 2, false, "last_rows")};
+  std::map<uint64_t, size_t> index;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    auto id = engine->Add(specs[i]);
+    ASSERT_TRUE(id.ok()) << id.status();
+    index[*id] = i;
+  }
+  std::map<size_t, GenerationResult> done;
+  std::vector<std::pair<size_t, absl::Status>> failed;
+  int steps = 0;
+  while (!engine->idle()) {
+    log.sequences.clear();
+    auto step = engine->Step();
+    ASSERT_TRUE(step.ok()) << step.status();
+    ++steps;
+    ASSERT_LT(steps, 200);
+    EXPECT_LE(step->prefill_tokens + step->decode_tokens, 12) << "step " << steps;
+    for (int n : log.sequences) EXPECT_LE(n, 2) << "step " << steps;
+    for (auto& f : step->failed) failed.emplace_back(index[f.request_id], f.status);
+    for (GenerationResult& r : step->finished) done[index[r.request_id]] = std::move(r);
+  }
+  ASSERT_EQ(failed.size(), 1u);
+  EXPECT_EQ(failed[0].first, 1u);
+  const std::string message(failed[0].second.message());
+  EXPECT_NE(message.find("30 tokens in one step"), std::string::npos) << message;
+  EXPECT_NE(message.find("last rows"), std::string::npos) << message;
+  EXPECT_NE(message.find("[scheduler] max_step_tokens = 12"), std::string::npos) << message;
+  ASSERT_EQ(done.size(), specs.size() - 1);
+  for (const auto& [i, result] : done) {
+    EXPECT_EQ(result.tokens, Alone(specs[i]).tokens) << "request " << i;
+  }
+  EXPECT_EQ(engine->kv_pages_used(), 0);
+}
+
+// The engine asks the model for the memory of its largest step once, when it starts, and a
+// refusal is one error naming the scheduler keys.
+TEST(StepApi, TheLargestStepIsReservedWhenTheEngineStarts) {
+  class Reserving : public LanguageModel {
+   public:
+    explicit Reserving(std::unique_ptr<LanguageModel> inner) : inner_(std::move(inner)) {}
+    const ModelInfo& info() const override { return inner_->info(); }
+    const WeightSource& weights() const override { return inner_->weights(); }
+    const std::vector<int64_t>& stop_token_ids() const override { return inner_->stop_token_ids(); }
+    void SetThreads(int threads) override { inner_->SetThreads(threads); }
+    int threads() const override { return inner_->threads(); }
+    absl::Status Forward(std::span<const SequenceChunk> batch, LayerAttention& attention,
+                         bool all_positions, std::vector<float>* logits) override {
+      return inner_->Forward(batch, attention, all_positions, logits);
+    }
+    absl::Status ReserveSteps(int64_t rows, int64_t seqs) override {
+      asked.emplace_back(rows, seqs);
+      if (rows > 1000) return absl::ResourceExhaustedError("1000 rows at most here");
+      return absl::OkStatus();
+    }
+    std::vector<std::pair<int64_t, int64_t>> asked;
+
+   private:
+    std::unique_ptr<LanguageModel> inner_;
+  };
+  PlanLog log;
+  auto compose = [&log] {
+    Composition c;
+    c.backends["full"] = Own(new CountingDense("full", &log));
+    c.full_backend = "full";
+    return c;
+  };
+  for (const auto& [step_tokens, batch, rows, seqs] : std::vector<std::array<int64_t, 4>>{
+           {0, 0, -1, -1}, {64, 0, 64, 64}, {64, 8, 64, 8}, {4, 8, 4, 4}, {5000, 2, 5000, 2}}) {
+    auto model = std::make_unique<Reserving>(Model());
+    Reserving* raw = model.get();
+    EngineOptions options;
+    options.max_step_tokens = step_tokens;
+    options.max_batch = batch;
+    auto engine = Engine::Create(std::move(model), compose(), options);
+    SCOPED_TRACE(absl::StrCat(step_tokens, " tokens, batch ", batch));
+    if (rows < 0) {
+      ASSERT_TRUE(engine.ok()) << engine.status();
+      EXPECT_TRUE(raw->asked.empty());
+      continue;
+    }
+    if (rows > 1000) {
+      ASSERT_FALSE(engine.ok());
+      EXPECT_TRUE(absl::IsResourceExhausted(engine.status())) << engine.status();
+      EXPECT_NE(engine.status().message().find("[scheduler] max_step_tokens = 5000, max_batch = 2"),
+                std::string::npos)
+          << engine.status();
+      EXPECT_NE(engine.status().message().find("1000 rows at most"), std::string::npos);
+      continue;
+    }
+    ASSERT_TRUE(engine.ok()) << engine.status();
+    ASSERT_EQ(raw->asked.size(), 1u);
+    EXPECT_EQ(raw->asked[0], std::make_pair(rows, seqs));
+  }
 }
 
 // A request cancelled between two of its chunks gives back the pages of its whole prompt.

@@ -78,6 +78,10 @@ struct AttentionConfig {
 struct SchedulerConfig {
   // The most prompt tokens one engine step runs; 0: whole prompts (see EngineOptions).
   int64_t prefill_chunk_tokens = 0;
+  // The most tokens (prompt and decode rows) and requests one step runs; 0: no limit. With
+  // max_step_tokens set, the device memory of such steps is reserved when the engine starts.
+  int64_t max_step_tokens = 0;
+  int64_t max_batch = 0;
 };
 
 struct EngineConfig {

@@ -78,6 +78,9 @@ Device* CpuDevice();
 
 // True when the core was compiled with CUDA support.
 bool CudaCompiledIn();
+// Free memory of a CUDA device as its driver reports it (cudaMemGetInfo); an error for the CPU
+// (not tracked) or when the driver cannot say.
+absl::StatusOr<size_t> DeviceFreeBytes(Device* device);
 // Number of visible CUDA devices (0 when not compiled in or no driver/GPU).
 int CudaDeviceCount();
 // The CUDA device with this ordinal; an error names the ordinal and what was found.

@@ -123,6 +123,12 @@ struct EngineOptions {
   // router) or of all of them runs its prompt whole, and one that reads its first rows gets
   // them all in its first chunk.
   int64_t prefill_chunk_tokens = 0;
+  // [scheduler] max_step_tokens / max_batch: the most tokens (decode rows and prompt tokens)
+  // and requests of one step; 0: no limit. With max_step_tokens > 0 the engine asks the model
+  // to reserve the device memory of such steps when it starts (LanguageModel::ReserveSteps),
+  // and a prompt that must run whole but is longer fails alone.
+  int64_t max_step_tokens = 0;
+  int64_t max_batch = 0;
   // Opens a separate safetensors file for routers that ship their weights apart.
   std::function<absl::StatusOr<std::unique_ptr<WeightSource>>(const std::string& path)>
       open_weights;

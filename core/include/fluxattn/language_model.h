@@ -65,6 +65,14 @@ class LanguageModel {
   // The element type of activations, queries, keys and values (float32 on the CPU, bfloat16 on
   // CUDA).
   virtual DType activation_dtype() const { return DType::kF32; }
+  // Asks now for the memory of forward passes of up to `max_rows` token rows over up to
+  // `max_seqs` sequences (one logits row each), so that such passes allocate nothing; an error
+  // names the bytes needed and free. Default: nothing to reserve.
+  virtual absl::Status ReserveSteps(int64_t max_rows, int64_t max_seqs) {
+    (void)max_rows;
+    (void)max_seqs;
+    return absl::OkStatus();
+  }
   // The checkpoint's tensors (the learned router reads its weights from here).
   virtual const WeightSource& weights() const = 0;
   // Tokens that end a generation (eos ids of config.json and generation_config.json).

@@ -208,6 +208,18 @@ CudaDeviceImpl* AsCuda(Device* device) {
 
 bool CudaCompiledIn() { return true; }
 
+absl::StatusOr<size_t> DeviceFreeBytes(Device* device) {
+  if (device == nullptr || device->type() != DeviceType::kCuda) {
+    return absl::UnimplementedError(absl::StrCat(
+        "free memory of ", device != nullptr ? device->name() : "no device", ": not tracked"));
+  }
+  const std::string where = absl::StrCat("cuda:", device->ordinal());
+  FLUXATTN_CUDA_RETURN_IF_ERROR(where, "cudaSetDevice", cudaSetDevice(device->ordinal()));
+  size_t free_bytes = 0, total_bytes = 0;
+  FLUXATTN_CUDA_RETURN_IF_ERROR(where, "cudaMemGetInfo", cudaMemGetInfo(&free_bytes, &total_bytes));
+  return free_bytes;
+}
+
 int CudaDeviceCount() { return Devices().count; }
 
 absl::StatusOr<Device*> CudaDevice(int ordinal) {

@@ -665,6 +665,10 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
     return InvalidInput("scheduler prefill_chunk_tokens", "0 (whole prompts) or more",
                         absl::StrCat(options.prefill_chunk_tokens));
   }
+  if (options.max_step_tokens < 0 || options.max_batch < 0) {
+    return InvalidInput("scheduler max_step_tokens / max_batch", "0 (no limit) or more",
+                        absl::StrCat(options.max_step_tokens, " / ", options.max_batch));
+  }
   auto impl = std::make_unique<Impl>();
   FLUXATTN_ASSIGN_OR_RETURN(impl->device_sampling, EnvSwitch("FLUXATTN_DEVICE_SAMPLING", true));
   impl->options = std::move(options);
@@ -742,6 +746,17 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
     pool_options.capacity_pages = std::max<int64_t>(1, std::min(16 * per_sequence, cap));
   }
   FLUXATTN_ASSIGN_OR_RETURN(impl->pool, KvPagePool::Create(device, pool_options));
+  // The activations of the largest step, asked for once with the weights and the KV pool.
+  if (impl->options.max_step_tokens > 0) {
+    const int64_t rows = impl->options.max_step_tokens;
+    const int64_t seqs =
+        impl->options.max_batch > 0 ? std::min(impl->options.max_batch, rows) : rows;
+    absl::Status st = model->ReserveSteps(rows, seqs);
+    if (!st.ok()) {
+      return Annotate(st, absl::StrCat("[scheduler] max_step_tokens = ", rows,
+                                       ", max_batch = ", impl->options.max_batch));
+    }
+  }
   if (device->type() == DeviceType::kCuda) {
     FLUXATTN_ASSIGN_OR_RETURN(impl->cuda,
                               CudaLayerRunner::Create(device, impl->options.dense_prefill));
@@ -809,6 +824,8 @@ EngineOptions EngineOptionsFor(const EngineConfig& config) {
   options.kv_pool_bytes = static_cast<size_t>(config.kv.pool_mib) << 20;
   options.dense_prefill = config.attention.dense_prefill;
   options.prefill_chunk_tokens = config.scheduler.prefill_chunk_tokens;
+  options.max_step_tokens = config.scheduler.max_step_tokens;
+  options.max_batch = config.scheduler.max_batch;
   return options;
 }
 
@@ -900,12 +917,33 @@ absl::StatusOr<StepResult> Engine::Step() {
     I.active_prefill.push_back(0);
     I.active_tokens.push_back(1);
   }
-  int64_t budget = I.options.prefill_chunk_tokens > 0 ? I.options.prefill_chunk_tokens
-                                                      : std::numeric_limits<int64_t>::max();
+  // [scheduler] max_step_tokens and max_batch bound the step's rows and requests (admission
+  // keeps the running requests within both, so their decode rows always fit).
+  constexpr int64_t kNoLimit = std::numeric_limits<int64_t>::max();
+  const int64_t step_tokens = I.options.max_step_tokens > 0 ? I.options.max_step_tokens : kNoLimit;
+  const int64_t batch_cap =
+      std::min(I.options.max_batch > 0 ? I.options.max_batch : kNoLimit, step_tokens);
+  int64_t rows_left =
+      step_tokens == kNoLimit ? kNoLimit : step_tokens - static_cast<int64_t>(I.active.size());
+  int64_t budget = std::min(
+      I.options.prefill_chunk_tokens > 0 ? I.options.prefill_chunk_tokens : kNoLimit, rows_left);
   for (auto& [id, req] : I.requests) {
-    if (budget == 0) break;
+    if (budget <= 0) break;
     if (req->phase == Impl::Phase::kRunning) continue;
     const int64_t len = static_cast<int64_t>(req->spec.prompt.size());
+    if (req->phase == Impl::Phase::kQueued && static_cast<int64_t>(I.active.size()) >= batch_cap) {
+      break;  // waits in the queue, in order
+    }
+    const int64_t chunk = I.NextChunk(*req, budget);
+    if (chunk > rows_left) {
+      if (chunk <= step_tokens) break;  // fits an emptier step: waits, in order
+      fail(*req, absl::ResourceExhaustedError(absl::StrCat(
+                     "request ", req->id, ": its prompt runs ", chunk,
+                     " tokens in one step (its routing policy reads the prompt's ",
+                     req->policy->QueriesRead().tail > 0 ? "last rows" : "first rows",
+                     "), expected at most [scheduler] max_step_tokens = ", step_tokens)));
+      continue;
+    }
     if (req->phase == Impl::Phase::kQueued) {
       absl::Status st = I.Reserve(*req, len);
       if (!st.ok()) {
@@ -918,8 +956,8 @@ absl::StatusOr<StepResult> Engine::Step() {
       }
       req->phase = Impl::Phase::kPrefilling;
     }
-    const int64_t chunk = I.NextChunk(*req, budget);
     budget -= std::min(chunk, budget);
+    if (rows_left != kNoLimit) rows_left -= chunk;
     I.active.push_back(req.get());
     I.active_prefill.push_back(1);
     I.active_tokens.push_back(chunk);
