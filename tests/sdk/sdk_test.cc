@@ -150,6 +150,8 @@ dense_prefill = "fluxattn"
 
 [scheduler]
 prefill_chunk_tokens = 128
+max_step_tokens = 4096
+max_batch = 16
 
 [plugins]
 paths = ["plugins"]
@@ -197,6 +199,8 @@ backend = "a"
   EXPECT_EQ(config->kv.pool_mib, 64);
   EXPECT_EQ(config->attention.dense_prefill, "fluxattn");
   EXPECT_EQ(config->scheduler.prefill_chunk_tokens, 128);
+  EXPECT_EQ(config->scheduler.max_step_tokens, 4096);
+  EXPECT_EQ(config->scheduler.max_batch, 16);
   EXPECT_EQ(config->router_sparse, "b");
   EXPECT_EQ(config->layer_backends.at(0), "a");
   EXPECT_EQ(config->backends.at("b").prefill_with, "a");
