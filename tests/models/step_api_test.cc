@@ -335,6 +335,7 @@ TEST(StepApi, MaxStepTokensAndMaxBatchBoundEveryStep) {
   }
   ASSERT_EQ(failed.size(), 1u);
   EXPECT_EQ(failed[0].first, 1u);
+  EXPECT_TRUE(absl::IsOutOfRange(failed[0].second)) << failed[0].second;
   const std::string message(failed[0].second.message());
   EXPECT_NE(message.find("30 tokens in one step"), std::string::npos) << message;
   EXPECT_NE(message.find("last rows"), std::string::npos) << message;

@@ -937,7 +937,8 @@ absl::StatusOr<StepResult> Engine::Step() {
     const int64_t chunk = I.NextChunk(*req, budget);
     if (chunk > rows_left) {
       if (chunk <= step_tokens) break;  // fits an emptier step: waits, in order
-      fail(*req, absl::ResourceExhaustedError(absl::StrCat(
+      // No later step can run it either: a permanent refusal (OutOfRange), not "retry later".
+      fail(*req, absl::OutOfRangeError(absl::StrCat(
                      "request ", req->id, ": its prompt runs ", chunk,
                      " tokens in one step (its routing policy reads the prompt's ",
                      req->policy->QueriesRead().tail > 0 ? "last rows" : "first rows",
