@@ -608,6 +608,56 @@ TEST(CudaEngine, SamplingOnTheDeviceFollowsTheRule) {
   EXPECT_EQ(a.requests.back().tokens, host.requests.back().tokens);
 }
 
+// With [scheduler] max_step_tokens the engine asks for the activations and the attention scratch
+// of its largest step when it starts: the steps after that allocate next to nothing (the
+// per-layer tables), where without it the first long prefill grows every buffer. A reservation
+// the device cannot hold is one error naming the key, the MiB needed and the MiB free.
+TEST(CudaEngine, ReservedStepsAllocateNothingLater) {
+  REQUIRE_GPU();
+  std::mt19937_64 rng(::testing::UnitTest::GetInstance()->random_seed() + 71);
+  std::uniform_int_distribution<int64_t> token(1, 999);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t len : {900, 333, 17}) {
+    std::vector<int64_t> p(len);
+    for (auto& t : p) t = token(rng);
+    prompts.push_back(std::move(p));
+  }
+  size_t growth[2] = {0, 0};
+  for (int reserve = 0; reserve < 2; ++reserve) {
+    auto model = RandomModel("cuda", 2, 64, 5);
+    ASSERT_TRUE(model.ok()) << model.status();
+    Device* device = (*model)->device();
+    EngineConfig config = DefaultEngineConfig((*model)->info());
+    config.attention.dense_prefill = "fluxattn";  // cuDNN keeps workspaces of its own
+    if (reserve) {
+      config.scheduler.max_step_tokens = 1400;
+      config.scheduler.max_batch = 4;
+    }
+    auto engine = MakeEngine(std::move(*model), config);
+    ASSERT_NE(engine, nullptr);
+    const size_t before = device->bytes_in_use();
+    auto result = engine->Generate(prompts, Greedy(5));
+    ASSERT_TRUE(result.ok()) << result.status();
+    growth[reserve] = device->bytes_in_use() - before;
+  }
+  EXPECT_GT(growth[0], size_t{1} << 20) << "the unreserved run should grow its buffers";
+  EXPECT_LT(growth[1], size_t{256} << 10) << "after the reservation, steps should not allocate";
+
+  auto model = RandomModel("cuda", 2, 64, 5);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EngineConfig config = DefaultEngineConfig((*model)->info());
+  config.scheduler.max_step_tokens = int64_t{1} << 24;  // far beyond any GPU's memory
+  auto composition = Compose(config, Registry());
+  ASSERT_TRUE(composition.ok()) << composition.status();
+  auto engine =
+      Engine::Create(std::move(*model), std::move(*composition), EngineOptionsFor(config));
+  ASSERT_FALSE(engine.ok());
+  const std::string message(engine.status().message());
+  EXPECT_NE(message.find("[scheduler] max_step_tokens = 16777216"), std::string::npos) << message;
+  EXPECT_NE(message.find("MiB of device memory"), std::string::npos) << message;
+  EXPECT_NE(message.find("MiB free"), std::string::npos) << message;
+}
+
 TEST(CudaEngine, ConfigErrorsNameTheKey) {
   // No GPU needed: the checks come first.
   auto bad = models::ModelLoadOptionsFor("x.toml: [model]", "cuda", "f16", 0);

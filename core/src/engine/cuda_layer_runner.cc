@@ -101,6 +101,8 @@ class Runner : public CudaLayerRunner {
 
   absl::Status Run(const AttentionBatch& batch, const TensorView& k, const TensorView& v,
                    std::span<const BlockSparseLayout> layouts) override;
+  absl::Status ReserveScratch(int64_t max_rows, int32_t max_seqs, int num_q_heads, int num_kv_heads,
+                              int model_head_dim, int pool_head_dim, DType dtype) override;
 
   std::string dense_prefill_kernel() const override {
     if (cudnn_ != nullptr) {
@@ -162,6 +164,41 @@ absl::Status Runner::InitDensePrefill(const std::string& choice) {
   if (cudnn_required_) {
     return absl::FailedPreconditionError(
         absl::StrCat("attention.dense_prefill = \"cudnn\": ", cudnn_note_));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Runner::ReserveScratch(int64_t max_rows, int32_t max_seqs, int num_q_heads,
+                                    int num_kv_heads, int model_head_dim, int pool_head_dim,
+                                    DType dtype) {
+  if (max_rows < 1 || max_seqs < 1 || num_q_heads < 1 || num_kv_heads < 1 ||
+      model_head_dim > pool_head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "attention on cuda: reserve rows / sequences / heads / head dims: expected positive, "
+        "model head_dim <= pool head_dim, found ",
+        max_rows, " / ", max_seqs, " / ", num_q_heads, "+", num_kv_heads, " / ", model_head_dim,
+        " <= ", pool_head_dim));
+  }
+  kc::AttentionShape shape;
+  shape.num_q_heads = num_q_heads;
+  shape.num_kv_heads = num_kv_heads;
+  shape.head_dim = pool_head_dim;
+  // The workspace is shared by prefill (its tile list) and decode (split partials, whose split
+  // count depends on the batch: the largest over every batch size up to max_seqs).
+  size_t bytes = kc::PrefillWorkspaceBytes(max_rows, max_seqs);
+  for (int32_t b = 1; b <= max_seqs; ++b) {
+    const int32_t splits = kc::ChooseDecodeSplits(b, num_kv_heads, int64_t{1} << 30);
+    bytes = std::max(bytes, kc::DecodeWorkspaceBytes(b, shape, splits));
+  }
+  FLUXATTN_RETURN_IF_ERROR(workspace_.Ensure(bytes).status());
+  if (model_head_dim != pool_head_dim) {
+    const size_t elem = DTypeSize(dtype);
+    const size_t q_bytes = static_cast<size_t>(max_rows) * num_q_heads * pool_head_dim * elem;
+    const size_t kv_bytes = static_cast<size_t>(max_rows) * num_kv_heads * pool_head_dim * elem;
+    FLUXATTN_RETURN_IF_ERROR(q_pad_.Ensure(q_bytes).status());
+    FLUXATTN_RETURN_IF_ERROR(out_pad_.Ensure(q_bytes).status());
+    FLUXATTN_RETURN_IF_ERROR(k_pad_.Ensure(kv_bytes).status());
+    FLUXATTN_RETURN_IF_ERROR(v_pad_.Ensure(kv_bytes).status());
   }
   return absl::OkStatus();
 }

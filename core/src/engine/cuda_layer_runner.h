@@ -34,6 +34,14 @@ class CudaLayerRunner {
   virtual absl::Status Run(const AttentionBatch& batch, const TensorView& k, const TensorView& v,
                            std::span<const BlockSparseLayout> layouts) = 0;
 
+  // Asks now for the scratch of layer batches of up to `max_rows` rows over `max_seqs`
+  // sequences (the kernels' workspace, and the padded heads where the model's head_dim
+  // `model_head_dim` is below the pool's `pool_head_dim`), in `dtype` elements. The per-layer
+  // tables, which grow with the context, are not included.
+  virtual absl::Status ReserveScratch(int64_t max_rows, int32_t max_seqs, int num_q_heads,
+                                      int num_kv_heads, int model_head_dim, int pool_head_dim,
+                                      DType dtype) = 0;
+
   // The kernel dense causal prefill runs on, and why: "cudnn (cuDNN 9.19.0 (frontend 1.32.0))"
   // or "fluxattn (...)".
   virtual std::string dense_prefill_kernel() const = 0;

@@ -746,23 +746,28 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(std::unique_ptr<LanguageM
     pool_options.capacity_pages = std::max<int64_t>(1, std::min(16 * per_sequence, cap));
   }
   FLUXATTN_ASSIGN_OR_RETURN(impl->pool, KvPagePool::Create(device, pool_options));
-  // The activations of the largest step, asked for once with the weights and the KV pool.
-  if (impl->options.max_step_tokens > 0) {
-    const int64_t rows = impl->options.max_step_tokens;
-    const int64_t seqs =
-        impl->options.max_batch > 0 ? std::min(impl->options.max_batch, rows) : rows;
-    absl::Status st = model->ReserveSteps(rows, seqs);
-    if (!st.ok()) {
-      return Annotate(st, absl::StrCat("[scheduler] max_step_tokens = ", rows,
-                                       ", max_batch = ", impl->options.max_batch));
-    }
-  }
   if (device->type() == DeviceType::kCuda) {
     FLUXATTN_ASSIGN_OR_RETURN(impl->cuda,
                               CudaLayerRunner::Create(device, impl->options.dense_prefill));
   } else if (impl->options.dense_prefill != "auto" && impl->options.dense_prefill != "fluxattn") {
     return InvalidInput("attention.dense_prefill", "\"auto\" or \"fluxattn\" on the cpu",
                         absl::StrCat("\"", impl->options.dense_prefill, "\""));
+  }
+  // The activations of the largest step, asked for once with the weights and the KV pool.
+  if (impl->options.max_step_tokens > 0) {
+    const int64_t rows = impl->options.max_step_tokens;
+    const int64_t seqs =
+        impl->options.max_batch > 0 ? std::min(impl->options.max_batch, rows) : rows;
+    absl::Status st = model->ReserveSteps(rows, seqs);
+    if (st.ok() && impl->cuda != nullptr) {
+      st = impl->cuda->ReserveScratch(rows, static_cast<int32_t>(seqs), info.num_q_heads,
+                                      info.num_kv_heads, info.head_dim, pool_options.head_dim,
+                                      model->activation_dtype());
+    }
+    if (!st.ok()) {
+      return Annotate(st, absl::StrCat("[scheduler] max_step_tokens = ", rows,
+                                       ", max_batch = ", impl->options.max_batch));
+    }
   }
 
   RoutingSetup setup;
