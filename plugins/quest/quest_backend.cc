@@ -8,9 +8,107 @@
 #include "fluxattn/attention/layout_builder.h"
 #include "fluxattn/attention/parallel_for.h"
 #include "fluxattn/attention/param_reader.h"
+#include "fluxattn/device.h"
 #include "fluxattn/status.h"
+#if defined(FLUXATTN_WITH_CUDA)
+#include "fluxattn/kernels/cuda_quest.h"
+#endif
 
 namespace fluxattn::plugins {
+
+// The bounds of a CUDA problem's request on its device: [capacity pages][head][dim] f32 each,
+// grown by copying, plus scratch for the page table and the scores.
+struct QuestState::Device {
+  fluxattn::Device* device = nullptr;
+  float* lo = nullptr;
+  float* hi = nullptr;
+  int64_t capacity_pages = 0;
+  int64_t covered = 0;
+  DeviceBuffer table, scores;
+  ~Device() {
+    if (device != nullptr) {
+      device->Free(lo);
+      device->Free(hi);
+    }
+  }
+};
+
+QuestState::QuestState(int num_kv_heads, int head_dim, int page_size)
+    : num_kv_heads_(num_kv_heads), head_dim_(head_dim), page_size_(page_size) {}
+
+QuestState::~QuestState() = default;
+
+absl::Status QuestState::DeviceScores(const AttentionProblem& p, std::vector<float>* scores) {
+#if defined(FLUXATTN_WITH_CUDA)
+  if (device_ == nullptr) {
+    auto made = std::make_unique<Device>();
+    FLUXATTN_ASSIGN_OR_RETURN(made->device, CudaDevice(p.q.ordinal));
+    made->table.Bind(made->device);
+    made->scores.Bind(made->device);
+    device_ = std::move(made);
+  }
+  Device& D = *device_;
+  const KvView& kv = p.kv;
+  const int64_t pages = (kv.length + page_size_ - 1) / page_size_;
+  // The keys in the pool: every position before the step's first query.
+  const int64_t begin = D.covered, end = p.q_pos0;
+  if (end < begin || end > kv.length) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("quest: expected the KV to grow, found the keys up to ", end, " after ", begin,
+                     " (length ", kv.length, ")"));
+  }
+  for (int64_t i = 0; i * kv.page_tokens < end; ++i) {
+    if (i >= kv.num_pages || kv.pages[i] < 0) {
+      return absl::FailedPreconditionError(absl::StrCat("quest: expected KV position ",
+                                                        i * kv.page_tokens,
+                                                        " to be resident, found it released"));
+    }
+  }
+  fluxattn::Device* dev = D.device;
+  Stream* stream = dev->default_stream();
+  const size_t page_floats = static_cast<size_t>(num_kv_heads_) * head_dim_;
+  if (pages > D.capacity_pages) {
+    const int64_t capacity = std::max<int64_t>(pages, 2 * D.capacity_pages);
+    FLUXATTN_ASSIGN_OR_RETURN(void* lo, dev->Allocate(capacity * page_floats * sizeof(float)));
+    FLUXATTN_ASSIGN_OR_RETURN(void* hi, dev->Allocate(capacity * page_floats * sizeof(float)));
+    if (D.capacity_pages > 0) {
+      const size_t old_bytes = D.capacity_pages * page_floats * sizeof(float);
+      FLUXATTN_RETURN_IF_ERROR(dev->Copy(lo, D.lo, old_bytes, CopyKind::kDeviceToDevice, stream));
+      FLUXATTN_RETURN_IF_ERROR(dev->Copy(hi, D.hi, old_bytes, CopyKind::kDeviceToDevice, stream));
+      FLUXATTN_RETURN_IF_ERROR(stream->Synchronize());
+      dev->Free(D.lo);
+      dev->Free(D.hi);
+    }
+    D.lo = static_cast<float*>(lo);
+    D.hi = static_cast<float*>(hi);
+    D.capacity_pages = capacity;
+  }
+  void* cu = stream->native_handle();
+  if (end > begin) {
+    FLUXATTN_ASSIGN_OR_RETURN(void* table, D.table.Ensure(kv.num_pages * sizeof(int32_t)));
+    FLUXATTN_RETURN_IF_ERROR(dev->Copy(table, kv.pages, kv.num_pages * sizeof(int32_t),
+                                       CopyKind::kHostToDevice, stream));
+    FLUXATTN_RETURN_IF_ERROR(kernels::cuda::QuestFoldKeys(
+        kv.k_pool, kv.page_tokens, kv.head_dim, static_cast<const int32_t*>(table), num_kv_heads_,
+        head_dim_, page_size_, begin, end, D.lo, D.hi, cu));
+    D.covered = end;
+  }
+  const size_t score_bytes = pages * num_kv_heads_ * sizeof(float);
+  FLUXATTN_ASSIGN_OR_RETURN(void* out, D.scores.Ensure(score_bytes));
+  FLUXATTN_RETURN_IF_ERROR(
+      kernels::cuda::QuestPageScores(p.q.data, p.num_q_heads, num_kv_heads_, head_dim_, D.lo, D.hi,
+                                     static_cast<int32_t>(pages), static_cast<float*>(out), cu));
+  scores->resize(pages * num_kv_heads_);
+  FLUXATTN_RETURN_IF_ERROR(
+      dev->Copy(scores->data(), out, score_bytes, CopyKind::kDeviceToHost, stream));
+  return stream->Synchronize();
+#else
+  (void)p;
+  (void)scores;
+  return absl::UnimplementedError("quest on cuda: this build has no CUDA");
+#endif
+}
+
 absl::Status QuestState::Update(const KvView& kv) {
   if (kv.length < covered_) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -79,8 +177,31 @@ absl::StatusOr<std::unique_ptr<QuestBackend>> QuestBackend::Create(const ParamVa
 
 AttentionCapabilities QuestBackend::capabilities() const {
   AttentionCapabilities caps;
+  caps.devices = {DeviceType::kCpu, DeviceType::kCuda};
+  caps.dtypes = {DType::kF32, DType::kBF16};
   caps.data_dependent_layout = true;
   return caps;
+}
+
+absl::Status QuestBackend::Supports(const ProblemDesc& problem) const {
+  FLUXATTN_RETURN_IF_ERROR(AttentionBackend::Supports(problem));
+  if (problem.device == DeviceType::kCpu && problem.dtype != DType::kF32) {
+    return absl::UnimplementedError(
+        absl::StrCat("on the cpu it runs f32, not ", DTypeName(problem.dtype)));
+  }
+  if (problem.device == DeviceType::kCuda) {
+    if (!CudaCompiledIn()) return absl::UnimplementedError("this build has no CUDA");
+    if (problem.dtype != DType::kBF16) {
+      return absl::UnimplementedError(
+          absl::StrCat("on cuda it scores bf16 KV pools, not ", DTypeName(problem.dtype)));
+    }
+    if (config_.page_size % 64 != 0) {
+      return absl::UnimplementedError(
+          absl::StrCat("on cuda page_size must be a multiple of 64 (the kernels' key tile), found ",
+                       config_.page_size));
+    }
+  }
+  return absl::OkStatus();
 }
 
 std::unique_ptr<AttentionState> QuestBackend::CreateState(int /*num_q_heads*/, int num_kv_heads,
@@ -99,13 +220,16 @@ absl::Status QuestBackend::BuildLayout(const AttentionProblem& problem, BlockSpa
       state = scratch.get();
     }
   }
-  if (state != nullptr) FLUXATTN_RETURN_IF_ERROR(state->Update(problem.kv));
+  // On a GPU the keys are folded on the device when a decode step needs the scores.
+  if (state != nullptr && problem.device != DeviceType::kCuda) {
+    FLUXATTN_RETURN_IF_ERROR(state->Update(problem.kv));
+  }
   if (problem.phase == AttentionPhase::kDecode) return BuildDecodeLayout(problem, *state, layout);
   *layout = DenseCausalLayout(problem.q_pos0, problem.num_queries, problem.kv.length);
   return absl::OkStatus();
 }
 
-absl::Status QuestBackend::BuildDecodeLayout(const AttentionProblem& p, const QuestState& state,
+absl::Status QuestBackend::BuildDecodeLayout(const AttentionProblem& p, QuestState& state,
                                              BlockSparseLayout* layout) const {
   const int page = config_.page_size;
   const int64_t len = p.kv.length;
@@ -119,6 +243,25 @@ absl::Status QuestBackend::BuildDecodeLayout(const AttentionProblem& p, const Qu
     *layout = DenseCausalLayout(p.q_pos0, p.num_queries, len);
     return absl::OkStatus();
   }
+  // Each page's bound for KV head h: on a GPU computed there for every page, on the CPU here.
+  const bool cuda = p.device == DeviceType::kCuda;
+  std::vector<float> device_scores;
+  if (cuda) FLUXATTN_RETURN_IF_ERROR(state.DeviceScores(p, &device_scores));
+  auto page_bound = [&](int64_t b, int h) {
+    if (cuda) return device_scores[h * pages + b];
+    const float* lo = state.min_key(b, h);
+    const float* hi = state.max_key(b, h);
+    float best = -std::numeric_limits<float>::infinity();
+    for (int64_t r = 0; r < p.num_queries; ++r) {
+      for (int g = 0; g < group; ++g) {
+        const float* q = p.host_q() + (r * p.num_q_heads + h * group + g) * static_cast<int64_t>(d);
+        float bound = 0;
+        for (int i = 0; i < d; ++i) bound += std::max(q[i] * lo[i], q[i] * hi[i]);
+        best = std::max(best, bound);
+      }
+    }
+    return best;
+  };
   std::vector<std::vector<int32_t>> selected(heads);
   ParallelFor(heads, [&](int64_t h) {
     std::vector<int32_t>& keep = selected[h];
@@ -126,19 +269,7 @@ absl::Status QuestBackend::BuildDecodeLayout(const AttentionProblem& p, const Qu
     const int64_t recent_begin = std::max<int64_t>(sink_end, pages - config_.recent_pages);
     std::vector<std::pair<float, int32_t>> bounds;
     for (int64_t b = sink_end; b < recent_begin; ++b) {
-      const float* lo = state.min_key(b, static_cast<int>(h));
-      const float* hi = state.max_key(b, static_cast<int>(h));
-      float best = -std::numeric_limits<float>::infinity();
-      for (int64_t r = 0; r < p.num_queries; ++r) {
-        for (int g = 0; g < group; ++g) {
-          const float* q =
-              p.host_q() + (r * p.num_q_heads + h * group + g) * static_cast<int64_t>(d);
-          float bound = 0;
-          for (int i = 0; i < d; ++i) bound += std::max(q[i] * lo[i], q[i] * hi[i]);
-          best = std::max(best, bound);
-        }
-      }
-      bounds.emplace_back(best, static_cast<int32_t>(b));
+      bounds.emplace_back(page_bound(b, static_cast<int>(h)), static_cast<int32_t>(b));
     }
     const int64_t free_pages = config_.budget_pages() - sink_end - (pages - recent_begin);
     const int64_t take = std::clamp<int64_t>(free_pages, 0, static_cast<int64_t>(bounds.size()));
@@ -152,7 +283,8 @@ absl::Status QuestBackend::BuildDecodeLayout(const AttentionProblem& p, const Qu
     for (int64_t b = recent_begin; b < pages; ++b) keep.push_back(static_cast<int32_t>(b));
     std::sort(keep.begin(), keep.end());
   });
-  LayoutBuilder builder(q_block, page, p.q_pos0, p.num_queries, len, heads);
+  // The CUDA kernels take query blocks of 64 rows (the decode row is row 0 of its block).
+  LayoutBuilder builder(cuda ? 64 : q_block, page, p.q_pos0, p.num_queries, len, heads);
   for (int h = 0; h < heads; ++h) {
     builder.StartRow();
     for (int32_t b : selected[h]) builder.AddBlock(b);

@@ -6,6 +6,12 @@
 // `recent_pages` last pages. With grouped-query attention a KV head's pages are ranked by the
 // largest bound over its query heads. Prefill is dense; a config that wants another prefill hands
 // it to another instance (`prefill_with`).
+//
+// On CUDA (bf16, page_size a multiple of 64, the kernels' key tile) the bounds are folded on the
+// device from the KV pool (the keys of the positions before the step's queries, which are in the
+// pool when the layout is planned; the newest page is always read anyway), the page bounds are
+// computed there, and only those scores come to the host, which picks the pages by the same
+// rule.
 #pragma once
 
 #include <memory>
@@ -25,11 +31,12 @@ struct QuestConfig {
   int64_t budget_pages() const { return (budget_tokens + page_size - 1) / page_size; }
 };
 
-// Per-page key bounds of one (request, layer), extended incrementally.
+// Per-page key bounds of one (request, layer), extended incrementally (on the host, or for CUDA
+// problems on the device).
 class QuestState : public AttentionState {
  public:
-  QuestState(int num_kv_heads, int head_dim, int page_size)
-      : num_kv_heads_(num_kv_heads), head_dim_(head_dim), page_size_(page_size) {}
+  QuestState(int num_kv_heads, int head_dim, int page_size);
+  ~QuestState() override;
   // Folds positions [covered(), kv.length) into the bounds.
   absl::Status Update(const KvView& kv);
   int64_t covered() const { return covered_; }
@@ -43,11 +50,17 @@ class QuestState : public AttentionState {
   bool Matches(int num_kv_heads, int head_dim) const {
     return num_kv_heads == num_kv_heads_ && head_dim == head_dim_;
   }
+  // CUDA problems: folds the pool's keys before the problem's first query into the device
+  // bounds, then writes the score of every page of the problem's KV for each KV head into
+  // *scores ([num_kv_heads][pages], host).
+  absl::Status DeviceScores(const AttentionProblem& problem, std::vector<float>* scores);
 
  private:
+  struct Device;
   int num_kv_heads_, head_dim_, page_size_;
   int64_t covered_ = 0;
   std::vector<float> min_, max_;  // [page][head][dim]
+  std::unique_ptr<Device> device_;
 };
 
 class QuestBackend : public AttentionBackend {
@@ -57,12 +70,14 @@ class QuestBackend : public AttentionBackend {
   explicit QuestBackend(const QuestConfig& config) : config_(config) {}
 
   AttentionCapabilities capabilities() const override;
+  // The CPU in f32; CUDA in bf16 with page_size a multiple of 64.
+  absl::Status Supports(const ProblemDesc& problem) const override;
   std::unique_ptr<AttentionState> CreateState(int num_q_heads, int num_kv_heads,
                                               int head_dim) const override;
   absl::Status BuildLayout(const AttentionProblem& problem, BlockSparseLayout* layout) override;
 
  private:
-  absl::Status BuildDecodeLayout(const AttentionProblem& problem, const QuestState& state,
+  absl::Status BuildDecodeLayout(const AttentionProblem& problem, QuestState& state,
                                  BlockSparseLayout* layout) const;
   QuestConfig config_;
 };
