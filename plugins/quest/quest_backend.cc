@@ -16,6 +16,9 @@
 
 namespace fluxattn::plugins {
 
+// The CUDA kernels' key tile: layouts on a GPU list keys in blocks of this many.
+constexpr int kCudaKeyTile = 64;
+
 // The bounds of a CUDA problem's request on its device: [capacity pages][head][dim] f32 each,
 // grown by copying, plus scratch for the page table and the scores.
 struct QuestState::Device {
@@ -195,10 +198,10 @@ absl::Status QuestBackend::Supports(const ProblemDesc& problem) const {
       return absl::UnimplementedError(
           absl::StrCat("on cuda it scores bf16 KV pools, not ", DTypeName(problem.dtype)));
     }
-    if (config_.page_size % 64 != 0) {
+    if (config_.page_size % kCudaKeyTile != 0 && kCudaKeyTile % config_.page_size != 0) {
       return absl::UnimplementedError(
-          absl::StrCat("on cuda page_size must be a multiple of 64 (the kernels' key tile), found ",
-                       config_.page_size));
+          absl::StrCat("on cuda page_size must divide or be a multiple of ", kCudaKeyTile,
+                       " (the kernels' key tile), found ", config_.page_size));
     }
   }
   return absl::OkStatus();
@@ -283,8 +286,40 @@ absl::Status QuestBackend::BuildDecodeLayout(const AttentionProblem& p, QuestSta
     for (int64_t b = recent_begin; b < pages; ++b) keep.push_back(static_cast<int32_t>(b));
     std::sort(keep.begin(), keep.end());
   });
+  if (cuda && page < kCudaKeyTile) {
+    // The CUDA kernels read keys in tiles of 64: pages smaller than a tile become the bits of
+    // the decode row (row 0 of its 64-row query block) in the tiles' masks.
+    const int per_tile = kCudaKeyTile / page;
+    LayoutBuilder builder(kCudaKeyTile, kCudaKeyTile, p.q_pos0, p.num_queries, len, heads);
+    for (int h = 0; h < heads; ++h) {
+      builder.StartRow();
+      const std::vector<int32_t>& keep = selected[h];
+      for (size_t i = 0; i < keep.size();) {
+        const int32_t tile = keep[i] / per_tile;
+        size_t j = i;
+        while (j < keep.size() && keep[j] / per_tile == tile) ++j;
+        // Pages of this tile that exist (the last tile may be short).
+        const int64_t tile_pages =
+            std::min<int64_t>(per_tile, pages - static_cast<int64_t>(tile) * per_tile);
+        if (static_cast<int64_t>(j - i) == tile_pages) {
+          builder.AddBlock(tile);
+        } else {
+          uint64_t* mask = builder.AddMaskedBlock(tile);
+          for (size_t t = i; t < j; ++t) {
+            const int first = (keep[t] - tile * per_tile) * page;
+            for (int k = first; k < first + page; ++k) {
+              LayoutBuilder::SetMaskBit(mask, kCudaKeyTile, 0, k);
+            }
+          }
+        }
+        i = j;
+      }
+    }
+    FLUXATTN_ASSIGN_OR_RETURN(*layout, builder.Build());
+    return absl::OkStatus();
+  }
   // The CUDA kernels take query blocks of 64 rows (the decode row is row 0 of its block).
-  LayoutBuilder builder(cuda ? 64 : q_block, page, p.q_pos0, p.num_queries, len, heads);
+  LayoutBuilder builder(cuda ? kCudaKeyTile : q_block, page, p.q_pos0, p.num_queries, len, heads);
   for (int h = 0; h < heads; ++h) {
     builder.StartRow();
     for (int32_t b : selected[h]) builder.AddBlock(b);

@@ -7,7 +7,8 @@
 // largest bound over its query heads. Prefill is dense; a config that wants another prefill hands
 // it to another instance (`prefill_with`).
 //
-// On CUDA (bf16, page_size a multiple of 64, the kernels' key tile) the bounds are folded on the
+// On CUDA (bf16; page_size a multiple or a divisor of 64, the kernels' key tile: smaller pages
+// become mask bits of their tile) the bounds are folded on the
 // device from the KV pool (the keys of the positions before the step's queries, which are in the
 // pool when the layout is planned; the newest page is always read anyway), the page bounds are
 // computed there, and only those scores come to the host, which picks the pages by the same

@@ -458,21 +458,17 @@ INSTANTIATE_TEST_SUITE_P(F32, CudaConformance,
 // largest over the head's query heads), computed here in double from the keys as the pool holds
 // them; the bounds carry over from one step to the next (the second step folds only the keys
 // written since, starting mid-page), and the attention over the chosen pages matches the oracle.
-// On CUDA quest needs bf16 and pages of a multiple of 64 tokens, and says so otherwise.
+// Selection pages of 64 tokens are whole key tiles; pages of 16 are bits of the tiles' masks. On
+// CUDA quest needs bf16 and pages that divide or are a multiple of 64, and says so otherwise.
 TEST(CudaQuest, DecodeReadsTheTopPagesByTheirBound) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device here";
   absl::StatusOr<Device*> dev = CudaDevice(0);
   ASSERT_TRUE(dev.ok()) << dev.status();
   Device* device = *dev;
   Stream* stream = device->default_stream();
+  // KV pool pages of 64 tokens; selection pages of 64 (whole tiles) and of 16 (mask bits).
   const int hq = 8, hkv = 2, d = 128, page = 64, group = hq / hkv;
   const int64_t budget_pages = 8, max_len = 1500;
-  auto made = MakeBackend("quest", {{"page_size", int64_t{page}},
-                                    {"budget_tokens", int64_t{budget_pages * page}},
-                                    {"sink_pages", int64_t{1}},
-                                    {"recent_pages", int64_t{1}}});
-  ASSERT_TRUE(made.ok()) << made.status();
-  AttentionBackend& quest = **made;
   ProblemDesc desc;
   desc.device = DeviceType::kCuda;
   desc.dtype = DType::kBF16;
@@ -480,16 +476,16 @@ TEST(CudaQuest, DecodeReadsTheTopPagesByTheirBound) {
   desc.num_q_heads = hq;
   desc.num_kv_heads = hkv;
   desc.phase = AttentionPhase::kDecode;
-  ASSERT_TRUE(quest.Supports(desc).ok()) << quest.Supports(desc);
   {
+    auto odd = MakeBackend("quest", {{"page_size", int64_t{48}}});
+    ASSERT_TRUE(odd.ok()) << odd.status();
+    const absl::Status refused = (*odd)->Supports(desc);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.message().find("divide or be a multiple of 64"), std::string::npos)
+        << refused;
     ProblemDesc f32 = desc;
     f32.dtype = DType::kF32;
-    EXPECT_FALSE(quest.Supports(f32).ok());
-    auto small = MakeBackend("quest", {{"page_size", int64_t{16}}});
-    ASSERT_TRUE(small.ok()) << small.status();
-    const absl::Status refused = (*small)->Supports(desc);
-    ASSERT_FALSE(refused.ok());
-    EXPECT_NE(refused.message().find("multiple of 64"), std::string::npos) << refused;
+    EXPECT_FALSE((*odd)->Supports(f32).ok());
   }
   std::mt19937_64 rng(FreshSeed());
   std::normal_distribution<float> normal(0.0f, 1.0f);
@@ -517,7 +513,6 @@ TEST(CudaQuest, DecodeReadsTheTopPagesByTheirBound) {
   const KvPoolView pv = (*pool)->view();
   auto runner = CudaLayerRunner::Create(device);
   ASSERT_TRUE(runner.ok()) << runner.status();
-  std::unique_ptr<AttentionState> state = quest.CreateState(hq, hkv, d);
   std::vector<void*> owned;
   auto upload = [&](const std::vector<float>& values) {
     const std::vector<uint8_t> bytes = Encode(values, DType::kBF16);
@@ -527,123 +522,137 @@ TEST(CudaQuest, DecodeReadsTheTopPagesByTheirBound) {
     return p;
   };
   int checked_sets = 0;
-  for (int64_t len : {int64_t{900}, max_len}) {
-    SCOPED_TRACE(absl::StrCat("length ", len));
-    const int64_t pos = len - 1;  // the decode query; its key comes with the batch
-    // The pool: every earlier key and value at its slot, NaN elsewhere.
-    auto fill_pool = [&](const std::vector<float>& rows, void* dst) {
-      std::vector<float> image(po.capacity_pages * page * kv_row,
-                               std::numeric_limits<float>::quiet_NaN());
-      for (int64_t j = 0; j < pos; ++j) {
-        std::copy(&rows[j * kv_row], &rows[(j + 1) * kv_row],
-                  image.begin() + (int64_t{pages[j / page]} * page + j % page) * kv_row);
-      }
-      const std::vector<uint8_t> bytes = Encode(image, DType::kBF16);
-      return device->Copy(dst, bytes.data(), bytes.size(), CopyKind::kHostToDevice, stream);
-    };
-    ASSERT_TRUE(fill_pool(k, pv.k.data).ok());
-    ASSERT_TRUE(fill_pool(v, pv.v.data).ok());
-    std::vector<float> q(hq * d);
-    for (float& x : q) x = BF16ToFloat(Bf16(normal(rng)));
-    void* d_q = upload(q);
-    void* d_out = upload(std::vector<float>(q.size(), std::numeric_limits<float>::quiet_NaN()));
-    void* d_k = upload(std::vector<float>(&k[pos * kv_row], &k[(pos + 1) * kv_row]));
-    void* d_v = upload(std::vector<float>(&v[pos * kv_row], &v[(pos + 1) * kv_row]));
-    const int ord = device->ordinal();
-    AttentionBatch batch;
-    batch.num_q_heads = hq;
-    batch.num_kv_heads = hkv;
-    batch.head_dim = d;
-    batch.scale = 1.0f / std::sqrt(static_cast<float>(d));
-    batch.device = DeviceType::kCuda;
-    batch.dtype = DType::kBF16;
-    batch.q = TensorView::Contiguous(d_q, DType::kBF16, DeviceType::kCuda, {1, hq, d}, ord);
-    batch.out = TensorView::Contiguous(d_out, DType::kBF16, DeviceType::kCuda, {1, hq, d}, ord);
-    batch.kv = pv;
-    AttentionProblem p;
-    p.num_q_heads = hq;
-    p.num_kv_heads = hkv;
-    p.head_dim = d;
-    p.scale = batch.scale;
-    p.phase = AttentionPhase::kDecode;
-    p.q_pos0 = pos;
-    p.num_queries = 1;
-    p.q = batch.q;
-    p.kv.num_kv_heads = hkv;
-    p.kv.head_dim = d;
-    p.kv.page_tokens = page;
-    p.kv.length = len;
-    p.kv.dtype = DType::kBF16;
-    p.kv.device = DeviceType::kCuda;
-    p.kv.k_pool = pv.k.data;
-    p.kv.v_pool = pv.v.data;
-    p.kv.pages = pages.data();
-    p.kv.num_pages = (len + page - 1) / page;
-    p.device = DeviceType::kCuda;
-    p.dtype = DType::kBF16;
-    p.state = state.get();
-    batch.seqs = std::span<const AttentionProblem>(&p, 1);
-    PlannedLayout plan;
-    ASSERT_TRUE(quest.Plan(batch, &plan).ok());
-    ASSERT_EQ(plan.layouts.size(), 1u);
-    const BlockSparseLayout& layout = plan.layouts[0];
-    ASSERT_TRUE(ValidateLayout(layout, hkv).ok());
-    ASSERT_EQ(layout.num_layout_heads, hkv);
-    ASSERT_EQ(layout.kv_block_tokens, page);
-    // The oracle's choice per KV head.
-    const int64_t n_pages = (len + page - 1) / page;
-    std::vector<std::set<int32_t>> want(hkv);
-    for (int h = 0; h < hkv; ++h) {
-      std::vector<std::pair<double, int32_t>> scored;
-      for (int32_t b = 1; b < n_pages - 1; ++b) {
-        double best = -INFINITY;
-        for (int g = 0; g < group; ++g) {
-          const float* qg = &q[(h * group + g) * d];
-          double bound = 0;
-          for (int i = 0; i < d; ++i) {
-            double lo = INFINITY, hi = -INFINITY;
-            for (int64_t j = int64_t{b} * page; j < std::min<int64_t>((b + 1) * page, pos); ++j) {
-              lo = std::min<double>(lo, k[j * kv_row + h * d + i]);
-              hi = std::max<double>(hi, k[j * kv_row + h * d + i]);
-            }
-            bound += std::max(qg[i] * lo, qg[i] * hi);
-          }
-          best = std::max(best, bound);
+  for (int sel : {64, 16}) {
+    auto made = MakeBackend("quest", {{"page_size", int64_t{sel}},
+                                      {"budget_tokens", int64_t{budget_pages * sel}},
+                                      {"sink_pages", int64_t{1}},
+                                      {"recent_pages", int64_t{1}}});
+    ASSERT_TRUE(made.ok()) << made.status();
+    AttentionBackend& quest = **made;
+    ASSERT_TRUE(quest.Supports(desc).ok()) << quest.Supports(desc);
+    std::unique_ptr<AttentionState> state = quest.CreateState(hq, hkv, d);
+    for (int64_t len : {int64_t{900}, max_len}) {
+      SCOPED_TRACE(absl::StrCat("selection pages of ", sel, ", length ", len));
+      const int64_t pos = len - 1;  // the decode query; its key comes with the batch
+      // The pool: every earlier key and value at its slot, NaN elsewhere.
+      auto fill_pool = [&](const std::vector<float>& rows, void* dst) {
+        std::vector<float> image(po.capacity_pages * page * kv_row,
+                                 std::numeric_limits<float>::quiet_NaN());
+        for (int64_t j = 0; j < pos; ++j) {
+          std::copy(&rows[j * kv_row], &rows[(j + 1) * kv_row],
+                    image.begin() + (int64_t{pages[j / page]} * page + j % page) * kv_row);
         }
-        scored.emplace_back(best, b);
+        const std::vector<uint8_t> bytes = Encode(image, DType::kBF16);
+        return device->Copy(dst, bytes.data(), bytes.size(), CopyKind::kHostToDevice, stream);
+      };
+      ASSERT_TRUE(fill_pool(k, pv.k.data).ok());
+      ASSERT_TRUE(fill_pool(v, pv.v.data).ok());
+      std::vector<float> q(hq * d);
+      for (float& x : q) x = BF16ToFloat(Bf16(normal(rng)));
+      void* d_q = upload(q);
+      void* d_out = upload(std::vector<float>(q.size(), std::numeric_limits<float>::quiet_NaN()));
+      void* d_k = upload(std::vector<float>(&k[pos * kv_row], &k[(pos + 1) * kv_row]));
+      void* d_v = upload(std::vector<float>(&v[pos * kv_row], &v[(pos + 1) * kv_row]));
+      const int ord = device->ordinal();
+      AttentionBatch batch;
+      batch.num_q_heads = hq;
+      batch.num_kv_heads = hkv;
+      batch.head_dim = d;
+      batch.scale = 1.0f / std::sqrt(static_cast<float>(d));
+      batch.device = DeviceType::kCuda;
+      batch.dtype = DType::kBF16;
+      batch.q = TensorView::Contiguous(d_q, DType::kBF16, DeviceType::kCuda, {1, hq, d}, ord);
+      batch.out = TensorView::Contiguous(d_out, DType::kBF16, DeviceType::kCuda, {1, hq, d}, ord);
+      batch.kv = pv;
+      AttentionProblem p;
+      p.num_q_heads = hq;
+      p.num_kv_heads = hkv;
+      p.head_dim = d;
+      p.scale = batch.scale;
+      p.phase = AttentionPhase::kDecode;
+      p.q_pos0 = pos;
+      p.num_queries = 1;
+      p.q = batch.q;
+      p.kv.num_kv_heads = hkv;
+      p.kv.head_dim = d;
+      p.kv.page_tokens = page;
+      p.kv.length = len;
+      p.kv.dtype = DType::kBF16;
+      p.kv.device = DeviceType::kCuda;
+      p.kv.k_pool = pv.k.data;
+      p.kv.v_pool = pv.v.data;
+      p.kv.pages = pages.data();
+      p.kv.num_pages = (len + page - 1) / page;
+      p.device = DeviceType::kCuda;
+      p.dtype = DType::kBF16;
+      p.state = state.get();
+      batch.seqs = std::span<const AttentionProblem>(&p, 1);
+      PlannedLayout plan;
+      ASSERT_TRUE(quest.Plan(batch, &plan).ok());
+      ASSERT_EQ(plan.layouts.size(), 1u);
+      const BlockSparseLayout& layout = plan.layouts[0];
+      ASSERT_TRUE(ValidateLayout(layout, hkv).ok());
+      ASSERT_EQ(layout.num_layout_heads, hkv);
+      ASSERT_EQ(layout.kv_block_tokens % 64, 0);
+      // The oracle's choice per KV head.
+      const int64_t n_pages = (len + sel - 1) / sel;
+      std::vector<std::set<int32_t>> want(hkv);
+      for (int h = 0; h < hkv; ++h) {
+        std::vector<std::pair<double, int32_t>> scored;
+        for (int32_t b = 1; b < n_pages - 1; ++b) {
+          double best = -INFINITY;
+          for (int g = 0; g < group; ++g) {
+            const float* qg = &q[(h * group + g) * d];
+            double bound = 0;
+            for (int i = 0; i < d; ++i) {
+              double lo = INFINITY, hi = -INFINITY;
+              for (int64_t j = int64_t{b} * sel; j < std::min<int64_t>((b + 1) * sel, pos); ++j) {
+                lo = std::min<double>(lo, k[j * kv_row + h * d + i]);
+                hi = std::max<double>(hi, k[j * kv_row + h * d + i]);
+              }
+              bound += std::max(qg[i] * lo, qg[i] * hi);
+            }
+            best = std::max(best, bound);
+          }
+          scored.emplace_back(best, b);
+        }
+        std::sort(scored.begin(), scored.end(), [](const auto& x, const auto& y) {
+          return x.first > y.first || (x.first == y.first && x.second < y.second);
+        });
+        const size_t take = budget_pages - 2;
+        want[h] = {0, static_cast<int32_t>(n_pages - 1)};
+        for (size_t i = 0; i < take; ++i) want[h].insert(scored[i].second);
+        // A near-tie at the cut may go either way in float32.
+        const double gap = scored[take - 1].first - scored[take].first;
+        // The selection pages the layout's decode row reads (whole tiles or mask bits).
+        const std::vector<uint8_t> dense = ExpandLayoutToDenseMask(layout, h);
+        std::set<int32_t> got;
+        for (int64_t j = 0; j < len; ++j) {
+          if (dense[j] != 0) got.insert(static_cast<int32_t>(j / sel));
+        }
+        EXPECT_EQ(got.size(), static_cast<size_t>(budget_pages)) << "KV head " << h;
+        if (gap > 1e-3 * std::abs(scored[take].first)) {
+          EXPECT_EQ(got, want[h]) << "KV head " << h;
+          ++checked_sets;
+        } else {
+          want[h] = got;  // the oracle below then reads the pages chosen
+        }
       }
-      std::sort(scored.begin(), scored.end(), [](const auto& x, const auto& y) {
-        return x.first > y.first || (x.first == y.first && x.second < y.second);
-      });
-      const size_t take = budget_pages - 2;
-      want[h] = {0, static_cast<int32_t>(n_pages - 1)};
-      for (size_t i = 0; i < take; ++i) want[h].insert(scored[i].second);
-      // A near-tie at the cut may go either way in float32.
-      const double gap = scored[take - 1].first - scored[take].first;
-      std::set<int32_t> got(layout.kv_block.begin() + layout.row_begin[h],
-                            layout.kv_block.begin() + layout.row_begin[h + 1]);
-      EXPECT_EQ(got.size(), static_cast<size_t>(budget_pages)) << "KV head " << h;
-      if (gap > 1e-3 * std::abs(scored[take].first)) {
-        EXPECT_EQ(got, want[h]) << "KV head " << h;
-        ++checked_sets;
-      } else {
-        want[h] = got;  // the oracle below then reads the pages chosen
-      }
+      const TensorView k_view =
+          TensorView::Contiguous(d_k, DType::kBF16, DeviceType::kCuda, {1, hkv, d}, ord);
+      const TensorView v_view =
+          TensorView::Contiguous(d_v, DType::kBF16, DeviceType::kCuda, {1, hkv, d}, ord);
+      ASSERT_TRUE((*runner)->Run(batch, k_view, v_view, plan.layouts).ok());
+      std::vector<uint8_t> out_bytes(q.size() * 2);
+      ASSERT_TRUE(
+          device->Copy(out_bytes.data(), d_out, out_bytes.size(), CopyKind::kDeviceToHost, stream)
+              .ok());
+      ASSERT_TRUE(stream->Synchronize().ok());
+      const std::vector<double> ref = ReferenceAttention(
+          p, q.data(), k.data(), v.data(),
+          [&](int64_t, int qh, int64_t j) { return want[qh / group].count(j / sel) != 0; });
+      EXPECT_LT(RelativeError(Decode(out_bytes, DType::kBF16), ref), 2e-2);
     }
-    const TensorView k_view =
-        TensorView::Contiguous(d_k, DType::kBF16, DeviceType::kCuda, {1, hkv, d}, ord);
-    const TensorView v_view =
-        TensorView::Contiguous(d_v, DType::kBF16, DeviceType::kCuda, {1, hkv, d}, ord);
-    ASSERT_TRUE((*runner)->Run(batch, k_view, v_view, plan.layouts).ok());
-    std::vector<uint8_t> out_bytes(q.size() * 2);
-    ASSERT_TRUE(
-        device->Copy(out_bytes.data(), d_out, out_bytes.size(), CopyKind::kDeviceToHost, stream)
-            .ok());
-    ASSERT_TRUE(stream->Synchronize().ok());
-    const std::vector<double> ref = ReferenceAttention(
-        p, q.data(), k.data(), v.data(),
-        [&](int64_t, int qh, int64_t j) { return want[qh / group].count(j / page) != 0; });
-    EXPECT_LT(RelativeError(Decode(out_bytes, DType::kBF16), ref), 2e-2);
   }
   EXPECT_GT(checked_sets, 0);
   for (void* p : owned) device->Free(p);
