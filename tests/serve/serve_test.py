@@ -342,6 +342,12 @@ def test_metrics_counts(s):
     assert m1["fluxattn_prompt_tokens_total"] - m0["fluxattn_prompt_tokens_total"] == 9
     assert m1["fluxattn_completion_tokens_total"] - m0["fluxattn_completion_tokens_total"] == 7
     key = 'fluxattn_requests_total{path="/v1/completions",status="200"}'
+    # The server counts a request once its answer has been written, which may be just after the
+    # client has read it.
+    end = time.time() + 5
+    while m1.get(key, 0) - m0.get(key, 0) < 1 and time.time() < end:
+        time.sleep(0.02)
+        m1 = s.wait_idle()
     assert m1[key] - m0.get(key, 0) == 1
     assert m1["fluxattn_time_to_first_token_seconds_count"] > m0.get(
         "fluxattn_time_to_first_token_seconds_count", 0)
