@@ -48,39 +48,6 @@ struct Layer {
   void *gate_up_bias = nullptr, *down_bias = nullptr;
 };
 
-// The element-wise and row kernels of one compute dtype (kernels::cuda or kernels::cuda::f32).
-struct RowOps {
-  decltype(&kc::RmsNorm) rms_norm;
-  decltype(&kc::AddRmsNorm) add_rms_norm;
-  decltype(&kc::RmsNormLastRows) rms_norm_last_rows;
-  decltype(&kc::SplitQkvNormRope) split_qkv_norm_rope;
-  decltype(&kc::SwiGlu) swiglu;
-  decltype(&kc::EmbeddingGather) embedding_gather;
-  decltype(&kc::Add) add;
-  decltype(&kc::AddBias) add_bias;
-};
-
-RowOps OpsFor(DType compute) {
-  if (compute == DType::kF32) {
-    return {&kc::f32::RmsNorm,
-            &kc::f32::AddRmsNorm,
-            &kc::f32::RmsNormLastRows,
-            &kc::f32::SplitQkvNormRope,
-            &kc::f32::SwiGlu,
-            &kc::f32::EmbeddingGather,
-            &kc::f32::Add,
-            &kc::f32::AddBias};
-  }
-  return {&kc::RmsNorm,
-          &kc::AddRmsNorm,
-          &kc::RmsNormLastRows,
-          &kc::SplitQkvNormRope,
-          &kc::SwiGlu,
-          &kc::EmbeddingGather,
-          &kc::Add,
-          &kc::AddBias};
-}
-
 class CudaDecoderModel : public LanguageModel {
  public:
   CudaDecoderModel(ModelSpec spec, std::unique_ptr<WeightSource> weights, Device* device,
@@ -89,7 +56,7 @@ class CudaDecoderModel : public LanguageModel {
         weights_(std::move(weights)),
         device_(device),
         compute_(compute),
-        ops_(OpsFor(compute)) {
+        ops_(kc::RowKernelsFor(compute == DType::kF32)) {
     for (DeviceBuffer* b : {&x_, &xn_, &qkv_, &q_pre_, &q_, &k_, &v_, &attn_, &tmp_, &act_, &sel_,
                             &logits_, &staging_, &sample_}) {
       b->Bind(device_);
@@ -212,8 +179,8 @@ class CudaDecoderModel : public LanguageModel {
   ModelSpec spec_;
   std::unique_ptr<WeightSource> weights_;
   Device* device_;
-  DType compute_;  // kBF16 or kF32: weights, activations and kernels
-  RowOps ops_;
+  DType compute_;              // kBF16 or kF32: weights, activations and kernels
+  const kc::RowKernels& ops_;  // the row kernels of compute_
   std::vector<void*> owned_;
   std::unique_ptr<kc::Gemm> gemm_;
   void* embed_ = nullptr;

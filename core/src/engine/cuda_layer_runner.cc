@@ -268,7 +268,7 @@ absl::Status Runner::Run(const AttentionBatch& batch, const TensorView& k, const
     }
     const int64_t rows = batch.q.shape[0];
     const size_t bf = DTypeSize(pool_dtype);
-    const auto copy_columns = f32 ? &kc::f32::CopyColumns : &kc::CopyColumns;
+    const auto copy_columns = kc::RowKernelsFor(f32).copy_columns;
     const int64_t q_heads = rows * batch.num_q_heads, kv_heads = rows * batch.num_kv_heads;
     FLUXATTN_ASSIGN_OR_RETURN(void* qp, q_pad_.Ensure(q_heads * dp * bf));
     FLUXATTN_ASSIGN_OR_RETURN(void* kp, k_pad_.Ensure(kv_heads * dp * bf));

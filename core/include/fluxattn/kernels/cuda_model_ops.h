@@ -88,34 +88,23 @@ absl::Status CopyColumns(const void* src, int64_t rows, int32_t src_cols, void* 
 // y[i] = float(x[i]) over n bf16 values.
 absl::Status Bf16ToF32(const void* x, float* y, int64_t n, void* stream);
 
-// The same operations in float32: every tensor (weights included) f32, nothing rounded between
-// steps (the residual add, the normed q/k heads), for the model's f32 compute. The same kernels
-// instantiated for float: same signatures, meaning and size requirements as the bf16 functions
-// above.
-namespace f32 {
-absl::Status RmsNorm(const void* x, const void* weight, void* y, int64_t rows, int32_t dim,
-                     float eps, float weight_offset, void* stream);
-absl::Status AddRmsNorm(void* residual, const void* x, const void* weight, void* y, int64_t rows,
-                        int32_t dim, float eps, float weight_offset, void* stream);
-absl::Status RmsNormLastRows(const void* x, const int32_t* q_indptr, int32_t num_seqs,
-                             const void* weight, void* y, int32_t dim, float eps,
-                             float weight_offset, void* stream);
-absl::Status SplitQkvNormRope(const void* qkv, int64_t rows, int32_t num_q_heads,
-                              int32_t num_kv_heads, int32_t head_dim, int32_t rotary_dim,
-                              const void* q_norm, const void* k_norm, float eps,
-                              const int32_t* positions, const float* inv_freq,
-                              float attention_factor, void* q_pre, void* q, void* k, void* v,
-                              void* stream);
-absl::Status SwiGlu(const void* gate, const void* up, int64_t in_row_stride, void* out,
-                    int64_t rows, int32_t cols, void* stream);
-absl::Status EmbeddingGather(const int32_t* ids, int64_t num_ids, const void* table, int64_t vocab,
-                             int32_t hidden, void* out, int32_t* maybe_error_flag, void* stream);
-absl::Status Add(const void* a, const void* b, void* y, int64_t n, void* stream);
-absl::Status AddBias(void* y, const void* bias, int64_t rows, int32_t cols, int64_t row_stride,
-                     void* stream);
-absl::Status CopyColumns(const void* src, int64_t rows, int32_t src_cols, void* dst,
-                         int32_t dst_cols, void* stream);
-}  // namespace f32
+// The row kernels above for one stored type: bf16 (the functions above), or float32 (every
+// tensor, weights included, f32 and nothing rounded between steps: the residual add, the normed
+// q/k heads), the same kernels instantiated for float, with the same signatures, meaning and size
+// requirements. For the model's compute dtype.
+struct RowKernels {
+  decltype(&RmsNorm) rms_norm;
+  decltype(&AddRmsNorm) add_rms_norm;
+  decltype(&RmsNormLastRows) rms_norm_last_rows;
+  decltype(&SplitQkvNormRope) split_qkv_norm_rope;
+  decltype(&SwiGlu) swiglu;
+  decltype(&EmbeddingGather) embedding_gather;
+  decltype(&Add) add;
+  decltype(&AddBias) add_bias;
+  decltype(&CopyColumns) copy_columns;
+};
+// The float32 kernels (f32) or the bf16 ones.
+const RowKernels& RowKernelsFor(bool f32);
 
 // The flux router's pooling (pooling_mode ctx_q) for every sequence of a varlen batch: with
 // n = min(pool_size, T_b), pooled[b] = mean over heads of (sum of rows [0, n) + sum of rows

@@ -658,8 +658,8 @@ absl::Status CopyColumnsOf(const char* where, const void* src, int64_t rows, int
 
 }  // namespace
 
-// The public functions of both element types: bf16 here, float32 in namespace f32 (the same
-// kernels instantiated for float).
+// The functions of both element types: bf16 (declared in the header), and float32 in namespace
+// f32 (the same kernels instantiated for float, reached through RowKernelsFor).
 #define FLUXATTN_ROW_OPS(T, SUFFIX)                                                                \
   absl::Status RmsNorm(const void* x, const void* weight, void* y, int64_t rows, int32_t dim,      \
                        float eps, float weight_offset, void* stream) {                             \
@@ -714,6 +714,22 @@ namespace f32 {
 FLUXATTN_ROW_OPS(float, " (f32)")
 }  // namespace f32
 #undef FLUXATTN_ROW_OPS
+
+const RowKernels& RowKernelsFor(bool f32) {
+  static const RowKernels kBf16 = {
+      &RmsNorm,         &AddRmsNorm, &RmsNormLastRows, &SplitQkvNormRope, &SwiGlu,
+      &EmbeddingGather, &Add,        &AddBias,         &CopyColumns};
+  static const RowKernels kF32 = {&f32::RmsNorm,
+                                  &f32::AddRmsNorm,
+                                  &f32::RmsNormLastRows,
+                                  &f32::SplitQkvNormRope,
+                                  &f32::SwiGlu,
+                                  &f32::EmbeddingGather,
+                                  &f32::Add,
+                                  &f32::AddBias,
+                                  &f32::CopyColumns};
+  return f32 ? kF32 : kBf16;
+}
 
 absl::Status RopeInPlace(void* q, void* k, int64_t rows, int32_t num_q_heads, int32_t num_kv_heads,
                          int32_t head_dim, int32_t rotary_dim, const int32_t* positions,
