@@ -75,6 +75,20 @@ double Margin(const std::vector<float>& row) {
   return static_cast<double>(a) - b;
 }
 
+// Prompts of the given lengths, token ids uniform in [lo, hi], from the test's seed + salt.
+std::vector<std::vector<int64_t>> RandomPrompts(uint64_t salt, int64_t lo, int64_t hi,
+                                                std::initializer_list<int64_t> lengths) {
+  std::mt19937_64 rng(::testing::UnitTest::GetInstance()->random_seed() + salt);
+  std::uniform_int_distribution<int64_t> token(lo, hi);
+  std::vector<std::vector<int64_t>> prompts;
+  for (int64_t len : lengths) {
+    std::vector<int64_t> p(len);
+    for (auto& t : p) t = token(rng);
+    prompts.push_back(std::move(p));
+  }
+  return prompts;
+}
+
 std::unique_ptr<Engine> MakeEngine(std::unique_ptr<LanguageModel> model, EngineConfig config) {
   auto composition = Compose(config, Registry());
   EXPECT_TRUE(composition.ok()) << composition.status();
@@ -288,14 +302,8 @@ TEST(CudaEngine, HybridBatchMatchesCpu) {
   if (!Registry().Find("streaming", PluginKind::kAttentionBackend).ok()) {
     GTEST_SKIP() << "plugin streaming is not built";
   }
-  std::mt19937_64 rng(::testing::UnitTest::GetInstance()->random_seed() + 17);
-  std::uniform_int_distribution<int64_t> token(1, 999);
-  std::vector<std::vector<int64_t>> prompts;
-  for (int64_t len : {1, 63, 64, 65, 200, 777, 1500}) {
-    std::vector<int64_t> p(len);
-    for (auto& t : p) t = token(rng);
-    prompts.push_back(std::move(p));
-  }
+  const std::vector<std::vector<int64_t>> prompts =
+      RandomPrompts(17, 1, 999, {1, 63, 64, 65, 200, 777, 1500});
   for (int head_dim : {128, 64, 32}) {
     // The CPU with whole prompts; CUDA with whole prompts; CUDA with chunks of 300 tokens (not a
     // multiple of the 64-token streaming blocks or pages, shared by several prompts per step).
@@ -323,14 +331,7 @@ TEST(CudaEngine, HybridBatchMatchesCpu) {
 // each request's tokens equal those of a run on its own on the CPU.
 TEST(CudaEngine, StepApiJoinAndCancelMatchesCpu) {
   REQUIRE_GPU();
-  std::mt19937_64 rng(::testing::UnitTest::GetInstance()->random_seed() + 29);
-  std::uniform_int_distribution<int64_t> token(1, 999);
-  std::vector<std::vector<int64_t>> prompts;
-  for (int64_t len : {300, 5, 129, 1000}) {
-    std::vector<int64_t> p(len);
-    for (auto& t : p) t = token(rng);
-    prompts.push_back(std::move(p));
-  }
+  const std::vector<std::vector<int64_t>> prompts = RandomPrompts(29, 1, 999, {300, 5, 129, 1000});
   auto gpu_model = RandomModel("cuda", 3, 128, 9);
   ASSERT_TRUE(gpu_model.ok()) << gpu_model.status();
   EngineConfig config = DefaultEngineConfig((*gpu_model)->info());
@@ -408,14 +409,7 @@ sparse = "sparse"
 )";
   auto config = ParseEngineConfig(toml, "flux.toml");
   ASSERT_TRUE(config.ok()) << config.status();
-  std::mt19937_64 rng(::testing::UnitTest::GetInstance()->random_seed() + 41);
-  std::uniform_int_distribution<int64_t> token(10, 8000);
-  std::vector<std::vector<int64_t>> prompts;
-  for (int64_t len : {90, 700, 1500}) {
-    std::vector<int64_t> p(len);
-    for (auto& t : p) t = token(rng);
-    prompts.push_back(std::move(p));
-  }
+  const std::vector<std::vector<int64_t>> prompts = RandomPrompts(41, 10, 8000, {90, 700, 1500});
   BatchResult runs[2];
   for (int dev = 0; dev < 2; ++dev) {
     models::ModelLoadOptions load;
@@ -614,14 +608,7 @@ TEST(CudaEngine, SamplingOnTheDeviceFollowsTheRule) {
 // the device cannot hold is one error naming the key, the MiB needed and the MiB free.
 TEST(CudaEngine, ReservedStepsAllocateNothingLater) {
   REQUIRE_GPU();
-  std::mt19937_64 rng(::testing::UnitTest::GetInstance()->random_seed() + 71);
-  std::uniform_int_distribution<int64_t> token(1, 999);
-  std::vector<std::vector<int64_t>> prompts;
-  for (int64_t len : {900, 333, 17}) {
-    std::vector<int64_t> p(len);
-    for (auto& t : p) t = token(rng);
-    prompts.push_back(std::move(p));
-  }
+  const std::vector<std::vector<int64_t>> prompts = RandomPrompts(71, 1, 999, {900, 333, 17});
   size_t growth[2] = {0, 0};
   for (int reserve = 0; reserve < 2; ++reserve) {
     auto model = RandomModel("cuda", 2, 64, 5);
