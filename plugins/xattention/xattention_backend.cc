@@ -9,9 +9,37 @@
 #include "fluxattn/attention/layout_builder.h"
 #include "fluxattn/attention/parallel_for.h"
 #include "fluxattn/attention/param_reader.h"
+#include "fluxattn/device.h"
 #include "fluxattn/status.h"
+#if defined(FLUXATTN_WITH_CUDA)
+#include "fluxattn/kernels/cuda_model_ops.h"
+#include "fluxattn/kernels/cuda_xattention.h"
+#endif
 
 namespace fluxattn::plugins {
+
+// The CUDA kernels' tile: layouts on a GPU list blocks of multiples of this many tokens.
+constexpr int kCudaTile = 64;
+// The most device memory one slab of antidiagonal logits takes.
+constexpr size_t kLogitsSlabBytes = size_t{64} << 20;
+
+struct XAttentionBackend::Cuda {
+  fluxattn::Device* device = nullptr;
+  DeviceBuffer queries, keys, logits, rows, scores, table;
+#if defined(FLUXATTN_WITH_CUDA)
+  std::unique_ptr<kernels::cuda::Gemm> gemm;
+#endif
+};
+
+// Whether `t` is a contiguous [rows, heads, dim] view.
+bool RowMajor(const TensorView& t, int64_t rows, int64_t heads, int64_t dim) {
+  return t.data != nullptr && t.rank == 3 && t.shape[0] == rows && t.shape[1] == heads &&
+         t.shape[2] == dim && t.stride[2] == 1 && t.stride[1] == dim && t.stride[0] == heads * dim;
+}
+
+XAttentionBackend::XAttentionBackend(const XAttentionConfig& config) : config_(config) {}
+XAttentionBackend::~XAttentionBackend() = default;
+
 std::vector<ParamSpec> XAttentionBackend::Params() {
   std::vector<ParamSpec> specs;
   specs.push_back(IntParamSpec("block_size", 128, 1, 4096,
@@ -57,8 +85,125 @@ absl::StatusOr<std::unique_ptr<XAttentionBackend>> XAttentionBackend::Create(
 
 AttentionCapabilities XAttentionBackend::capabilities() const {
   AttentionCapabilities caps;
+  caps.devices = {DeviceType::kCpu, DeviceType::kCuda};
+  caps.dtypes = {DType::kF32, DType::kBF16};
   caps.data_dependent_layout = true;
   return caps;
+}
+
+absl::Status XAttentionBackend::Supports(const ProblemDesc& problem) const {
+  FLUXATTN_RETURN_IF_ERROR(AttentionBackend::Supports(problem));
+  if (problem.device == DeviceType::kCpu && problem.dtype != DType::kF32) {
+    return absl::UnimplementedError(
+        absl::StrCat("on the cpu it runs f32, not ", DTypeName(problem.dtype)));
+  }
+  if (problem.device == DeviceType::kCuda && problem.phase == AttentionPhase::kPrefill) {
+    if (!CudaCompiledIn()) return absl::UnimplementedError("this build has no CUDA");
+    if (config_.block_size % kCudaTile != 0) {
+      return absl::UnimplementedError(absl::StrCat("on cuda block_size must be a multiple of ",
+                                                   kCudaTile, " (the kernels' tile), found ",
+                                                   config_.block_size));
+    }
+    if (problem.head_dim % 8 != 0) {
+      return absl::UnimplementedError(absl::StrCat(
+          "on cuda it scores heads of a multiple of 8 dimensions, found ", problem.head_dim));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status XAttentionBackend::DeviceScores(const AttentionProblem& p,
+                                             std::vector<float>* scores) {
+#if defined(FLUXATTN_WITH_CUDA)
+  namespace kc = kernels::cuda;
+  if (cuda_ == nullptr) {
+    auto made = std::make_unique<Cuda>();
+    FLUXATTN_ASSIGN_OR_RETURN(made->device, CudaDevice(p.q.ordinal));
+    for (DeviceBuffer* b :
+         {&made->queries, &made->keys, &made->logits, &made->rows, &made->scores, &made->table}) {
+      b->Bind(made->device);
+    }
+    FLUXATTN_ASSIGN_OR_RETURN(made->gemm, kc::Gemm::Create(size_t{32} << 20, false, false));
+    cuda_ = std::move(made);
+  }
+  Cuda& D = *cuda_;
+  const int s = config_.stride, bsz = config_.block_size, g_rows = bsz / s;
+  const int d = p.head_dim, hq = p.num_q_heads, hkv = p.num_kv_heads, group = hq / hkv;
+  const int64_t n = p.num_queries, len = p.kv.length, pool_len = p.q_pos0;
+  const bool f32 = p.dtype == DType::kF32;
+  const DType dtype = f32 ? DType::kF32 : DType::kBF16;
+  if (len != pool_len + n || p.q.dtype != dtype || p.k_new.dtype != dtype ||
+      !RowMajor(p.q, n, hq, d) || !RowMajor(p.k_new, n, hkv, d)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "xattention on cuda: expected contiguous ", DTypeName(dtype), " queries and new keys for ",
+        n, " rows after ", pool_len, " pooled positions, found ",
+        p.k_new.data == nullptr ? "no new keys" : absl::StrCat(p.k_new.numel(), " key values"),
+        " and KV length ", len));
+  }
+  for (int64_t i = 0; i * p.kv.page_tokens < pool_len; ++i) {
+    if (i >= p.kv.num_pages || p.kv.pages[i] < 0) {
+      return absl::FailedPreconditionError(absl::StrCat("xattention: expected KV position ",
+                                                        i * p.kv.page_tokens,
+                                                        " to be resident, found it released"));
+    }
+  }
+  fluxattn::Device* dev = D.device;
+  Stream* stream = dev->default_stream();
+  void* cu = stream->native_handle();
+  const size_t elem = DTypeSize(dtype);
+  const int64_t sd = int64_t{s} * d;
+  const int64_t key_groups = (len + s - 1) / s;
+  const int64_t q_blocks = (n + bsz - 1) / bsz, kv_blocks = (len + bsz - 1) / bsz;
+  const int64_t rows = q_blocks * g_rows;                  // strided rows per query head
+  const int64_t padded_groups = (key_groups + 7) / 8 * 8;  // the product's columns
+  FLUXATTN_ASSIGN_OR_RETURN(void* qs, D.queries.Ensure(hkv * rows * group * sd * elem));
+  FLUXATTN_ASSIGN_OR_RETURN(void* ks, D.keys.Ensure(hkv * padded_groups * sd * elem));
+  const int32_t* table = nullptr;
+  if (pool_len > 0) {
+    FLUXATTN_ASSIGN_OR_RETURN(void* t, D.table.Ensure(p.kv.num_pages * sizeof(int32_t)));
+    FLUXATTN_RETURN_IF_ERROR(dev->Copy(t, p.kv.pages, p.kv.num_pages * sizeof(int32_t),
+                                       CopyKind::kHostToDevice, stream));
+    table = static_cast<const int32_t*>(t);
+  }
+  FLUXATTN_RETURN_IF_ERROR(
+      kc::XAttentionStridedQueries(p.q.data, f32, n, hq, hkv, d, s, bsz, qs, cu));
+  FLUXATTN_RETURN_IF_ERROR(kc::XAttentionStridedKeys(p.kv.k_pool, p.kv.page_tokens, p.kv.head_dim,
+                                                     table, pool_len, p.k_new.data, len,
+                                                     padded_groups * s, f32, hkv, d, ks, cu));
+  // Query blocks per slab, so that a slab's logits stay within kLogitsSlabBytes.
+  const int64_t block_logit_bytes = int64_t{g_rows} * group * padded_groups * sizeof(float);
+  const int64_t slab = std::clamp<int64_t>(kLogitsSlabBytes / block_logit_bytes, 1, q_blocks);
+  FLUXATTN_ASSIGN_OR_RETURN(void* logits, D.logits.Ensure(slab * block_logit_bytes));
+  FLUXATTN_ASSIGN_OR_RETURN(void* row_sums,
+                            D.rows.Ensure(slab * g_rows * group * kv_blocks * sizeof(float)));
+  const size_t score_bytes = hkv * q_blocks * kv_blocks * sizeof(float);
+  FLUXATTN_ASSIGN_OR_RETURN(void* out, D.scores.Ensure(score_bytes));
+  using OT = kc::Gemm::OutputType;
+  for (int h = 0; h < hkv; ++h) {
+    const char* w = static_cast<const char*>(ks) + h * padded_groups * sd * elem;
+    for (int64_t qb0 = 0; qb0 < q_blocks; qb0 += slab) {
+      const int64_t nq = std::min(slab, q_blocks - qb0);
+      // The key groups the slab's last query sees, as a multiple of 8 columns.
+      const int64_t last = p.q_pos0 + std::min((qb0 + nq) * bsz, n) - 1;
+      const int64_t cols = std::min(padded_groups, (last / s + 1 + 7) / 8 * 8);
+      const char* x = static_cast<const char*>(qs) + (h * rows + qb0 * g_rows) * group * sd * elem;
+      FLUXATTN_RETURN_IF_ERROR(D.gemm->Linear(x, w, logits, nq * g_rows * group, cols, sd,
+                                              f32 ? OT::kF32Inputs : OT::kF32, cu));
+      FLUXATTN_RETURN_IF_ERROR(kc::XAttentionBlockScores(
+          static_cast<const float*>(logits), cols, group, s, bsz, p.q_pos0, n, key_groups, qb0, nq,
+          p.scale / static_cast<float>(s), kv_blocks, static_cast<float*>(row_sums),
+          static_cast<float*>(out) + (h * q_blocks + qb0) * kv_blocks, cu));
+    }
+  }
+  scores->resize(hkv * q_blocks * kv_blocks);
+  FLUXATTN_RETURN_IF_ERROR(
+      dev->Copy(scores->data(), out, score_bytes, CopyKind::kDeviceToHost, stream));
+  return stream->Synchronize();
+#else
+  (void)p;
+  (void)scores;
+  return absl::UnimplementedError("xattention on cuda: this build has no CUDA");
+#endif
 }
 
 absl::Status XAttentionBackend::BuildLayout(const AttentionProblem& problem,
@@ -157,11 +302,22 @@ absl::Status XAttentionBackend::BuildPrefillLayout(const AttentionProblem& p,
   const int64_t len = p.kv.length;
   const int64_t q_blocks = (p.num_queries + bsz - 1) / bsz;
   const int heads = p.num_kv_heads;
+  const int64_t kv_blocks = (len + bsz - 1) / bsz;
+  // On a GPU every head's scores come from the device at once.
+  const bool cuda = p.device == DeviceType::kCuda;
+  std::vector<float> device_scores;
+  if (cuda && config_.threshold < 1.0) FLUXATTN_RETURN_IF_ERROR(DeviceScores(p, &device_scores));
   // selected[qb * heads + h]: ascending KV blocks.
   std::vector<std::vector<int32_t>> selected(q_blocks * heads);
   for (int h = 0; h < heads; ++h) {
     std::vector<std::vector<double>> scores;
-    if (config_.threshold < 1.0) {
+    if (config_.threshold < 1.0 && cuda) {
+      scores.assign(q_blocks, std::vector<double>(kv_blocks));
+      for (int64_t qb = 0; qb < q_blocks; ++qb) {
+        const float* row = &device_scores[(h * q_blocks + qb) * kv_blocks];
+        std::copy(row, row + kv_blocks, scores[qb].begin());
+      }
+    } else if (config_.threshold < 1.0) {
       FLUXATTN_ASSIGN_OR_RETURN(scores, ScoreBlocks(p, h));
     }
     ParallelFor(q_blocks, [&](int64_t qb) {

@@ -5,7 +5,10 @@
 // head, blocks are taken in decreasing score until their share of the row's mass reaches
 // `threshold`; sink blocks and the diagonal block(s) are always kept. Decode is dense causal and
 // all KV is kept; a config that wants another decode (the sink + window rule of the Flux
-// checkpoints, say) hands it to another instance (`decode_with`).
+// checkpoints, say) hands it to another instance (`decode_with`). On CUDA the scores come from
+// the device (fluxattn/kernels/cuda_xattention.h: strided operands, one GEMM per KV head and
+// slab of query blocks, the soft-maxed block sums) and the host picks the blocks from them by the
+// same rule.
 #pragma once
 
 #include <memory>
@@ -29,9 +32,11 @@ class XAttentionBackend : public AttentionBackend {
  public:
   static std::vector<ParamSpec> Params();
   static absl::StatusOr<std::unique_ptr<XAttentionBackend>> Create(const ParamValues& params);
-  explicit XAttentionBackend(const XAttentionConfig& config) : config_(config) {}
+  explicit XAttentionBackend(const XAttentionConfig& config);
+  ~XAttentionBackend() override;
 
   AttentionCapabilities capabilities() const override;
+  absl::Status Supports(const ProblemDesc& problem) const override;
   absl::Status BuildLayout(const AttentionProblem& problem, BlockSparseLayout* layout) override;
 
   // Block scores of one KV head for the prefill problem: [query block][KV block], each query
@@ -41,8 +46,13 @@ class XAttentionBackend : public AttentionBackend {
                                                                int kv_head) const;
 
  private:
+  struct Cuda;  // the device scratch of CUDA problems, made on the first
   absl::Status BuildPrefillLayout(const AttentionProblem& problem, BlockSparseLayout* layout);
+  // The block scores of every KV head of a CUDA problem, computed on its device:
+  // scores[(h * q_blocks + qb) * kv_blocks + b].
+  absl::Status DeviceScores(const AttentionProblem& problem, std::vector<float>* scores);
   XAttentionConfig config_;
+  std::unique_ptr<Cuda> cuda_;
 };
 
 }  // namespace fluxattn::plugins

@@ -30,6 +30,7 @@
 #include "fluxattn/attention/layout_builder.h"
 #include "fluxattn/device.h"
 #include "fluxattn/kv_pool.h"
+#include "fluxattn/status.h"
 #include "fluxattn/tensor.h"
 
 namespace fluxattn::testing {
@@ -133,6 +134,33 @@ std::vector<float> Decode(const std::vector<uint8_t>& bytes, DType dtype) {
   return values;
 }
 
+// Writes positions [0, count) of `rows` ([position][KV heads][head_dim]) into their slots of the
+// pool pages `pages` at `dst`, and NaN everywhere else (a key read from a slot never written
+// shows).
+absl::Status FillPool(Device* device, const KvPoolOptions& po, const std::vector<int32_t>& pages,
+                      const std::vector<float>& rows, int64_t count, void* dst) {
+  const int64_t kv_row = int64_t{po.num_kv_heads} * po.head_dim, page = po.page_tokens;
+  std::vector<float> image(po.capacity_pages * page * kv_row,
+                           std::numeric_limits<float>::quiet_NaN());
+  for (int64_t j = 0; j < count; ++j) {
+    std::copy(&rows[j * kv_row], &rows[(j + 1) * kv_row],
+              image.begin() + (int64_t{pages[j / page]} * page + j % page) * kv_row);
+  }
+  const std::vector<uint8_t> bytes = Encode(image, po.dtype);
+  return device->Copy(dst, bytes.data(), bytes.size(), CopyKind::kHostToDevice,
+                      device->default_stream());
+}
+
+// A pool of po.capacity_pages pages on `device`, every page handed out, in shuffled order.
+absl::StatusOr<std::unique_ptr<KvPagePool>> ShuffledPool(Device* device, const KvPoolOptions& po,
+                                                         std::mt19937_64& rng,
+                                                         std::vector<int32_t>* pages) {
+  FLUXATTN_ASSIGN_OR_RETURN(std::unique_ptr<KvPagePool> pool, KvPagePool::Create(device, po));
+  FLUXATTN_RETURN_IF_ERROR(pool->Allocate(po.capacity_pages, pages));
+  std::shuffle(pages->begin(), pages->end(), rng);
+  return pool;
+}
+
 using Param = std::tuple<Shape, std::string, DType>;
 
 class CudaConformance : public ::testing::TestWithParam<Param> {
@@ -169,11 +197,9 @@ class CudaConformance : public ::testing::TestWithParam<Param> {
     po.num_kv_heads = s.hkv;
     po.head_dim = s.dim;
     po.capacity_pages = pages_needed + 7;
-    absl::StatusOr<std::unique_ptr<KvPagePool>> pool = KvPagePool::Create(device_, po);
-    ASSERT_TRUE(pool.ok()) << pool.status();
     std::vector<int32_t> all_pages;
-    ASSERT_TRUE((*pool)->Allocate(po.capacity_pages, &all_pages).ok());
-    std::shuffle(all_pages.begin(), all_pages.end(), rng);
+    absl::StatusOr<std::unique_ptr<KvPagePool>> pool = ShuffledPool(device_, po, rng, &all_pages);
+    ASSERT_TRUE(pool.ok()) << pool.status();
     // Host image of the pool: NaN everywhere (a key read from a page never written shows), the
     // earlier keys of every sequence at their slots.
     const int64_t page_elems = int64_t{s.page_tokens} * kv_row;
@@ -505,11 +531,9 @@ TEST(CudaQuest, DecodeReadsTheTopPagesByTheirBound) {
   po.num_kv_heads = hkv;
   po.head_dim = d;
   po.capacity_pages = (max_len + page - 1) / page + 5;
-  auto pool = KvPagePool::Create(device, po);
-  ASSERT_TRUE(pool.ok()) << pool.status();
   std::vector<int32_t> pages;
-  ASSERT_TRUE((*pool)->Allocate(po.capacity_pages, &pages).ok());
-  std::shuffle(pages.begin(), pages.end(), rng);
+  auto pool = ShuffledPool(device, po, rng, &pages);
+  ASSERT_TRUE(pool.ok()) << pool.status();
   const KvPoolView pv = (*pool)->view();
   auto runner = CudaLayerRunner::Create(device);
   ASSERT_TRUE(runner.ok()) << runner.status();
@@ -535,18 +559,8 @@ TEST(CudaQuest, DecodeReadsTheTopPagesByTheirBound) {
       SCOPED_TRACE(absl::StrCat("selection pages of ", sel, ", length ", len));
       const int64_t pos = len - 1;  // the decode query; its key comes with the batch
       // The pool: every earlier key and value at its slot, NaN elsewhere.
-      auto fill_pool = [&](const std::vector<float>& rows, void* dst) {
-        std::vector<float> image(po.capacity_pages * page * kv_row,
-                                 std::numeric_limits<float>::quiet_NaN());
-        for (int64_t j = 0; j < pos; ++j) {
-          std::copy(&rows[j * kv_row], &rows[(j + 1) * kv_row],
-                    image.begin() + (int64_t{pages[j / page]} * page + j % page) * kv_row);
-        }
-        const std::vector<uint8_t> bytes = Encode(image, DType::kBF16);
-        return device->Copy(dst, bytes.data(), bytes.size(), CopyKind::kHostToDevice, stream);
-      };
-      ASSERT_TRUE(fill_pool(k, pv.k.data).ok());
-      ASSERT_TRUE(fill_pool(v, pv.v.data).ok());
+      ASSERT_TRUE(FillPool(device, po, pages, k, pos, pv.k.data).ok());
+      ASSERT_TRUE(FillPool(device, po, pages, v, pos, pv.v.data).ok());
       std::vector<float> q(hq * d);
       for (float& x : q) x = BF16ToFloat(Bf16(normal(rng)));
       void* d_q = upload(q);
@@ -656,6 +670,281 @@ TEST(CudaQuest, DecodeReadsTheTopPagesByTheirBound) {
   }
   EXPECT_GT(checked_sets, 0);
   for (void* p : owned) device->Free(p);
+}
+
+// XAttention prefill on CUDA: the antidiagonal block scores come from the device, and each query
+// block of each KV head keeps its sink and diagonal blocks, then blocks in decreasing score until
+// their share of the row's mass reaches the threshold. The oracle scores every block in double
+// from the strided rule (DESIGN.md) over the same bf16- or f32-valued inputs and picks the blocks
+// by that rule; where the choice sits within a part in a thousand of the threshold or of a tie, it
+// may go either way and only the output is compared. Data with a planted direction makes a
+// quarter of the key blocks stand out, so that rows are sparse. Earlier keys are read from
+// shuffled pool pages, new keys from the batch; pool slots never written hold NaN. On CUDA the
+// block size must be a multiple of 64, and it says so otherwise.
+TEST(CudaXAttention, PrefillKeepsTheBlocksOfTheScoreMass) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device here";
+  absl::StatusOr<Device*> dev = CudaDevice(0);
+  ASSERT_TRUE(dev.ok()) << dev.status();
+  Device* device = *dev;
+  Stream* stream = device->default_stream();
+  ProblemDesc desc;
+  desc.device = DeviceType::kCuda;
+  desc.dtype = DType::kBF16;
+  desc.head_dim = 128;
+  desc.num_q_heads = 8;
+  desc.num_kv_heads = 2;
+  desc.phase = AttentionPhase::kPrefill;
+  {
+    auto odd = MakeBackend("xattention", {{"block_size", int64_t{96}}, {"stride", int64_t{8}}});
+    ASSERT_TRUE(odd.ok()) << odd.status();
+    const absl::Status refused = (*odd)->Supports(desc);
+    ASSERT_FALSE(refused.ok());
+    EXPECT_NE(refused.message().find("multiple of 64"), std::string::npos) << refused;
+    EXPECT_NE(refused.message().find("96"), std::string::npos) << refused;
+  }
+  struct Case {
+    int hq, hkv, d, block, stride;
+    int64_t q_pos0, n;
+    DType dtype;
+  };
+  const Case cases[] = {
+      {8, 2, 128, 128, 8, 0, 700, DType::kBF16},
+      {8, 2, 128, 128, 8, 300, 500, DType::kF32},
+      {8, 2, 64, 64, 16, 300, 500, DType::kBF16},
+      {6, 2, 64, 64, 16, 0, 700, DType::kF32},
+  };
+  const double threshold = 0.6;
+  const int page = 64;
+  std::mt19937_64 rng(FreshSeed());
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::bernoulli_distribution planted(0.25);
+  int64_t checked_rows = 0, sparse_rows = 0, all_rows = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(absl::StrCat("hq ", c.hq, " hkv ", c.hkv, " d ", c.d, " block ", c.block,
+                              " stride ", c.stride, " q_pos0 ", c.q_pos0, " rows ", c.n, " ",
+                              DTypeName(c.dtype)));
+    const int group = c.hq / c.hkv, bsz = c.block, s = c.stride;
+    const int64_t len = c.q_pos0 + c.n, q_row = int64_t{c.hq} * c.d, kv_row = int64_t{c.hkv} * c.d;
+    auto as_stored = [&](float x) { return c.dtype == DType::kBF16 ? BF16ToFloat(Bf16(x)) : x; };
+    // A planted unit direction: every query leans on it, and so do the keys of about a quarter
+    // of the blocks (a logit of about 3 more per such key).
+    std::vector<float> u(c.d);
+    double norm = 0;
+    for (float& x : u) {
+      x = normal(rng);
+      norm += double{x} * x;
+    }
+    for (float& x : u) x = static_cast<float>(x / std::sqrt(norm));
+    const float a = std::sqrt(3.0f * std::sqrt(static_cast<float>(c.d)));
+    const int64_t kv_blocks = (len + bsz - 1) / bsz;
+    std::vector<uint8_t> loud(kv_blocks);
+    for (auto& l : loud) l = planted(rng) ? 1 : 0;
+    std::vector<float> q(c.n * q_row), k(len * kv_row), v(len * kv_row);
+    for (int64_t i = 0; i < static_cast<int64_t>(q.size()); ++i) {
+      q[i] = as_stored(normal(rng) + a * u[i % c.d]);
+    }
+    for (int64_t i = 0; i < static_cast<int64_t>(k.size()); ++i) {
+      const bool lean = loud[i / kv_row / bsz] != 0;
+      k[i] = as_stored(normal(rng) + (lean ? a * u[i % c.d] : 0.0f));
+      v[i] = as_stored(normal(rng));
+    }
+    // The pool: the earlier keys at shuffled pages, NaN elsewhere; the new keys come with the
+    // batch.
+    KvPoolOptions po;
+    po.dtype = c.dtype;
+    po.page_tokens = page;
+    po.num_kv_heads = c.hkv;
+    po.head_dim = c.d;
+    po.capacity_pages = (len + page - 1) / page + 5;
+    std::vector<int32_t> pages;
+    auto pool = ShuffledPool(device, po, rng, &pages);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    const KvPoolView pv = (*pool)->view();
+    ASSERT_TRUE(FillPool(device, po, pages, k, c.q_pos0, pv.k.data).ok());
+    ASSERT_TRUE(FillPool(device, po, pages, v, c.q_pos0, pv.v.data).ok());
+    std::vector<void*> owned;
+    auto upload = [&](const float* first, const float* last) {
+      const std::vector<uint8_t> bytes = Encode(std::vector<float>(first, last), c.dtype);
+      void* p = *device->Allocate(std::max<size_t>(bytes.size(), 4));
+      owned.push_back(p);
+      EXPECT_TRUE(
+          device->Copy(p, bytes.data(), bytes.size(), CopyKind::kHostToDevice, stream).ok());
+      return p;
+    };
+    const std::vector<float> poison(q.size(), std::numeric_limits<float>::quiet_NaN());
+    void* d_q = upload(q.data(), q.data() + q.size());
+    void* d_out = upload(poison.data(), poison.data() + poison.size());
+    void* d_k = upload(&k[c.q_pos0 * kv_row], k.data() + k.size());
+    void* d_v = upload(&v[c.q_pos0 * kv_row], v.data() + v.size());
+    const int ord = device->ordinal();
+    AttentionBatch batch;
+    batch.num_q_heads = c.hq;
+    batch.num_kv_heads = c.hkv;
+    batch.head_dim = c.d;
+    batch.scale = 1.0f / std::sqrt(static_cast<float>(c.d));
+    batch.device = DeviceType::kCuda;
+    batch.dtype = c.dtype;
+    batch.q = TensorView::Contiguous(d_q, c.dtype, DeviceType::kCuda, {c.n, c.hq, c.d}, ord);
+    batch.out = TensorView::Contiguous(d_out, c.dtype, DeviceType::kCuda, {c.n, c.hq, c.d}, ord);
+    batch.kv = pv;
+    const TensorView k_view =
+        TensorView::Contiguous(d_k, c.dtype, DeviceType::kCuda, {c.n, c.hkv, c.d}, ord);
+    const TensorView v_view =
+        TensorView::Contiguous(d_v, c.dtype, DeviceType::kCuda, {c.n, c.hkv, c.d}, ord);
+    AttentionProblem p;
+    p.num_q_heads = c.hq;
+    p.num_kv_heads = c.hkv;
+    p.head_dim = c.d;
+    p.scale = batch.scale;
+    p.phase = AttentionPhase::kPrefill;
+    p.q_pos0 = c.q_pos0;
+    p.num_queries = c.n;
+    p.q = batch.q;
+    p.k_new = k_view;
+    p.v_new = v_view;
+    p.kv.num_kv_heads = c.hkv;
+    p.kv.head_dim = c.d;
+    p.kv.page_tokens = page;
+    p.kv.length = len;
+    p.kv.dtype = c.dtype;
+    p.kv.device = DeviceType::kCuda;
+    p.kv.k_pool = pv.k.data;
+    p.kv.v_pool = pv.v.data;
+    p.kv.pages = pages.data();
+    p.kv.num_pages = (len + page - 1) / page;
+    p.device = DeviceType::kCuda;
+    p.dtype = c.dtype;
+    auto made = MakeBackend("xattention", {{"block_size", int64_t{bsz}},
+                                           {"stride", int64_t{s}},
+                                           {"threshold", threshold},
+                                           {"sink_blocks", int64_t{1}}});
+    ASSERT_TRUE(made.ok()) << made.status();
+    AttentionBackend& xattention = **made;
+    ProblemDesc pd = desc;
+    pd.dtype = c.dtype;
+    pd.head_dim = c.d;
+    pd.num_q_heads = c.hq;
+    pd.num_kv_heads = c.hkv;
+    ASSERT_TRUE(xattention.Supports(pd).ok()) << xattention.Supports(pd);
+    std::unique_ptr<AttentionState> state = xattention.CreateState(c.hq, c.hkv, c.d);
+    p.state = state.get();
+    batch.seqs = std::span<const AttentionProblem>(&p, 1);
+    PlannedLayout plan;
+    const absl::Status planned = xattention.Plan(batch, &plan);
+    ASSERT_TRUE(planned.ok()) << planned;
+    ASSERT_EQ(plan.layouts.size(), 1u);
+    const BlockSparseLayout& layout = plan.layouts[0];
+    ASSERT_TRUE(ValidateLayout(layout, c.hkv).ok());
+    ASSERT_EQ(layout.num_layout_heads, c.hkv);
+    ASSERT_EQ(layout.kv_length, len);
+    // kept[h][qb]: the KV blocks the query block reads (the oracle's, or the layout's on a
+    // near-tie).
+    const int64_t q_blocks = (c.n + bsz - 1) / bsz;
+    std::vector<std::vector<std::vector<uint8_t>>> kept(c.hkv);
+    for (int h = 0; h < c.hkv; ++h) {
+      const std::vector<uint8_t> mask = ExpandLayoutToDenseMask(layout, h);
+      kept[h].resize(q_blocks);
+      for (int64_t qb = 0; qb < q_blocks; ++qb) {
+        const int64_t r0 = qb * bsz, r1 = std::min<int64_t>(r0 + bsz, c.n);
+        const int64_t p_first = c.q_pos0 + r0, p_last = c.q_pos0 + r1 - 1;
+        const int64_t causal = p_last / bsz + 1;
+        // The antidiagonal scores: strided row u0 pairs query u0+S-1-t with key v*S+t.
+        std::vector<double> score(causal, 0.0);
+        for (int g = 0; g < group; ++g) {
+          const int qh = h * group + g;
+          for (int64_t u0 = r0; u0 < r1; u0 += s) {
+            const int64_t last = c.q_pos0 + std::min<int64_t>(u0 + s, r1) - 1;
+            std::vector<double> logit;
+            for (int64_t vg = 0; vg * s <= last; ++vg) {
+              double sum = 0;
+              for (int t = 0; t < s; ++t) {
+                const int64_t r = u0 + s - 1 - t, j = vg * s + t;
+                if (r >= r1 || j >= len) continue;
+                for (int i = 0; i < c.d; ++i) {
+                  sum += double{q[(r * c.hq + qh) * c.d + i]} * k[(j * c.hkv + h) * c.d + i];
+                }
+              }
+              logit.push_back(sum * batch.scale / s);
+            }
+            const double mx = *std::max_element(logit.begin(), logit.end());
+            double z = 0;
+            for (double x : logit) z += std::exp(x - mx);
+            for (size_t vg = 0; vg < logit.size(); ++vg) {
+              score[vg * s / bsz] += std::exp(logit[vg] - mx) / z;
+            }
+          }
+        }
+        // The rule: sinks and the diagonal, then decreasing score until the mass reaches
+        // threshold * total.
+        double total = 0, mass = 0;
+        for (double x : score) total += x;
+        const double goal = threshold * total, margin = 1e-3 * total;
+        std::vector<uint8_t> take(causal, 0);
+        take[0] = 1;
+        for (int64_t b = p_first / bsz; b < causal; ++b) take[b] = 1;
+        std::vector<int64_t> order;
+        for (int64_t b = 0; b < causal; ++b) {
+          if (take[b]) {
+            mass += score[b];
+          } else {
+            order.push_back(b);
+          }
+        }
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int64_t x, int64_t y) { return score[x] > score[y]; });
+        bool clear = std::abs(mass - goal) > margin;
+        size_t next = 0;
+        for (; next < order.size() && mass < goal; ++next) {
+          take[order[next]] = 1;
+          const double before = mass;
+          mass += score[order[next]];
+          clear = goal - before > margin && mass - goal > margin;
+        }
+        if (next > 0 && next < order.size()) {
+          clear = clear && score[order[next - 1]] - score[order[next]] > margin;
+        }
+        // The layout's blocks for the query block, from its first row.
+        std::vector<uint8_t> got(causal, 0);
+        for (int64_t j = 0; j <= p_first; ++j) {
+          if (mask[r0 * len + j] != 0) got[j / bsz] = 1;
+        }
+        for (int64_t b = p_first / bsz; b < causal; ++b) got[b] = 1;
+        ++all_rows;
+        if (clear) {
+          ++checked_rows;
+          if (std::count(take.begin(), take.end(), 1) < causal) ++sparse_rows;
+        }
+        kept[h][qb] = clear ? take : got;
+        // Every row reads exactly its block set, causally (its own position included).
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t pos = c.q_pos0 + r;
+          for (int64_t j = 0; j < len; ++j) {
+            const bool want = j <= pos && kept[h][qb][j / bsz] != 0;
+            ASSERT_EQ(mask[r * len + j] != 0, want)
+                << "KV head " << h << ", query at " << pos << ", key " << j
+                << (clear ? "" : " (near-tie)");
+          }
+        }
+      }
+    }
+    auto runner = CudaLayerRunner::Create(device);
+    ASSERT_TRUE(runner.ok()) << runner.status();
+    ASSERT_TRUE((*runner)->Run(batch, k_view, v_view, plan.layouts).ok());
+    std::vector<uint8_t> out_bytes(q.size() * DTypeSize(c.dtype));
+    ASSERT_TRUE(
+        device->Copy(out_bytes.data(), d_out, out_bytes.size(), CopyKind::kDeviceToHost, stream)
+            .ok());
+    ASSERT_TRUE(stream->Synchronize().ok());
+    const std::vector<double> ref =
+        ReferenceAttention(p, q.data(), k.data(), v.data(), [&](int64_t r, int qh, int64_t j) {
+          return j <= c.q_pos0 + r && kept[qh / group][r / bsz][j / bsz] != 0;
+        });
+    EXPECT_LT(RelativeError(Decode(out_bytes, c.dtype), ref),
+              c.dtype == DType::kBF16 ? 2e-2 : 1e-4);
+    for (void* b : owned) device->Free(b);
+  }
+  EXPECT_GE(2 * checked_rows, all_rows) << "most choices sat on a near-tie";
+  EXPECT_GT(sparse_rows, 0) << "no query block skipped a block";
 }
 
 // A batch whose dtypes disagree (f32 queries over a bf16 pool, or an f16 batch) is refused with

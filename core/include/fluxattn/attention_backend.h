@@ -94,6 +94,12 @@ struct AttentionProblem {
   int layer = 0;
   uint64_t request_id = 0;
   AttentionState* state = nullptr;  // from CreateState, may be null
+  // The new rows' keys and values, [num_queries, num_kv_heads, head_dim] like q (empty where the
+  // caller has none). On the CPU they are in `kv` already when Plan runs; on a GPU the run after
+  // Plan writes them into the pool, so a data-dependent plan that reads the chunk's own keys
+  // (XAttention's prefill) reads them here.
+  TensorView k_new;
+  TensorView v_new;
 
   // Host float32 queries (CPU f32 problems), else null.
   const float* host_q() const { return q.is_host_f32() ? q.as<const float>() : nullptr; }

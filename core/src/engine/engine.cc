@@ -497,6 +497,8 @@ struct Engine::Impl : public LayerAttention {
       p.num_queries = rows.num_tokens;
       p.q_row0 = rows.row0;
       p.q = in.q.Rows(rows.row0, rows.num_tokens);
+      p.k_new = in.k.Rows(rows.row0, rows.num_tokens);
+      p.v_new = in.v.Rows(rows.row0, rows.num_tokens);
       p.kv = L.kv->view();
       p.device = device;
       p.dtype = dtype;
