@@ -76,7 +76,7 @@ class AttentionState {
 // tiles of a layout count from the sequence's first row; KV blocks are absolute (block b covers
 // positions [b*B, (b+1)*B)). A decode step is one query at its position; a prefill chunk may start
 // at any position (not only on a block boundary). kv.length >= q_pos0 + num_queries: the chunk's
-// own keys are already in the cache.
+// own keys are in the cache (on a GPU from the run after Plan on; see k_new).
 struct AttentionProblem {
   uint32_t struct_size = sizeof(AttentionProblem);
   int num_q_heads = 0;
