@@ -10,9 +10,12 @@ valid), one `fluxattn bench --device cuda` call runs:
     window 2048, blocks of 128; the streaming layers spread evenly over the depth) at every
     context of --contexts: prefill seconds, decode ms/token, KV bytes per request (the pool's
     pages the request holds, not a formula);
-  * the batches (one call per batch size): FA-only, the static 50% and the `random` router at
-    full_ratio 0.5 (each request draws its own layers, so one batch mixes decisions), at
-    --batch-context tokens, decode tokens/s of the whole batch.
+  * the batches (one call per batch size): the static shares of --batch-shares (FA-only, 50%
+    and every layer but layer 0 on streaming by default) and the `random` router at full_ratio
+    0.5 (each request draws its own layers, so one batch mixes decisions), at --batch-context
+    tokens, decode tokens/s of the whole batch. The mixed batch is compared with the
+    mix-weighted average of the all-FA and all-SA batches: their step times interpolated at the
+    mixed batch's SA ratio.
 Writes flux.json (both parts, every sample) into --out and prints the tables;
 tools/plot_flux_curve.py turns flux.json into the SVG picture of docs/benchmarks.md.
 
@@ -83,6 +86,12 @@ def main():
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--batch-context", type=int, default=4096)
+    ap.add_argument("--batch-chunk", type=int, default=0,
+                    help="[scheduler] prefill_chunk_tokens of the batch configs (0: whole "
+                    "prompts in one step, which at 8 x 32K needs more activation memory than "
+                    "an 80 GB card has beside the pool)")
+    ap.add_argument("--batch-shares", default="0,0.5,1",
+                    help="static shares of streaming layers run beside the mixed batch")
     ap.add_argument("--skip-curve", action="store_true")
     ap.add_argument("--skip-batches", action="store_true")
     args = ap.parse_args()
@@ -121,15 +130,17 @@ def main():
             json.dump(report, f, indent=2)
     if not args.skip_batches:
         random_cfg = os.path.join(args.work, "random50.toml")
-        pool = int(2 * layers * args.batch_context * max(batches) * 8 * 128 * 2 * 1.25) >> 20
-        write_config(random_cfg, folder, pool,
+        pool = int(2 * layers * (args.batch_context + 256) * max(batches) * 8 * 128 * 2 * 1.05) >> 20
+        sched = (f"[scheduler]\nprefill_chunk_tokens = {args.batch_chunk}\n\n"
+                 if args.batch_chunk > 0 else "")
+        write_config(random_cfg, folder, pool, sched +
                      '[router]\nplugin = "random"\nfull = "full"\nsparse = "stream"\nseed = 1\n'
                      'full_ratio = 0.5\n')
         static_cfgs = []
-        for share in (0.0, 0.5):
+        for share in [float(x) for x in args.batch_shares.split(",")]:
             body = static_router(layers, share)
             p = os.path.join(args.work, f"batch-sa{int(share * 100):02d}.toml")
-            write_config(p, folder, pool, body)
+            write_config(p, folder, pool, sched + body)
             static_cfgs.append(p)
         for b in batches:
             rows, secs = run_bench(args.fluxattn, static_cfgs + [random_cfg],
@@ -158,11 +169,19 @@ def print_tables(report):
               f"{r['decode_ms_per_token']:9.2f} {ds:8.2f}x {r['sa_ratio']:8.2f} "
               f"{r['kv_bytes'] / 2**20:7.0f} {r['kv_bytes_full_cache'] / 2**20:11.0f}")
     if report["batches"]:
-        print("\nbatch  config           SA ratio  decode ms/step  decode tok/s")
+        print("\nbatch  config           SA ratio  decode ms/step  decode tok/s  vs mix-weighted")
     for b, rows in report["batches"].items():
+        by = {r["config"]: r for r in rows}
+        fa, sa = by.get("batch-sa00"), by.get("batch-sa100")
         for r in rows:
+            vs = ""
+            if fa and sa and r["config"] == "random50" and sa["sa_ratio"] > 0:
+                # The all-FA and all-SA step times interpolated at the mixed batch's SA ratio.
+                w = r["sa_ratio"] / sa["sa_ratio"]
+                want = (1 - w) * fa["decode_ms_per_token"] + w * sa["decode_ms_per_token"]
+                vs = f"{r['decode_ms_per_token'] / want - 1:+.1%} ({want:.2f} ms)"
             print(f"{b:>5s}  {r['config']:15s} {r['sa_ratio']:9.2f} "
-                  f"{r['decode_ms_per_token']:15.2f} {r['decode_tokens_per_second']:13.0f}")
+                  f"{r['decode_ms_per_token']:15.2f} {r['decode_tokens_per_second']:13.0f}  {vs}")
 
 
 if __name__ == "__main__":
