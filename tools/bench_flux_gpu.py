@@ -14,8 +14,8 @@ valid), one `fluxattn bench --device cuda` call runs:
     and every layer but layer 0 on streaming by default) and the `random` router at full_ratio
     0.5 (each request draws its own layers, so one batch mixes decisions), at --batch-context
     tokens, decode tokens/s of the whole batch. The mixed batch is compared with the
-    mix-weighted average of the all-FA and all-SA batches: their step times interpolated at the
-    mixed batch's SA ratio.
+    mix-weighted average of the all-FA and all-SA batches' tokens/s (weights from the mixed
+    batch's SA ratio against the all-SA batch's).
 Writes flux.json (both parts, every sample) into --out and prints the tables;
 tools/plot_flux_curve.py turns flux.json into the SVG picture of docs/benchmarks.md.
 
@@ -176,10 +176,11 @@ def print_tables(report):
         for r in rows:
             vs = ""
             if fa and sa and r["config"] == "random50" and sa["sa_ratio"] > 0:
-                # The all-FA and all-SA step times interpolated at the mixed batch's SA ratio.
+                # The all-FA and all-SA tokens/s, weighted by the mixed batch's SA share.
                 w = r["sa_ratio"] / sa["sa_ratio"]
-                want = (1 - w) * fa["decode_ms_per_token"] + w * sa["decode_ms_per_token"]
-                vs = f"{r['decode_ms_per_token'] / want - 1:+.1%} ({want:.2f} ms)"
+                want = ((1 - w) * fa["decode_tokens_per_second"] +
+                        w * sa["decode_tokens_per_second"])
+                vs = f"{r['decode_tokens_per_second'] / want - 1:+.1%} (of {want:.0f} tok/s)"
             print(f"{b:>5s}  {r['config']:15s} {r['sa_ratio']:9.2f} "
                   f"{r['decode_ms_per_token']:15.2f} {r['decode_tokens_per_second']:13.0f}  {vs}")
 
