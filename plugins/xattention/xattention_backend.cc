@@ -25,7 +25,7 @@ constexpr size_t kLogitsSlabBytes = size_t{64} << 20;
 
 struct XAttentionBackend::Cuda {
   fluxattn::Device* device = nullptr;
-  DeviceBuffer queries, keys, logits, rows, scores, table;
+  DeviceBuffer queries, keys, logits, rows, scores, table, keep;
 #if defined(FLUXATTN_WITH_CUDA)
   std::unique_ptr<kernels::cuda::Gemm> gemm;
 #endif
@@ -112,15 +112,15 @@ absl::Status XAttentionBackend::Supports(const ProblemDesc& problem) const {
   return absl::OkStatus();
 }
 
-absl::Status XAttentionBackend::DeviceScores(const AttentionProblem& p,
-                                             std::vector<float>* scores) {
+absl::Status XAttentionBackend::DeviceScores(const AttentionProblem& p, std::vector<float>* scores,
+                                             std::vector<uint32_t>* keep) {
 #if defined(FLUXATTN_WITH_CUDA)
   namespace kc = kernels::cuda;
   if (cuda_ == nullptr) {
     auto made = std::make_unique<Cuda>();
     FLUXATTN_ASSIGN_OR_RETURN(made->device, CudaDevice(p.q.ordinal));
-    for (DeviceBuffer* b :
-         {&made->queries, &made->keys, &made->logits, &made->rows, &made->scores, &made->table}) {
+    for (DeviceBuffer* b : {&made->queries, &made->keys, &made->logits, &made->rows, &made->scores,
+                            &made->table, &made->keep}) {
       b->Bind(made->device);
     }
     FLUXATTN_ASSIGN_OR_RETURN(made->gemm, kc::Gemm::Create(size_t{32} << 20, false, false));
@@ -195,6 +195,22 @@ absl::Status XAttentionBackend::DeviceScores(const AttentionProblem& p,
           static_cast<float*>(out) + (h * q_blocks + qb0) * kv_blocks, cu));
     }
   }
+  scores->clear();
+  keep->clear();
+  if (kv_blocks <= kc::kXAttentionSelectMaxBlocks) {
+    // The rule on the device too: a bit per block comes back instead of a float.
+    const int64_t words = (kv_blocks + 31) / 32;
+    const size_t keep_bytes = hkv * q_blocks * words * sizeof(uint32_t);
+    FLUXATTN_ASSIGN_OR_RETURN(void* bits, D.keep.Ensure(keep_bytes));
+    FLUXATTN_RETURN_IF_ERROR(kc::XAttentionSelectBlocks(
+        static_cast<const float*>(out), hkv, q_blocks, static_cast<int32_t>(kv_blocks), bsz,
+        p.q_pos0, n, config_.sink_blocks, static_cast<float>(config_.threshold),
+        static_cast<uint32_t*>(bits), cu));
+    keep->resize(hkv * q_blocks * words);
+    FLUXATTN_RETURN_IF_ERROR(
+        dev->Copy(keep->data(), bits, keep_bytes, CopyKind::kDeviceToHost, stream));
+    return stream->Synchronize();
+  }
   scores->resize(hkv * q_blocks * kv_blocks);
   FLUXATTN_RETURN_IF_ERROR(
       dev->Copy(scores->data(), out, score_bytes, CopyKind::kDeviceToHost, stream));
@@ -202,6 +218,7 @@ absl::Status XAttentionBackend::DeviceScores(const AttentionProblem& p,
 #else
   (void)p;
   (void)scores;
+  (void)keep;
   return absl::UnimplementedError("xattention on cuda: this build has no CUDA");
 #endif
 }
@@ -306,7 +323,28 @@ absl::Status XAttentionBackend::BuildPrefillLayout(const AttentionProblem& p,
   // On a GPU every head's scores come from the device at once.
   const bool cuda = p.device == DeviceType::kCuda;
   std::vector<float> device_scores;
-  if (cuda && config_.threshold < 1.0) FLUXATTN_RETURN_IF_ERROR(DeviceScores(p, &device_scores));
+  std::vector<uint32_t> device_keep;
+  if (cuda && config_.threshold < 1.0) {
+    FLUXATTN_RETURN_IF_ERROR(DeviceScores(p, &device_scores, &device_keep));
+  }
+  if (!device_keep.empty()) {
+    // The device picked the blocks: bit b of row (h, qb) keeps block b.
+    const int64_t words = (kv_blocks + 31) / 32;
+    LayoutBuilder builder(bsz, bsz, p.q_pos0, p.num_queries, len, heads);
+    for (int64_t qb = 0; qb < q_blocks; ++qb) {
+      for (int h = 0; h < heads; ++h) {
+        builder.StartRow();
+        const uint32_t* row = &device_keep[(h * q_blocks + qb) * words];
+        for (int64_t w = 0; w < words; ++w) {
+          for (uint32_t bits = row[w]; bits != 0; bits &= bits - 1) {
+            builder.AddBlock(static_cast<int32_t>(w * 32 + __builtin_ctz(bits)));
+          }
+        }
+      }
+    }
+    FLUXATTN_ASSIGN_OR_RETURN(*layout, builder.Build());
+    return absl::OkStatus();
+  }
   // selected[qb * heads + h]: ascending KV blocks.
   std::vector<std::vector<int32_t>> selected(q_blocks * heads);
   for (int h = 0; h < heads; ++h) {

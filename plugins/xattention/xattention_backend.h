@@ -7,8 +7,8 @@
 // all KV is kept; a config that wants another decode (the sink + window rule of the Flux
 // checkpoints, say) hands it to another instance (`decode_with`). On CUDA the scores come from
 // the device (fluxattn/kernels/cuda_xattention.h: strided operands, one GEMM per KV head and
-// slab of query blocks, the soft-maxed block sums) and the host picks the blocks from them by the
-// same rule.
+// slab of query blocks, the soft-maxed block sums), and the blocks are picked there by the same
+// rule (on the host from the scores when a row has more blocks than one CTA sorts).
 #pragma once
 
 #include <memory>
@@ -48,9 +48,12 @@ class XAttentionBackend : public AttentionBackend {
  private:
   struct Cuda;  // the device scratch of CUDA problems, made on the first
   absl::Status BuildPrefillLayout(const AttentionProblem& problem, BlockSparseLayout* layout);
-  // The block scores of every KV head of a CUDA problem, computed on its device:
-  // scores[(h * q_blocks + qb) * kv_blocks + b].
-  absl::Status DeviceScores(const AttentionProblem& problem, std::vector<float>* scores);
+  // The block scores of every KV head of a CUDA problem, computed on its device, and where a
+  // row fits the device's sort (kXAttentionSelectMaxBlocks) the blocks the rule keeps, picked
+  // there too: keep[(h * q_blocks + qb) * words + b / 32] bit b % 32, scores left empty.
+  // Otherwise keep is empty and scores[(h * q_blocks + qb) * kv_blocks + b] come back.
+  absl::Status DeviceScores(const AttentionProblem& problem, std::vector<float>* scores,
+                            std::vector<uint32_t>* keep);
   XAttentionConfig config_;
   std::unique_ptr<Cuda> cuda_;
 };

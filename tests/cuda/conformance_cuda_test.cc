@@ -672,15 +672,15 @@ TEST(CudaQuest, DecodeReadsTheTopPagesByTheirBound) {
   for (void* p : owned) device->Free(p);
 }
 
-// XAttention prefill on CUDA: the antidiagonal block scores come from the device, and each query
-// block of each KV head keeps its sink and diagonal blocks, then blocks in decreasing score until
-// their share of the row's mass reaches the threshold. The oracle scores every block in double
-// from the strided rule (DESIGN.md) over the same bf16- or f32-valued inputs and picks the blocks
-// by that rule; where the choice sits within a part in a thousand of the threshold or of a tie, it
-// may go either way and only the output is compared. Data with a planted direction makes a
-// quarter of the key blocks stand out, so that rows are sparse. Earlier keys are read from
-// shuffled pool pages, new keys from the batch; pool slots never written hold NaN. On CUDA the
-// block size must be a multiple of 64, and it says so otherwise.
+// XAttention prefill on CUDA: the antidiagonal block scores and the choice of blocks come from
+// the device, and each query block of each KV head keeps its sink and diagonal blocks, then
+// blocks in decreasing score until their share of the row's mass reaches the threshold. The oracle
+// scores every block in double from the strided rule (DESIGN.md) over the same bf16- or f32-valued
+// inputs and picks the blocks by that rule; where the choice sits within a part in a thousand of
+// the threshold or of a tie, it may go either way and only the output is compared. Data with a
+// planted direction makes a quarter of the key blocks stand out, so that rows are sparse. Earlier
+// keys are read from shuffled pool pages, new keys from the batch; pool slots never written hold
+// NaN. On CUDA the block size must be a multiple of 64, and it says so otherwise.
 TEST(CudaXAttention, PrefillKeepsTheBlocksOfTheScoreMass) {
   if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device here";
   absl::StatusOr<Device*> dev = CudaDevice(0);
@@ -712,6 +712,8 @@ TEST(CudaXAttention, PrefillKeepsTheBlocksOfTheScoreMass) {
       {8, 2, 128, 128, 8, 300, 500, DType::kF32},
       {8, 2, 64, 64, 16, 300, 500, DType::kBF16},
       {6, 2, 64, 64, 16, 0, 700, DType::kF32},
+      // 47 KV blocks: the device's sort of a row over more than one warp's worth.
+      {8, 2, 64, 64, 16, 1000, 2000, DType::kBF16},
   };
   const double threshold = 0.6;
   const int page = 64;

@@ -1,6 +1,6 @@
-// XAttention's antidiagonal block scoring on CUDA (the xattention plugin's prefill on a GPU).
-// With stride S, query block size B and G = B / S strided rows per query block, the scoring of
-// one prefill chunk is three steps per KV head:
+// XAttention's antidiagonal block scoring and selection on CUDA (the xattention plugin's prefill
+// on a GPU). With stride S, query block size B and G = B / S strided rows per query block, a
+// prefill chunk is scored in three steps per KV head and selected in a fourth:
 //   1. the strided queries and keys as GEMM operands (XAttentionStridedQueries / ...Keys): row
 //      (query block qb, strided row u, query head g of the GQA group) is the concatenation over
 //      k of the query at chunk row qb * B + u * S + S-1-k; column v is the concatenation of the
@@ -9,7 +9,8 @@
 //   2. their product (Gemm::Linear, f32 out): the antidiagonal logits;
 //   3. XAttentionBlockScores: each row soft-maxed (logits times `scale`) over the key groups its
 //      last query can see, its probabilities summed per KV block, and those sums added over the
-//      rows of each query block in a fixed order (the result does not depend on the launch).
+//      rows of each query block in a fixed order (the result does not depend on the launch);
+//   4. XAttentionSelectBlocks: the threshold rule over those scores, one CTA per row, as bits.
 // Host-callable; device memory as pointers, the stream as `void*`; bf16 operands, or f32 with
 // `f32`.
 #pragma once
@@ -51,5 +52,21 @@ absl::Status XAttentionBlockScores(const float* logits, int64_t cols, int32_t gr
                                    int64_t key_groups, int64_t q_block0, int64_t q_blocks,
                                    float scale, int64_t kv_blocks, float* row_scratch,
                                    float* scores, void* stream);
+
+// The most KV blocks XAttentionSelectBlocks sorts in one CTA's shared memory.
+constexpr int32_t kXAttentionSelectMaxBlocks = 4096;
+
+// XAttention's rule on the device, for every (KV head, query block) row of `scores`
+// ([num_kv_heads][q_blocks][kv_blocks], XAttentionBlockScores's): the sink blocks (b <
+// sink_blocks) and the diagonal blocks (from the block of the query block's first position up
+// to its last position's) are kept; the other causal blocks in decreasing score (ties: the lower
+// block first) while the mass kept before them is below threshold * the row's causal total.
+// keep: [num_kv_heads][q_blocks][ceil(kv_blocks / 32)] words, bit b of block b. Query block qb
+// holds the queries at chunk rows [qb * block, min((qb + 1) * block, num_queries)), at absolute
+// positions from q_pos0. kv_blocks <= kXAttentionSelectMaxBlocks.
+absl::Status XAttentionSelectBlocks(const float* scores, int32_t num_kv_heads, int64_t q_blocks,
+                                    int32_t kv_blocks, int32_t block, int64_t q_pos0,
+                                    int64_t num_queries, int32_t sink_blocks, float threshold,
+                                    uint32_t* keep, void* stream);
 
 }  // namespace fluxattn::kernels::cuda

@@ -118,6 +118,104 @@ __global__ void SumRowsKernel(const float* row_scratch, int32_t rows_per_block, 
   scores[i] = s;
 }
 
+// One CTA per (KV head, query block) row of the scores: the blocks the threshold rule keeps, as
+// bits. Forced: the sink blocks and the diagonal blocks up to the causal limit. The others are
+// sorted by decreasing score (ties: lower block first, as std::stable_sort on the host) and
+// taken while the mass before them is below threshold * total.
+constexpr int kSelectThreads = 256;
+__global__ void SelectBlocksKernel(const float* scores, int64_t q_blocks, int32_t kv_blocks,
+                                   int32_t padded, int32_t block, int64_t q_pos0,
+                                   int64_t num_queries, int32_t sink_blocks, float threshold,
+                                   int32_t words, uint32_t* keep) {
+  extern __shared__ float smem[];
+  float* key = smem;                                           // [padded]
+  int32_t* idx = reinterpret_cast<int32_t*>(key + padded);     // [padded]
+  uint32_t* bits = reinterpret_cast<uint32_t*>(idx + padded);  // [words]
+  __shared__ float warp_part[kSelectThreads / 32];
+  const int64_t row = blockIdx.x;
+  const int64_t qb = row % q_blocks;
+  const float* score = scores + row * kv_blocks;
+  const int64_t p_first = q_pos0 + qb * block;
+  const int64_t p_last = q_pos0 + min((qb + 1) * block, num_queries) - 1;
+  const int32_t causal = static_cast<int32_t>(min(p_last / block + 1, int64_t{kv_blocks}));
+  const int32_t diag = static_cast<int32_t>(p_first / block);
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  auto forced = [&](int32_t b) { return b < sink_blocks || b >= diag; };
+  // The row's total and forced mass, each thread over a fixed stride, then in warp order.
+  float total = 0.f, forced_mass = 0.f;
+  for (int32_t b = tid; b < padded; b += kSelectThreads) {
+    const bool causal_b = b < causal;
+    const float x = causal_b ? score[b] : 0.f;
+    total += x;
+    if (causal_b && forced(b)) forced_mass += x;
+    key[b] = causal_b && !forced(b) ? x : -INFINITY;
+    idx[b] = b;
+  }
+  for (int32_t w = tid; w < words; w += kSelectThreads) bits[w] = 0u;
+  auto block_sum = [&](float x) {
+    x = WarpSum(x);
+    __syncthreads();
+    if (lane == 0) warp_part[warp] = x;
+    __syncthreads();
+    float t = 0.f;
+    for (int w = 0; w < kSelectThreads / 32; ++w) t += warp_part[w];
+    return t;
+  };
+  total = block_sum(total);
+  forced_mass = block_sum(forced_mass);
+  // Bitonic sort of (key desc, idx asc) over the padded row.
+  for (int32_t size = 2; size <= padded; size *= 2) {
+    for (int32_t stride = size / 2; stride > 0; stride /= 2) {
+      __syncthreads();
+      for (int32_t i = tid; i < padded; i += kSelectThreads) {
+        const int32_t j = i ^ stride;
+        if (j <= i) continue;
+        // Whether (key[i], idx[i]) should come after (key[j], idx[j]) in this run's direction.
+        const bool descending = (i & size) == 0;
+        const bool i_after_j = key[i] < key[j] || (key[i] == key[j] && idx[i] > idx[j]);
+        if (i_after_j == descending) {
+          const float tk = key[i];
+          key[i] = key[j];
+          key[j] = tk;
+          const int32_t ti = idx[i];
+          idx[i] = idx[j];
+          idx[j] = ti;
+        }
+      }
+    }
+  }
+  __syncthreads();
+  // Exclusive prefix sums of the sorted candidates: each thread a contiguous chunk, the chunk
+  // totals scanned in thread order. Candidate i is taken while forced + before(i) < goal.
+  const float goal = threshold * total;
+  const int32_t chunk = (padded + kSelectThreads - 1) / kSelectThreads;
+  const int32_t c0 = min(tid * chunk, padded), c1 = min(c0 + chunk, padded);
+  float own = 0.f;
+  for (int32_t i = c0; i < c1; ++i) own += key[i] > -INFINITY ? key[i] : 0.f;
+  // Inclusive scan of `own` over the threads: within the warp, then over the warps in order.
+  float incl = own;
+  for (int off = 1; off < 32; off *= 2) {
+    const float up = __shfl_up_sync(0xffffffff, incl, off);
+    if (lane >= off) incl += up;
+  }
+  __syncthreads();
+  if (lane == 31) warp_part[warp] = incl;
+  __syncthreads();
+  float before = incl - own;
+  for (int w = 0; w < warp; ++w) before += warp_part[w];
+  for (int32_t i = c0; i < c1; ++i) {
+    if (key[i] == -INFINITY || forced_mass + before >= goal) break;
+    atomicOr(&bits[idx[i] / 32], 1u << (idx[i] % 32));
+    before += key[i];
+  }
+  __syncthreads();
+  for (int32_t b = tid; b < causal; b += kSelectThreads) {
+    if (forced(b)) atomicOr(&bits[b / 32], 1u << (b % 32));
+  }
+  __syncthreads();
+  for (int32_t w = tid; w < words; w += kSelectThreads) keep[row * words + w] = bits[w];
+}
+
 absl::Status CheckGeometry(const char* where, int32_t hq, int32_t hkv, int32_t d, int32_t stride,
                            int32_t block) {
   if (hq <= 0 || hkv <= 0 || hq % hkv != 0 || d <= 0 || d % 8 != 0 || stride <= 0 || block <= 0 ||
@@ -199,6 +297,34 @@ absl::Status XAttentionBlockScores(const float* logits, int64_t cols, int32_t gr
   SumRowsKernel<<<static_cast<unsigned>((q_blocks * kv_blocks + kThreads - 1) / kThreads), kThreads,
                   0, AsStream(stream)>>>(row_scratch, g_rows * group, q_blocks, kv_blocks, scores);
   return LaunchStatus("XAttentionBlockScores");
+}
+
+absl::Status XAttentionSelectBlocks(const float* scores, int32_t num_kv_heads, int64_t q_blocks,
+                                    int32_t kv_blocks, int32_t block, int64_t q_pos0,
+                                    int64_t num_queries, int32_t sink_blocks, float threshold,
+                                    uint32_t* keep, void* stream) {
+  if (num_kv_heads <= 0 || q_blocks < 0 || kv_blocks < 0 ||
+      kv_blocks > kXAttentionSelectMaxBlocks || block <= 0 || q_pos0 < 0 || num_queries < 0 ||
+      sink_blocks < 0 || !(threshold >= 0.f && threshold <= 1.f) ||
+      q_pos0 + num_queries > int64_t{kv_blocks} * block) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "XAttentionSelectBlocks: KV heads / KV blocks / block / sink blocks / threshold: "
+        "expected > 0 / [0, ",
+        kXAttentionSelectMaxBlocks, "] covering the queries / > 0 / >= 0 / [0, 1], found ",
+        num_kv_heads, " / ", kv_blocks, " / ", block, " / ", sink_blocks, " / ", threshold));
+  }
+  if (q_blocks == 0 || kv_blocks == 0) return absl::OkStatus();
+  int32_t padded = 1;
+  while (padded < kv_blocks) padded *= 2;
+  const int32_t words = (kv_blocks + 31) / 32;
+  const size_t smem = static_cast<size_t>(padded) * (sizeof(float) + sizeof(int32_t)) +
+                      static_cast<size_t>(words) * sizeof(uint32_t);
+  static_assert(kXAttentionSelectMaxBlocks * 8 + kXAttentionSelectMaxBlocks / 8 <= 48 * 1024,
+                "a row's sort fits the default shared memory of a CTA");
+  SelectBlocksKernel<<<static_cast<unsigned>(num_kv_heads * q_blocks), kSelectThreads, smem,
+                       AsStream(stream)>>>(scores, q_blocks, kv_blocks, padded, block, q_pos0,
+                                           num_queries, sink_blocks, threshold, words, keep);
+  return LaunchStatus("XAttentionSelectBlocks");
 }
 
 }  // namespace fluxattn::kernels::cuda
