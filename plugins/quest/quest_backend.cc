@@ -27,7 +27,7 @@ struct QuestState::Device {
   float* hi = nullptr;
   int64_t capacity_pages = 0;
   int64_t covered = 0;
-  DeviceBuffer table, scores;
+  DeviceBuffer table, scores, keep;
   ~Device() {
     if (device != nullptr) {
       device->Free(lo);
@@ -41,13 +41,15 @@ QuestState::QuestState(int num_kv_heads, int head_dim, int page_size)
 
 QuestState::~QuestState() = default;
 
-absl::Status QuestState::DeviceScores(const AttentionProblem& p, std::vector<float>* scores) {
+absl::Status QuestState::DevicePages(const AttentionProblem& p, const QuestConfig& config,
+                                     std::vector<uint32_t>* keep) {
 #if defined(FLUXATTN_WITH_CUDA)
   if (device_ == nullptr) {
     auto made = std::make_unique<Device>();
     FLUXATTN_ASSIGN_OR_RETURN(made->device, CudaDevice(p.q.ordinal));
     made->table.Bind(made->device);
     made->scores.Bind(made->device);
+    made->keep.Bind(made->device);
     device_ = std::move(made);
   }
   Device& D = *device_;
@@ -101,13 +103,20 @@ absl::Status QuestState::DeviceScores(const AttentionProblem& p, std::vector<flo
   FLUXATTN_RETURN_IF_ERROR(
       kernels::cuda::QuestPageScores(p.q.data, p.num_q_heads, num_kv_heads_, head_dim_, D.lo, D.hi,
                                      static_cast<int32_t>(pages), static_cast<float*>(out), cu));
-  scores->resize(pages * num_kv_heads_);
+  const int64_t words = (pages + 31) / 32;
+  const size_t keep_bytes = num_kv_heads_ * words * sizeof(uint32_t);
+  FLUXATTN_ASSIGN_OR_RETURN(void* bits, D.keep.Ensure(keep_bytes));
+  FLUXATTN_RETURN_IF_ERROR(kernels::cuda::QuestTopPages(
+      static_cast<const float*>(out), num_kv_heads_, static_cast<int32_t>(pages), config.sink_pages,
+      config.recent_pages, config.budget_pages(), static_cast<uint32_t*>(bits), cu));
+  keep->resize(num_kv_heads_ * words);
   FLUXATTN_RETURN_IF_ERROR(
-      dev->Copy(scores->data(), out, score_bytes, CopyKind::kDeviceToHost, stream));
+      dev->Copy(keep->data(), bits, keep_bytes, CopyKind::kDeviceToHost, stream));
   return stream->Synchronize();
 #else
   (void)p;
-  (void)scores;
+  (void)config;
+  (void)keep;
   return absl::UnimplementedError("quest on cuda: this build has no CUDA");
 #endif
 }
@@ -246,46 +255,58 @@ absl::Status QuestBackend::BuildDecodeLayout(const AttentionProblem& p, QuestSta
     *layout = DenseCausalLayout(p.q_pos0, p.num_queries, len);
     return absl::OkStatus();
   }
-  // Each page's bound for KV head h: on a GPU computed there for every page, on the CPU here.
+  // On a GPU the bounds and the choice are computed there (a bit per page comes back); on the
+  // CPU here.
   const bool cuda = p.device == DeviceType::kCuda;
-  std::vector<float> device_scores;
-  if (cuda) FLUXATTN_RETURN_IF_ERROR(state.DeviceScores(p, &device_scores));
-  auto page_bound = [&](int64_t b, int h) {
-    if (cuda) return device_scores[h * pages + b];
-    const float* lo = state.min_key(b, h);
-    const float* hi = state.max_key(b, h);
-    float best = -std::numeric_limits<float>::infinity();
-    for (int64_t r = 0; r < p.num_queries; ++r) {
-      for (int g = 0; g < group; ++g) {
-        const float* q = p.host_q() + (r * p.num_q_heads + h * group + g) * static_cast<int64_t>(d);
-        float bound = 0;
-        for (int i = 0; i < d; ++i) bound += std::max(q[i] * lo[i], q[i] * hi[i]);
-        best = std::max(best, bound);
+  std::vector<std::vector<int32_t>> selected(heads);
+  if (cuda) {
+    std::vector<uint32_t> keep;
+    FLUXATTN_RETURN_IF_ERROR(state.DevicePages(p, config_, &keep));
+    const int64_t words = (pages + 31) / 32;
+    for (int h = 0; h < heads; ++h) {
+      for (int64_t w = 0; w < words; ++w) {
+        for (uint32_t bits = keep[h * words + w]; bits != 0; bits &= bits - 1) {
+          selected[h].push_back(static_cast<int32_t>(w * 32 + __builtin_ctz(bits)));
+        }
       }
     }
-    return best;
-  };
-  std::vector<std::vector<int32_t>> selected(heads);
-  ParallelFor(heads, [&](int64_t h) {
-    std::vector<int32_t>& keep = selected[h];
-    const int64_t sink_end = std::min<int64_t>(config_.sink_pages, pages);
-    const int64_t recent_begin = std::max<int64_t>(sink_end, pages - config_.recent_pages);
-    std::vector<std::pair<float, int32_t>> bounds;
-    for (int64_t b = sink_end; b < recent_begin; ++b) {
-      bounds.emplace_back(page_bound(b, static_cast<int>(h)), static_cast<int32_t>(b));
-    }
-    const int64_t free_pages = config_.budget_pages() - sink_end - (pages - recent_begin);
-    const int64_t take = std::clamp<int64_t>(free_pages, 0, static_cast<int64_t>(bounds.size()));
-    // Highest bounds first; ties broken by position so the choice is deterministic.
-    std::partial_sort(bounds.begin(), bounds.begin() + take, bounds.end(),
-                      [](const auto& x, const auto& y) {
-                        return x.first > y.first || (x.first == y.first && x.second < y.second);
-                      });
-    for (int64_t b = 0; b < sink_end; ++b) keep.push_back(static_cast<int32_t>(b));
-    for (int64_t i = 0; i < take; ++i) keep.push_back(bounds[i].second);
-    for (int64_t b = recent_begin; b < pages; ++b) keep.push_back(static_cast<int32_t>(b));
-    std::sort(keep.begin(), keep.end());
-  });
+  } else {
+    auto page_bound = [&](int64_t b, int h) {
+      const float* lo = state.min_key(b, h);
+      const float* hi = state.max_key(b, h);
+      float best = -std::numeric_limits<float>::infinity();
+      for (int64_t r = 0; r < p.num_queries; ++r) {
+        for (int g = 0; g < group; ++g) {
+          const float* q =
+              p.host_q() + (r * p.num_q_heads + h * group + g) * static_cast<int64_t>(d);
+          float bound = 0;
+          for (int i = 0; i < d; ++i) bound += std::max(q[i] * lo[i], q[i] * hi[i]);
+          best = std::max(best, bound);
+        }
+      }
+      return best;
+    };
+    ParallelFor(heads, [&](int64_t h) {
+      std::vector<int32_t>& keep = selected[h];
+      const int64_t sink_end = std::min<int64_t>(config_.sink_pages, pages);
+      const int64_t recent_begin = std::max<int64_t>(sink_end, pages - config_.recent_pages);
+      std::vector<std::pair<float, int32_t>> bounds;
+      for (int64_t b = sink_end; b < recent_begin; ++b) {
+        bounds.emplace_back(page_bound(b, static_cast<int>(h)), static_cast<int32_t>(b));
+      }
+      const int64_t free_pages = config_.budget_pages() - sink_end - (pages - recent_begin);
+      const int64_t take = std::clamp<int64_t>(free_pages, 0, static_cast<int64_t>(bounds.size()));
+      // Highest bounds first; ties broken by position so the choice is deterministic.
+      std::partial_sort(bounds.begin(), bounds.begin() + take, bounds.end(),
+                        [](const auto& x, const auto& y) {
+                          return x.first > y.first || (x.first == y.first && x.second < y.second);
+                        });
+      for (int64_t b = 0; b < sink_end; ++b) keep.push_back(static_cast<int32_t>(b));
+      for (int64_t i = 0; i < take; ++i) keep.push_back(bounds[i].second);
+      for (int64_t b = recent_begin; b < pages; ++b) keep.push_back(static_cast<int32_t>(b));
+      std::sort(keep.begin(), keep.end());
+    });
+  }
   if (cuda && page < kCudaKeyTile) {
     // The CUDA kernels read keys in tiles of 64: pages smaller than a tile become the bits of
     // the decode row (row 0 of its 64-row query block) in the tiles' masks.

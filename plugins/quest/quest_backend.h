@@ -52,9 +52,11 @@ class QuestState : public AttentionState {
     return num_kv_heads == num_kv_heads_ && head_dim == head_dim_;
   }
   // CUDA problems: folds the pool's keys before the problem's first query into the device
-  // bounds, then writes the score of every page of the problem's KV for each KV head into
-  // *scores ([num_kv_heads][pages], host).
-  absl::Status DeviceScores(const AttentionProblem& problem, std::vector<float>* scores);
+  // bounds, scores every page of the problem's KV for each KV head and picks the pages by
+  // `config`'s rule there; *keep gets the choice as bits ([num_kv_heads][ceil(pages / 32)]
+  // words, bit p of page p; host).
+  absl::Status DevicePages(const AttentionProblem& problem, const QuestConfig& config,
+                           std::vector<uint32_t>* keep);
 
  private:
   struct Device;

@@ -1,6 +1,7 @@
 // Quest's page scoring on CUDA (the quest plugin's decode on a GPU): per-page key bounds folded
-// from the paged bf16 KV pool, and each page's upper bound on a query's logit, for the host to
-// pick the top pages from. Host-callable; device memory as pointers, the stream as `void*`.
+// from the paged bf16 KV pool, each page's upper bound on a query's logit, and the pages kept
+// (sink, recent and the top bounds within the budget) as bits for the host's layout. Host-callable;
+// device memory as pointers, the stream as `void*`.
 #pragma once
 
 #include <cstdint>
@@ -27,5 +28,13 @@ absl::Status QuestFoldKeys(const void* k_pool, int32_t pool_page_tokens, int32_t
 absl::Status QuestPageScores(const void* q, int32_t num_q_heads, int32_t num_kv_heads,
                              int32_t head_dim, const float* min_bounds, const float* max_bounds,
                              int32_t num_pages, float* scores, void* stream);
+
+// Quest's choice on the device, per KV head h of scores [num_kv_heads][num_pages]
+// (QuestPageScores's): the first min(sink_pages, num_pages) pages, the last recent_pages (not
+// below those), and of the pages between, the highest scores (ties: the lower page) up to
+// budget_pages in all. keep: [num_kv_heads][ceil(num_pages / 32)] words, bit p of page p.
+absl::Status QuestTopPages(const float* scores, int32_t num_kv_heads, int32_t num_pages,
+                           int32_t sink_pages, int32_t recent_pages, int64_t budget_pages,
+                           uint32_t* keep, void* stream);
 
 }  // namespace fluxattn::kernels::cuda

@@ -2,6 +2,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "cuda_check.cuh"
@@ -69,6 +70,85 @@ __global__ void QuestScoreKernel(const bf16* q, int32_t hq, int32_t hkv, int32_t
   if (lane == 0) scores[static_cast<int64_t>(h) * pages + p] = best;
 }
 
+// Keys that order like the floats (larger float, larger key); -0 as +0, as the host compares.
+__device__ __forceinline__ uint32_t OrderedKey(float x) {
+  const uint32_t u = __float_as_uint(x == 0.f ? 0.f : x);
+  return (u & 0x80000000u) != 0u ? ~u : (u | 0x80000000u);
+}
+
+// One CTA per KV head: the `take` highest scores of pages [first, last) by a radix select (four
+// passes of 8 bits from the top over the ordered keys, a shared histogram each), ties to the
+// lower page; the kept pages' bits (those, [0, first) and [last, num_pages)) into keep[h][words].
+constexpr int kTopThreads = 256;
+__global__ void QuestTopPagesKernel(const float* scores, int32_t num_pages, int32_t first,
+                                    int32_t last, int32_t take, int32_t words, uint32_t* keep) {
+  __shared__ uint32_t hist[256];
+  __shared__ uint32_t warp_total[kTopThreads / 32];
+  __shared__ uint32_t s_prefix, s_need;
+  PdlLaunchDependents();
+  PdlWait();
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const float* row = scores + static_cast<int64_t>(blockIdx.x) * num_pages;
+  uint32_t* out = keep + static_cast<int64_t>(blockIdx.x) * words;
+  for (int32_t w = tid; w < words; w += kTopThreads) out[w] = 0u;
+  __syncthreads();
+  auto set = [&](int32_t page) { atomicOr(&out[page / 32], 1u << (page % 32)); };
+  const int32_t count = last - first;
+  if (take >= count) {
+    for (int32_t p = first + tid; p < last; p += kTopThreads) set(p);
+  } else if (take > 0) {
+    uint32_t prefix = 0u, mask = 0u, need = static_cast<uint32_t>(take);
+    for (int shift = 24; shift >= 0; shift -= 8) {
+      for (int b = tid; b < 256; b += kTopThreads) hist[b] = 0u;
+      __syncthreads();
+      for (int32_t p = first + tid; p < last; p += kTopThreads) {
+        const uint32_t u = OrderedKey(row[p]);
+        if ((u & mask) == prefix) atomicAdd(&hist[(u >> shift) & 255u], 1u);
+      }
+      __syncthreads();
+      if (tid == 0) {
+        // The digit of the need-th largest among the keys that match the prefix so far.
+        uint32_t above = 0u;
+        int b = 255;
+        for (; b > 0 && above + hist[b] < need; --b) above += hist[b];
+        s_prefix = prefix | (static_cast<uint32_t>(b) << shift);
+        s_need = need - above;
+      }
+      __syncthreads();
+      prefix = s_prefix;
+      need = s_need;
+      mask |= 255u << shift;
+    }
+    // prefix is now the take-th largest key: every page above it is kept, and the first `need`
+    // pages equal to it. Each thread a contiguous run of pages; ranks of the equal ones by an
+    // exclusive scan over the threads.
+    const int32_t chunk = (count + kTopThreads - 1) / kTopThreads;
+    const int32_t c0 = min(first + tid * chunk, last), c1 = min(c0 + chunk, last);
+    uint32_t equal = 0u;
+    for (int32_t p = c0; p < c1; ++p) equal += OrderedKey(row[p]) == prefix ? 1u : 0u;
+    uint32_t incl = equal;
+    for (int off = 1; off < 32; off *= 2) {
+      const uint32_t up = __shfl_up_sync(0xffffffffu, incl, off);
+      if (lane >= off) incl += up;
+    }
+    if (lane == 31) warp_total[warp] = incl;
+    __syncthreads();
+    uint32_t rank = incl - equal;
+    for (int w = 0; w < warp; ++w) rank += warp_total[w];
+    for (int32_t p = c0; p < c1; ++p) {
+      const uint32_t u = OrderedKey(row[p]);
+      if (u > prefix) {
+        set(p);
+      } else if (u == prefix) {
+        if (rank < need) set(p);
+        ++rank;
+      }
+    }
+  }
+  for (int32_t p = tid; p < first; p += kTopThreads) set(p);
+  for (int32_t p = last + tid; p < num_pages; p += kTopThreads) set(p);
+}
+
 }  // namespace
 
 absl::Status QuestFoldKeys(const void* k_pool, int32_t pool_page_tokens, int32_t pool_head_dim,
@@ -115,6 +195,30 @@ absl::Status QuestPageScores(const void* q, int32_t num_q_heads, int32_t num_kv_
                 head_dim, min_bounds, max_bounds, num_pages, scores),
       "QuestPageScores", "kernel launch");
   return LaunchStatus("QuestPageScores");
+}
+
+absl::Status QuestTopPages(const float* scores, int32_t num_kv_heads, int32_t num_pages,
+                           int32_t sink_pages, int32_t recent_pages, int64_t budget_pages,
+                           uint32_t* keep, void* stream) {
+  if (num_kv_heads <= 0 || num_pages < 0 || sink_pages < 0 || recent_pages < 0 ||
+      budget_pages < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "QuestTopPages: KV heads / pages / sink / recent / budget: expected > 0 / >= 0 / >= 0 / "
+        ">= 0 / >= 0, found ",
+        num_kv_heads, " / ", num_pages, " / ", sink_pages, " / ", recent_pages, " / ",
+        budget_pages));
+  }
+  if (num_pages == 0) return absl::OkStatus();
+  const int32_t first = std::min(sink_pages, num_pages);
+  const int32_t last = std::max(first, num_pages - recent_pages);
+  const int64_t free_pages = budget_pages - first - (num_pages - last);
+  const int32_t take = static_cast<int32_t>(std::clamp<int64_t>(free_pages, 0, last - first));
+  const int32_t words = (num_pages + 31) / 32;
+  FLUXATTN_RETURN_IF_CUDA(
+      LaunchPdl(QuestTopPagesKernel, static_cast<unsigned>(num_kv_heads), kTopThreads, 0,
+                AsStream(stream), scores, num_pages, first, last, take, words, keep),
+      "QuestTopPages", "kernel launch");
+  return LaunchStatus("QuestTopPages");
 }
 
 }  // namespace fluxattn::kernels::cuda
