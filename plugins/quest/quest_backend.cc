@@ -264,11 +264,7 @@ absl::Status QuestBackend::BuildDecodeLayout(const AttentionProblem& p, QuestSta
     FLUXATTN_RETURN_IF_ERROR(state.DevicePages(p, config_, &keep));
     const int64_t words = (pages + 31) / 32;
     for (int h = 0; h < heads; ++h) {
-      for (int64_t w = 0; w < words; ++w) {
-        for (uint32_t bits = keep[h * words + w]; bits != 0; bits &= bits - 1) {
-          selected[h].push_back(static_cast<int32_t>(w * 32 + __builtin_ctz(bits)));
-        }
-      }
+      LayoutBuilder::AppendSetBits(&keep[h * words], words, &selected[h]);
     }
   } else {
     auto page_bound = [&](int64_t b, int h) {

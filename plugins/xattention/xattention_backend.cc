@@ -331,15 +331,13 @@ absl::Status XAttentionBackend::BuildPrefillLayout(const AttentionProblem& p,
     // The device picked the blocks: bit b of row (h, qb) keeps block b.
     const int64_t words = (kv_blocks + 31) / 32;
     LayoutBuilder builder(bsz, bsz, p.q_pos0, p.num_queries, len, heads);
+    std::vector<int32_t> blocks;
     for (int64_t qb = 0; qb < q_blocks; ++qb) {
       for (int h = 0; h < heads; ++h) {
         builder.StartRow();
-        const uint32_t* row = &device_keep[(h * q_blocks + qb) * words];
-        for (int64_t w = 0; w < words; ++w) {
-          for (uint32_t bits = row[w]; bits != 0; bits &= bits - 1) {
-            builder.AddBlock(static_cast<int32_t>(w * 32 + __builtin_ctz(bits)));
-          }
-        }
+        blocks.clear();
+        LayoutBuilder::AppendSetBits(&device_keep[(h * q_blocks + qb) * words], words, &blocks);
+        for (int32_t b : blocks) builder.AddBlock(b);
       }
     }
     FLUXATTN_ASSIGN_OR_RETURN(*layout, builder.Build());

@@ -170,6 +170,29 @@ TEST(KernelThreads, SplitDecodeIsIndependentOfTheThreadCount) {
 }
 
 // Misusing LayoutBuilder is an error from Build(), naming what was wrong, not a crash.
+// Bits of fresh random words (sparse, dense and empty ones, the top bit included) come out as
+// their indices, ascending, after what *out held.
+TEST(LayoutBuilder, AppendSetBitsListsEverySetBitInOrder) {
+  std::mt19937_64 rng(FreshSeed());
+  for (int64_t num_words : {int64_t{0}, int64_t{1}, int64_t{3}, int64_t{37}}) {
+    std::vector<uint32_t> words(num_words);
+    for (size_t w = 0; w < words.size(); ++w) {
+      const uint32_t r = static_cast<uint32_t>(rng());
+      words[w] = w % 4 == 0   ? r
+                 : w % 4 == 1 ? (r & static_cast<uint32_t>(rng()))
+                 : w % 4 == 2 ? 0u
+                              : ~0u;
+    }
+    std::vector<int32_t> want = {-7};
+    for (int64_t i = 0; i < 32 * num_words; ++i) {
+      if (((words[i / 32] >> (i % 32)) & 1u) != 0) want.push_back(static_cast<int32_t>(i));
+    }
+    std::vector<int32_t> got = {-7};
+    LayoutBuilder::AppendSetBits(words.data(), num_words, &got);
+    EXPECT_EQ(got, want) << num_words << " words";
+  }
+}
+
 TEST(LayoutBuilderErrors, MisuseIsReportedByBuild) {
   auto message = [](LayoutBuilder& b) {
     absl::StatusOr<BlockSparseLayout> l = b.Build();

@@ -45,6 +45,16 @@ class LayoutBuilder {
     mask[bit >> 6] |= uint64_t{1} << (bit & 63);
   }
 
+  // The set bits of words[0 .. num_words) (bit i of word w is index 32 w + i), ascending,
+  // appended to *out: how a selection made on a device as bits becomes blocks.
+  static void AppendSetBits(const uint32_t* words, int64_t num_words, std::vector<int32_t>* out) {
+    for (int64_t w = 0; w < num_words; ++w) {
+      for (uint32_t bits = words[w]; bits != 0; bits &= bits - 1) {
+        out->push_back(static_cast<int32_t>(w * 32 + __builtin_ctz(bits)));
+      }
+    }
+  }
+
   int64_t rows_started() const { return static_cast<int64_t>(layout_.row_begin.size()) - 1; }
   // OK, or the first misuse.
   const absl::Status& status() const { return status_; }
