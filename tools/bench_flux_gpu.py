@@ -27,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -59,17 +60,40 @@ def write_config(path, folder, pool_mib, body):
                 f'[backends.full]\nplugin = "full"\n\n[backends.stream]\n{STREAMING}\n{body}')
 
 
-def run_bench(binary, configs, args, out_json):
+def run_bench(binary, configs, args, out_json, timeout=None):
+    """One `fluxattn bench` call. Its progress lines go to stderr as they come, each with the
+    seconds since the call began, so that a call cut off by `timeout` still shows how far it
+    got; returns (rows, seconds), or (None, seconds) when the call timed out."""
     cmd = [binary, "bench"]
     for c in configs:
         cmd += ["--config", c]
     cmd += args + ["--json", out_json]
     print("  $ " + " ".join(cmd), flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    print(proc.stdout, end="", flush=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    tail = []
+
+    def relay():
+        for line in proc.stderr:
+            tail.append(line)
+            del tail[:-50]
+            sys.stderr.write(f"  [{time.perf_counter() - t0:7.1f} s] {line}")
+            sys.stderr.flush()
+
+    reader = threading.Thread(target=relay, daemon=True)
+    reader.start()
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        reader.join(5)
+        print(f"  timed out after {timeout} s", flush=True)
+        return None, time.perf_counter() - t0
+    reader.join(5)
+    print(out, end="", flush=True)
     if proc.returncode != 0:
-        print(proc.stderr[-4000:], file=sys.stderr)
+        print("".join(tail), file=sys.stderr)
         raise SystemExit(f"fluxattn bench failed ({proc.returncode})")
     with open(out_json) as f:
         rows = json.load(f)["bench"]
@@ -84,6 +108,9 @@ def main():
     ap.add_argument("--contexts", default="8192,32768,65536,131072")
     ap.add_argument("--decode-tokens", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1, help="untimed runs before the repeats")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds one batch config may take; a config past it is left out")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--batch-context", type=int, default=4096)
     ap.add_argument("--batch-chunk", type=int, default=0,
@@ -123,7 +150,8 @@ def main():
         rows, secs = run_bench(args.fluxattn, [names[s] for s in SHARES],
                                ["--context", ",".join(map(str, contexts)), "--decode-tokens",
                                 str(args.decode_tokens), "--repeats", str(args.repeats),
-                                "--warmup", "1"], os.path.join(args.work, "curve.json"))
+                                "--warmup", str(args.warmup)],
+                               os.path.join(args.work, "curve.json"))
         report["curve_rows"] = rows
         report["curve_seconds"] = secs
         with open(os.path.join(args.out, "flux.json"), "w") as f:
@@ -143,11 +171,18 @@ def main():
             write_config(p, folder, pool, sched + body)
             static_cfgs.append(p)
         for b in batches:
-            rows, secs = run_bench(args.fluxattn, static_cfgs + [random_cfg],
-                                   ["--context", str(args.batch_context), "--decode-tokens",
-                                    str(args.decode_tokens), "--repeats", str(args.repeats),
-                                    "--warmup", "1", "--batch", str(b)],
-                                   os.path.join(args.work, f"batch{b}.json"))
+            # One call per config: a config that runs out of time or memory leaves the others.
+            rows = []
+            for cfg in static_cfgs + [random_cfg]:
+                name = os.path.splitext(os.path.basename(cfg))[0]
+                got, secs = run_bench(args.fluxattn, [cfg],
+                                      ["--context", str(args.batch_context), "--decode-tokens",
+                                       str(args.decode_tokens), "--repeats", str(args.repeats),
+                                       "--warmup", str(args.warmup), "--batch", str(b)],
+                                      os.path.join(args.work, f"batch{b}-{name}.json"),
+                                      args.timeout)
+                print(f"  batch {b} {name}: {secs:.1f} s", flush=True)
+                rows += got or []
             report["batches"][str(b)] = rows
             with open(os.path.join(args.out, "flux.json"), "w") as f:
                 json.dump(report, f, indent=2)

@@ -287,7 +287,7 @@ void CheckPrefill(const Problem& p, const Predicate& allowed, const HostLayout* 
 }
 
 void CheckDecode(const Problem& p, const Predicate& allowed, const HostLayout* layout,
-                 int num_splits, const char* what) {
+                 int num_splits, const char* what, int tiles_per_split = 0) {
   DeviceProblem dp(p);
   std::unique_ptr<DeviceLayout> dl;
   DecodeArgs args;
@@ -302,7 +302,8 @@ void CheckDecode(const Problem& p, const Predicate& allowed, const HostLayout* l
   }
   const int32_t b = dp.seqs.num_seqs;
   DeviceBuffer ws(DecodeWorkspaceBytes(b, args.shape, num_splits));
-  absl::StatusOr<DecodePlan> plan = PlanDecode(args.shape, b, num_splits, ws.get(), ws.bytes());
+  absl::StatusOr<DecodePlan> plan =
+      PlanDecode(args.shape, b, num_splits, ws.get(), ws.bytes(), tiles_per_split);
   ASSERT_TRUE(plan.ok()) << plan.status();
   dp.out.Poison();
   ws.Poison();
@@ -418,6 +419,58 @@ TEST_F(CudaAttentionTest, DecodeLayouts) {
   const Predicate stream = Streaming(p, 64, 300, true);
   const HostLayout sl = BuildLayout(p, stream, 64, 64, 1, true);
   CheckDecode(p, stream, &sl, 6, "decode streaming layout");
+}
+
+// The keys each (sequence, KV head) of a decode batch reads, counted from the problem and the
+// predicate's blocks (not from the layout the kernel reads): what BalanceDecodeSplits is given.
+std::vector<int64_t> RowKeys(const Problem& p, const HostLayout* layout, const Predicate& allowed) {
+  std::vector<int64_t> rows;
+  for (size_t b = 0; b < p.seqs.size(); ++b) {
+    for (int h = 0; h < p.hkv; ++h) {
+      if (layout == nullptr) {
+        rows.push_back(p.seqs[b].kv_len);
+        continue;
+      }
+      const int lh = layout->heads == 1 ? 0 : h;
+      int64_t blocks = 0;
+      for (int kb = 0; kb * layout->kvb < p.seqs[b].kv_len; ++kb) {
+        bool any = false;
+        for (int key = kb * layout->kvb; key < std::min((kb + 1) * layout->kvb, p.seqs[b].kv_len);
+             ++key) {
+          any = any || allowed(static_cast<int>(b), 0, lh, key);
+        }
+        blocks += any ? 1 : 0;
+      }
+      rows.push_back(blocks * layout->kvb);
+    }
+  }
+  return rows;
+}
+
+// A batch where some rows read their whole cache and others a few blocks: the balanced cut
+// (given splits, more than the equal cut of the batch would take), a too-small tiles_per_split
+// (raised on the device), and layouts shared or per KV head all match the oracle.
+TEST_F(CudaAttentionTest, DecodeBalancedSplitsOverRowsOfDifferentWork) {
+  std::vector<SeqSpec> specs;
+  for (int kv : {6000, 130, 1, 4097, 64, 777, 65}) specs.push_back({1, kv - 1, kv});
+  const Problem p = MakeProblem(specs, 16, 4, 128, 16, 41);
+  const DecodeSplits dense = BalanceDecodeSplits(RowKeys(p, nullptr, nullptr), 7, 4);
+  EXPECT_GT(dense.num_splits, ChooseDecodeSplits(7, 4, 6000));
+  CheckDecode(p, nullptr, nullptr, dense.num_splits, "decode, balanced splits",
+              dense.tiles_per_split);
+  CheckDecode(p, nullptr, nullptr, 3, "decode, tiles_per_split below the equal cut", 1);
+  CheckDecode(p, nullptr, nullptr, 40, "decode, 40 splits of 3 tiles", 3);
+  const Predicate stream = Streaming(p, 64, 200, true);
+  const HostLayout sl = BuildLayout(p, stream, 64, 64, 1, true);
+  const DecodeSplits ss = BalanceDecodeSplits(RowKeys(p, &sl, stream), 7, 4);
+  CheckDecode(p, stream, &sl, ss.num_splits, "decode streaming layout, balanced",
+              ss.tiles_per_split);
+  const Problem g = MakeProblem(specs, 8, 2, 64, 32, 42);
+  const Predicate random = RandomBlocks(128, 128, 4);
+  const HostLayout rl = BuildLayout(g, random, 128, 128, 2, true);
+  const DecodeSplits rs = BalanceDecodeSplits(RowKeys(g, &rl, random), 7, 2);
+  CheckDecode(g, random, &rl, rs.num_splits, "decode per-head random layout, balanced",
+              rs.tiles_per_split);
 }
 
 TEST_F(CudaAttentionTest, AppendKvWritesThroughThePageTable) {
@@ -615,6 +668,62 @@ TEST_F(CudaAttentionTest, CudnnPrefillPagedContinuesEarlierTokens) {
                     "cudnn paged, head_dim 64, pages of 64");
 }
 #endif  // FLUXATTN_WITH_CUDNN
+
+// The balanced cut on the host (no GPU needed): it covers every row in its splits, fills one
+// wave of 264 CTAs when the rows allow it, gives rows of one length the cut of
+// ChooseDecodeSplits, and stays within MaxDecodeSplits.
+TEST(DecodeSplitsTest, BalancedCutCoversEveryRowInOneWave) {
+  std::mt19937 rng(51);
+  for (int trial = 0; trial < 400; ++trial) {
+    const int32_t heads = std::vector<int32_t>{1, 2, 4, 8, 16}[rng() % 5];
+    const int32_t seqs = 1 + static_cast<int32_t>(rng() % (trial < 200 ? 12 : 300));
+    std::vector<int64_t> rows;
+    int64_t max_tiles = 1;
+    for (int32_t s = 0; s < seqs; ++s) {
+      const int64_t kv = rng() % 3 == 0 ? 1 + rng() % 200 : 1 + rng() % 140000;
+      rows.insert(rows.end(), heads, kv);
+      max_tiles = std::max<int64_t>(max_tiles, (kv + 63) / 64);
+    }
+    const DecodeSplits d = BalanceDecodeSplits(rows, seqs, heads);
+    SCOPED_TRACE(::testing::Message() << "trial " << trial << ": " << seqs << " x " << heads);
+    ASSERT_GE(d.tiles_per_split, 1);
+    EXPECT_GE(int64_t{d.num_splits} * d.tiles_per_split, max_tiles);
+    EXPECT_LE(d.num_splits, MaxDecodeSplits(seqs, heads));
+    int64_t ctas = 0;
+    for (int64_t t : rows) {
+      ctas += std::max<int64_t>(1, ((t + 63) / 64 + d.tiles_per_split - 1) / d.tiles_per_split);
+    }
+    if (static_cast<int64_t>(rows.size()) <= 264 &&
+        d.tiles_per_split > std::max<int64_t>(2, (max_tiles + MaxDecodeSplits(seqs, heads) - 1) /
+                                                     MaxDecodeSplits(seqs, heads))) {
+      EXPECT_LE(ctas, 264);
+      // One tile fewer per split would not fit the wave: the cut is the finest that does.
+      int64_t finer = 0;
+      for (int64_t t : rows) {
+        finer +=
+            std::max<int64_t>(1, ((t + 63) / 64 + d.tiles_per_split - 2) / (d.tiles_per_split - 1));
+      }
+      EXPECT_GT(finer, 264);
+    }
+  }
+  // Rows of one length: the same tiles per split as the equal cut of ChooseDecodeSplits.
+  for (int32_t seqs : {1, 2, 3, 8, 32}) {
+    for (int64_t kv : {100, 4096, 32768, 131072}) {
+      const std::vector<int64_t> rows(static_cast<size_t>(seqs) * 8, kv);
+      const DecodeSplits d = BalanceDecodeSplits(rows, seqs, 8);
+      const int64_t tiles = (kv + 63) / 64;
+      const int64_t equal = ChooseDecodeSplits(seqs, 8, kv);
+      EXPECT_EQ((tiles + d.tiles_per_split - 1) / d.tiles_per_split,
+                (tiles + (tiles + equal - 1) / equal - 1) / ((tiles + equal - 1) / equal))
+          << seqs << " x " << kv;
+    }
+  }
+  // The mixed batch this is for: four rows of 32K keys beside four windows of 2176.
+  std::vector<int64_t> mixed;
+  for (int s = 0; s < 8; ++s) mixed.insert(mixed.end(), 8, s % 2 == 0 ? 32768 : 2176);
+  const DecodeSplits m = BalanceDecodeSplits(mixed, 8, 8);
+  EXPECT_GT(m.num_splits, ChooseDecodeSplits(8, 8, 32768));
+}
 
 }  // namespace
 }  // namespace fluxattn::kernels::cuda

@@ -130,7 +130,8 @@ class Runner : public CudaLayerRunner {
   // Heads padded with zeros to the kernels' head dimension (models with other head dims).
   DeviceBuffer q_pad_, k_pad_, v_pad_, out_pad_;
   std::vector<int32_t> host_;
-  std::vector<uint8_t> dense_;  // per sequence of the layer: its layout is dense causal
+  std::vector<uint8_t> dense_;       // per sequence of the layer: its layout is dense causal
+  std::vector<int64_t> row_tokens_;  // decode: keys read per (sequence, KV head)
   PinnedArena pinned_;
   std::vector<int32_t> host_q_indptr_, host_q_pos0_;
   // cuDNN's fused attention for dense causal prefill (null: the library's own kernel, for the
@@ -187,7 +188,7 @@ absl::Status Runner::ReserveScratch(int64_t max_rows, int32_t max_seqs, int num_
   // count depends on the batch: the largest over every batch size up to max_seqs).
   size_t bytes = kc::PrefillWorkspaceBytes(max_rows, max_seqs);
   for (int32_t b = 1; b <= max_seqs; ++b) {
-    const int32_t splits = kc::ChooseDecodeSplits(b, num_kv_heads, int64_t{1} << 30);
+    const int32_t splits = kc::MaxDecodeSplits(b, num_kv_heads);
     bytes = std::max(bytes, kc::DecodeWorkspaceBytes(b, shape, splits));
   }
   FLUXATTN_RETURN_IF_ERROR(workspace_.Ensure(bytes).status());
@@ -300,7 +301,22 @@ absl::Status Runner::Run(const AttentionBatch& batch, const TensorView& k, const
 absl::Status Runner::RunGroups(const AttentionBatch& batch, const TensorView& k,
                                const TensorView& v, std::span<const BlockSparseLayout> layouts,
                                std::span<const int> order, bool one_launch) {
-  if (one_launch) return RunGroup(batch, k, v, layouts, order);
+  if (one_launch) {
+    // A step that continues prompts beside decode rows: one launch per run of consecutive rows
+    // of one phase, so that decode rows take the split-KV decode kernel (not one-row prefill
+    // tiles) and a dense prompt keeps cuDNN's packed path (not a paged graph padded to the
+    // prompt's rows for every decode sequence).
+    size_t begin = 0;
+    for (size_t i = 1; i <= order.size(); ++i) {
+      if (i < order.size() && (batch.seqs[order[i]].phase == AttentionPhase::kDecode) ==
+                                  (batch.seqs[order[begin]].phase == AttentionPhase::kDecode)) {
+        continue;
+      }
+      FLUXATTN_RETURN_IF_ERROR(RunGroup(batch, k, v, layouts, order.subspan(begin, i - begin)));
+      begin = i;
+    }
+    return absl::OkStatus();
+  }
   // Layouts of different geometry: one launch per sequence.
   for (int i : order) {
     FLUXATTN_RETURN_IF_ERROR(RunGroup(batch, k, v, layouts, std::span<const int>(&i, 1)));
@@ -426,13 +442,11 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
     int64_t row = 0, entry = 0, word = 0;
     const int64_t words_per_mask = geo.words_per_mask();
     host_[row_indptr] = 0;
-    max_kv_tokens = 1;
     for (int32_t b = 0; b < b_count; ++b) {
       const BlockSparseLayout& L = layouts[seqs[b]];
       host_[seq_row_begin + b] = static_cast<int32_t>(row);
       for (int64_t r = 0; r < L.num_rows(); ++r) {
         const int64_t e0 = L.row_begin[r], e1 = L.row_begin[r + 1];
-        max_kv_tokens = std::max<int64_t>(max_kv_tokens, (e1 - e0) * L.kv_block_tokens);
         for (int64_t e = e0; e < e1; ++e) {
           host_[kv_block + entry] = L.kv_block[e];
           if (any_masks) {
@@ -521,11 +535,28 @@ absl::Status Runner::RunGroup(const AttentionBatch& batch, const TensorView& k, 
     return absl::OkStatus();
   }
   if (decode) {
-    const int32_t splits = kc::ChooseDecodeSplits(b_count, batch.num_kv_heads, max_kv_tokens);
-    const size_t bytes = kc::DecodeWorkspaceBytes(b_count, shape, splits);
+    // The keys each (sequence, KV head) reads: splits follow the work, so that in a batch where
+    // some requests read a window and others their whole cache the long rows get the CTAs.
+    row_tokens_.clear();
+    for (int32_t b = 0; b < b_count; ++b) {
+      if (dense) {
+        row_tokens_.insert(row_tokens_.end(), batch.num_kv_heads, host_[kv_len + b]);
+        continue;
+      }
+      const BlockSparseLayout& L = layouts[seqs[b]];
+      const int32_t copies = L.num_layout_heads == 1 ? batch.num_kv_heads : 1;
+      for (int64_t r = 0; r < L.num_rows(); ++r) {
+        row_tokens_.insert(row_tokens_.end(), copies,
+                           (L.row_begin[r + 1] - L.row_begin[r]) * int64_t{L.kv_block_tokens});
+      }
+    }
+    const kc::DecodeSplits splits =
+        kc::BalanceDecodeSplits(row_tokens_, b_count, batch.num_kv_heads);
+    const size_t bytes = kc::DecodeWorkspaceBytes(b_count, shape, splits.num_splits);
     FLUXATTN_ASSIGN_OR_RETURN(void* ws, workspace_.Ensure(bytes));
     FLUXATTN_ASSIGN_OR_RETURN(kc::DecodePlan plan,
-                              kc::PlanDecode(shape, b_count, splits, ws, workspace_.bytes()));
+                              kc::PlanDecode(shape, b_count, splits.num_splits, ws,
+                                             workspace_.bytes(), splits.tiles_per_split));
     const auto args = common_args(kc::DecodeArgs{});
     FLUXATTN_RETURN_IF_ERROR(kc::RunDecode(args, plan, s));
     kc::OpProfile::MarkActive("attention: decode kernels", s);

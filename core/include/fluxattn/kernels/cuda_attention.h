@@ -132,9 +132,15 @@ struct DecodeArgs {
 };
 
 // The split count depends only on host counts: the longest row (in 64-token tiles) and the batch.
+// tiles_per_split > 0 gives every split of every row that many 64-key tiles (a row of fewer
+// tiles uses fewer splits; the others write empty partials), so that rows of very different
+// lengths, as in a batch where some requests read a window and others their whole cache, spread
+// over the GPU by their work; 0 cuts each row into num_splits equal parts. A value too small to
+// cover the longest row in num_splits parts is raised to the equal cut on the device.
 struct DecodePlan {
   int32_t num_seqs = 0;
   int32_t num_splits = 1;
+  int32_t tiles_per_split = 0;
   void* partials = nullptr;  // in the workspace
 };
 
@@ -144,9 +150,24 @@ struct DecodePlan {
 // listed blocks). Any count is correct; this one is fast.
 int32_t ChooseDecodeSplits(int32_t num_seqs, int32_t num_kv_heads, int64_t max_kv_tokens,
                            int32_t max_splits = 256);
+
+// Splits balanced by work: `row_kv_tokens` holds the key count of every row a CTA column reads
+// (one per sequence and KV head: kv_len, or the tokens its layout row lists). The smallest
+// tiles_per_split (at least two tiles) whose CTAs, one per (row, split), make one wave at two
+// CTAs per SM of an H200, and the split count the longest row then needs, at most
+// MaxDecodeSplits(num_seqs, num_kv_heads). With rows of one length this is ChooseDecodeSplits.
+struct DecodeSplits {
+  int32_t num_splits = 1;
+  int32_t tiles_per_split = 0;
+};
+DecodeSplits BalanceDecodeSplits(std::span<const int64_t> row_kv_tokens, int32_t num_seqs,
+                                 int32_t num_kv_heads);
+// The most splits BalanceDecodeSplits gives a batch of num_seqs (for sizing the workspace).
+int32_t MaxDecodeSplits(int32_t num_seqs, int32_t num_kv_heads);
 size_t DecodeWorkspaceBytes(int32_t num_seqs, const AttentionShape& shape, int32_t num_splits);
 absl::StatusOr<DecodePlan> PlanDecode(const AttentionShape& shape, int32_t num_seqs,
-                                      int32_t num_splits, void* workspace, size_t workspace_bytes);
+                                      int32_t num_splits, void* workspace, size_t workspace_bytes,
+                                      int32_t tiles_per_split = 0);
 absl::Status RunDecode(const DecodeArgs& args, const DecodePlan& plan, void* stream);
 
 // Float32 attention (prefill and decode rows alike) over a pool of float32 pages

@@ -48,6 +48,7 @@ struct DecodeParams {
   int32_t head_chunks;    // CTAs per KV head's query group along y
   int32_t heads_per_cta;  // KV heads a CTA streams together
   int32_t num_splits;
+  int32_t tiles_per_split;  // 0: each row cut into num_splits equal parts
   int32_t page_shift;
   float scale_log2;
 };
@@ -120,7 +121,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
     subs = p.kv_block_tokens / kKvTile;
     total_tiles = (p.row_indptr[row + 1] - entry0) * subs;
   }
-  const int32_t per = (total_tiles + p.num_splits - 1) / p.num_splits;
+  const int32_t per = max((total_tiles + p.num_splits - 1) / p.num_splits, p.tiles_per_split);
   const int32_t t_begin = min(total_tiles, split * per);
   const int32_t t_end = min(total_tiles, t_begin + per);
   const int32_t num_stages = (t_end - t_begin) * stages_per_tile;
@@ -322,7 +323,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
     subs = p.kv_block_tokens / kKvTile;
     total_tiles = (p.row_indptr[row + 1] - entry0) * subs;
   }
-  const int32_t per = (total_tiles + p.num_splits - 1) / p.num_splits;
+  const int32_t per = max((total_tiles + p.num_splits - 1) / p.num_splits, p.tiles_per_split);
   const int32_t t_begin = min(total_tiles, split * per);
   const int32_t t_end = min(total_tiles, t_begin + per);
   const int32_t num_tiles = t_end - t_begin;
@@ -599,6 +600,51 @@ int32_t ChooseDecodeSplits(int32_t num_seqs, int32_t num_kv_heads, int64_t max_k
   return static_cast<int32_t>(splits);
 }
 
+int32_t MaxDecodeSplits(int32_t num_seqs, int32_t num_kv_heads) {
+  // The balanced cut gives the longest row at most one wave of CTAs by itself; the partials are
+  // kept to 512 (sequence, split) slots unless the equal cut needs more.
+  constexpr int64_t kTargetCtas = 132 * 2;
+  constexpr int64_t kMaxSlots = 512;
+  const int64_t seqs = std::max(1, num_seqs);
+  const int64_t wave = std::max<int64_t>(1, kTargetCtas / std::max(1, num_kv_heads));
+  const int64_t balanced = std::max<int64_t>(1, std::min(wave, kMaxSlots / seqs));
+  return static_cast<int32_t>(std::clamp<int64_t>(
+      std::max<int64_t>(balanced, ChooseDecodeSplits(num_seqs, num_kv_heads, int64_t{1} << 30)), 1,
+      256));
+}
+
+DecodeSplits BalanceDecodeSplits(std::span<const int64_t> row_kv_tokens, int32_t num_seqs,
+                                 int32_t num_kv_heads) {
+  constexpr int64_t kTargetCtas = 132 * 2;
+  DecodeSplits out;
+  int64_t max_tiles = 1;
+  for (int64_t t : row_kv_tokens) max_tiles = std::max(max_tiles, (t + kKvTile - 1) / kKvTile);
+  const int64_t cap = MaxDecodeSplits(num_seqs, num_kv_heads);
+  // CTAs for `per` tiles per split (an empty row still takes one CTA, which writes nothing).
+  auto ctas = [&](int64_t per) {
+    int64_t n = 0;
+    for (int64_t t : row_kv_tokens)
+      n += std::max<int64_t>(1, ((t + kKvTile - 1) / kKvTile + per - 1) / per);
+    return n;
+  };
+  int64_t lo = std::max<int64_t>(2, (max_tiles + cap - 1) / cap), hi = std::max(lo, max_tiles);
+  if (ctas(lo) > kTargetCtas) {
+    // Binary search for the smallest per whose CTAs fit one wave (hi always fits or is 1 split).
+    while (lo < hi) {
+      const int64_t mid = lo + (hi - lo) / 2;
+      if (ctas(mid) <= kTargetCtas) {
+        hi = mid;
+      } else {
+        lo = mid + 1;
+      }
+    }
+  }
+  out.tiles_per_split = static_cast<int32_t>(std::min<int64_t>(lo, max_tiles));
+  out.num_splits = static_cast<int32_t>(
+      std::clamp<int64_t>((max_tiles + out.tiles_per_split - 1) / out.tiles_per_split, 1, cap));
+  return out;
+}
+
 size_t DecodeWorkspaceBytes(int32_t num_seqs, const AttentionShape& shape, int32_t num_splits) {
   const size_t slots = static_cast<size_t>(std::max(num_seqs, 0)) * std::max(shape.num_q_heads, 0) *
                        std::max(num_splits, 0);
@@ -606,12 +652,17 @@ size_t DecodeWorkspaceBytes(int32_t num_seqs, const AttentionShape& shape, int32
 }
 
 absl::StatusOr<DecodePlan> PlanDecode(const AttentionShape& shape, int32_t num_seqs,
-                                      int32_t num_splits, void* workspace, size_t workspace_bytes) {
+                                      int32_t num_splits, void* workspace, size_t workspace_bytes,
+                                      int32_t tiles_per_split) {
   FLUXATTN_RETURN_IF_ERROR(ValidateAttentionShape(shape, "PlanDecode"));
   if (num_splits < 1 || num_splits > 65535 || num_seqs < 0 || num_seqs > 65535) {
     return absl::InvalidArgumentError(
         absl::StrCat("PlanDecode: num_splits / num_seqs: expected 1..65535 and 0..65535, found ",
                      num_splits, " / ", num_seqs));
+  }
+  if (tiles_per_split < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("PlanDecode: tiles_per_split: expected 0 or more, found ", tiles_per_split));
   }
   const size_t need = DecodeWorkspaceBytes(num_seqs, shape, num_splits);
   if (need > workspace_bytes) {
@@ -621,6 +672,7 @@ absl::StatusOr<DecodePlan> PlanDecode(const AttentionShape& shape, int32_t num_s
   DecodePlan plan;
   plan.num_seqs = num_seqs;
   plan.num_splits = num_splits;
+  plan.tiles_per_split = tiles_per_split;
   plan.partials = workspace;
   return plan;
 }
@@ -662,6 +714,7 @@ absl::Status RunDecode(const DecodeArgs& args, const DecodePlan& plan, void* str
     }
   }
   p.num_splits = plan.num_splits;
+  p.tiles_per_split = plan.tiles_per_split;
   p.page_shift = Log2(args.kv.page_tokens);
   p.scale_log2 = shape.scale * kLog2e;
   const size_t slots = static_cast<size_t>(plan.num_seqs) * shape.num_q_heads * plan.num_splits;
