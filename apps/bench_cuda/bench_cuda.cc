@@ -564,6 +564,56 @@ void BenchGemvShapes(const Options& o, std::vector<Row>& rows) {
   }
 }
 
+// Decode-batch products (2..32 rows) as a step runs them: back to back, each on another copy of
+// W (the weights come from HBM, not L2). The skinny tensor-core kernel, cuBLASLt, and for up to
+// 8 rows the one-warp-per-column kernel, on the same operands; bytes are W's.
+void BenchSkinnyShapes(const Options& o, std::vector<Row>& rows) {
+  struct Case {
+    const char* name;
+    int64_t n, k;
+  };
+  absl::StatusOr<std::unique_ptr<Gemm>> lt = Gemm::Create(32 << 20, /*small_batch_kernel=*/false);
+  BENCH_CHECK_OK(lt.status());
+  for (int64_t m : {2, 4, 8, 16, 32}) {
+    for (const Case& c :
+         {Case{"qkv_proj", 6144, 2560}, Case{"o_proj", 2560, 4096}, Case{"gate_up", 19456, 2560},
+          Case{"down", 2560, 9728}, Case{"lm_head", 151936, 2560}}) {
+      const size_t w_bytes = static_cast<size_t>(c.n * c.k * 2);
+      const int copies = static_cast<int>(std::max<size_t>(2, (size_t{512} << 20) / w_bytes + 1));
+      const int launches = std::max(copies, 24);
+      DeviceMemory x(m * c.k * 2), w(w_bytes * copies), y(m * c.n * 4);
+      FillRandomBf16(x.get(), m * c.k, 16);
+      FillRandomBf16(w.get(), c.n * c.k * static_cast<int64_t>(copies), 17);
+      for (const char* impl : {"skinny", "cublasLt", "gemv"}) {
+        const std::string name = impl;
+        if (name == "gemv" && m > 8) continue;
+        const double ms = TimeMs(
+            [&] {
+              for (int i = 0; i < launches; ++i) {
+                const void* wi = w.as<char>() + (i % copies) * w_bytes;
+                if (name == "skinny") {
+                  BENCH_CHECK_OK(SkinnyLinear(x.get(), wi, y.get(), m, c.n, c.k, false, nullptr));
+                } else if (name == "gemv") {
+                  BENCH_CHECK_OK(SmallBatchLinear(x.get(), wi, y.get(), m, c.n, c.k, false,
+                                                  GemvConfig{}, nullptr));
+                } else {
+                  BENCH_CHECK_OK((*lt)->Linear(x.get(), wi, y.get(), m, c.n, c.k,
+                                               Gemm::OutputType::kBf16, nullptr));
+                }
+              }
+            },
+            o.repeats);
+        rows.push_back({absl::StrCat("skinny chain m=", m, " ", c.name, " [", c.n, " x ", c.k,
+                                     "] ", impl),
+                        ms / launches,
+                        2.0 * m * c.n * c.k,
+                        static_cast<double>(w_bytes),
+                        {{"m", m}, {"impl", impl}}});
+      }
+    }
+  }
+}
+
 double MeasureCopyTbps() {
   const size_t bytes = size_t{2} << 30;
   DeviceMemory a(bytes), b(bytes);
@@ -585,7 +635,7 @@ int Main(int argc, char** argv) {
   app.add_option("--json", o.json_path, "Write the rows as JSON to this file");
   app.add_flag("!--no-measure-peaks", o.measure_peaks, "Use the given peaks instead of measuring");
   std::vector<std::string> only;
-  app.add_option("--only", only, "Sections: prefill,decode,ops,gemm,gemv")->delimiter(',');
+  app.add_option("--only", only, "Sections: prefill,decode,ops,gemm,gemv,skinny")->delimiter(',');
   CLI11_PARSE(app, argc, argv);
   auto want = [&](const char* s) {
     return only.empty() || std::find(only.begin(), only.end(), s) != only.end();
@@ -597,6 +647,7 @@ int Main(int argc, char** argv) {
   double gemm_tflops = 0;
   if (want("gemm")) BenchGemm(o, rows, &gemm_tflops);
   if (want("gemv")) BenchGemvShapes(o, rows);
+  if (want("skinny")) BenchSkinnyShapes(o, rows);
   double copy_tbps = 0;
   if (o.measure_peaks) {
     copy_tbps = MeasureCopyTbps();

@@ -381,6 +381,9 @@ TEST_F(CudaModelOpsTest, GemmLinearBf16AndF32) {
                            {1, 37, 1032},
                            {3, 129, 8},
                            {8, 300, 2056},
+                           {8, 300, 2048},
+                           {17, 1000, 96},
+                           {32, 77, 2560},
                            {5, 64, 12}}) {
       std::vector<float> x, w;
       auto xb = RandomBf16(m * k, rng_, 1.f, &x);
@@ -428,6 +431,32 @@ TEST_F(CudaModelOpsTest, SmallBatchKernelEveryShape) {
     }
   }
   EXPECT_FALSE(SmallBatchLinear(nullptr, nullptr, nullptr, 9, 8, 8, true, {}, nullptr).ok());
+}
+
+// The skinny tensor-core kernel at every row count it serves (one, two and four 8-row tiles,
+// each partly filled), on k of 1 to 304 chunks of 32 (parts of the 8 warps empty, partial
+// rounds of the loads in flight) and n that leave a block's last columns unused, f32 and bf16
+// out, on fresh inputs.
+TEST_F(CudaModelOpsTest, SkinnyKernelEveryRowCount) {
+  for (int m : {1, 2, 7, 8, 9, 16, 17, 31, 32}) {
+    for (auto [n, k] : {std::pair{13, 32}, {300, 96}, {45, 2592}, {40, 9728}}) {
+      std::vector<float> x, w;
+      auto xb = RandomBf16(m * k, rng_, 1.f, &x);
+      auto wb = RandomBf16(n * k, rng_, 1.f, &w);
+      const std::vector<double> ref = LinearRef(x, w, m, n, k);
+      DeviceBuffer xd(xb), wd(wb), yf(m * n * 4), yb(m * n * 2);
+      yf.Poison();
+      yb.Poison();
+      ASSERT_TRUE(SkinnyLinear(xd.get(), wd.get(), yf.get(), m, n, k, true, nullptr).ok());
+      ASSERT_TRUE(SkinnyLinear(xd.get(), wd.get(), yb.get(), m, n, k, false, nullptr).ok());
+      const std::string what = absl::StrCat("m=", m, " n=", n, " k=", k);
+      ExpectNear(yf.Download<float>(), ref, 1e-3, 1e-4, 1e-5, (what + " f32").c_str());
+      ExpectNear(Floats(yb.Download<uint16_t>()), ref, 5e-2, 1e-2, 5e-3, (what + " bf16").c_str());
+    }
+  }
+  const absl::Status bad = SkinnyLinear(nullptr, nullptr, nullptr, 33, 8, 32, true, nullptr);
+  EXPECT_NE(bad.message().find("m / n / k: expected 1..32"), std::string::npos) << bad;
+  EXPECT_FALSE(SkinnyLinear(nullptr, nullptr, nullptr, 4, 8, 40, true, nullptr).ok());
 }
 
 // A decode-like chain, x <- x + W RmsNorm(x), a dozen times on one stream with no host sync:

@@ -136,8 +136,10 @@ class Gemm {
  public:
   enum class OutputType { kBf16, kF32, kF32Inputs };
   // Creates a cuBLASLt handle and a device workspace of `workspace_bytes`. With
-  // `small_batch_kernel`, decode-shaped products (one row, or up to 8 rows on weights of at most
-  // 4M elements) run on a bandwidth kernel of this library instead of cuBLASLt (bf16 x and W with
+  // `small_batch_kernel`, decode-shaped products run on this library's kernels instead of
+  // cuBLASLt: 2..32 rows with k % 32 == 0 on the skinny tensor-core kernel (SkinnyLinear;
+  // FLUXATTN_CUDA_SKINNY=0 turns it off), and one row, or up to 8 rows on weights of at most
+  // 4M elements, on the one-warp-per-column bandwidth kernel (bf16 x and W with
   // k % 8 == 0 and 16-byte aligned rows). With `autotune`, products of 1024 rows and more take
   // the fastest of cuBLASLt's candidate algorithms, timed once per shape and power-of-two row
   // bucket on the first call's operands (that call waits for its timings); otherwise cuBLASLt's
@@ -169,6 +171,11 @@ GemvConfig ChooseGemvConfig(int64_t m, int64_t n, int64_t k);
 // aligned x and W): what Gemm::Linear runs for decode-shaped products, for benchmarks and tests.
 absl::Status SmallBatchLinear(const void* x, const void* w, void* y, int64_t m, int64_t n,
                               int64_t k, bool f32_out, GemvConfig config, void* stream);
+// y = x W^T on the skinny tensor-core kernel (m in 1..32, k % 32 == 0, 16-byte aligned x and
+// W): what Gemm::Linear runs for 2..32 rows (decode batches), for benchmarks and tests. W is
+// read once from HBM; the columns' partial sums over k are added in a fixed order.
+absl::Status SkinnyLinear(const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k,
+                          bool f32_out, void* stream);
 
 // GPU time per operation of forward passes (FLUXATTN_CUDA_PROFILE=1): Begin(pass), Mark(op)
 // after each operation, End() waits for the pass and adds its times to the pass's totals.

@@ -3,7 +3,8 @@
 // checkpoint's [out, in] weights are used as stored. Descriptors and the heuristic's algorithm
 // are cached per shape, so a step's GEMMs ask the heuristic once.
 //
-// Decode batches (m <= 8 rows) take a bandwidth kernel instead: there the product is a read of W
+// Decode batches of 2..32 rows take the skinny tensor-core kernel below (SkinnyMmaKernel), one
+// row (and up to 8 rows on small weights without it) a bandwidth kernel: there the product is a read of W
 // (every weight once), and cuBLASLt's tiles are built for larger m. One warp per output column
 // streams its row of W in 16-byte loads (several in flight per lane, no L1 allocation: weights are
 // read once) and multiplies it with every row of x (small, cached); a warp reduction ends it.
@@ -22,6 +23,7 @@
 #include "cuda_check.cuh"
 #include "fluxattn/env_switch.h"
 #include "fluxattn/kernels/cuda_model_ops.h"
+#include "mma_util.cuh"
 #include "pdl.cuh"
 
 namespace fluxattn::kernels::cuda {
@@ -242,6 +244,140 @@ absl::Status Gemv(const void* x, const void* w, void* y, int64_t m, int64_t n, i
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// The skinny tensor-core product for 2..32 rows: y^T = W x^T as m16n8k16 mma.sync tiles whose
+// 16 "rows" are 16 columns of y (16 rows of W, streamed from HBM once) and whose n8 are 8 rows
+// of x, so a decode batch of 8 fills the tile with no padding. A block of 8 warps takes 16
+// columns; its warps split k into 8 parts of whole 32-key chunks and their partial sums are added
+// in shared memory in warp order (the result does not depend on timing). The dot product's order
+// over k is free, so each lane loads 16 bytes (8 keys) of a W row and of an x row per 32-key
+// chunk and feeds them to two mma as the fragments' k slots, the same permutation for both
+// operands: W comes in 16-byte streaming loads, U chunks ahead, with no shared-memory staging.
+constexpr int kSkinnyWarps = 8;
+constexpr int kSkinnyMaxRows = 32;
+
+template <int MT, int U>
+__global__ void __launch_bounds__(kSkinnyWarps * 32)
+    SkinnyMmaKernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, void* y,
+                    int32_t m, int64_t n, int64_t k, bool f32_out, bool early) {
+  PdlLaunchDependents();
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int g = lane / 4, c = lane % 4;
+  const int64_t col0 = static_cast<int64_t>(blockIdx.x) * 16;
+  const int64_t chunks = k / 32;
+  const int64_t per = (chunks + kSkinnyWarps - 1) / kSkinnyWarps;
+  const int64_t c0 = min(chunks, warp * per), c1 = min(chunks, c0 + per);
+  const int64_t ra = col0 + g, rb = col0 + g + 8;
+  const bool va = ra < n, vb = rb < n;
+  // 16-byte pieces: chunk ch of a row is pieces [4 ch, 4 ch + 4); lane c takes piece 4 ch + c.
+  const uint4* wa = reinterpret_cast<const uint4*>(w + (va ? ra : 0) * k) + c;
+  const uint4* wb = reinterpret_cast<const uint4*>(w + (vb ? rb : 0) * k) + c;
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  uint4 la[U], lb[U];
+  auto load = [&](int64_t ch) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const bool ok = ch + u < c1;
+      la[u] = ok && va ? LoadStreaming(wa + (ch + u) * 4) : zero;
+      lb[u] = ok && vb ? LoadStreaming(wb + (ch + u) * 4) : zero;
+    }
+  };
+  if (early) load(c0);  // no kernel writes the weights
+  PdlWait();
+  if (!early) load(c0);
+  const uint4* xr[MT];
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
+    const int row = t * 8 + g;
+    xr[t] = row < m ? reinterpret_cast<const uint4*>(x + static_cast<int64_t>(row) * k) + c
+                    : nullptr;
+  }
+  float acc[MT][4];
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[t][i] = 0.f;
+  }
+  for (int64_t ch = c0; ch < c1; ch += U) {
+    uint4 ca[U], cb[U], xb[U][MT];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      ca[u] = la[u];
+      cb[u] = lb[u];
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        xb[u][t] = xr[t] != nullptr && ch + u < c1 ? __ldg(xr[t] + (ch + u) * 4) : zero;
+      }
+    }
+    if (ch + U < c1) load(ch + U);
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const uint32_t a0[4] = {ca[u].x, cb[u].x, ca[u].y, cb[u].y};
+      const uint32_t a1[4] = {ca[u].z, cb[u].z, ca[u].w, cb[u].w};
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        Mma16816(acc[t], a0, xb[u][t].x, xb[u][t].y);
+        Mma16816(acc[t], a1, xb[u][t].z, xb[u][t].w);
+      }
+    }
+  }
+  __shared__ float red[kSkinnyWarps][MT][4][32];
+#pragma unroll
+  for (int t = 0; t < MT; ++t) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) red[warp][t][i][lane] = acc[t][i];
+  }
+  __syncthreads();
+  for (int idx = threadIdx.x; idx < MT * 128; idx += kSkinnyWarps * 32) {
+    const int t = idx / 128, i = (idx / 32) % 4, l = idx % 32;
+    float sum = 0.f;
+#pragma unroll
+    for (int wp = 0; wp < kSkinnyWarps; ++wp) sum += red[wp][t][i][l];
+    // Accumulator i of lane l: W row l / 4 (+ 8 for i >= 2), x row 2 (l % 4) + (i % 2).
+    const int64_t col = col0 + l / 4 + (i >= 2 ? 8 : 0);
+    const int row = t * 8 + (l % 4) * 2 + (i % 2);
+    if (row < m && col < n) {
+      if (f32_out) {
+        static_cast<float*>(y)[row * n + col] = sum;
+      } else {
+        static_cast<__nv_bfloat16*>(y)[row * n + col] = __float2bfloat16(sum);
+      }
+    }
+  }
+}
+
+template <int MT, int U>
+cudaError_t LaunchSkinny(const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k,
+                         bool f32, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>((n + 15) / 16);
+  return LaunchPdl(SkinnyMmaKernel<MT, U>, blocks, kSkinnyWarps * 32, 0, stream,
+                   static_cast<const __nv_bfloat16*>(x), static_cast<const __nv_bfloat16*>(w), y,
+                   static_cast<int32_t>(m), n, k, f32, EarlyWeightLoads());
+}
+
+absl::Status Skinny(const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k,
+                    bool f32, cudaStream_t stream) {
+  cudaError_t err;
+  if (m <= 8) {
+    err = LaunchSkinny<1, 4>(x, w, y, m, n, k, f32, stream);
+  } else if (m <= 16) {
+    err = LaunchSkinny<2, 4>(x, w, y, m, n, k, f32, stream);
+  } else {
+    err = LaunchSkinny<4, 2>(x, w, y, m, n, k, f32, stream);
+  }
+  FLUXATTN_RETURN_IF_CUDA(err, "Gemm (skinny)", "kernel launch");
+  return LaunchStatus("Gemm (skinny)");
+}
+
+// FLUXATTN_CUDA_SKINNY=0 sends products of 2..32 rows back to the earlier rule (the one-warp-per-
+// column kernel for up to 8 rows on small weights, cuBLASLt otherwise): a benchmark's A/B.
+bool SkinnyEnabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("FLUXATTN_CUDA_SKINNY");
+    return v == nullptr || std::string(v) != "0";
+  }();
+  return on;
+}
+
 struct Plan {
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
@@ -290,8 +426,12 @@ class LtGemm final : public Gemm {
     // Measured on an H200 (bench_cuda --only gemm): the kernel beats cuBLASLt for one row at
     // every Qwen3-4B shape (up to 2.6x on the small projections) and for up to 8 rows only on
     // small weights (cuBLASLt's tiles win from about 4M weights at 8 rows).
-    const bool small = m == 1 || (m <= kGemvMaxRows && n * k <= (int64_t{4} << 20));
     const bool f32_inputs = out_type == OutputType::kF32Inputs;
+    if (small_batch_kernel_ && m >= 2 && m <= kSkinnyMaxRows && !f32_inputs && k % 32 == 0 &&
+        Aligned16(x) && Aligned16(w) && SkinnyEnabled()) {
+      return Skinny(x, w, y, m, n, k, out_type == OutputType::kF32, AsStream(stream));
+    }
+    const bool small = m == 1 || (m <= kGemvMaxRows && n * k <= (int64_t{4} << 20));
     if (small_batch_kernel_ && small && !f32_inputs && k % 8 == 0 && Aligned16(x) && Aligned16(w)) {
       return Gemv(x, w, y, m, n, k, out_type == OutputType::kF32, GemvConfig{}, AsStream(stream));
     }
@@ -471,6 +611,19 @@ absl::Status SmallBatchLinear(const void* x, const void* w, void* y, int64_t m, 
                                                    m, " / ", n, " / ", k));
   }
   return Gemv(x, w, y, m, n, k, f32_out, config, AsStream(stream));
+}
+
+absl::Status SkinnyLinear(const void* x, const void* w, void* y, int64_t m, int64_t n, int64_t k,
+                          bool f32_out, void* stream) {
+  if (m < 1 || m > kSkinnyMaxRows || n <= 0 || k <= 0 || k % 32 != 0 || !Aligned16(x) ||
+      !Aligned16(w)) {
+    return absl::InvalidArgumentError(absl::StrCat("SkinnyLinear: m / n / k: expected 1..",
+                                                   kSkinnyMaxRows,
+                                                   " / > 0 / a multiple of 32 "
+                                                   "(16-byte aligned operands), found ",
+                                                   m, " / ", n, " / ", k));
+  }
+  return Skinny(x, w, y, m, n, k, f32_out, AsStream(stream));
 }
 
 absl::StatusOr<bool> GemmAutotuneFromEnvironment() {
