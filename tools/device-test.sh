@@ -45,6 +45,18 @@ for suite in fluxattn_cuda_kernel_tests fluxattn_cuda_conformance_tests fluxattn
     status=1
   fi
 done
+# The engine once more with decode batches on the skinny tensor-core GEMM (FLUXATTN_CUDA_SKINNY=1):
+# batched requests against the CPU's tokens.
+if [ -x "$bundle/bin/fluxattn_cuda_engine_tests" ]; then
+  echo "== fluxattn_cuda_engine_tests, FLUXATTN_CUDA_SKINNY=1"
+  FLUXATTN_CUDA_SKINNY=1 "$bundle/bin/fluxattn_cuda_engine_tests" --gtest_color=no --gtest_brief=1 \
+    --gtest_filter='CudaEngine.HybridBatchMatchesCpu:CudaEngine.StepApiJoinAndCancelMatchesCpu:CudaEngine.FixtureModelsMatchTransformersAndCpu' \
+    2>&1 | tee "$log" || status=1
+  if grep -q "SKIPPED" "$log"; then
+    echo "device-test: error: expected the skinny engine run to run on this machine, found tests skipped" >&2
+    status=1
+  fi
+fi
 echo "== fluxattn_core_tests"
 "$bundle/bin/fluxattn_core_tests" --gtest_color=no --gtest_brief=1 || status=1
 echo "== fluxattn plugins"

@@ -603,12 +603,12 @@ void BenchSkinnyShapes(const Options& o, std::vector<Row>& rows) {
               }
             },
             o.repeats);
-        rows.push_back({absl::StrCat("skinny chain m=", m, " ", c.name, " [", c.n, " x ", c.k,
-                                     "] ", impl),
-                        ms / launches,
-                        2.0 * m * c.n * c.k,
-                        static_cast<double>(w_bytes),
-                        {{"m", m}, {"impl", impl}}});
+        rows.push_back(
+            {absl::StrCat("skinny chain m=", m, " ", c.name, " [", c.n, " x ", c.k, "] ", impl),
+             ms / launches,
+             2.0 * m * c.n * c.k,
+             static_cast<double>(w_bytes),
+             {{"m", m}, {"impl", impl}}});
       }
     }
   }

@@ -137,8 +137,8 @@ class Gemm {
   enum class OutputType { kBf16, kF32, kF32Inputs };
   // Creates a cuBLASLt handle and a device workspace of `workspace_bytes`. With
   // `small_batch_kernel`, decode-shaped products run on this library's kernels instead of
-  // cuBLASLt: 2..32 rows with k % 32 == 0 on the skinny tensor-core kernel (SkinnyLinear;
-  // FLUXATTN_CUDA_SKINNY=0 turns it off), and one row, or up to 8 rows on weights of at most
+  // cuBLASLt: with FLUXATTN_CUDA_SKINNY=1, 2..32 rows with k % 32 == 0 on the skinny
+  // tensor-core kernel (SkinnyLinear), and one row, or up to 8 rows on weights of at most
   // 4M elements, on the one-warp-per-column bandwidth kernel (bf16 x and W with
   // k % 8 == 0 and 16-byte aligned rows). With `autotune`, products of 1024 rows and more take
   // the fastest of cuBLASLt's candidate algorithms, timed once per shape and power-of-two row

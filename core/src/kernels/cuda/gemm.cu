@@ -3,8 +3,9 @@
 // checkpoint's [out, in] weights are used as stored. Descriptors and the heuristic's algorithm
 // are cached per shape, so a step's GEMMs ask the heuristic once.
 //
-// Decode batches of 2..32 rows take the skinny tensor-core kernel below (SkinnyMmaKernel), one
-// row (and up to 8 rows on small weights without it) a bandwidth kernel: there the product is a read of W
+// Decode batches take this library's kernels instead (the skinny tensor-core kernel below for
+// 2..32 rows when FLUXATTN_CUDA_SKINNY=1; one row, and up to 8 rows on small weights, a
+// bandwidth kernel): there the product is a read of W
 // (every weight once), and cuBLASLt's tiles are built for larger m. One warp per output column
 // streams its row of W in 16-byte loads (several in flight per lane, no L1 allocation: weights are
 // read once) and multiplies it with every row of x (small, cached); a warp reduction ends it.
@@ -257,8 +258,8 @@ constexpr int kSkinnyMaxRows = 32;
 
 template <int MT, int U>
 __global__ void __launch_bounds__(kSkinnyWarps * 32)
-    SkinnyMmaKernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w, void* y,
-                    int32_t m, int64_t n, int64_t k, bool f32_out, bool early) {
+    SkinnyMmaKernel(const __nv_bfloat16* __restrict__ x, const __nv_bfloat16* __restrict__ w,
+                    void* y, int32_t m, int64_t n, int64_t k, bool f32_out, bool early) {
   PdlLaunchDependents();
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
   const int g = lane / 4, c = lane % 4;
@@ -288,8 +289,8 @@ __global__ void __launch_bounds__(kSkinnyWarps * 32)
 #pragma unroll
   for (int t = 0; t < MT; ++t) {
     const int row = t * 8 + g;
-    xr[t] = row < m ? reinterpret_cast<const uint4*>(x + static_cast<int64_t>(row) * k) + c
-                    : nullptr;
+    xr[t] =
+        row < m ? reinterpret_cast<const uint4*>(x + static_cast<int64_t>(row) * k) + c : nullptr;
   }
   float acc[MT][4];
 #pragma unroll
@@ -368,12 +369,13 @@ absl::Status Skinny(const void* x, const void* w, void* y, int64_t m, int64_t n,
   return LaunchStatus("Gemm (skinny)");
 }
 
-// FLUXATTN_CUDA_SKINNY=0 sends products of 2..32 rows back to the earlier rule (the one-warp-per-
-// column kernel for up to 8 rows on small weights, cuBLASLt otherwise): a benchmark's A/B.
+// FLUXATTN_CUDA_SKINNY=1 sends products of 2..32 rows to the skinny kernel; unset or anything
+// else keeps the measured rule (the one-warp-per-column kernel for up to 8 rows on small weights,
+// cuBLASLt otherwise) until the skinny kernel's timings on the GPU decide the default.
 bool SkinnyEnabled() {
   static const bool on = [] {
     const char* v = std::getenv("FLUXATTN_CUDA_SKINNY");
-    return v == nullptr || std::string(v) != "0";
+    return v != nullptr && std::string(v) == "1";
   }();
   return on;
 }
