@@ -17,6 +17,8 @@
 # ROUNDS (2), REPEATS (3, per point and program), PROMPTS (128,512,2048), DECODE (32),
 # THREADS (1,2), DTYPES (f32,bf16), LLAMA_CPP_PYTHON_VERSION (0.3.36), JOBS (2). bf16 runs
 # FluxAttn with float32 activations and with bfloat16 ones (`--activations bf16`).
+# DECODE_ONLY=1 measures decode alone, as close to llama-bench's tg as FluxAttn gets: llama-bench
+# with no prompt (-p 0), bench_model after a 16-token prompt, no GEMM rows.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="${WORK:-$root/build/bench-llama}"
@@ -29,6 +31,13 @@ threads="${THREADS:-1,2}"
 version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 jobs="${JOBS:-2}"
 dtypes="$(echo "${DTYPES:-f32,bf16}" | tr , ' ')"
+decode_only="${DECODE_ONLY:-0}"
+llama_prompts="$prompts"
+flux_contexts="$prompts"
+if [ "$decode_only" = 1 ]; then
+  llama_prompts=0
+  flux_contexts=16
+fi
 mkdir -p "$work"
 
 # Python with numpy (and gguf-py's other dependencies) in a venv of its own.
@@ -70,7 +79,7 @@ for round in $(seq 1 "$rounds"); do
   for dtype in $dtypes; do
     for t in "${thread_list[@]}"; do
       echo "round $round: $dtype, $t threads: llama-bench" >&2
-      "$llama_bench" -m "$work/ckpt/gguf-$dtype.gguf" -p "$prompts" -n "$decode" -t "$t" \
+      "$llama_bench" -m "$work/ckpt/gguf-$dtype.gguf" -p "$llama_prompts" -n "$decode" -t "$t" \
         -r "$repeats" -o jsonl |
         "$py" -c 'import json,sys
 for line in sys.stdin:
@@ -84,7 +93,7 @@ for line in sys.stdin:
       [ "$dtype" = bf16 ] && acts="f32 bf16"
       for act in $acts; do
         echo "round $round: $dtype, $t threads: bench_model ($act activations)" >&2
-        "$bench_model" --model "$work/ckpt/hf-$dtype" --contexts "$prompts" --threads "$t" \
+        "$bench_model" --model "$work/ckpt/hf-$dtype" --contexts "$flux_contexts" --threads "$t" \
           --decode-tokens "$decode" --repeats "$repeats" --activations "$act" \
           --json "$work/bench_model.json" >/dev/null
         "$py" -c 'import json,sys
@@ -95,6 +104,7 @@ print(json.dumps(d))' "$work/bench_model.json" >>"$results"
     done
   done
   # Prefill GEMM (512 tokens x 1024 -> 3072, the MLP's up projection): numpy's BLAS vs FluxAttn.
+  [ "$decode_only" = 1 ] && continue
   for t in "${thread_list[@]}"; do
     OPENBLAS_NUM_THREADS="$t" OMP_NUM_THREADS="$t" "$py" -c 'import json,time,numpy as np
 m, n, k = 512, 3072, 1024

@@ -169,7 +169,7 @@ def summarize(path):
                     key = (r["dtype"], x["threads"], test)
                     prog = "fluxattn" if act == "f32" else "fluxattn-" + act
                     table.setdefault(key, {}).setdefault(prog, []).append(x[field]["median"])
-    print("| dtype | threads | test | FluxAttn tok/s | llama.cpp tok/s | ratio |")
+    print("| dtype | threads | test | FluxAttn tok/s | llama.cpp tok/s | ratio (rounds) |")
     print("| --- | ---: | --- | ---: | ---: | ---: |")
     def order(k):
         return (k[0] != "f32", k[1], k[2].startswith("tg"), int(k[2][2:]))
@@ -183,8 +183,9 @@ def summarize(path):
                 l_med, l_sp = spread(progs["llama.cpp"])
                 ratios = [a / b for a, b in zip(progs[prog], progs["llama.cpp"])]
                 print(f"| {label} | {key[1]} | {key[2]} | {f_med:.1f} (±{f_sp:.0f}%) | "
-                      f"{l_med:.1f} (±{l_sp:.0f}%) | {statistics.median(ratios):.2f} |")
-            else:
+                      f"{l_med:.1f} (±{l_sp:.0f}%) | {statistics.median(ratios):.2f} "
+                      f"({min(ratios):.2f}-{max(ratios):.2f}) |")
+            elif not key[2].startswith("pp"):
                 print(f"| {label} | {key[1]} | {key[2]} | {f_med:.1f} (±{f_sp:.0f}%) | - | - |")
     gemm = {}
     for r in rows:
