@@ -372,6 +372,23 @@ std::vector<double> LinearRef(const std::vector<float>& x, const std::vector<flo
   return ref;
 }
 
+// Fresh bf16 x [m, k] and W [n, k]; run(x, w, y, f32_out) writes y = x W^T in float32 or
+// bfloat16, and both outputs are checked against the double product.
+template <typename Run>
+void CheckLinearOutputs(std::mt19937& rng, int m, int n, int k, const std::string& what, Run run) {
+  std::vector<float> x, w;
+  auto xb = RandomBf16(m * k, rng, 1.f, &x);
+  auto wb = RandomBf16(n * k, rng, 1.f, &w);
+  const std::vector<double> ref = LinearRef(x, w, m, n, k);
+  DeviceBuffer xd(xb), wd(wb), yb(m * n * 2), yf(m * n * 4);
+  yb.Poison();
+  yf.Poison();
+  ASSERT_TRUE(run(xd.get(), wd.get(), yb.get(), false).ok()) << what;
+  ASSERT_TRUE(run(xd.get(), wd.get(), yf.get(), true).ok()) << what;
+  ExpectNear(Floats(yb.Download<uint16_t>()), ref, 5e-2, 1e-2, 5e-3, (what + " bf16").c_str());
+  ExpectNear(yf.Download<float>(), ref, 1e-3, 1e-4, 1e-5, (what + " f32").c_str());
+}
+
 TEST_F(CudaModelOpsTest, GemmLinearBf16AndF32) {
   for (bool small_batch_kernel : {true, false}) {
     absl::StatusOr<std::unique_ptr<Gemm>> gemm = Gemm::Create(32 << 20, small_batch_kernel);
@@ -385,23 +402,12 @@ TEST_F(CudaModelOpsTest, GemmLinearBf16AndF32) {
                            {17, 1000, 96},
                            {32, 77, 2560},
                            {5, 64, 12}}) {
-      std::vector<float> x, w;
-      auto xb = RandomBf16(m * k, rng_, 1.f, &x);
-      auto wb = RandomBf16(n * k, rng_, 1.f, &w);
-      const std::vector<double> ref = LinearRef(x, w, m, n, k);
-      DeviceBuffer xd(xb), wd(wb), yb(m * n * 2), yf(m * n * 4);
-      yb.Poison();
-      yf.Poison();
-      ASSERT_TRUE(
-          (*gemm)
-              ->Linear(xd.get(), wd.get(), yb.get(), m, n, k, Gemm::OutputType::kBf16, nullptr)
-              .ok());
-      ASSERT_TRUE(
-          (*gemm)
-              ->Linear(xd.get(), wd.get(), yf.get(), m, n, k, Gemm::OutputType::kF32, nullptr)
-              .ok());
-      ExpectNear(Floats(yb.Download<uint16_t>()), ref, 5e-2, 1e-2, 5e-3, "gemm bf16");
-      ExpectNear(yf.Download<float>(), ref, 1e-3, 1e-4, 1e-5, "gemm f32");
+      CheckLinearOutputs(rng_, m, n, k, absl::StrCat("gemm m=", m, " n=", n, " k=", k),
+                         [&](const void* x, const void* w, void* y, bool f32) {
+                           return (*gemm)->Linear(
+                               x, w, y, m, n, k,
+                               f32 ? Gemm::OutputType::kF32 : Gemm::OutputType::kBf16, nullptr);
+                         });
     }
   }
 }
@@ -440,18 +446,10 @@ TEST_F(CudaModelOpsTest, SmallBatchKernelEveryShape) {
 TEST_F(CudaModelOpsTest, SkinnyKernelEveryRowCount) {
   for (int m : {1, 2, 7, 8, 9, 16, 17, 31, 32}) {
     for (auto [n, k] : {std::pair{13, 32}, {300, 96}, {45, 2592}, {40, 9728}}) {
-      std::vector<float> x, w;
-      auto xb = RandomBf16(m * k, rng_, 1.f, &x);
-      auto wb = RandomBf16(n * k, rng_, 1.f, &w);
-      const std::vector<double> ref = LinearRef(x, w, m, n, k);
-      DeviceBuffer xd(xb), wd(wb), yf(m * n * 4), yb(m * n * 2);
-      yf.Poison();
-      yb.Poison();
-      ASSERT_TRUE(SkinnyLinear(xd.get(), wd.get(), yf.get(), m, n, k, true, nullptr).ok());
-      ASSERT_TRUE(SkinnyLinear(xd.get(), wd.get(), yb.get(), m, n, k, false, nullptr).ok());
-      const std::string what = absl::StrCat("m=", m, " n=", n, " k=", k);
-      ExpectNear(yf.Download<float>(), ref, 1e-3, 1e-4, 1e-5, (what + " f32").c_str());
-      ExpectNear(Floats(yb.Download<uint16_t>()), ref, 5e-2, 1e-2, 5e-3, (what + " bf16").c_str());
+      CheckLinearOutputs(rng_, m, n, k, absl::StrCat("skinny m=", m, " n=", n, " k=", k),
+                         [&](const void* x, const void* w, void* y, bool f32) {
+                           return SkinnyLinear(x, w, y, m, n, k, f32, nullptr);
+                         });
     }
   }
   const absl::Status bad = SkinnyLinear(nullptr, nullptr, nullptr, 33, 8, 32, true, nullptr);

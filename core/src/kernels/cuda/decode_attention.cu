@@ -583,6 +583,9 @@ absl::Status LaunchDecode(const DecodeParams& p, int32_t num_seqs, int q_heads_p
   return LaunchStatus("RunDecode (combine)");
 }
 
+// One wave of decode CTAs: two per SM of an H200 (132 SMs).
+constexpr int64_t kTargetCtas = 132 * 2;
+
 }  // namespace
 
 int32_t ChooseDecodeSplits(int32_t num_seqs, int32_t num_kv_heads, int64_t max_kv_tokens,
@@ -590,7 +593,6 @@ int32_t ChooseDecodeSplits(int32_t num_seqs, int32_t num_kv_heads, int64_t max_k
   // One wave of two CTAs per SM of an H200 (132 SMs), a CTA per (sequence, KV head, split),
   // rounded down so that no second, partial wave forms; at least two tiles per split.
   // Measured (B=1 / 8, KV 128K, Hkv 8): 33 / 4 splits beat 66 / 9 by 8% / 27%.
-  constexpr int64_t kTargetCtas = 132 * 2;
   const int64_t ctas =
       std::max<int64_t>(1, static_cast<int64_t>(num_seqs) * std::max(1, num_kv_heads));
   const int64_t tiles = std::max<int64_t>(1, (max_kv_tokens + kKvTile - 1) / kKvTile);
@@ -603,7 +605,6 @@ int32_t ChooseDecodeSplits(int32_t num_seqs, int32_t num_kv_heads, int64_t max_k
 int32_t MaxDecodeSplits(int32_t num_seqs, int32_t num_kv_heads) {
   // The balanced cut gives the longest row at most one wave of CTAs by itself; the partials are
   // kept to 512 (sequence, split) slots unless the equal cut needs more.
-  constexpr int64_t kTargetCtas = 132 * 2;
   constexpr int64_t kMaxSlots = 512;
   const int64_t seqs = std::max(1, num_seqs);
   const int64_t wave = std::max<int64_t>(1, kTargetCtas / std::max(1, num_kv_heads));
@@ -615,7 +616,6 @@ int32_t MaxDecodeSplits(int32_t num_seqs, int32_t num_kv_heads) {
 
 DecodeSplits BalanceDecodeSplits(std::span<const int64_t> row_kv_tokens, int32_t num_seqs,
                                  int32_t num_kv_heads) {
-  constexpr int64_t kTargetCtas = 132 * 2;
   DecodeSplits out;
   int64_t max_tiles = 1;
   for (int64_t t : row_kv_tokens) max_tiles = std::max(max_tiles, (t + kKvTile - 1) / kKvTile);
