@@ -136,6 +136,39 @@ INSTANTIATE_TEST_SUITE_P(
                       Shape{4, 2, 64, 2500, 41, 2541, 33}, Shape{2, 1, 17, 5, 50, 60, 7}),
     ShapeName);
 
+// The decode of one query (the last position) on the decode path: one unit over every KV head
+// where the layout row is shared, one per KV head where each head has its own row. Shapes with
+// head dims off the 16-lane width (17, 40, 80), group sizes 1 to 16 and more query heads than
+// one narrow unit takes (72, the tile path), dense and random sparse layouts with element
+// masks, short and split KV ranges.
+TEST(KernelDecode, OneQueryOnTheDecodePathMatchesReference) {
+  const Shape shapes[] = {{1, 1, 64, 0, 1, 1, 16},     {2, 1, 17, 0, 1, 60, 7},
+                          {8, 2, 80, 0, 1, 700, 64},   {16, 1, 40, 0, 1, 301, 16},
+                          {8, 8, 128, 0, 1, 129, 256}, {32, 8, 128, 0, 1, 2100, 64},
+                          {72, 8, 32, 0, 1, 500, 32},  {4, 2, 96, 0, 1, 1000, 100}};
+  for (Shape s : shapes) {
+    s.q_pos0 = s.kv_length - 1;
+    const uint64_t seed = FreshSeed();
+    SCOPED_TRACE(absl::StrCat("hq ", s.hq, " hkv ", s.hkv, " d ", s.dim, " len ", s.kv_length,
+                              " seed ", seed));
+    RandomAttention in(s.hq, s.hkv, s.dim, s.q_pos0, 1, s.kv_length, s.page_tokens, seed);
+    in.problem.phase = AttentionPhase::kDecode;
+    std::vector<uint8_t> causal(s.kv_length, 1);
+    for (int kb : {64, 16, 5, 256}) {
+      ExpectMatches(in, DenseCausalLayout(s.q_pos0, 1, s.kv_length, 64, kb), {causal},
+                    absl::StrCat("dense causal, kv blocks of ", kb));
+    }
+    std::mt19937_64 rng(seed + 1);
+    for (int kb : {32, 11}) {
+      for (int heads : {1, s.hkv}) {
+        RandomLayout random = MakeRandomLayout(s, 16, kb, heads, rng);
+        ExpectMatches(in, random.layout, random.truth,
+                      absl::StrCat("random, kv blocks of ", kb, ", layout heads ", heads));
+      }
+    }
+  }
+}
+
 TEST(KernelThreads, SameResultWithOneThreadAndMany) {
   RandomAttention in(8, 2, 64, 0, 300, 300, 64, 7);
   BlockSparseLayout layout = DenseCausalLayout(0, 300, 300);
@@ -269,6 +302,12 @@ TEST(KernelErrors, ReadingAReleasedPageIsAnError) {
   EXPECT_GE(reported, 16) << message;
   EXPECT_LT(reported, 160) << message;
   EXPECT_NE(message.find("released"), std::string::npos) << message;
+  // The decode path reports it the same way.
+  big.problem.phase = AttentionPhase::kDecode;
+  status = RunLayoutCpu(big.problem, DenseCausalLayout(199, 1, 200), out.data());
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(std::string(status.message()).find("released"), std::string::npos) << status;
+  big.problem.phase = AttentionPhase::kPrefill;
   // A layout that skips the released pages runs.
   LayoutBuilder builder(64, 16, 199, 1, 200, 1);
   builder.StartRow();

@@ -61,6 +61,17 @@ struct Scratch {
 // on the layout, never on the thread count, so results do not depend on it either.
 constexpr int64_t kSplitEntries = 8;
 
+// The decode of one query whose layout row serves every KV head (one layout head) is a "narrow"
+// unit over all heads: it reads each key position's row of every head, contiguous in the pool,
+// instead of one head's row a pool row apart per unit, and scores each key against the query
+// heads as dot products (TokenScores), with no padding of the rows to the micro-kernel's 16.
+// (Per-head layouts keep one unit per KV head on the tiles: there the tiles' copy of a head's
+// rows keeps more loads in flight.) Narrow units split every kAllHeadsSplitKeys keys (in whole
+// KV blocks), so that a batch of one still spreads over the threads; `narrow_heads` lets a unit
+// cover fewer heads.
+constexpr int64_t kAllHeadsSplitKeys = 256;
+constexpr int64_t kPrefetchKeys = 4;
+
 class Kernel {
  public:
   Kernel(const AttentionBatch& batch, const PlannedLayout& plan, AttentionWorkspace* ws)
@@ -82,6 +93,21 @@ class Kernel {
       if (p.num_queries == 0) continue;
       const int64_t q_blocks = layout.num_q_blocks();
       const bool may_split = p.phase == AttentionPhase::kDecode;
+      if (may_split && p.num_queries == 1 && q_blocks == 1 && layout.num_layout_heads == 1 &&
+          b_.num_q_heads <= kRowTile) {
+        Unit u;
+        u.seq = static_cast<int32_t>(s);
+        u.narrow_heads = hkv;
+        u.r0 = 0;
+        u.r1 = 1;
+        u.eb = layout.row_begin[0];
+        u.ee = layout.row_begin[1];
+        u.split_entries =
+            std::max<int64_t>(1, kAllHeadsSplitKeys / std::max(1, layout.kv_block_tokens));
+        u.splits = std::max<int64_t>(1, (u.ee - u.eb + u.split_entries - 1) / u.split_entries);
+        AddUnit(u, &partial_rows);
+        continue;
+      }
       for (int64_t qb = 0; qb < q_blocks; ++qb) {
         for (int h = 0; h < hkv; ++h) {
           Unit u;
@@ -96,15 +122,7 @@ class Kernel {
           u.splits = may_split && entries > kSplitEntries
                          ? (entries + kSplitEntries - 1) / kSplitEntries
                          : 1;
-          u.first_item = static_cast<int64_t>(items_.size());
-          if (u.splits > 1) {
-            u.partial0 = partial_rows;
-            partial_rows += u.splits * (u.r1 - u.r0) * group_;
-          }
-          const int64_t unit_index = static_cast<int64_t>(units_.size());
-          for (int64_t sp = 0; sp < u.splits; ++sp) items_.push_back({unit_index, sp});
-          if (u.splits > 1) split_units_.push_back(unit_index);
-          units_.push_back(u);
+          AddUnit(u, &partial_rows);
         }
       }
     }
@@ -127,9 +145,11 @@ class Kernel {
   struct Unit {
     int32_t seq = 0;
     int kv_head = 0;
+    int narrow_heads = 0;    // > 0: a narrow unit of KV heads [kv_head, kv_head + narrow_heads)
     int64_t r0 = 0, r1 = 0;  // query rows of the sequence
     int64_t eb = 0, ee = 0;  // layout entries of the unit's row
     int64_t splits = 1;
+    int64_t split_entries = kSplitEntries;  // layout entries per split
     int64_t first_item = 0;
     int64_t partial0 = 0;  // first partial row (split units)
   };
@@ -137,6 +157,22 @@ class Kernel {
     int64_t unit;
     int64_t split;
   };
+
+  int64_t UnitRows(const Unit& u) const {
+    return u.narrow_heads > 0 ? int64_t{u.narrow_heads} * group_ : (u.r1 - u.r0) * group_;
+  }
+
+  void AddUnit(Unit u, int64_t* partial_rows) {
+    u.first_item = static_cast<int64_t>(items_.size());
+    if (u.splits > 1) {
+      u.partial0 = *partial_rows;
+      *partial_rows += u.splits * UnitRows(u);
+    }
+    const int64_t unit_index = static_cast<int64_t>(units_.size());
+    for (int64_t sp = 0; sp < u.splits; ++sp) items_.push_back({unit_index, sp});
+    if (u.splits > 1) split_units_.push_back(unit_index);
+    units_.push_back(u);
+  }
 
   void Fail(absl::Status status) {
     std::lock_guard<std::mutex> lock(error_mutex_);
@@ -149,8 +185,8 @@ class Kernel {
   void RunItem(int64_t unit_index, int64_t split) {
     if (failed_.load()) return;
     const Unit& u = units_[unit_index];
-    const int64_t sb = std::min(u.ee, u.eb + split * kSplitEntries);
-    const int64_t se = u.splits == 1 ? u.ee : std::min(u.ee, sb + kSplitEntries);
+    const int64_t sb = std::min(u.ee, u.eb + split * u.split_entries);
+    const int64_t se = u.splits == 1 ? u.ee : std::min(u.ee, sb + u.split_entries);
     thread_local std::vector<Scratch> scratch_by_thread;
     if (scratch_by_thread.empty() ||
         static_cast<int>(scratch_by_thread[0].acc.size()) != kRowTile * dp_) {
@@ -158,10 +194,14 @@ class Kernel {
       scratch_by_thread.emplace_back(dp_);
     }
     Scratch& sc = scratch_by_thread[0];
-    const int64_t unit_rows = (u.r1 - u.r0) * group_;
+    const int64_t unit_rows = UnitRows(u);
     for (int64_t t0 = 0; t0 < unit_rows; t0 += kRowTile) {
       const int rows = static_cast<int>(std::min<int64_t>(kRowTile, unit_rows - t0));
-      RunTile(sc, u, t0, rows, sb, se);
+      if (u.narrow_heads > 0) {
+        RunNarrow(sc, u, sb, se);
+      } else {
+        RunTile(sc, u, t0, rows, sb, se);
+      }
       if (failed_.load()) return;
       if (u.splits == 1) {
         WriteOutput(sc, u, t0, rows);
@@ -179,6 +219,11 @@ class Kernel {
 
   // Global query row and query head of unit row t.
   void RowOf(const Unit& u, int64_t t, int64_t* r, int* hq) const {
+    if (u.narrow_heads > 0) {
+      *r = u.r0;
+      *hq = u.kv_head * group_ + static_cast<int>(t);
+      return;
+    }
     *r = u.r0 + t / group_;
     *hq = u.kv_head * group_ + static_cast<int>(t % group_);
   }
@@ -267,6 +312,79 @@ class Kernel {
     }
   }
 
+  // The one query of a narrow decode unit against entries [eb, ee): per tile of keys, the
+  // scores of every key position against the unit's query heads (TokenScores; masked keys
+  // -inf), the online softmax step over the tile's [keys][heads] scores, then O += P V a
+  // position at a time (TokenValues). Leaves m, l and acc for the unit's rows like RunTile.
+  void RunNarrow(Scratch& sc, const Unit& u, int64_t eb, int64_t ee) {
+    const AttentionProblem& p = b_.seqs[u.seq];
+    const BlockSparseLayout& layout = plan_.layouts[u.seq];
+    const int hkv = u.narrow_heads;
+    const int hq_count = hkv * group_;
+    const int hq0 = u.kv_head * group_;
+    const int64_t pos = p.q_pos0;
+    float* q = sc.qt.data();  // [hq][dp], pre-scaled, zero past d
+    for (int hq = 0; hq < hq_count; ++hq) {
+      const float* src = q_ + (p.q_row0 * b_.num_q_heads + hq0 + hq) * static_cast<int64_t>(d_);
+      float* dst = q + static_cast<int64_t>(hq) * dp_;
+      for (int d = 0; d < d_; ++d) dst[d] = src[d] * b_.scale;
+      std::fill(dst + d_, dst + dp_, 0.0f);
+    }
+    for (int i = 0; i < hq_count; ++i) {
+      sc.m[i] = kNegInf;
+      sc.l[i] = 0.0f;
+    }
+    std::fill(sc.acc.begin(), sc.acc.begin() + static_cast<int64_t>(hq_count) * dp_, 0.0f);
+    const int bk = layout.kv_block_tokens;
+    const int64_t words = layout.words_per_mask();
+    const int64_t kv_length = layout.kv_length;
+    bool allowed[kKeyTile];
+    for (int64_t e = eb; e < ee; ++e) {
+      const int64_t block_start = static_cast<int64_t>(layout.kv_block[e]) * bk;
+      const int64_t block_end = std::min({block_start + bk, kv_length, pos + 1});
+      const uint64_t* mask =
+          layout.mask_index[e] < 0 ? nullptr : layout.masks.data() + layout.mask_index[e] * words;
+      for (int64_t c0 = block_start; c0 < block_end; c0 += kKeyTile) {
+        const int n = static_cast<int>(std::min<int64_t>(kKeyTile, block_end - c0));
+        float* st = sc.st.data();  // [n][hq_count]
+        for (int j = 0; j < n; ++j) {
+          const int64_t key = c0 + j;
+          float* srow = st + static_cast<int64_t>(j) * hq_count;
+          allowed[j] =
+              mask == nullptr || MaskAllows(mask, bk, 0, static_cast<int>(key - block_start));
+          if (!allowed[j]) {
+            std::fill(srow, srow + hq_count, kNegInf);
+            continue;
+          }
+          const float* kt = p.kv.key(key, u.kv_head);
+          if (kt == nullptr) {
+            Fail(absl::FailedPreconditionError(absl::StrCat(
+                "attention kernel: layer ", p.layer, " request ", p.request_id,
+                ": expected KV position ", key, " to be resident, found its page released")));
+            return;
+          }
+          // The first line of the K and V rows kPrefetchKeys positions on: each row of a
+          // position (every head, a few KiB) starts a new stream for the hardware prefetchers,
+          // and this starts it early (about 20% off a long decode on Zen 4).
+          if (key + kPrefetchKeys < block_end) {
+            const float* nk = p.kv.key(key + kPrefetchKeys, u.kv_head);
+            if (nk != nullptr) {
+              __builtin_prefetch(nk);
+              __builtin_prefetch(p.kv.value(key + kPrefetchKeys, u.kv_head));
+            }
+          }
+          cpu_kernels::TokenScores(kt, hkv, group_, d_, q, dp_, srow);
+        }
+        cpu_kernels::SoftmaxStep(st, n, hq_count, hq_count, sc.m, sc.l, sc.acc.data(), dp_, d_);
+        for (int j = 0; j < n; ++j) {
+          if (!allowed[j]) continue;
+          cpu_kernels::TokenValues(p.kv.value(c0 + j, u.kv_head), hkv, group_, d_,
+                                   st + static_cast<int64_t>(j) * hq_count, sc.acc.data(), dp_);
+        }
+      }
+    }
+  }
+
   // Online softmax step for one tile of transposed scores st[n4][rows16] (SoftmaxStep).
   void UpdateSoftmax(Scratch& sc, int n4, int rows4, int rows16) {
     cpu_kernels::SoftmaxStep(sc.st.data(), n4, rows16, rows4, sc.m, sc.l, sc.acc.data(), dp_, d_);
@@ -328,7 +446,7 @@ class Kernel {
   // Combines the split partial results of one unit in split order: o = sum_s e^(m_s - M) acc_s /
   // sum_s e^(m_s - M) l_s with M the largest m_s.
   void Merge(const Unit& u) {
-    const int64_t unit_rows = (u.r1 - u.r0) * group_;
+    const int64_t unit_rows = UnitRows(u);
     float o[1024];
     FLUXATTN_CHECK(d_ <= 1024);
     for (int64_t t = 0; t < unit_rows; ++t) {

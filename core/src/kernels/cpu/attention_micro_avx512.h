@@ -1,5 +1,5 @@
-// AVX-512 builds of Gemm and GemmAT (same contracts as attention_micro_kernels.h); call only
-// where the CPU runs x86-64-v4.
+// AVX-512 builds of Gemm, GemmAT, TokenScores and TokenValues (same contracts as
+// attention_micro_kernels.h); call only where the CPU runs x86-64-v4.
 #pragma once
 
 namespace fluxattn::cpu_kernels {
@@ -8,5 +8,10 @@ void GemmAvx512(int m, int n, int k, const float* a, int lda, const float* b, in
                 int ldc, bool accumulate);
 void GemmATAvx512(int m, int n, int k, const float* at, int ldat, const float* b, int ldb, float* c,
                   int ldc, bool accumulate);
+
+void TokenScoresAvx512(const float* kt, int hkv, int group, int d, const float* q, int ldq,
+                       float* s);
+void TokenValuesAvx512(const float* vt, int hkv, int group, int d, const float* w, float* acc,
+                       int ldacc);
 
 }  // namespace fluxattn::cpu_kernels

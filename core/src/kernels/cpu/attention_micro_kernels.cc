@@ -183,4 +183,59 @@ void SoftmaxStep(float* __restrict st, int n, int rows, int rows4, float* __rest
   }
 }
 
+namespace {
+
+FLUXATTN_MULTIVERSION
+void TokenScoresPortable(const float* __restrict kt, int hkv, int group, int d,
+                         const float* __restrict q, int ldq, float* __restrict s) {
+  for (int h = 0; h < hkv; ++h) {
+    const float* k = kt + static_cast<int64_t>(h) * d;
+    for (int g = 0; g < group; ++g) {
+      const int hq = h * group + g;
+      const float* qr = q + static_cast<int64_t>(hq) * ldq;
+      float lane[16] = {};
+      int p = 0;
+      for (; p + 16 <= d; p += 16) {
+        for (int l = 0; l < 16; ++l) lane[l] += k[p + l] * qr[p + l];
+      }
+      for (int l = 0; p + l < d; ++l) lane[l] += k[p + l] * qr[p + l];
+      for (int w = 8; w >= 1; w /= 2) {
+        for (int l = 0; l < w; ++l) lane[l] += lane[l + w];
+      }
+      s[hq] = lane[0];
+    }
+  }
+}
+
+FLUXATTN_MULTIVERSION
+void TokenValuesPortable(const float* __restrict vt, int hkv, int group, int d,
+                         const float* __restrict w, float* __restrict acc, int ldacc) {
+  for (int h = 0; h < hkv; ++h) {
+    const float* v = vt + static_cast<int64_t>(h) * d;
+    for (int g = 0; g < group; ++g) {
+      const int hq = h * group + g;
+      const float wg = w[hq];
+      float* a = acc + static_cast<int64_t>(hq) * ldacc;
+      for (int c = 0; c < d; ++c) a[c] += wg * v[c];
+    }
+  }
+}
+}  // namespace
+
+void TokenScores(const float* __restrict kt, int hkv, int group, int d, const float* __restrict q,
+                 int ldq, float* __restrict s) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (UseAvx512()) return TokenScoresAvx512(kt, hkv, group, d, q, ldq, s);
+#endif
+  TokenScoresPortable(kt, hkv, group, d, q, ldq, s);
+}
+
+void TokenValues(const float* __restrict vt, int hkv, int group, int d, const float* __restrict w,
+                 float* __restrict acc, int ldacc) {
+#if defined(__x86_64__) && defined(__GNUC__)
+  if (UseAvx512()) return TokenValuesAvx512(vt, hkv, group, d, w, acc, ldacc);
+#endif
+  TokenValuesPortable(vt, hkv, group, d, w, acc, ldacc);
+}
+
 }  // namespace fluxattn::cpu_kernels

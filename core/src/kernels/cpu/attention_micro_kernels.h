@@ -25,4 +25,15 @@ void ExpNonPositiveInPlace(float* __restrict x, int n);
 void SoftmaxStep(float* __restrict st, int n, int rows, int rows4, float* __restrict m,
                  float* __restrict l, float* __restrict acc, int dp, int d);
 
+// One key position against the queries of every head (decode): s[hq] = sum_p k_h[p] q_hq[p] for
+// hq < hkv * group, with k_h = kt + h * d the key of KV head h = hq / group (the heads of a
+// position are contiguous in the pool) and q_hq = q + hq * ldq. Each sum runs in 16 partial
+// lanes over p in steps of 16, then a fixed tree: the order never depends on the caller.
+void TokenScores(const float* __restrict kt, int hkv, int group, int d, const float* __restrict q,
+                 int ldq, float* __restrict s);
+
+// acc[hq * ldacc + c] += w[hq] * v_h[c] for c < d, v_h = vt + h * d, h = hq / group.
+void TokenValues(const float* __restrict vt, int hkv, int group, int d, const float* __restrict w,
+                 float* __restrict acc, int ldacc);
+
 }  // namespace fluxattn::cpu_kernels

@@ -239,20 +239,25 @@ struct LinearTask {
   int64_t n0, n1;
 };
 
-void SplitLinear(int64_t k, const LinearPart* parts, int num_parts,
+void SplitLinear(int64_t k, const LinearPart* parts, int num_parts, bool streamed,
                  std::vector<LinearTask>* tasks) {
   const int64_t threads = CpuThreads();
   int64_t total = 0;
   for (int i = 0; i < num_parts; ++i) total += parts[i].n;
-  // Weight rows per task: about 192 KiB of weights (they stay in L2 while the activations stream
-  // past), a multiple of 12 (the tile heights), and at least two tasks per thread.
+  // Weight rows per task: a multiple of 12 (the tile heights) and at least two tasks per thread.
+  // Packed products (prefill) take about 192 KiB of weights per task: they stay in L2 while the
+  // activations stream past. A product that reads its weights once (a few activation rows, as in
+  // decode) takes about 768 KiB: a tile's four weight streams (a quarter of the task each) are
+  // then long enough for the hardware prefetchers to run at full rate (with 192 KiB tasks one
+  // Zen 4 core decodes about 8% slower; docs/benchmarks.md).
   constexpr int64_t kMaxTasksPerPart = 4096;
+  const int64_t task_bytes = streamed ? int64_t{768} << 10 : int64_t{192} << 10;
   tasks->clear();
   const int64_t fair = ((total + 2 * threads - 1) / (2 * threads) + 11) / 12 * 12;
   for (int i = 0; i < num_parts; ++i) {
     const LinearPart& p = parts[i];
     const int64_t elem = p.type == DType::kF32 ? 4 : 2;
-    int64_t rows = (192 << 10) / std::max<int64_t>(k * elem, 1) / 12 * 12;
+    int64_t rows = task_bytes / std::max<int64_t>(k * elem, 1) / 12 * 12;
     rows = std::max<int64_t>(12, std::min(rows, fair));
     rows = std::max(rows, (p.n + kMaxTasksPerPart - 1) / kMaxTasksPerPart);
     for (int64_t n0 = 0; n0 < p.n; n0 += rows) tasks->push_back({i, n0, std::min(p.n, n0 + rows)});
@@ -264,10 +269,10 @@ void LinearF32(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPa
                int num_parts) {
   const LinearLevel level = Level();
   thread_local std::vector<LinearTask> tasks;  // reused: no allocation per call once grown
-  SplitLinear(k, parts, num_parts, &tasks);
   // Prefill: the activations are packed once for every task (each task packs its weight rows).
   const int64_t steps = (k + level.shape.lanes - 1) / level.shape.lanes;
   const bool packed = m > level.shape.cols;
+  SplitLinear(k, parts, num_parts, !packed, &tasks);
   thread_local std::vector<float> xpacked;  // reused like `tasks`
   if (packed) {
     const int64_t groups = (m + level.shape.cols - 1) / level.shape.cols;
@@ -297,19 +302,19 @@ void LinearF32(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPa
 // Bfloat16 activations and bfloat16 weights on AVX512-BF16.
 void LinearBf16Dot(const float* x, int64_t ldx, int64_t m, int64_t k, const LinearPart* parts,
                    int num_parts) {
+  constexpr int64_t kRows = internal::kBf16GroupRows;
+  const bool packed = m > kRows;
   thread_local std::vector<LinearTask> tasks;
-  SplitLinear(k, parts, num_parts, &tasks);
+  SplitLinear(k, parts, num_parts, !packed, &tasks);
   thread_local std::vector<uint16_t> xpacked;
   const size_t need = static_cast<size_t>(internal::Bf16PackedElems(m, k));
   if (xpacked.size() < need) xpacked.resize(need);
   const int64_t group_elems = internal::Bf16PackedElems(1, k);
   uint16_t* xp = xpacked.data();
-  constexpr int64_t kRows = internal::kBf16GroupRows;
   CpuParallelFor((m + kRows - 1) / kRows, [&](int64_t g) {
     internal::PackBf16ActivationsAvx512(
         x + g * kRows * ldx, ldx, std::min<int64_t>(kRows, m - g * kRows), k, xp + g * group_elems);
   });
-  const bool packed = m > kRows;
   const LinearTask* all = tasks.data();
   CpuParallelFor(static_cast<int64_t>(tasks.size()), [&](int64_t t) {
     const LinearTask& task = all[t];
