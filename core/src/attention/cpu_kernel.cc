@@ -314,8 +314,9 @@ class Kernel {
 
   // The one query of a narrow decode unit against entries [eb, ee): per tile of keys, the
   // scores of every key position against the unit's query heads (TokenScores; masked keys
-  // -inf), the online softmax step over the tile's [keys][heads] scores, then O += P V a
-  // position at a time (TokenValues). Leaves m, l and acc for the unit's rows like RunTile.
+  // -inf), the online softmax step over the tile's [keys][heads] scores, then O += P V over
+  // the tile's positions in ascending order (TokenValues). Leaves m, l and acc for the unit's
+  // rows like RunTile.
   void RunNarrow(Scratch& sc, const Unit& u, int64_t eb, int64_t ee) {
     const AttentionProblem& p = b_.seqs[u.seq];
     const BlockSparseLayout& layout = plan_.layouts[u.seq];
@@ -376,11 +377,15 @@ class Kernel {
           cpu_kernels::TokenScores(kt, hkv, group_, d_, q, dp_, srow);
         }
         cpu_kernels::SoftmaxStep(st, n, hq_count, hq_count, sc.m, sc.l, sc.acc.data(), dp_, d_);
+        const float* vrows[kKeyTile];
+        const float* wrows[kKeyTile];
+        int kept = 0;
         for (int j = 0; j < n; ++j) {
           if (!allowed[j]) continue;
-          cpu_kernels::TokenValues(p.kv.value(c0 + j, u.kv_head), hkv, group_, d_,
-                                   st + static_cast<int64_t>(j) * hq_count, sc.acc.data(), dp_);
+          vrows[kept] = p.kv.value(c0 + j, u.kv_head);
+          wrows[kept++] = st + static_cast<int64_t>(j) * hq_count;
         }
+        cpu_kernels::TokenValues(vrows, wrows, kept, hkv, group_, d_, sc.acc.data(), dp_);
       }
     }
   }

@@ -12,6 +12,8 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")
 
+#include "kernels/cpu/avx512_sum.h"
+
 namespace fluxattn::cpu_kernels {
 namespace {
 
@@ -108,70 +110,92 @@ void GemmATAvx512(int m, int n, int k, const float* at, int ldat, const float* b
   Run(m, n, k, at, 1, ldat, b, ldb, c, ldc, accumulate);
 }
 
-// TokenScores (attention_micro_kernels.h) on AVX-512: one load of a key chunk serves the up to
-// eight query heads of its group, and each sum is the same 16 lanes reduced by the same tree
-// (the upper half of every width onto the lower).
+// One KV head's key against G query rows q0 + g * ldq (G known at compile time, or up to 8
+// given by gn when G is 0).
+template <int G>
+inline void HeadScores(const float* k, int d, const float* q0, int ldq, int gn, __mmask16 tail,
+                       float* s) {
+  constexpr int kMax = G > 0 ? G : 8;
+  const int count = G > 0 ? G : gn;
+  __m512 acc[kMax];
+#pragma GCC unroll 8
+  for (int g = 0; g < kMax; ++g) acc[g] = _mm512_setzero_ps();
+  int p = 0;
+  for (; p + 16 <= d; p += 16) {
+    const __m512 kv = _mm512_loadu_ps(k + p);
+#pragma GCC unroll 8
+    for (int g = 0; g < kMax; ++g) {
+      if (G > 0 || g < count) {
+        acc[g] = _mm512_fmadd_ps(kv, _mm512_loadu_ps(q0 + g * ldq + p), acc[g]);
+      }
+    }
+  }
+  if (p < d) {
+    const __m512 kv = _mm512_maskz_loadu_ps(tail, k + p);
+    for (int g = 0; g < count; ++g) {
+      acc[g] =
+          _mm512_mask3_fmadd_ps(kv, _mm512_maskz_loadu_ps(tail, q0 + g * ldq + p), acc[g], tail);
+    }
+  }
+  for (int g = 0; g < count; ++g) s[g] = cpu_simd::SumLanes16(acc[g]);
+}
+
+// TokenScores (attention_micro_kernels.h) on AVX-512: one load of a key chunk serves the query
+// heads of its group (specialized for groups of 1, 2, 4 and 8), and each sum is the same 16
+// lanes reduced by the same tree (the upper half of every width onto the lower).
 void TokenScoresAvx512(const float* kt, int hkv, int group, int d, const float* q, int ldq,
                        float* s) {
   const __mmask16 tail = static_cast<__mmask16>((1u << (d % 16)) - 1);
+  using HeadFn = void (*)(const float*, int, const float*, int, int, __mmask16, float*);
+  const HeadFn fixed = group == 1   ? &HeadScores<1>
+                       : group == 2 ? &HeadScores<2>
+                       : group == 4 ? &HeadScores<4>
+                       : group == 8 ? &HeadScores<8>
+                                    : nullptr;
   for (int h = 0; h < hkv; ++h) {
     const float* k = kt + static_cast<int64_t>(h) * d;
+    const float* qh = q + static_cast<int64_t>(h * group) * ldq;
+    float* sh = s + h * group;
+    if (fixed != nullptr) {
+      fixed(k, d, qh, ldq, group, tail, sh);
+      continue;
+    }
     for (int g0 = 0; g0 < group; g0 += 8) {
-      const int gn = group - g0 < 8 ? group - g0 : 8;
-      const float* q0 = q + static_cast<int64_t>(h * group + g0) * ldq;
-      __m512 acc[8];
-#pragma GCC unroll 8
-      for (int g = 0; g < 8; ++g) acc[g] = _mm512_setzero_ps();
-      int p = 0;
-      for (; p + 16 <= d; p += 16) {
-        const __m512 kv = _mm512_loadu_ps(k + p);
-#pragma GCC unroll 8
-        for (int g = 0; g < 8; ++g) {
-          if (g < gn) acc[g] = _mm512_fmadd_ps(kv, _mm512_loadu_ps(q0 + g * ldq + p), acc[g]);
-        }
-      }
-      if (p < d) {
-        const __m512 kv = _mm512_maskz_loadu_ps(tail, k + p);
-        for (int g = 0; g < gn; ++g) {
-          acc[g] = _mm512_mask3_fmadd_ps(kv, _mm512_maskz_loadu_ps(tail, q0 + g * ldq + p), acc[g],
-                                         tail);
-        }
-      }
-      for (int g = 0; g < gn; ++g) {
-        const __m256 s8 =
-            _mm256_add_ps(_mm512_castps512_ps256(acc[g]),
-                          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[g]), 1)));
-        const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-        const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        const __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-        s[h * group + g0 + g] = _mm_cvtss_f32(s1);
-      }
+      HeadScores<0>(k, d, qh + static_cast<int64_t>(g0) * ldq, ldq, group - g0 < 8 ? group - g0 : 8,
+                    tail, sh + g0);
     }
   }
 }
 
-// TokenValues on AVX-512: a value chunk is loaded once for every query head of its group.
-void TokenValuesAvx512(const float* vt, int hkv, int group, int d, const float* w, float* acc,
-                       int ldacc) {
+// TokenValues on AVX-512: blocks of up to 8 positions; per (head, 16-column chunk, up to 8 query
+// heads) the outputs stay in registers over the block's positions, and each position's value
+// chunk is loaded once for the heads of its group.
+void TokenValuesAvx512(const float* const* v, const float* const* w, int n, int hkv, int group,
+                       int d, float* acc, int ldacc) {
+  constexpr int kBlock = 8;
   const __mmask16 tail = static_cast<__mmask16>((1u << (d % 16)) - 1);
-  for (int h = 0; h < hkv; ++h) {
-    const float* v = vt + static_cast<int64_t>(h) * d;
-    float* a0 = acc + static_cast<int64_t>(h * group) * ldacc;
-    const float* w0 = w + h * group;
-    int c = 0;
-    for (; c + 16 <= d; c += 16) {
-      const __m512 vv = _mm512_loadu_ps(v + c);
-      for (int g = 0; g < group; ++g) {
-        float* a = a0 + static_cast<int64_t>(g) * ldacc + c;
-        _mm512_storeu_ps(a, _mm512_fmadd_ps(_mm512_set1_ps(w0[g]), vv, _mm512_loadu_ps(a)));
-      }
-    }
-    if (c < d) {
-      const __m512 vv = _mm512_maskz_loadu_ps(tail, v + c);
-      for (int g = 0; g < group; ++g) {
-        float* a = a0 + static_cast<int64_t>(g) * ldacc + c;
-        _mm512_mask_storeu_ps(
-            a, tail, _mm512_fmadd_ps(_mm512_set1_ps(w0[g]), vv, _mm512_maskz_loadu_ps(tail, a)));
+  for (int j0 = 0; j0 < n; j0 += kBlock) {
+    const int jn = n - j0 < kBlock ? n - j0 : kBlock;
+    for (int h = 0; h < hkv; ++h) {
+      const int64_t voff = static_cast<int64_t>(h) * d;
+      for (int g0 = 0; g0 < group; g0 += 8) {
+        const int gn = group - g0 < 8 ? group - g0 : 8;
+        const int hq0 = h * group + g0;
+        for (int c = 0; c < d; c += 16) {
+          const __mmask16 m = c + 16 <= d ? static_cast<__mmask16>(0xffff) : tail;
+          __m512 a[8];
+          for (int g = 0; g < gn; ++g) {
+            a[g] = _mm512_maskz_loadu_ps(m, acc + static_cast<int64_t>(hq0 + g) * ldacc + c);
+          }
+          for (int j = j0; j < j0 + jn; ++j) {
+            const __m512 vv = _mm512_maskz_loadu_ps(m, v[j] + voff + c);
+            const float* wj = w[j] + hq0;
+            for (int g = 0; g < gn; ++g) a[g] = _mm512_fmadd_ps(_mm512_set1_ps(wj[g]), vv, a[g]);
+          }
+          for (int g = 0; g < gn; ++g) {
+            _mm512_mask_storeu_ps(acc + static_cast<int64_t>(hq0 + g) * ldacc + c, m, a[g]);
+          }
+        }
       }
     }
   }

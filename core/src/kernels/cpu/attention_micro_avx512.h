@@ -11,7 +11,7 @@ void GemmATAvx512(int m, int n, int k, const float* at, int ldat, const float* b
 
 void TokenScoresAvx512(const float* kt, int hkv, int group, int d, const float* q, int ldq,
                        float* s);
-void TokenValuesAvx512(const float* vt, int hkv, int group, int d, const float* w, float* acc,
-                       int ldacc);
+void TokenValuesAvx512(const float* const* v, const float* const* w, int n, int hkv, int group,
+                       int d, float* acc, int ldacc);
 
 }  // namespace fluxattn::cpu_kernels

@@ -208,18 +208,21 @@ void TokenScoresPortable(const float* __restrict kt, int hkv, int group, int d,
 }
 
 FLUXATTN_MULTIVERSION
-void TokenValuesPortable(const float* __restrict vt, int hkv, int group, int d,
-                         const float* __restrict w, float* __restrict acc, int ldacc) {
-  for (int h = 0; h < hkv; ++h) {
-    const float* v = vt + static_cast<int64_t>(h) * d;
-    for (int g = 0; g < group; ++g) {
-      const int hq = h * group + g;
-      const float wg = w[hq];
-      float* a = acc + static_cast<int64_t>(hq) * ldacc;
-      for (int c = 0; c < d; ++c) a[c] += wg * v[c];
+void TokenValuesPortable(const float* const* v, const float* const* w, int n, int hkv, int group,
+                         int d, float* __restrict acc, int ldacc) {
+  for (int j = 0; j < n; ++j) {
+    for (int h = 0; h < hkv; ++h) {
+      const float* __restrict vh = v[j] + static_cast<int64_t>(h) * d;
+      for (int g = 0; g < group; ++g) {
+        const int hq = h * group + g;
+        const float wg = w[j][hq];
+        float* __restrict a = acc + static_cast<int64_t>(hq) * ldacc;
+        for (int c = 0; c < d; ++c) a[c] += wg * vh[c];
+      }
     }
   }
 }
+
 }  // namespace
 
 void TokenScores(const float* __restrict kt, int hkv, int group, int d, const float* __restrict q,
@@ -230,12 +233,12 @@ void TokenScores(const float* __restrict kt, int hkv, int group, int d, const fl
   TokenScoresPortable(kt, hkv, group, d, q, ldq, s);
 }
 
-void TokenValues(const float* __restrict vt, int hkv, int group, int d, const float* __restrict w,
+void TokenValues(const float* const* v, const float* const* w, int n, int hkv, int group, int d,
                  float* __restrict acc, int ldacc) {
 #if defined(__x86_64__) && defined(__GNUC__)
-  if (UseAvx512()) return TokenValuesAvx512(vt, hkv, group, d, w, acc, ldacc);
+  if (UseAvx512()) return TokenValuesAvx512(v, w, n, hkv, group, d, acc, ldacc);
 #endif
-  TokenValuesPortable(vt, hkv, group, d, w, acc, ldacc);
+  TokenValuesPortable(v, w, n, hkv, group, d, acc, ldacc);
 }
 
 }  // namespace fluxattn::cpu_kernels

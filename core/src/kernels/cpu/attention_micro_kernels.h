@@ -32,8 +32,10 @@ void SoftmaxStep(float* __restrict st, int n, int rows, int rows4, float* __rest
 void TokenScores(const float* __restrict kt, int hkv, int group, int d, const float* __restrict q,
                  int ldq, float* __restrict s);
 
-// acc[hq * ldacc + c] += w[hq] * v_h[c] for c < d, v_h = vt + h * d, h = hq / group.
-void TokenValues(const float* __restrict vt, int hkv, int group, int d, const float* __restrict w,
+// Positions j = 0 .. n-1 added to the outputs of every head: acc[hq * ldacc + c] += w_j[hq] *
+// v_jh[c] for c < d, with w_j = w[j], v_jh = v[j] + h * d, h = hq / group; one fused
+// multiply-add per position in ascending j for each element, whatever the ISA level blocks.
+void TokenValues(const float* const* v, const float* const* w, int n, int hkv, int group, int d,
                  float* __restrict acc, int ldacc);
 
 }  // namespace fluxattn::cpu_kernels

@@ -10,6 +10,8 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")
 
+#include "kernels/cpu/avx512_sum.h"
+
 namespace fluxattn::cpu::internal {
 namespace {
 
@@ -37,15 +39,7 @@ struct Ops {
     }
   }
   static V Fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static float Sum(V v) {
-    const __m256 s8 =
-        _mm256_add_ps(_mm512_castps512_ps256(v),
-                      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-    const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    const __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-    return _mm_cvtss_f32(s1);
-  }
+  static float Sum(V v) { return cpu_simd::SumLanes16(v); }
 };
 
 constexpr int kTileRows = 4;

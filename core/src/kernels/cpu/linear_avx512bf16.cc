@@ -17,6 +17,8 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx512bf16,avx2,fma")
 
+#include "kernels/cpu/avx512_sum.h"
+
 namespace fluxattn::cpu::internal {
 namespace {
 
@@ -26,14 +28,7 @@ constexpr int kCols = kBf16GroupRows;
 
 inline int64_t MinI(int64_t a, int64_t b) { return a < b ? a : b; }
 
-inline float Sum(__m512 v) {
-  const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v),
-                                  _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
-  const __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-  const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-  const __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-  return _mm_cvtss_f32(s1);
-}
+inline float Sum(__m512 v) { return cpu_simd::SumLanes16(v); }
 
 // 32 bfloat16 of row `w` from element p, zeros past k.
 inline __m512i LoadRow(const uint16_t* w, int64_t p, int64_t k) {
