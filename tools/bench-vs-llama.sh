@@ -9,7 +9,8 @@
 #    (tools/make_bench_checkpoint.py; no torch needed).
 # 3. Runs `llama-bench` and `bench_model` interleaved, ROUNDS times: prefill tok/s at PROMPTS
 #    tokens and decode tok/s over DECODE tokens, at each of THREADS, f32 and bf16; then a GEMM
-#    of the prefill's shape through numpy's BLAS (OpenBLAS) and through FluxAttn's kernel.
+#    of the prefill's shape through numpy's BLAS (OpenBLAS) and through FluxAttn's kernel, and
+#    the machine's memory read bandwidth (`bench_model --read-bandwidth`), decode's ceiling.
 # 4. Prints one markdown table of medians (and the spread over rounds) and writes the raw results
 #    to $WORK/results.json.
 #
@@ -72,6 +73,15 @@ if [ ! -f "$work/ckpt/done" ]; then
   touch "$work/ckpt/done"
 fi
 
+# The JSON lines of standard input, each with "program" and "round" added.
+tag_lines() {
+  "$py" -c 'import json,sys
+for line in sys.stdin:
+    if line.startswith("{"):
+        r = json.loads(line); r["program"] = sys.argv[1]; r["round"] = int(sys.argv[2])
+        print(json.dumps(r))' "$1" "$2"
+}
+
 results="$work/results.jsonl"
 : >"$results"
 IFS=, read -r -a thread_list <<<"$threads"
@@ -103,6 +113,11 @@ print(json.dumps(d))' "$work/bench_model.json" >>"$results"
       done
     done
   done
+  # The machine's read bandwidth in this round: the ceiling of decode, which streams the weights.
+  for t in "${thread_list[@]}"; do
+    "$bench_model" --read-bandwidth 1024 --threads "$t" --repeats 5 |
+      tag_lines read-bandwidth "$round" >>"$results"
+  done
   # Prefill GEMM (512 tokens x 1024 -> 3072, the MLP's up projection): numpy's BLAS vs FluxAttn.
   [ "$decode_only" = 1 ] && continue
   for t in "${thread_list[@]}"; do
@@ -118,11 +133,7 @@ print(json.dumps({"program": "numpy-blas", "round": '"$round"', "threads": '"$t"
       >>"$results"
     for act in f32 bf16; do
       "$bench_model" --gemm 512,3072,1024 --threads "$t" --repeats 7 --activations "$act" |
-        "$py" -c 'import json,sys
-for line in sys.stdin:
-    if line.startswith("{"):
-        r = json.loads(line); r["program"] = "fluxattn-gemm"; r["round"] = '"$round"'
-        print(json.dumps(r))' >>"$results"
+        tag_lines fluxattn-gemm "$round" >>"$results"
     done
   done
 done

@@ -187,6 +187,18 @@ def summarize(path):
                       f"({min(ratios):.2f}-{max(ratios):.2f}) |")
             elif not key[2].startswith("pp"):
                 print(f"| {label} | {key[1]} | {key[2]} | {f_med:.1f} (±{f_sp:.0f}%) | - | - |")
+    bandwidth = {}
+    for r in rows:
+        if r["program"] == "read-bandwidth":
+            bandwidth.setdefault(r["threads"], []).append(r["gb_per_s"])
+    if bandwidth:
+        print()
+        print("| memory read, 1 GiB | threads | GB/s (rounds) |")
+        print("| --- | ---: | ---: |")
+        for t in sorted(bandwidth):
+            v = bandwidth[t]
+            print(f"| bench_model --read-bandwidth | {t} | {statistics.median(v):.1f} "
+                  f"({min(v):.1f}-{max(v):.1f}) |")
     gemm = {}
     for r in rows:
         if r["program"] in ("numpy-blas", "fluxattn-gemm"):

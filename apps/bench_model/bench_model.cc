@@ -3,7 +3,8 @@
 // the `full` plugin found on the plugin search path, as in `fluxattn generate`. Every point is
 // run --repeats times; the table shows medians, the JSON each run, the median and the spread.
 // --gemm M,N,K instead times the dense kernel y[M, N] = x[M, K] W[N, K]^T with float32 and
-// bfloat16 weights.
+// bfloat16 weights. --read-bandwidth MIB instead times reading MIB MiB of memory on the thread
+// pool: the ceiling that decode, which streams every weight once per token, runs against.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -37,6 +38,8 @@ struct Args {
   int decode_tokens = 16;
   int repeats = 1;
   std::vector<int64_t> gemm;  // M, N, K
+  int64_t read_mib = 0;       // --read-bandwidth
+  bool read_given = false;
   std::string json_path;
   std::string activations = "f32";  // of the matrix products: f32 or bf16
   DType act() const { return activations == "bf16" ? DType::kBF16 : DType::kF32; }
@@ -150,6 +153,55 @@ int RunGemm(const Args& a) {
   return 0;
 }
 
+// Sums a float buffer of a.read_mib MiB in 64 parts spread over the pool (each part read once,
+// front to back, in 16 partial sums): one JSON line per thread count with GB/s (median over the
+// repeats, after one unmeasured pass that faults the pages in).
+int RunReadBandwidth(const Args& a) {
+  if (a.read_mib < 1 || a.read_mib > (int64_t{1} << 20)) {
+    std::cerr << "bench_model: error: --read-bandwidth: expected MiB in [1, 1048576], found "
+              << a.read_mib << "\n";
+    return 1;
+  }
+  const int64_t n = a.read_mib * (int64_t{1} << 20) / static_cast<int64_t>(sizeof(float));
+  std::vector<float> buf(n, 1.0f);
+  constexpr int64_t kParts = 64;
+  std::vector<float> sums(kParts);
+  auto pass = [&] {
+    CpuParallelFor(kParts, [&](int64_t part) {
+      const int64_t b = n * part / kParts, e = n * (part + 1) / kParts;
+      float lane[16] = {};
+      int64_t i = b;
+      for (; i + 16 <= e; i += 16) {
+        for (int l = 0; l < 16; ++l) lane[l] += buf[i + l];
+      }
+      for (; i < e; ++i) lane[0] += buf[i];
+      float total = 0.0f;
+      for (float v : lane) total += v;
+      sums[part] = total;
+    });
+  };
+  for (int threads : a.threads) {
+    SetCpuThreads(threads);
+    pass();
+    std::vector<double> rates;
+    for (int r = 0; r < std::max(1, a.repeats); ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      pass();
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      rates.push_back(static_cast<double>(n) * sizeof(float) / s / 1e9);
+    }
+    float check = 0.0f;
+    for (float v : sums) check += v;
+    nlohmann::json line = {{"read_mib", a.read_mib},
+                           {"threads", threads},
+                           {"gb_per_s", Median(rates)},
+                           {"gb_per_s_runs", rates},
+                           {"sum", check}};
+    std::cout << line.dump() << "\n";
+  }
+  return 0;
+}
+
 absl::StatusOr<std::unique_ptr<LanguageModel>> MakeModel(const Args& a, int threads) {
   const models::ModelLoadOptions options{.threads = threads, .cpu_activations = a.act()};
   if (!a.model.empty()) return models::LoadLanguageModel(a.model, options);
@@ -171,6 +223,7 @@ absl::StatusOr<std::unique_ptr<LanguageModel>> MakeModel(const Args& a, int thre
 
 int Run(const Args& a) {
   if (!a.gemm.empty()) return RunGemm(a);
+  if (a.read_given) return RunReadBandwidth(a);
   PluginRegistry registry;
   nlohmann::json rows = nlohmann::json::array();
   nlohmann::json described;
@@ -264,11 +317,15 @@ int main(int argc, char** argv) {
   app.add_option("--repeats", a.repeats, "Runs per point (median and spread reported)")
       ->check(CLI::Range(1, 1000));
   app.add_option("--gemm", a.gemm, "Time the dense kernel at M,N,K instead")->delimiter(',');
+  CLI::Option* read =
+      app.add_option("--read-bandwidth", a.read_mib,
+                     "Time reading this many MiB of memory on the thread pool instead (GB/s)");
   app.add_option("--json", a.json_path, "Also write the JSON here");
   app.add_option("--activations", a.activations,
                  "Activations of the matrix products: f32, or bf16 (rounded; AVX512-BF16 dot "
                  "products for bf16 weights where the CPU has them)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   CLI11_PARSE(app, argc, argv);
+  a.read_given = read->count() > 0;
   return fluxattn::Run(a);
 }
