@@ -19,6 +19,35 @@ namespace fluxattn::plugins {
 // The CUDA kernels' key tile: layouts on a GPU list keys in blocks of this many.
 constexpr int kCudaKeyTile = 64;
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__)
+// Compiled for baseline x86-64, AVX2+FMA and AVX-512; the loader picks the best the CPU runs.
+#define FLUXATTN_QUEST_MULTIVERSION \
+  __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define FLUXATTN_QUEST_MULTIVERSION
+#endif
+
+namespace {
+
+// A page's Quest bound for one query: sum_i max(q_i lo_i, q_i hi_i), in 16 partial lanes over i
+// then a fixed tree (vectorizes; the order never depends on the caller).
+FLUXATTN_QUEST_MULTIVERSION
+float PageBound(const float* __restrict q, const float* __restrict lo, const float* __restrict hi,
+                int d) {
+  float lane[16] = {};
+  int i = 0;
+  for (; i + 16 <= d; i += 16) {
+    for (int l = 0; l < 16; ++l) lane[l] += std::max(q[i + l] * lo[i + l], q[i + l] * hi[i + l]);
+  }
+  for (int l = 0; i + l < d; ++l) lane[l] += std::max(q[i + l] * lo[i + l], q[i + l] * hi[i + l]);
+  for (int w = 8; w >= 1; w /= 2) {
+    for (int l = 0; l < w; ++l) lane[l] += lane[l + w];
+  }
+  return lane[0];
+}
+
+}  // namespace
+
 // The bounds of a CUDA problem's request on its device: [capacity pages][head][dim] f32 each,
 // grown by copying, plus scratch for the page table and the scores.
 struct QuestState::Device {
@@ -275,9 +304,7 @@ absl::Status QuestBackend::BuildDecodeLayout(const AttentionProblem& p, QuestSta
         for (int g = 0; g < group; ++g) {
           const float* q =
               p.host_q() + (r * p.num_q_heads + h * group + g) * static_cast<int64_t>(d);
-          float bound = 0;
-          for (int i = 0; i < d; ++i) bound += std::max(q[i] * lo[i], q[i] * hi[i]);
-          best = std::max(best, bound);
+          best = std::max(best, PageBound(q, lo, hi, d));
         }
       }
       return best;
