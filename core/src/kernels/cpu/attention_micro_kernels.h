@@ -17,11 +17,11 @@ void GemmAT(int m, int n, int k, const float* __restrict at, int ldat, const flo
 // x[i] = exp(x[i]) for x[i] <= 0 (including -inf, which gives exactly 0), within ~2 ulp.
 void ExpNonPositiveInPlace(float* __restrict x, int n);
 
-// One online-softmax step over a tile of transposed scores st[n][rows] (rows <= 64, a multiple
-// of 16): per row i the new maximum m[i] over the tile and the old m[i], the correction
-// exp(old m - new m) of the earlier sum l[i] and of the first rows4 output rows acc[i][0:d]
-// (stride dp), and the probabilities exp(s - m) in place of the scores. A row that has seen
-// only -inf keeps m = -inf and probabilities 0.
+// One online-softmax step over a tile of transposed scores st[n][rows] (rows <= 64; the tiles
+// pass a multiple of 16, the decode path its query heads): per row i the new maximum m[i] over the
+// tile and the old m[i], the correction exp(old m - new m) of the earlier sum l[i] and of the first
+// rows4 output rows acc[i][0:d] (stride dp), and the probabilities exp(s - m) in place of the
+// scores. A row that has seen only -inf keeps m = -inf and probabilities 0.
 void SoftmaxStep(float* __restrict st, int n, int rows, int rows4, float* __restrict m,
                  float* __restrict l, float* __restrict acc, int dp, int d);
 
