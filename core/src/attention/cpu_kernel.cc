@@ -67,8 +67,7 @@ constexpr int64_t kSplitEntries = 8;
 // heads as dot products (TokenScores), with no padding of the rows to the micro-kernel's 16.
 // (Per-head layouts keep one unit per KV head on the tiles: there the tiles' copy of a head's
 // rows keeps more loads in flight.) Narrow units split every kAllHeadsSplitKeys keys (in whole
-// KV blocks), so that a batch of one still spreads over the threads; `narrow_heads` lets a unit
-// cover fewer heads.
+// KV blocks), so that a batch of one still spreads over the threads.
 constexpr int64_t kAllHeadsSplitKeys = 256;
 constexpr int64_t kPrefetchKeys = 4;
 
@@ -97,7 +96,7 @@ class Kernel {
           b_.num_q_heads <= kRowTile) {
         Unit u;
         u.seq = static_cast<int32_t>(s);
-        u.narrow_heads = hkv;
+        u.narrow = true;
         u.r0 = 0;
         u.r1 = 1;
         u.eb = layout.row_begin[0];
@@ -145,7 +144,7 @@ class Kernel {
   struct Unit {
     int32_t seq = 0;
     int kv_head = 0;
-    int narrow_heads = 0;    // > 0: a narrow unit of KV heads [kv_head, kv_head + narrow_heads)
+    bool narrow = false;     // a narrow decode unit over every KV head
     int64_t r0 = 0, r1 = 0;  // query rows of the sequence
     int64_t eb = 0, ee = 0;  // layout entries of the unit's row
     int64_t splits = 1;
@@ -159,7 +158,7 @@ class Kernel {
   };
 
   int64_t UnitRows(const Unit& u) const {
-    return u.narrow_heads > 0 ? int64_t{u.narrow_heads} * group_ : (u.r1 - u.r0) * group_;
+    return u.narrow ? b_.num_q_heads : (u.r1 - u.r0) * group_;
   }
 
   void AddUnit(Unit u, int64_t* partial_rows) {
@@ -197,7 +196,7 @@ class Kernel {
     const int64_t unit_rows = UnitRows(u);
     for (int64_t t0 = 0; t0 < unit_rows; t0 += kRowTile) {
       const int rows = static_cast<int>(std::min<int64_t>(kRowTile, unit_rows - t0));
-      if (u.narrow_heads > 0) {
+      if (u.narrow) {
         RunNarrow(sc, u, sb, se);
       } else {
         RunTile(sc, u, t0, rows, sb, se);
@@ -219,9 +218,9 @@ class Kernel {
 
   // Global query row and query head of unit row t.
   void RowOf(const Unit& u, int64_t t, int64_t* r, int* hq) const {
-    if (u.narrow_heads > 0) {
+    if (u.narrow) {
       *r = u.r0;
-      *hq = u.kv_head * group_ + static_cast<int>(t);
+      *hq = static_cast<int>(t);
       return;
     }
     *r = u.r0 + t / group_;
@@ -320,13 +319,12 @@ class Kernel {
   void RunNarrow(Scratch& sc, const Unit& u, int64_t eb, int64_t ee) {
     const AttentionProblem& p = b_.seqs[u.seq];
     const BlockSparseLayout& layout = plan_.layouts[u.seq];
-    const int hkv = u.narrow_heads;
-    const int hq_count = hkv * group_;
-    const int hq0 = u.kv_head * group_;
+    const int hkv = b_.num_kv_heads;
+    const int hq_count = b_.num_q_heads;
     const int64_t pos = p.q_pos0;
     float* q = sc.qt.data();  // [hq][dp], pre-scaled, zero past d
     for (int hq = 0; hq < hq_count; ++hq) {
-      const float* src = q_ + (p.q_row0 * b_.num_q_heads + hq0 + hq) * static_cast<int64_t>(d_);
+      const float* src = q_ + (p.q_row0 * hq_count + hq) * static_cast<int64_t>(d_);
       float* dst = q + static_cast<int64_t>(hq) * dp_;
       for (int d = 0; d < d_; ++d) dst[d] = src[d] * b_.scale;
       std::fill(dst + d_, dst + dp_, 0.0f);
@@ -339,7 +337,8 @@ class Kernel {
     const int bk = layout.kv_block_tokens;
     const int64_t words = layout.words_per_mask();
     const int64_t kv_length = layout.kv_length;
-    bool allowed[kKeyTile];
+    const float* vrows[kKeyTile];  // the tile's readable positions: values, then weights
+    const float* wrows[kKeyTile];
     for (int64_t e = eb; e < ee; ++e) {
       const int64_t block_start = static_cast<int64_t>(layout.kv_block[e]) * bk;
       const int64_t block_end = std::min({block_start + bk, kv_length, pos + 1});
@@ -348,16 +347,15 @@ class Kernel {
       for (int64_t c0 = block_start; c0 < block_end; c0 += kKeyTile) {
         const int n = static_cast<int>(std::min<int64_t>(kKeyTile, block_end - c0));
         float* st = sc.st.data();  // [n][hq_count]
+        int kept = 0;
         for (int j = 0; j < n; ++j) {
           const int64_t key = c0 + j;
           float* srow = st + static_cast<int64_t>(j) * hq_count;
-          allowed[j] =
-              mask == nullptr || MaskAllows(mask, bk, 0, static_cast<int>(key - block_start));
-          if (!allowed[j]) {
+          if (mask != nullptr && !MaskAllows(mask, bk, 0, static_cast<int>(key - block_start))) {
             std::fill(srow, srow + hq_count, kNegInf);
             continue;
           }
-          const float* kt = p.kv.key(key, u.kv_head);
+          const float* kt = p.kv.key(key, 0);
           if (kt == nullptr) {
             Fail(absl::FailedPreconditionError(absl::StrCat(
                 "attention kernel: layer ", p.layer, " request ", p.request_id,
@@ -368,23 +366,17 @@ class Kernel {
           // position (every head, a few KiB) starts a new stream for the hardware prefetchers,
           // and this starts it early (about 20% off a long decode on Zen 4).
           if (key + kPrefetchKeys < block_end) {
-            const float* nk = p.kv.key(key + kPrefetchKeys, u.kv_head);
+            const float* nk = p.kv.key(key + kPrefetchKeys, 0);
             if (nk != nullptr) {
               __builtin_prefetch(nk);
-              __builtin_prefetch(p.kv.value(key + kPrefetchKeys, u.kv_head));
+              __builtin_prefetch(p.kv.value(key + kPrefetchKeys, 0));
             }
           }
           cpu_kernels::TokenScores(kt, hkv, group_, d_, q, dp_, srow);
+          vrows[kept] = p.kv.value(key, 0);
+          wrows[kept++] = srow;  // the softmax step turns the scores into weights in place
         }
         cpu_kernels::SoftmaxStep(st, n, hq_count, hq_count, sc.m, sc.l, sc.acc.data(), dp_, d_);
-        const float* vrows[kKeyTile];
-        const float* wrows[kKeyTile];
-        int kept = 0;
-        for (int j = 0; j < n; ++j) {
-          if (!allowed[j]) continue;
-          vrows[kept] = p.kv.value(c0 + j, u.kv_head);
-          wrows[kept++] = st + static_cast<int64_t>(j) * hq_count;
-        }
         cpu_kernels::TokenValues(vrows, wrows, kept, hkv, group_, d_, sc.acc.data(), dp_);
       }
     }
